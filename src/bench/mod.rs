@@ -1,0 +1,114 @@
+//! `herald bench ...`: load generators that print their figures, each beside a
+//! baseline measured in the same run so the ratio means something on a noisy machine.
+
+mod append;
+mod report;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::Config;
+use crate::database::{MIGRATOR, embedded};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Event store appends against plain SQL INSERTs of the same rows.
+    Append(append::AppendArgs),
+}
+
+pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
+    let scratch = ScratchDatabase::create(config).await?;
+    let result = match command {
+        BenchCommand::Append(args) => append::run(&scratch, args).await,
+    };
+    scratch.drop_database().await;
+    result
+}
+
+/// A fresh, migrated database for one benchmark run, dropped afterwards; on
+/// the configured server, or on the embedded cluster when none is configured.
+pub struct ScratchDatabase {
+    admin: PgConnectOptions,
+    target: PgConnectOptions,
+    name: String,
+    cluster: Option<embedded::EmbeddedPostgres>,
+}
+
+impl ScratchDatabase {
+    async fn create(config: &Config) -> anyhow::Result<ScratchDatabase> {
+        let (admin, cluster) = match &config.database_url {
+            Some(url) => (url.parse::<PgConnectOptions>()?, None),
+            None => {
+                let cluster = embedded::EmbeddedPostgres::start(
+                    &config.data_dir.join("pg"),
+                    embedded::EmbeddedOptions {
+                        max_connections: 200,
+                        fast_unsafe: false,
+                    },
+                )
+                .await?;
+                (cluster.connect_options("postgres"), Some(cluster))
+            }
+        };
+        let name = format!("herald_bench_{}", std::process::id());
+        let mut conn = admin
+            .connect()
+            .await
+            .context("connecting to PostgreSQL for the benchmark")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .context("creating the benchmark database (the role needs CREATEDB)")?;
+        let target = admin.clone().database(&name);
+        let scratch = ScratchDatabase {
+            admin,
+            target,
+            name,
+            cluster,
+        };
+        let pool = scratch.pool(2).await?;
+        MIGRATOR.run(&pool).await?;
+        pool.close().await;
+        Ok(scratch)
+    }
+
+    pub async fn pool(&self, connections: u32) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(connections)
+            .min_connections(connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(self.target.clone())
+            .await?)
+    }
+
+    async fn drop_database(self) {
+        let dropped = async {
+            let mut conn = self.admin.connect().await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await
+        };
+        if let Err(error) = dropped.await {
+            eprintln!(
+                "note: could not drop benchmark database {}: {error}",
+                self.name
+            );
+        }
+        if let Some(cluster) = self.cluster
+            && let Err(error) = cluster.stop().await
+        {
+            eprintln!("note: stopping the embedded PostgreSQL failed: {error}");
+        }
+    }
+}

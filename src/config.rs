@@ -1,0 +1,185 @@
+//! One configuration struct, from defaults, an optional `herald.toml` and the
+//! environment (later sources win). Unknown keys and bad values fail at start
+//! with an error that names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// `HERALD_CONFIG` names the file; it is not itself a setting.
+const CONFIG_FILE_VAR: &str = "HERALD_CONFIG";
+const DEFAULT_CONFIG_FILE: &str = "herald.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// PostgreSQL to use; without it Herald runs a private cluster under `data_dir`.
+    pub database_url: Option<String>,
+    /// Connections in the pool of each process.
+    pub database_max_connections: u32,
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Where Herald keeps its own files (the embedded cluster lives in `pg/`).
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `herald=debug,sqlx=warn`.
+    pub log_filter: String,
+    /// Traces go to this OTLP/HTTP collector only when it is set.
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// How long in-flight work may take to finish after SIGINT/SIGTERM.
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            database_max_connections: 20,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./.herald"),
+            log_format: LogFormat::Pretty,
+            log_filter: "info".into(),
+            otel_exporter_otlp_endpoint: None,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+impl Config {
+    /// Loads from defaults, then the file (`explicit_file`, else `$HERALD_CONFIG`,
+    /// else `./herald.toml` if present), then `HERALD_*`, `DATABASE_URL` and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn load(explicit_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let named = explicit_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_FILE_VAR).map(PathBuf::from));
+        let file = match named {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile { path }),
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(
+                Env::prefixed("HERALD_")
+                    // HERALD_TEST_* belongs to the test suite, HERALD_CONFIG names the file.
+                    .filter(|key| key != "config" && !key.as_str().starts_with("test_")),
+            )
+            .merge(Env::raw().only(&["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The configuration as TOML with secrets masked, for `herald config`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = shown.database_url.as_deref().map(redact_url);
+        toml::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Masks the password of a connection URL (and any `password=` parameter).
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "<unparsable URL, not shown>".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("****"));
+    }
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    if pairs.iter().any(|(k, _)| k == "password") {
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(pairs.iter().map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if k == "password" { "****" } else { v.as_str() },
+                )
+            }));
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_password_is_masked() {
+        assert_eq!(
+            redact_url("postgres://herald:s3cret@db:5432/herald?sslmode=require"),
+            "postgres://herald:****@db:5432/herald?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://db/herald?password=s3cret"),
+            "postgres://db/herald?password=****"
+        );
+        assert_eq!(redact_url("postgres://db/herald"), "postgres://db/herald");
+    }
+
+    #[test]
+    fn unknown_and_invalid_keys_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "listen = \"127.0.0.1:9000\"\nlisten_port = 1\n",
+            )?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("listen_port"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_LOG_FORMAT", "yaml");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("log_format") || error.contains("LOG_FORMAT"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/herald\"\n",
+            )?;
+            jail.set_env("HERALD_LISTEN", "0.0.0.0:7000");
+            jail.set_env("DATABASE_URL", "postgres://localhost/x");
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.listen, "0.0.0.0:7000".parse().unwrap());
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/herald"));
+            assert_eq!(
+                config.database_url.as_deref(),
+                Some("postgres://localhost/x")
+            );
+            assert_eq!(config.log_format, LogFormat::Pretty);
+            Ok(())
+        });
+    }
+}

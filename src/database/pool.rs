@@ -1,0 +1,101 @@
+//! Opening the database Herald runs on: a server named by URL, or the private
+//! embedded cluster. Migrations are compiled into the binary.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The database the embedded cluster serves Herald from.
+const EMBEDDED_DATABASE: &str = "herald";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    InvalidUrl(sqlx::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(sqlx::Error),
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub struct Database {
+    pub pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `url`, or starts the embedded cluster under `data_dir/pg`.
+    pub async fn open(
+        url: Option<&str>,
+        data_dir: &Path,
+        max_connections: u32,
+    ) -> Result<Database, DatabaseError> {
+        let (options, embedded) = match url {
+            Some(url) => (
+                PgConnectOptions::from_str(url).map_err(DatabaseError::InvalidUrl)?,
+                None,
+            ),
+            None => {
+                let cluster = EmbeddedPostgres::start(
+                    &data_dir.join("pg"),
+                    EmbeddedOptions {
+                        max_connections: (max_connections * 2 + 20).max(100),
+                        fast_unsafe: false,
+                    },
+                )
+                .await?;
+                cluster.ensure_database(EMBEDDED_DATABASE).await?;
+                (cluster.connect_options(EMBEDDED_DATABASE), Some(cluster))
+            }
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(DatabaseError::Connect)?;
+        Ok(Database { pool, embedded })
+    }
+
+    pub async fn migrate(&self) -> Result<(), DatabaseError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, then stops the embedded cluster if Herald started it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded
+            && let Err(error) = cluster.stop().await
+        {
+            tracing::error!(%error, "stopping the embedded PostgreSQL failed");
+        }
+    }
+}
+
+/// Whether the schema this binary needs is in place.
+pub async fn is_migrated(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let Some(latest) = MIGRATOR.iter().map(|m| m.version).max() else {
+        return Ok(true);
+    };
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .or_else(|e| match &e {
+                // No migrations table yet: nothing applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(e),
+            })?;
+    Ok(applied.is_some_and(|v| v >= latest))
+}

@@ -1,0 +1,142 @@
+//! Herald: a multi-tenant notification service on one PostgreSQL event log.
+//!
+//! The rooms (DESIGN.md section 2), dependencies pointing down this list:
+//! `api` → `eventstore`; `database` opens PostgreSQL (embedded or by URL) and
+//! migrates it; `bench` holds the load generators behind `herald bench`.
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod database;
+pub mod eventstore;
+pub mod telemetry;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::database::Database;
+use crate::eventstore::EventStore;
+
+/// What a `herald serve` process runs; several processes may share one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API: GraphQL, REST, health, metrics.
+    Api,
+    /// Rank, schedule, throttle and dispatch loops.
+    Workers,
+    /// Projection runners that fold the log into read models.
+    Projections,
+}
+
+/// Opens the database the configuration names (starting the embedded cluster if none).
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    Ok(Database::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.database_max_connections,
+    )
+    .await?)
+}
+
+/// `herald migrate`: applies the embedded migrations and exits.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    let result = db.migrate().await;
+    db.close().await;
+    result?;
+    tracing::info!("database is migrated");
+    Ok(())
+}
+
+/// `herald serve`: runs the given roles until SIGINT or SIGTERM.
+pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+
+    let db = open_database(&config).await?;
+    let result = run(&config, roles, &db, metrics, shutdown).await;
+    db.close().await;
+    result
+}
+
+async fn run(
+    config: &Config,
+    roles: &[Role],
+    db: &Database,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    db.migrate().await?;
+    let _store = EventStore::new(db.pool.clone());
+    tracing::info!(?roles, "herald is starting");
+
+    let server = if roles.contains(&Role::Api) {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (set HERALD_LISTEN or --listen)",
+                    config.listen
+                )
+            })?;
+        let app = api::router(api::ApiState {
+            pool: db.pool.clone(),
+            metrics,
+        });
+        tracing::info!("listening on http://{}", config.listen);
+        let graceful = shutdown.clone().cancelled_owned();
+        Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .await
+        }))
+    } else {
+        None
+    };
+
+    shutdown.cancelled().await;
+    if let Some(server) = server {
+        let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+        match tokio::time::timeout(grace, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "the HTTP server failed"),
+            Ok(Err(error)) => tracing::error!(%error, "the HTTP server task panicked"),
+            Err(_) => tracing::warn!(
+                ?grace,
+                "in-flight requests did not finish in time; closing them"
+            ),
+        }
+    }
+    tracing::info!("herald stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop herald with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if shutdown.is_cancelled() {
+            tracing::warn!("already shutting down; waiting for in-flight work");
+        } else {
+            tracing::info!("shutting down: finishing in-flight work");
+            shutdown.cancel();
+        }
+    }
+}

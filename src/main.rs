@@ -1,0 +1,93 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use herald::config::Config;
+use herald::{Role, bench};
+
+/// Herald, a notification service on one PostgreSQL event log.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: $HERALD_CONFIG, else ./herald.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (without DATABASE_URL, on a private PostgreSQL cluster under the data dir).
+    Serve {
+        /// Which parts to run in this process.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "api,workers,projections"
+        )]
+        roles: Vec<Role>,
+        /// Address of the HTTP API (overrides HERALD_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets masked.
+    Config,
+    /// Load generators that print throughput and latency figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Command::Serve {
+        listen: Some(listen),
+        ..
+    } = &cli.command
+    {
+        config.listen = *listen;
+    }
+    if let Command::Config = cli.command {
+        print!("{}", config.redacted_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let _telemetry = match herald::telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herald: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { roles, .. } => herald::serve(config, &roles).await,
+            Command::Migrate => herald::migrate(&config).await,
+            Command::Bench(command) => bench::run(&config, command).await,
+            Command::Config => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Every test that touches storage gets a fresh, migrated database of its own,
+//! cloned from a migrated template. The server is `DATABASE_URL` when set, else
+//! a private PostgreSQL cluster under the temp dir, shared by every test process
+//! of a run and stopped by the last one to exit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use herald::database::{EmbeddedOptions, EmbeddedPostgres, MIGRATOR};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+
+struct Server {
+    admin: PgConnectOptions,
+    template: String,
+}
+
+static SERVER: OnceCell<Server> = OnceCell::const_new();
+static CLUSTER: std::sync::OnceLock<EmbeddedPostgres> = std::sync::OnceLock::new();
+static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(0);
+
+pub struct TestDatabase {
+    pub pool: PgPool,
+    pub options: PgConnectOptions,
+}
+
+/// A fresh database with every migration applied.
+pub async fn fresh_database() -> TestDatabase {
+    let server = SERVER.get_or_init(start_server).await;
+    let name = format!(
+        "herald_test_{}_{}",
+        std::process::id(),
+        NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = server
+        .admin
+        .connect()
+        .await
+        .expect("connect to the test server");
+    let create = format!("CREATE DATABASE {name} TEMPLATE {}", server.template);
+    // Concurrent clones of one template can briefly collide; they succeed on retry.
+    let mut attempt = 0;
+    loop {
+        match sqlx::query(sqlx::AssertSqlSafe(create.clone()))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(error) if attempt < 50 => {
+                attempt += 1;
+                tracing::debug!(%error, "retrying CREATE DATABASE");
+                tokio::time::sleep(Duration::from_millis(50 + attempt * 10)).await;
+            }
+            Err(error) => panic!("cannot create test database {name}: {error}"),
+        }
+    }
+    admin.close().await.ok();
+    let options = server.admin.clone().database(&name);
+    let pool = PgPoolOptions::new()
+        .max_connections(30)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
+        .await
+        .expect("connect to the test database");
+    TestDatabase { pool, options }
+}
+
+async fn start_server() -> Server {
+    let admin = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url
+            .parse::<PgConnectOptions>()
+            .expect("DATABASE_URL must be a PostgreSQL URL"),
+        _ => {
+            let dir = std::env::temp_dir().join(format!(
+                "herald-test-pg-{:x}",
+                short_hash(env!("CARGO_MANIFEST_DIR"))
+            ));
+            let cluster = EmbeddedPostgres::start_shared(
+                &dir,
+                EmbeddedOptions {
+                    max_connections: 400,
+                    fast_unsafe: true,
+                },
+            )
+            .await
+            .expect("start the embedded test cluster");
+            let admin = cluster.connect_options("postgres");
+            if CLUSTER.set(cluster).is_ok() {
+                // SAFETY: registering a plain extern "C" fn with atexit has no preconditions.
+                unsafe { libc::atexit(stop_cluster_if_last) };
+            }
+            admin
+        }
+    };
+    let admin = admin.log_statements(tracing::log::LevelFilter::Debug);
+    let mut conn = admin.connect().await.expect("connect to the test server");
+    drop_databases_of_finished_runs(&mut conn).await;
+    let template = ensure_template(&admin, &mut conn).await;
+    conn.close().await.ok();
+    Server { admin, template }
+}
+
+extern "C" fn stop_cluster_if_last() {
+    if let Some(cluster) = CLUSTER.get() {
+        cluster.stop_if_last_user();
+    }
+}
+
+/// The template is named after the migrations, so a schema change builds a new one.
+async fn ensure_template(admin: &PgConnectOptions, conn: &mut PgConnection) -> String {
+    let migrations: String = MIGRATOR
+        .iter()
+        .map(|m| format!("{}{}", m.version, m.sql.as_str()))
+        .collect();
+    let template = format!("herald_template_{:x}", short_hash(&migrations));
+    sqlx::query("SELECT pg_advisory_lock(hashtext('herald test template'))")
+        .execute(&mut *conn)
+        .await
+        .expect("lock the template");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&template)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("look up the template");
+    if !exists {
+        let building = format!("{template}_building");
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {building}"),
+            format!("CREATE DATABASE {building}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .expect("create the template");
+        }
+        let mut template_conn = admin
+            .clone()
+            .database(&building)
+            .connect()
+            .await
+            .expect("connect to the template");
+        MIGRATOR
+            .run(&mut template_conn)
+            .await
+            .expect("migrate the template");
+        template_conn.close().await.ok();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {building} RENAME TO {template}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .expect("publish the template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('herald test template'))")
+        .execute(&mut *conn)
+        .await
+        .expect("unlock the template");
+    template
+}
+
+/// Test databases are named after their process; drop those whose process is gone.
+async fn drop_databases_of_finished_runs(conn: &mut PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'herald\\_test\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let pid = name
+            .split('_')
+            .nth(2)
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut *conn)
+            .await;
+        }
+    }
+}
+
+fn short_hash(text: &str) -> u64 {
+    // FNV-1a: stable across runs and toolchains, unlike std's DefaultHasher.
+    text.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
+        (hash ^ byte as u64).wrapping_mul(0x100000001b3)
+    })
+}
