@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -250,7 +250,7 @@ impl EmbeddedPostgres {
     pub async fn stop(mut self) -> Result<(), EmbeddedError> {
         tokio::task::spawn_blocking(move || {
             if self.shared {
-                self.stop_if_last_user().map(drop)
+                self.release_shared().map(drop)
             } else {
                 self.stop_child(STOP_TIMEOUT)
             }
@@ -259,11 +259,23 @@ impl EmbeddedPostgres {
     }
 
     /// For shared handles, at process exit: gives up this process's share
-    /// and, if no other process uses the cluster, stops it. Returns whether
-    /// it stopped the server. Safe in an `atexit` handler, as it does not
-    /// log (tracing's thread-locals may be gone by then). Calling it again
-    /// is harmless; on an owning handle it does nothing.
-    pub fn stop_if_last_user(&self) -> Result<bool, EmbeddedError> {
+    /// and, if no other process uses the cluster, stops it. Meant for an
+    /// `atexit` handler, so it reports failure on stderr: tracing's
+    /// thread-locals may be gone by then. Calling it again is harmless; on
+    /// an owning handle it does nothing.
+    pub fn stop_if_last_user(&self) {
+        if let Err(e) = self.release_shared() {
+            // Nothing to do if stderr is gone too.
+            let _ = writeln!(
+                io::stderr(),
+                "herald: stopping the shared PostgreSQL cluster: {e}"
+            );
+        }
+    }
+
+    /// [`stop_if_last_user`](Self::stop_if_last_user), returning whether it
+    /// stopped the server.
+    fn release_shared(&self) -> Result<bool, EmbeddedError> {
         if !self.shared {
             return Ok(false);
         }
@@ -804,11 +816,12 @@ fn find_postmaster(data: &Path) -> Result<Postmaster, EmbeddedError> {
     if !pid_alive(pid) {
         return Ok(Postmaster::NotRunning);
     }
-    // A postgres whose working directory is this data directory is its
-    // postmaster (or a backend of it, which a reused pid cannot be).
+    // The pid may have been reused by anything since; a postgres working in
+    // this data directory (postgres chdirs there) is this cluster's own.
     let ours = fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|c| c.trim() == "postgres")
-        && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data);
+        .is_ok_and(|comm| comm.trim() == "postgres")
+        && fs::read_link(format!("/proc/{pid}/cwd"))
+            .is_ok_and(|cwd| fs::canonicalize(data).is_ok_and(|data| cwd == data));
     if !ours {
         return Ok(Postmaster::Stale);
     }
@@ -1088,14 +1101,14 @@ mod tests {
             .expect_err("an owner while users run");
         assert!(matches!(err, EmbeddedError::Locked { .. }), "{err}");
 
-        assert!(!first.stop_if_last_user().expect("release"));
-        assert!(!first.stop_if_last_user().expect("release again"));
+        assert!(!first.release_shared().expect("release"));
+        first.stop_if_last_user();
         drop(first);
         assert!(pid_alive(pid), "still used by the second user");
         assert_eq!(select_one(&second, "postgres").await, 1);
 
         assert!(
-            second.stop_if_last_user().expect("stop"),
+            second.release_shared().expect("stop"),
             "the last user stops it"
         );
         assert!(!pid_alive(pid));
