@@ -131,6 +131,31 @@ ORDER BY i.ord
 RETURNING global_position, event_id
 "#;
 
+/// The common case, one stream, without the multi-stream joins: a statement
+/// PostgreSQL plans in a fraction of the time, which shows at batch size 1.
+const APPEND_ONE_STREAM: &str = r#"
+INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+SELECT $1, h.head + i.ord, i.event_id, i.event_type, i.schema_version, i.tenant_id, i.payload, i.metadata
+FROM (SELECT coalesce(max(stream_version), 0) AS head FROM events WHERE stream_id = $1) h
+CROSS JOIN unnest($3::uuid[], $4::text[], $5::int2[], $6::text[], $7::jsonb[], $8::jsonb[])
+    WITH ORDINALITY AS i(event_id, event_type, schema_version, tenant_id, payload, metadata, ord)
+WHERE ($2::int8 < 0 OR h.head = $2)
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY($3))
+ORDER BY i.ord
+RETURNING global_position, event_id
+"#;
+
+/// One event, scalar parameters: the shape of a raw single-row INSERT, and
+/// the most frequent append of all.
+const APPEND_ONE_EVENT: &str = r#"
+INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+SELECT $1, h.head + 1, $3, $4, $5, $6, $7, $8
+FROM (SELECT coalesce(max(stream_version), 0) AS head FROM events WHERE stream_id = $1) h
+WHERE ($2::int8 < 0 OR h.head = $2)
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = $3)
+RETURNING global_position, event_id
+"#;
+
 /// Why the fast path inserted nothing.
 pub(super) enum Diagnosis {
     /// Every event is already stored, identically: the append happened before.
@@ -154,18 +179,39 @@ pub(super) async fn try_append(
     conn: &mut PgConnection,
     cols: &Columns,
 ) -> Result<Attempt, StoreError> {
-    let rows: Result<Vec<(i64, Uuid)>, sqlx::Error> = sqlx::query_as(APPEND)
-        .bind(&cols.stream_ids)
-        .bind(&cols.stream_offsets)
-        .bind(&cols.expected)
-        .bind(&cols.event_ids)
-        .bind(&cols.event_types)
-        .bind(&cols.schema_versions)
-        .bind(&cols.tenant_ids)
-        .bind(&cols.payloads)
-        .bind(&cols.metadata)
-        .fetch_all(conn)
-        .await;
+    let query = if cols.len() == 1 {
+        sqlx::query_as(APPEND_ONE_EVENT)
+            .bind(&cols.streams[0])
+            .bind(cols.expected[0])
+            .bind(cols.event_ids[0])
+            .bind(&cols.event_types[0])
+            .bind(cols.schema_versions[0])
+            .bind(&cols.tenant_ids[0])
+            .bind(&cols.payloads[0])
+            .bind(&cols.metadata[0])
+    } else if cols.streams.len() == 1 {
+        sqlx::query_as(APPEND_ONE_STREAM)
+            .bind(&cols.streams[0])
+            .bind(cols.expected[0])
+            .bind(&cols.event_ids)
+            .bind(&cols.event_types)
+            .bind(&cols.schema_versions)
+            .bind(&cols.tenant_ids)
+            .bind(&cols.payloads)
+            .bind(&cols.metadata)
+    } else {
+        sqlx::query_as(APPEND)
+            .bind(&cols.stream_ids)
+            .bind(&cols.stream_offsets)
+            .bind(&cols.expected)
+            .bind(&cols.event_ids)
+            .bind(&cols.event_types)
+            .bind(&cols.schema_versions)
+            .bind(&cols.tenant_ids)
+            .bind(&cols.payloads)
+            .bind(&cols.metadata)
+    };
+    let rows: Result<Vec<(i64, Uuid)>, sqlx::Error> = query.fetch_all(conn).await;
     match rows {
         Ok(rows) if rows.is_empty() => Ok(Attempt::Refused),
         Ok(rows) => Ok(Attempt::Appended(in_input_order(rows, &cols.event_ids))),

@@ -1,0 +1,494 @@
+//! The `Notification` aggregate: which transitions are legal (DESIGN.md §4).
+//!
+//! The same rules run when a command is handled ([`Notification::decide`]) and
+//! are assumed when state is rebuilt ([`Notification::apply`] trusts events).
+//!
+//! | command | legal from | records | then | returns no events (a retried command) when |
+//! |---|---|---|---|---|
+//! | Request | nothing yet | NotificationRequested | REQUESTED | never: `AlreadyRequested` |
+//! | Rank | REQUESTED | NotificationRanked | RANKED | |
+//! | Schedule | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; not past expiry | NotificationScheduled | SCHEDULED | |
+//! | AttemptDelivery | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; a requested channel; not past expiry | DeliveryAttempted, attempt n + 1 | SENDING | |
+//! | RecordSent | SENDING, current attempt | NotificationSent | SENT | SENT, DELIVERED, BOUNCED or COMPLAINED at that attempt |
+//! | RecordFailure with `retry_at`, not permanent | SENDING, current attempt | DeliveryFailed | RETRY_PENDING | RETRY_PENDING or DEAD_LETTERED at that attempt |
+//! | RecordFailure, permanent or no `retry_at` | SENDING, current attempt | DeliveryFailed, NotificationDeadLettered | DEAD_LETTERED | as above |
+//! | DeadLetter | SENDING, RETRY_PENDING | NotificationDeadLettered | DEAD_LETTERED | DEAD_LETTERED |
+//! | RecordDelivered | SENT | NotificationDelivered | DELIVERED | DELIVERED |
+//! | RecordBounce | SENT, DELIVERED | NotificationBounced | BOUNCED | BOUNCED |
+//! | RecordComplaint | SENT, DELIVERED | NotificationComplained | COMPLAINED | COMPLAINED |
+//! | RecordOpen | SENT, DELIVERED | NotificationOpened, `first` if none before | unchanged | |
+//! | RecordClick | SENT, DELIVERED | NotificationClicked, `first` if none before | unchanged | |
+//! | Reject | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING, SENDING | NotificationRejected | REJECTED | REJECTED |
+//! | Suppress | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING, SENDING | NotificationSuppressed | SUPPRESSED | SUPPRESSED |
+//! | Expire | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING, SENDING | NotificationExpired | EXPIRED | EXPIRED |
+//! | Cancel | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING | NotificationCancelled | CANCELLED | CANCELLED |
+//!
+//! Every other pair is `IllegalTransition`; any command but Request before
+//! the notification exists is `NotRequested`. Why some rows are as they are:
+//!
+//! - A final failure dead-letters in the same decision, so no crash between
+//!   two appends can leave a notification that nothing will pick up. To fail
+//!   over to the next channel, record the failure with a `retry_at`.
+//! - Cancel stops short of SENDING: the message may already be with the
+//!   provider, and a cancel that cannot stop it must not claim it did.
+//! - Reject and Suppress are legal in SENDING because a provider can refuse at
+//!   send time (an address on its own suppression list).
+//! - Expire is legal in SENDING so a notification whose dispatcher died
+//!   mid-attempt can still be closed; that attempt's late report is refused.
+//! - Terminal statuses never lead back to a live one. Only receipts and
+//!   engagement follow SENT, and a complaint or bounce may follow DELIVERED.
+
+use chrono::{DateTime, Utc};
+
+use super::aggregate::Aggregate;
+use super::domain_error::DomainError;
+use super::notification_command::NotificationCommand;
+use super::notification_event::NotificationEvent;
+use super::notification_request::NotificationRequest;
+use super::notification_status::NotificationStatus;
+use super::values::{Channel, NotificationId, TenantId};
+
+/// Free text from providers and workers (errors, reasons, ids) is clipped to
+/// this many characters: one verbose provider must not bloat the log.
+pub const MAX_EVENT_TEXT_CHARS: usize = 2048;
+pub const MAX_BREAKDOWN_BYTES: usize = 16 * 1024;
+
+/// A notification's state; `Default` is one not yet requested.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Notification {
+    state: Option<NotificationState>,
+}
+
+/// What is known about a requested notification. Read it through
+/// [`Notification::state`]; only events change it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationState {
+    pub tenant_id: TenantId,
+    pub notification_id: NotificationId,
+    pub request: NotificationRequest,
+    pub requested_at: DateTime<Utc>,
+    pub status: NotificationStatus,
+    pub score: Option<f64>,
+    pub send_after: Option<DateTime<Utc>>,
+    pub schedule_at: Option<DateTime<Utc>>,
+    /// Attempts started so far, which is also the current attempt's number.
+    pub attempts: u32,
+    pub channel: Option<Channel>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub opens: u32,
+    pub clicks: u32,
+}
+
+impl NotificationState {
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.request.expires_at(self.requested_at)
+    }
+}
+
+impl Notification {
+    /// `None` until the notification is requested.
+    pub fn status(&self) -> Option<NotificationStatus> {
+        self.state.as_ref().map(|state| state.status)
+    }
+
+    pub fn state(&self) -> Option<&NotificationState> {
+        self.state.as_ref()
+    }
+
+    /// Folds one event in. Events are facts already decided, so this cannot
+    /// fail; a valid stream starts with `NotificationRequested`, and anything
+    /// before it is ignored.
+    pub fn apply(&mut self, event: &NotificationEvent) {
+        use NotificationEvent as E;
+        use NotificationStatus as S;
+
+        let Some(state) = &mut self.state else {
+            if let E::Requested {
+                tenant_id,
+                notification_id,
+                request,
+                requested_at,
+            } = event
+            {
+                self.state = Some(NotificationState {
+                    tenant_id: tenant_id.clone(),
+                    notification_id: *notification_id,
+                    request: request.clone(),
+                    requested_at: *requested_at,
+                    status: S::Requested,
+                    score: None,
+                    send_after: None,
+                    schedule_at: request.schedule_at,
+                    attempts: 0,
+                    channel: None,
+                    provider: None,
+                    provider_message_id: None,
+                    retry_at: None,
+                    last_error: None,
+                    opens: 0,
+                    clicks: 0,
+                });
+            }
+            return;
+        };
+        match event {
+            // A stream holds one; decide never records a second.
+            E::Requested { .. } => {}
+            E::Ranked {
+                score, send_after, ..
+            } => {
+                state.status = S::Ranked;
+                state.score = Some(*score);
+                state.send_after = *send_after;
+            }
+            E::Scheduled { schedule_at, .. } => {
+                state.status = S::Scheduled;
+                state.schedule_at = Some(*schedule_at);
+            }
+            E::DeliveryAttempted {
+                attempt,
+                channel,
+                provider,
+            } => {
+                state.status = S::Sending;
+                state.attempts = *attempt;
+                state.channel = Some(*channel);
+                state.provider = Some(provider.clone());
+                state.retry_at = None;
+            }
+            E::Sent {
+                provider_message_id,
+                ..
+            } => {
+                state.status = S::Sent;
+                state.provider_message_id = provider_message_id.clone();
+            }
+            E::DeliveryFailed {
+                error,
+                permanent,
+                retry_at,
+                ..
+            } => {
+                // A final failure is followed by NotificationDeadLettered in
+                // the same append; until then it waits like any failure.
+                state.status = S::RetryPending;
+                state.retry_at = if *permanent { None } else { *retry_at };
+                state.last_error = Some(error.clone());
+            }
+            E::DeadLettered { .. } => state.status = S::DeadLettered,
+            E::Delivered { .. } => state.status = S::Delivered,
+            E::Bounced { .. } => state.status = S::Bounced,
+            E::Complained { .. } => state.status = S::Complained,
+            E::Opened { .. } => state.opens += 1,
+            E::Clicked { .. } => state.clicks += 1,
+            E::Rejected { .. } => state.status = S::Rejected,
+            E::Suppressed { .. } => state.status = S::Suppressed,
+            E::Expired => state.status = S::Expired,
+            E::Cancelled { .. } => state.status = S::Cancelled,
+        }
+    }
+
+    /// Decides whether `command` may happen now and which events record it.
+    /// An empty list means it already happened (see the table above).
+    pub fn decide(
+        &self,
+        command: NotificationCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NotificationEvent>, DomainError> {
+        match (&self.state, command) {
+            (
+                None,
+                NotificationCommand::Request {
+                    tenant_id,
+                    notification_id,
+                    request,
+                },
+            ) => Ok(vec![NotificationEvent::Requested {
+                tenant_id,
+                notification_id,
+                request,
+                requested_at: now,
+            }]),
+            (None, _) => Err(DomainError::NotRequested),
+            (Some(state), command) => state.decide(command, now),
+        }
+    }
+}
+
+impl NotificationState {
+    fn decide(
+        &self,
+        command: NotificationCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NotificationEvent>, DomainError> {
+        use NotificationCommand as C;
+        use NotificationEvent as E;
+        use NotificationStatus as S;
+
+        let status = self.status;
+        let illegal = DomainError::IllegalTransition {
+            from: status,
+            command: command.name(),
+        };
+        match command {
+            C::Request { .. } => Err(DomainError::AlreadyRequested),
+            C::Rank {
+                score,
+                breakdown,
+                scorer,
+                send_after,
+            } => {
+                if status != S::Requested {
+                    return Err(illegal);
+                }
+                // JSON has no NaN or infinity: such a score would not read back.
+                if !score.is_finite() {
+                    return Err(DomainError::InvalidCommand(
+                        "the score must be a finite number",
+                    ));
+                }
+                if breakdown.to_string().len() > MAX_BREAKDOWN_BYTES {
+                    return Err(DomainError::InvalidCommand(
+                        "the score breakdown must be at most 16 KiB",
+                    ));
+                }
+                Ok(vec![E::Ranked {
+                    score,
+                    breakdown,
+                    scorer: clip(scorer),
+                    send_after,
+                }])
+            }
+            C::Schedule {
+                schedule_at,
+                reason,
+            } => {
+                if !status.is_pending() {
+                    return Err(illegal);
+                }
+                self.ensure_before_expiry(schedule_at)?;
+                Ok(vec![E::Scheduled {
+                    schedule_at,
+                    reason: clip(reason),
+                }])
+            }
+            C::AttemptDelivery { channel, provider } => {
+                if !status.is_pending() {
+                    return Err(illegal);
+                }
+                if !self.request.channels.contains(&channel) {
+                    return Err(DomainError::ChannelNotRequested(channel));
+                }
+                self.ensure_before_expiry(now)?;
+                Ok(vec![E::DeliveryAttempted {
+                    attempt: self.attempts + 1,
+                    channel,
+                    provider: clip(provider),
+                }])
+            }
+            C::RecordSent {
+                attempt,
+                provider,
+                provider_message_id,
+            } => match status {
+                S::Sending => {
+                    self.ensure_current(attempt)?;
+                    Ok(vec![E::Sent {
+                        attempt,
+                        provider: clip(provider),
+                        provider_message_id: provider_message_id.map(clip),
+                    }])
+                }
+                S::Sent | S::Delivered | S::Bounced | S::Complained
+                    if attempt == self.attempts =>
+                {
+                    Ok(vec![])
+                }
+                _ => Err(illegal),
+            },
+            C::RecordFailure {
+                attempt,
+                provider,
+                error,
+                permanent,
+                retry_at,
+            } => match status {
+                S::Sending => {
+                    self.ensure_current(attempt)?;
+                    let provider = clip(provider);
+                    let error = clip(error);
+                    let will_retry = retry_at.is_some() && !permanent;
+                    let dead_letter = (!will_retry).then(|| E::DeadLettered {
+                        reason: clip(format!("attempt {attempt} via {provider} failed: {error}")),
+                    });
+                    let failed = E::DeliveryFailed {
+                        attempt,
+                        provider,
+                        error,
+                        permanent,
+                        retry_at,
+                    };
+                    Ok(std::iter::once(failed).chain(dead_letter).collect())
+                }
+                S::RetryPending | S::DeadLettered if attempt == self.attempts => Ok(vec![]),
+                _ => Err(illegal),
+            },
+            C::DeadLetter { reason } => once(
+                status,
+                S::DeadLettered,
+                matches!(status, S::Sending | S::RetryPending),
+                E::DeadLettered {
+                    reason: clip(reason),
+                },
+                illegal,
+            ),
+            C::RecordDelivered { at } => once(
+                status,
+                S::Delivered,
+                status == S::Sent,
+                E::Delivered { at },
+                illegal,
+            ),
+            C::RecordBounce { hard, reason, at } => once(
+                status,
+                S::Bounced,
+                status.is_out(),
+                E::Bounced {
+                    hard,
+                    reason: clip(reason),
+                    at,
+                },
+                illegal,
+            ),
+            C::RecordComplaint { at } => once(
+                status,
+                S::Complained,
+                status.is_out(),
+                E::Complained { at },
+                illegal,
+            ),
+            C::RecordOpen { at } => {
+                if !status.is_out() {
+                    return Err(illegal);
+                }
+                Ok(vec![E::Opened {
+                    first: self.opens == 0,
+                    at,
+                }])
+            }
+            C::RecordClick { url, at } => {
+                if !status.is_out() {
+                    return Err(illegal);
+                }
+                Ok(vec![E::Clicked {
+                    first: self.clicks == 0,
+                    url,
+                    at,
+                }])
+            }
+            C::Reject { reason } => once(
+                status,
+                S::Rejected,
+                status.is_unsent(),
+                E::Rejected {
+                    reason: clip(reason),
+                },
+                illegal,
+            ),
+            C::Suppress { reason } => once(
+                status,
+                S::Suppressed,
+                status.is_unsent(),
+                E::Suppressed {
+                    reason: clip(reason),
+                },
+                illegal,
+            ),
+            C::Expire => once(status, S::Expired, status.is_unsent(), E::Expired, illegal),
+            C::Cancel { reason } => once(
+                status,
+                S::Cancelled,
+                status.is_pending(),
+                E::Cancelled {
+                    reason: reason.map(clip),
+                },
+                illegal,
+            ),
+        }
+    }
+
+    fn ensure_current(&self, attempt: u32) -> Result<(), DomainError> {
+        if attempt == self.attempts {
+            Ok(())
+        } else {
+            Err(DomainError::StaleAttempt {
+                current: self.attempts,
+                reported: attempt,
+            })
+        }
+    }
+
+    fn ensure_before_expiry(&self, at: DateTime<Utc>) -> Result<(), DomainError> {
+        match self.expires_at() {
+            Some(expires_at) if at >= expires_at => Err(DomainError::PastExpiry { expires_at }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `event` when `allowed`; nothing when the notification is already at
+/// `target` (the command is being retried); otherwise `illegal`.
+fn once(
+    status: NotificationStatus,
+    target: NotificationStatus,
+    allowed: bool,
+    event: NotificationEvent,
+    illegal: DomainError,
+) -> Result<Vec<NotificationEvent>, DomainError> {
+    if status == target {
+        Ok(vec![])
+    } else if allowed {
+        Ok(vec![event])
+    } else {
+        Err(illegal)
+    }
+}
+
+/// Drops NUL (jsonb cannot store it) and keeps the first
+/// [`MAX_EVENT_TEXT_CHARS`] characters.
+fn clip(text: String) -> String {
+    if text.contains('\0') || text.chars().count() > MAX_EVENT_TEXT_CHARS {
+        text.chars()
+            .filter(|&c| c != '\0')
+            .take(MAX_EVENT_TEXT_CHARS)
+            .collect()
+    } else {
+        text
+    }
+}
+
+impl Aggregate for Notification {
+    type Command = NotificationCommand;
+    type Event = NotificationEvent;
+    type Error = DomainError;
+
+    fn apply(&mut self, event: &NotificationEvent) {
+        Notification::apply(self, event);
+    }
+
+    fn decide(
+        &self,
+        command: NotificationCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NotificationEvent>, DomainError> {
+        Notification::decide(self, command, now)
+    }
+}
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod tests;

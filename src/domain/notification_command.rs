@@ -1,0 +1,100 @@
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::notification_request::NotificationRequest;
+use super::values::{Channel, HttpUrl, NotificationId, TenantId};
+
+/// What someone asks of a notification; [`super::Notification::decide`] says
+/// whether it may happen and which events record it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotificationCommand {
+    Request {
+        tenant_id: TenantId,
+        notification_id: NotificationId,
+        request: NotificationRequest,
+    },
+    Rank {
+        score: f64,
+        breakdown: Value,
+        scorer: String,
+        send_after: Option<DateTime<Utc>>,
+    },
+    Schedule {
+        schedule_at: DateTime<Utc>,
+        reason: String,
+    },
+    AttemptDelivery {
+        channel: Channel,
+        provider: String,
+    },
+    RecordSent {
+        attempt: u32,
+        provider: String,
+        provider_message_id: Option<String>,
+    },
+    /// With `retry_at` and not `permanent`, the notification waits for a retry;
+    /// otherwise it is dead-lettered in the same decision.
+    RecordFailure {
+        attempt: u32,
+        provider: String,
+        error: String,
+        permanent: bool,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    DeadLetter {
+        reason: String,
+    },
+    /// `at` is when the provider says it happened, which may be well before
+    /// its webhook reaches us.
+    RecordDelivered {
+        at: DateTime<Utc>,
+    },
+    RecordBounce {
+        hard: bool,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    RecordComplaint {
+        at: DateTime<Utc>,
+    },
+    RecordOpen {
+        at: DateTime<Utc>,
+    },
+    RecordClick {
+        url: HttpUrl,
+        at: DateTime<Utc>,
+    },
+    Reject {
+        reason: String,
+    },
+    Suppress {
+        reason: String,
+    },
+    Expire,
+    Cancel {
+        reason: Option<String>,
+    },
+}
+
+impl NotificationCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            NotificationCommand::Request { .. } => "Request",
+            NotificationCommand::Rank { .. } => "Rank",
+            NotificationCommand::Schedule { .. } => "Schedule",
+            NotificationCommand::AttemptDelivery { .. } => "AttemptDelivery",
+            NotificationCommand::RecordSent { .. } => "RecordSent",
+            NotificationCommand::RecordFailure { .. } => "RecordFailure",
+            NotificationCommand::DeadLetter { .. } => "DeadLetter",
+            NotificationCommand::RecordDelivered { .. } => "RecordDelivered",
+            NotificationCommand::RecordBounce { .. } => "RecordBounce",
+            NotificationCommand::RecordComplaint { .. } => "RecordComplaint",
+            NotificationCommand::RecordOpen { .. } => "RecordOpen",
+            NotificationCommand::RecordClick { .. } => "RecordClick",
+            NotificationCommand::Reject { .. } => "Reject",
+            NotificationCommand::Suppress { .. } => "Suppress",
+            NotificationCommand::Expire => "Expire",
+            NotificationCommand::Cancel { .. } => "Cancel",
+        }
+    }
+}

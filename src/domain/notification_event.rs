@@ -1,0 +1,225 @@
+//! The facts of a notification's life, as stored in the log.
+//!
+//! The payload is the variant's JSON, tagged by `type` with the same name as
+//! the log's `event_type` column. Old schema versions are upcast on read by
+//! [`NotificationEvent::upcast`], never rewritten in place.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::domain_error::DomainError;
+use super::notification_request::NotificationRequest;
+use super::tagged_payload::decode_tagged;
+use super::values::{Channel, HttpUrl, NotificationId, TenantId};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum NotificationEvent {
+    #[serde(rename = "NotificationRequested")]
+    Requested {
+        tenant_id: TenantId,
+        notification_id: NotificationId,
+        request: NotificationRequest,
+        requested_at: DateTime<Utc>,
+    },
+    #[serde(rename = "NotificationRanked")]
+    Ranked {
+        score: f64,
+        breakdown: Value,
+        scorer: String,
+        send_after: Option<DateTime<Utc>>,
+    },
+    #[serde(rename = "NotificationScheduled")]
+    Scheduled {
+        schedule_at: DateTime<Utc>,
+        reason: String,
+    },
+    #[serde(rename = "DeliveryAttempted")]
+    DeliveryAttempted {
+        attempt: u32,
+        channel: Channel,
+        provider: String,
+    },
+    #[serde(rename = "NotificationSent")]
+    Sent {
+        attempt: u32,
+        provider: String,
+        provider_message_id: Option<String>,
+    },
+    #[serde(rename = "DeliveryFailed")]
+    DeliveryFailed {
+        attempt: u32,
+        provider: String,
+        error: String,
+        permanent: bool,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    #[serde(rename = "NotificationDeadLettered")]
+    DeadLettered { reason: String },
+    #[serde(rename = "NotificationDelivered")]
+    Delivered { at: DateTime<Utc> },
+    #[serde(rename = "NotificationBounced")]
+    Bounced {
+        hard: bool,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "NotificationComplained")]
+    Complained { at: DateTime<Utc> },
+    #[serde(rename = "NotificationOpened")]
+    Opened { first: bool, at: DateTime<Utc> },
+    #[serde(rename = "NotificationClicked")]
+    Clicked {
+        first: bool,
+        url: HttpUrl,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "NotificationRejected")]
+    Rejected { reason: String },
+    #[serde(rename = "NotificationSuppressed")]
+    Suppressed { reason: String },
+    #[serde(rename = "NotificationExpired")]
+    Expired,
+    #[serde(rename = "NotificationCancelled")]
+    Cancelled { reason: Option<String> },
+}
+
+impl NotificationEvent {
+    /// The schema version every event is written with today.
+    pub const SCHEMA_VERSION: i16 = 1;
+
+    pub const EVENT_TYPES: [&'static str; 16] = [
+        "NotificationRequested",
+        "NotificationRanked",
+        "NotificationScheduled",
+        "DeliveryAttempted",
+        "NotificationSent",
+        "DeliveryFailed",
+        "NotificationDeadLettered",
+        "NotificationDelivered",
+        "NotificationBounced",
+        "NotificationComplained",
+        "NotificationOpened",
+        "NotificationClicked",
+        "NotificationRejected",
+        "NotificationSuppressed",
+        "NotificationExpired",
+        "NotificationCancelled",
+    ];
+
+    /// The log's `event_type`, equal to the payload's `type` tag.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            NotificationEvent::Requested { .. } => "NotificationRequested",
+            NotificationEvent::Ranked { .. } => "NotificationRanked",
+            NotificationEvent::Scheduled { .. } => "NotificationScheduled",
+            NotificationEvent::DeliveryAttempted { .. } => "DeliveryAttempted",
+            NotificationEvent::Sent { .. } => "NotificationSent",
+            NotificationEvent::DeliveryFailed { .. } => "DeliveryFailed",
+            NotificationEvent::DeadLettered { .. } => "NotificationDeadLettered",
+            NotificationEvent::Delivered { .. } => "NotificationDelivered",
+            NotificationEvent::Bounced { .. } => "NotificationBounced",
+            NotificationEvent::Complained { .. } => "NotificationComplained",
+            NotificationEvent::Opened { .. } => "NotificationOpened",
+            NotificationEvent::Clicked { .. } => "NotificationClicked",
+            NotificationEvent::Rejected { .. } => "NotificationRejected",
+            NotificationEvent::Suppressed { .. } => "NotificationSuppressed",
+            NotificationEvent::Expired => "NotificationExpired",
+            NotificationEvent::Cancelled { .. } => "NotificationCancelled",
+        }
+    }
+
+    /// Reads a stored event of any schema version into today's shape.
+    pub fn upcast(
+        event_type: &str,
+        schema_version: i16,
+        payload: Value,
+    ) -> Result<NotificationEvent, DomainError> {
+        if !Self::EVENT_TYPES.contains(&event_type) {
+            return Err(DomainError::UnknownEventType {
+                event_type: event_type.to_owned(),
+            });
+        }
+        let current = match (event_type, schema_version) {
+            // When a payload changes shape, bump SCHEMA_VERSION and add an arm
+            // per changed type that rewrites the old payload, e.g.
+            // `("NotificationRanked", 1) => ranked_v1_to_v2(payload)?,`
+            (_, Self::SCHEMA_VERSION) => payload,
+            _ => {
+                return Err(DomainError::UnsupportedSchemaVersion {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                });
+            }
+        };
+        decode_tagged(event_type, current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::test_fixtures::{every_notification_event, minute};
+
+    #[test]
+    fn every_variant_round_trips_through_upcast() {
+        let events = every_notification_event();
+        let types: Vec<&str> = events.iter().map(NotificationEvent::event_type).collect();
+        assert_eq!(types, NotificationEvent::EVENT_TYPES, "one sample per variant");
+        for event in events {
+            let payload = serde_json::to_value(&event).unwrap();
+            assert_eq!(payload["type"], json!(event.event_type()));
+            let read = NotificationEvent::upcast(
+                event.event_type(),
+                NotificationEvent::SCHEMA_VERSION,
+                payload,
+            );
+            assert_eq!(read, Ok(event));
+        }
+    }
+
+    #[test]
+    fn payloads_without_their_tag_read_the_same() {
+        let event = NotificationEvent::Delivered { at: minute(3) };
+        let mut payload = serde_json::to_value(&event).unwrap();
+        payload.as_object_mut().unwrap().remove("type");
+        assert_eq!(
+            NotificationEvent::upcast("NotificationDelivered", 1, payload),
+            Ok(event)
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_types_versions_and_shapes() {
+        assert!(matches!(
+            NotificationEvent::upcast("NotificationTeleported", 1, json!({})),
+            Err(DomainError::UnknownEventType { .. })
+        ));
+        assert!(matches!(
+            NotificationEvent::upcast("NotificationExpired", 2, json!({})),
+            Err(DomainError::UnsupportedSchemaVersion { schema_version: 2, .. })
+        ));
+        assert!(matches!(
+            NotificationEvent::upcast("NotificationDelivered", 1, json!({"at": "yesterday"})),
+            Err(DomainError::MalformedEvent { .. })
+        ));
+        assert!(matches!(
+            NotificationEvent::upcast("NotificationExpired", 1, json!([])),
+            Err(DomainError::MalformedEvent { .. })
+        ));
+    }
+
+    #[test]
+    fn stored_events_cannot_smuggle_invalid_values() {
+        let payload = json!({
+            "attempt": 1, "channel": "fax", "provider": "console"
+        });
+        assert!(matches!(
+            NotificationEvent::upcast("DeliveryAttempted", 1, payload),
+            Err(DomainError::MalformedEvent { .. })
+        ));
+    }
+}

@@ -1,0 +1,138 @@
+//! Values: each type's constructor parses, so holding one proves it is valid.
+//!
+//! Every free-form value has a size limit. Serde goes through the same
+//! `parse`, so a stored event cannot smuggle in a value the API would refuse.
+
+/// Display, `FromStr`, `AsRef<str>` and string serde for a type with
+/// `parse(&str) -> Result<Self, ValueError>` and `as_str(&self) -> &str`.
+macro_rules! text_value {
+    ($name:ident) => {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::domain::values::ValueError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::parse(&raw).map_err(|error| {
+                    ::serde::de::Error::custom(format!(
+                        "invalid {}: {error}",
+                        stringify!($name)
+                    ))
+                })
+            }
+        }
+    };
+}
+
+/// A `String` newtype limited to `max` characters of one [`Alphabet`].
+macro_rules! bounded_string {
+    ($(#[$doc:meta])* $name:ident, $max:expr, $alphabet:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
+
+            pub fn parse(s: &str) -> Result<Self, $crate::domain::values::ValueError> {
+                $alphabet.check(s, Self::MAX_CHARS)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        text_value!($name);
+    };
+}
+
+mod alphabet;
+mod api_key_id;
+mod category;
+mod channel;
+mod display_name;
+mod email_address;
+mod entity_id;
+mod entity_type;
+mod external_event_id;
+mod external_event_type;
+mod html_body;
+mod http_url;
+mod idempotency_key;
+mod json_object;
+mod locale;
+mod notification_id;
+mod ntfy_topic;
+mod phone_number;
+mod priority;
+mod push_target;
+mod recipient_id;
+mod segment;
+mod source_name;
+mod tag;
+mod template_key;
+mod template_version;
+mod tenant_id;
+mod text_body;
+mod timezone;
+mod title;
+mod trace_id;
+mod value_error;
+
+pub(crate) use alphabet::Alphabet;
+pub use api_key_id::ApiKeyId;
+pub use category::Category;
+pub use channel::Channel;
+pub use display_name::DisplayName;
+pub use email_address::EmailAddress;
+pub use entity_id::EntityId;
+pub use entity_type::EntityType;
+pub use external_event_id::ExternalEventId;
+pub use external_event_type::ExternalEventType;
+pub use html_body::HtmlBody;
+pub use http_url::HttpUrl;
+pub use idempotency_key::IdempotencyKey;
+pub use json_object::JsonObject;
+pub use locale::Locale;
+pub use notification_id::NotificationId;
+pub use ntfy_topic::NtfyTopic;
+pub use phone_number::PhoneNumber;
+pub use priority::Priority;
+pub use push_target::PushTarget;
+pub use recipient_id::RecipientId;
+pub use segment::Segment;
+pub use source_name::SourceName;
+pub use tag::Tag;
+pub use template_key::TemplateKey;
+pub use template_version::TemplateVersion;
+pub use tenant_id::TenantId;
+pub use text_body::TextBody;
+pub use timezone::Timezone;
+pub use title::Title;
+pub use trace_id::TraceId;
+pub use value_error::ValueError;
