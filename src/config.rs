@@ -31,6 +31,12 @@ pub struct Config {
     pub otel_exporter_otlp_endpoint: Option<String>,
     /// How long in-flight work may take to finish after SIGINT/SIGTERM.
     pub shutdown_timeout_seconds: u64,
+    /// A repeated idempotency key within this window returns the original notification.
+    pub idempotency_window_seconds: u64,
+    /// An HTTP request taking longer is answered 408.
+    pub request_timeout_seconds: u64,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,9 @@ impl Default for Config {
             log_filter: "info".into(),
             otel_exporter_otlp_endpoint: None,
             shutdown_timeout_seconds: 30,
+            idempotency_window_seconds: 24 * 60 * 60,
+            request_timeout_seconds: 30,
+            max_request_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -89,6 +98,14 @@ impl Config {
             .merge(Env::raw().only(&["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]))
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    pub fn api_options(&self) -> crate::api::ApiOptions {
+        crate::api::ApiOptions {
+            idempotency_window: std::time::Duration::from_secs(self.idempotency_window_seconds),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds),
+            max_request_bytes: self.max_request_bytes,
+        }
     }
 
     /// The configuration as TOML with secrets masked, for `herald config`.

@@ -6,9 +6,12 @@
 
 pub mod api;
 pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod database;
+pub mod domain;
 pub mod eventstore;
+pub mod projections;
 pub mod telemetry;
 
 use std::time::Duration;
@@ -74,7 +77,7 @@ async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     db.migrate().await?;
-    let _store = EventStore::new(db.pool.clone());
+    let store = EventStore::new(db.pool.clone());
     tracing::info!(?roles, "herald is starting");
 
     let server = if roles.contains(&Role::Api) {
@@ -86,10 +89,11 @@ async fn run(
                     config.listen
                 )
             })?;
-        let app = api::router(api::ApiState {
-            pool: db.pool.clone(),
-            metrics,
-        });
+        let options = config.api_options();
+        let app = api::router(
+            api::ApiState::new(store.clone(), Some(metrics), &options),
+            &options,
+        );
         tracing::info!("listening on http://{}", config.listen);
         let graceful = shutdown.clone().cancelled_owned();
         Some(tokio::spawn(async move {

@@ -36,6 +36,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
     /// Load generators that print throughput and latency figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,9 +59,16 @@ fn main() -> std::process::ExitCode {
     {
         config.listen = *listen;
     }
-    if let Command::Config = cli.command {
-        print!("{}", config.redacted_toml());
-        return std::process::ExitCode::SUCCESS;
+    match cli.command {
+        Command::Config => {
+            print!("{}", config.redacted_toml());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Schema => {
+            print!("{}", herald::api::graphql::sdl());
+            return std::process::ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let _telemetry = match herald::telemetry::init(&config) {
         Ok(telemetry) => telemetry,
@@ -80,7 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { roles, .. } => herald::serve(config, &roles).await,
             Command::Migrate => herald::migrate(&config).await,
             Command::Bench(command) => bench::run(&config, command).await,
-            Command::Config => unreachable!("handled before the runtime starts"),
+            Command::Config | Command::Schema => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

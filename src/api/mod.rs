@@ -1,28 +1,112 @@
-//! The HTTP surface: health, readiness and metrics for now.
+//! The HTTP surface: GraphQL (with GraphiQL), the REST twin, health,
+//! readiness and metrics.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+mod auth;
+mod error;
+pub mod graphql;
+mod rest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use sqlx::PgPool;
+use tower_http::timeout::TimeoutLayer;
 
+pub use self::auth::KeyCache;
+pub use self::error::ApiError;
+use self::graphql::{ApiContext, Caller, HeraldSchema};
 use crate::database;
+use crate::eventstore::EventStore;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub pool: PgPool,
-    pub metrics: PrometheusHandle,
+    pub api: ApiContext,
+    pub schema: HeraldSchema,
+    pub metrics: Option<PrometheusHandle>,
 }
 
-pub fn router(state: ApiState) -> Router {
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    pub idempotency_window: Duration,
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+}
+
+impl ApiState {
+    pub fn new(
+        store: EventStore,
+        metrics: Option<PrometheusHandle>,
+        options: &ApiOptions,
+    ) -> ApiState {
+        let api = ApiContext {
+            store,
+            keys: Arc::new(KeyCache::default()),
+            idempotency_window: options.idempotency_window,
+        };
+        ApiState {
+            schema: graphql::build(api.clone()),
+            api,
+            metrics,
+        }
+    }
+}
+
+pub fn router(state: ApiState, options: &ApiOptions) -> Router {
     Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/api/notifications", axum::routing::post(rest::send))
+        .route("/api/notifications/{id}", get(rest::get))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(options.max_request_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            options.request_timeout,
+        ))
         .with_state(state)
+}
+
+async fn graphiql() -> impl IntoResponse {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn graphql(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    // An unknown or revoked key is treated as no key: resolvers answer UNAUTHENTICATED.
+    let principal = match auth::bearer(&headers) {
+        Some(token) => state
+            .api
+            .keys
+            .authenticate(state.api.store.pool(), token)
+            .await
+            .ok(),
+        None => None,
+    };
+    let mut response = state
+        .schema
+        .execute(request.into_inner().data(Caller(principal)))
+        .await;
+    // Errors raised by the GraphQL layer itself (syntax, unknown fields, input
+    // coercion, depth and complexity limits) are the request's fault.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "VALIDATION");
+        }
+    }
+    response.into()
 }
 
 /// The process is up; says nothing of its dependencies.
@@ -32,7 +116,7 @@ async fn health() -> impl IntoResponse {
 
 /// The database answers and carries this binary's schema.
 async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
-    match database::is_migrated(&state.pool).await {
+    match database::is_migrated(state.api.store.pool()).await {
         Ok(true) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Ok(false) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -49,11 +133,16 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics.render(),
+        body,
     )
 }

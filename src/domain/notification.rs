@@ -302,9 +302,7 @@ impl NotificationState {
                         provider_message_id: provider_message_id.map(clip),
                     }])
                 }
-                S::Sent | S::Delivered | S::Bounced | S::Complained
-                    if attempt == self.attempts =>
-                {
+                S::Sent | S::Delivered | S::Bounced | S::Complained if attempt == self.attempts => {
                     Ok(vec![])
                 }
                 _ => Err(illegal),
@@ -355,7 +353,7 @@ impl NotificationState {
             C::RecordBounce { hard, reason, at } => once(
                 status,
                 S::Bounced,
-                status.is_out(),
+                status.is_sent_or_delivered(),
                 E::Bounced {
                     hard,
                     reason: clip(reason),
@@ -366,12 +364,12 @@ impl NotificationState {
             C::RecordComplaint { at } => once(
                 status,
                 S::Complained,
-                status.is_out(),
+                status.is_sent_or_delivered(),
                 E::Complained { at },
                 illegal,
             ),
             C::RecordOpen { at } => {
-                if !status.is_out() {
+                if !status.is_sent_or_delivered() {
                     return Err(illegal);
                 }
                 Ok(vec![E::Opened {
@@ -380,7 +378,7 @@ impl NotificationState {
                 }])
             }
             C::RecordClick { url, at } => {
-                if !status.is_out() {
+                if !status.is_sent_or_delivered() {
                     return Err(illegal);
                 }
                 Ok(vec![E::Clicked {

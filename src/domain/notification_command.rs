@@ -6,6 +6,9 @@ use super::values::{Channel, HttpUrl, NotificationId, TenantId};
 
 /// What someone asks of a notification; [`super::Notification::decide`] says
 /// whether it may happen and which events record it.
+// Requested carries the whole request. Values live for one decision and one
+// append, so the size is harmless; a Box would leak into every constructor.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum NotificationCommand {
     Request {

@@ -13,6 +13,9 @@ use super::notification_request::NotificationRequest;
 use super::tagged_payload::decode_tagged;
 use super::values::{Channel, HttpUrl, NotificationId, TenantId};
 
+// Requested carries the whole request. Values live for one decision and one
+// append, so the size is harmless; a Box would leak into every constructor.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum NotificationEvent {
@@ -168,7 +171,11 @@ mod tests {
     fn every_variant_round_trips_through_upcast() {
         let events = every_notification_event();
         let types: Vec<&str> = events.iter().map(NotificationEvent::event_type).collect();
-        assert_eq!(types, NotificationEvent::EVENT_TYPES, "one sample per variant");
+        assert_eq!(
+            types,
+            NotificationEvent::EVENT_TYPES,
+            "one sample per variant"
+        );
         for event in events {
             let payload = serde_json::to_value(&event).unwrap();
             assert_eq!(payload["type"], json!(event.event_type()));
@@ -200,7 +207,10 @@ mod tests {
         ));
         assert!(matches!(
             NotificationEvent::upcast("NotificationExpired", 2, json!({})),
-            Err(DomainError::UnsupportedSchemaVersion { schema_version: 2, .. })
+            Err(DomainError::UnsupportedSchemaVersion {
+                schema_version: 2,
+                ..
+            })
         ));
         assert!(matches!(
             NotificationEvent::upcast("NotificationDelivered", 1, json!({"at": "yesterday"})),

@@ -92,8 +92,9 @@ impl NotificationStatus {
         self.is_pending() || self == NotificationStatus::Sending
     }
 
-    /// A provider accepted it, so receipts and engagement can be recorded.
-    pub fn is_out(self) -> bool {
+    /// A provider accepted it and no bounce or complaint has ended it yet:
+    /// receipts and engagement may still arrive.
+    pub fn is_sent_or_delivered(self) -> bool {
         matches!(
             self,
             NotificationStatus::Sent | NotificationStatus::Delivered

@@ -71,7 +71,10 @@ mod tests {
     fn parse_and_serde_agree() {
         for scope in Scope::ALL {
             assert_eq!(Scope::parse(scope.as_str()), Ok(scope));
-            assert_eq!(serde_json::to_value(scope).unwrap(), serde_json::json!(scope.as_str()));
+            assert_eq!(
+                serde_json::to_value(scope).unwrap(),
+                serde_json::json!(scope.as_str())
+            );
         }
         assert!(Scope::parse("root").is_err());
     }

@@ -195,7 +195,11 @@ fn parse_channels(raw: &[String], errors: &mut ValidationErrors) -> Vec<Channel>
 
 /// Judged on the raw input, so a present but malformed address reports only
 /// its own error, not "missing" as well.
-fn require_addresses(channels: &[Channel], recipient: &RecipientInput, errors: &mut ValidationErrors) {
+fn require_addresses(
+    channels: &[Channel],
+    recipient: &RecipientInput,
+    errors: &mut ValidationErrors,
+) {
     for &channel in channels {
         let (field, present) = match channel {
             Channel::Email => ("email", recipient.email.is_some()),
@@ -225,7 +229,10 @@ fn parse_expiry(
     match (expires_at, ttl_seconds) {
         (None, None) => None,
         (Some(_), Some(_)) => {
-            errors.add("ttl_seconds", "give either expires_at or ttl_seconds, not both");
+            errors.add(
+                "ttl_seconds",
+                "give either expires_at or ttl_seconds, not both",
+            );
             None
         }
         (Some(at), None) => {
@@ -276,7 +283,11 @@ impl RecipientInput {
     fn parse(self, errors: &mut ValidationErrors) -> Recipient {
         Recipient {
             id: errors.optional("recipient.id", self.id.as_deref(), RecipientId::parse),
-            email: errors.optional("recipient.email", self.email.as_deref(), EmailAddress::parse),
+            email: errors.optional(
+                "recipient.email",
+                self.email.as_deref(),
+                EmailAddress::parse,
+            ),
             phone: errors.optional("recipient.phone", self.phone.as_deref(), PhoneNumber::parse),
             push_target: errors.optional(
                 "recipient.push_target",
@@ -315,9 +326,9 @@ impl InlineContentInput {
             text: errors.optional("content.text", self.text.as_deref(), TextBody::parse),
             html: errors.optional("content.html", self.html.as_deref(), HtmlBody::parse),
             cta_url: errors.optional("content.cta_url", self.cta_url.as_deref(), HttpUrl::parse),
-            data: self
-                .data
-                .and_then(|data| errors.check("content.data", JsonObject::parse(data, MAX_DATA_BYTES))),
+            data: self.data.and_then(|data| {
+                errors.check("content.data", JsonObject::parse(data, MAX_DATA_BYTES))
+            }),
         })
     }
 }

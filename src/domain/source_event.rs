@@ -47,10 +47,14 @@ impl IngestEventInput {
     /// Checks every field, reporting all refusals at once.
     pub fn parse(self, now: DateTime<Utc>) -> Result<SourceEvent, ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        let event_id = errors.required("event_id", self.event_id.as_deref(), ExternalEventId::parse);
+        let event_id =
+            errors.required("event_id", self.event_id.as_deref(), ExternalEventId::parse);
         let source = errors.required("source", self.source.as_deref(), SourceName::parse);
-        let entity_type =
-            errors.required("entity_type", self.entity_type.as_deref(), EntityType::parse);
+        let entity_type = errors.required(
+            "entity_type",
+            self.entity_type.as_deref(),
+            EntityType::parse,
+        );
         let entity_id = errors.required("entity_id", self.entity_id.as_deref(), EntityId::parse);
         let event_type = errors.required(
             "event_type",
@@ -150,7 +154,14 @@ mod tests {
         let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["event_id", "source", "entity_type", "entity_id", "occurred_at", "payload"]
+            [
+                "event_id",
+                "source",
+                "entity_type",
+                "entity_id",
+                "occurred_at",
+                "payload"
+            ]
         );
     }
 

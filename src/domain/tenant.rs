@@ -421,6 +421,9 @@ mod tests {
         let hash = hash_api_key(SECRET);
         assert_eq!(hash.len(), 64);
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(hash, hash_api_key("hk_live_0123456789abcdefghijklmnopqrstuw"));
+        assert_ne!(
+            hash,
+            hash_api_key("hk_live_0123456789abcdefghijklmnopqrstuw")
+        );
     }
 }

@@ -2,5 +2,6 @@
 
 mod support;
 
+mod api;
 mod eventstore;
 mod torture;

@@ -190,3 +190,87 @@ fn short_hash(text: &str) -> u64 {
         (hash ^ byte as u64).wrapping_mul(0x100000001b3)
     })
 }
+
+/// The HTTP API on an ephemeral loopback port, over a fresh database.
+pub struct TestApp {
+    pub base: String,
+    pub store: herald::eventstore::EventStore,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        let db = fresh_database().await;
+        herald::database::MIGRATOR
+            .run(&db.pool)
+            .await
+            .expect("migrated");
+        let store = herald::eventstore::EventStore::new(db.pool.clone());
+        let options = herald::config::Config::default().api_options();
+        let state = herald::api::ApiState::new(store.clone(), None, &options);
+        let app = herald::api::router(state, &options);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestApp {
+            base,
+            store,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A new tenant and its admin key.
+    pub async fn tenant(&self) -> (String, String) {
+        let created = herald::commands::tenants::create_tenant(
+            &self.store,
+            "Test tenant",
+            &herald::commands::Actor::new("test"),
+        )
+        .await
+        .expect("tenant created");
+        (created.tenant_id.to_string(), created.api_key)
+    }
+
+    /// Runs a GraphQL operation; returns the whole response body.
+    pub async fn graphql(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response")
+    }
+}
+
+/// The `extensions.code` of every error in a GraphQL response.
+pub fn error_codes(response: &serde_json::Value) -> Vec<String> {
+    response["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    e["extensions"]["code"]
+                        .as_str()
+                        .unwrap_or("<none>")
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

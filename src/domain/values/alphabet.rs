@@ -52,8 +52,8 @@ impl Alphabet {
         if s.chars().count() > max_chars {
             return Err(ValueError::too_many_chars(max_chars));
         }
-        let starts_well = !self.must_start_alphanumeric()
-            || s.starts_with(|c: char| c.is_ascii_alphanumeric());
+        let starts_well =
+            !self.must_start_alphanumeric() || s.starts_with(|c: char| c.is_ascii_alphanumeric());
         if !starts_well || !s.chars().all(|c| self.allows(c)) {
             return Err(ValueError::Invalid(self.describe().to_owned()));
         }

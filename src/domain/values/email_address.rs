@@ -45,8 +45,19 @@ mod tests {
 
     #[test]
     fn rejects_non_addresses() {
-        for bad in ["", "user", "user@", "@x.com", "a b@x.com", "user@-x.com", " user@x.com"] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "user",
+            "user@",
+            "@x.com",
+            "a b@x.com",
+            "user@-x.com",
+            " user@x.com",
+        ] {
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

@@ -48,15 +48,27 @@ mod tests {
     #[test]
     fn accepts_http_and_https() {
         assert_eq!(
-            HttpUrl::parse("https://api.example.com/hooks?x=1").unwrap().as_str(),
+            HttpUrl::parse("https://api.example.com/hooks?x=1")
+                .unwrap()
+                .as_str(),
             "https://api.example.com/hooks?x=1"
         );
-        assert_eq!(HttpUrl::parse("http://localhost:8080").unwrap().as_str(), "http://localhost:8080/");
+        assert_eq!(
+            HttpUrl::parse("http://localhost:8080").unwrap().as_str(),
+            "http://localhost:8080/"
+        );
     }
 
     #[test]
     fn rejects_other_schemes_relative_and_long_urls() {
-        for bad in ["", "ftp://example.com/file", "mailto:a@b.com", "/relative", "example.com", "javascript:alert(1)"] {
+        for bad in [
+            "",
+            "ftp://example.com/file",
+            "mailto:a@b.com",
+            "/relative",
+            "example.com",
+            "javascript:alert(1)",
+        ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad:?}");
         }
         let long = format!("https://example.com/{}", "p".repeat(2048));

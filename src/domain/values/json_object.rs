@@ -26,7 +26,10 @@ impl JsonObject {
         }
         // PostgreSQL's jsonb refuses `\u0000`; refusing it here keeps the
         // failure a 400 for the caller instead of a failed append later.
-        if map.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)) {
+        if map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value))
+        {
             return Err(ValueError::Invalid(
                 "must not contain NUL characters".into(),
             ));

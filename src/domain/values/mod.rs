@@ -34,13 +34,12 @@ macro_rules! text_value {
         }
 
         impl<'de> ::serde::Deserialize<'de> for $name {
-            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
                 let raw = String::deserialize(deserializer)?;
                 Self::parse(&raw).map_err(|error| {
-                    ::serde::de::Error::custom(format!(
-                        "invalid {}: {error}",
-                        stringify!($name)
-                    ))
+                    ::serde::de::Error::custom(format!("invalid {}: {error}", stringify!($name)))
                 })
             }
         }

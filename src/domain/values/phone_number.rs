@@ -27,7 +27,10 @@ impl PhoneNumber {
                 "must start with '+' and the country code".into(),
             ));
         };
-        if !rest.chars().all(|c| c.is_ascii_digit() || " -.()".contains(c)) {
+        if !rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || " -.()".contains(c))
+        {
             return Err(invalid());
         }
         let number = phonenumber::parse(None, s).map_err(|_| invalid())?;
@@ -118,7 +121,10 @@ mod tests {
             "+999 123 456 789",
             "07700 900123",
         ] {
-            assert!(PhoneNumber::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                PhoneNumber::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(PhoneNumber::parse(&format!("+44{}", "7".repeat(40))).is_err());
     }

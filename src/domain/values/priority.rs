@@ -61,7 +61,10 @@ mod tests {
     fn high_sorts_first() {
         let mut priorities = vec![Priority::Low, Priority::High, Priority::Normal];
         priorities.sort();
-        assert_eq!(priorities, [Priority::High, Priority::Normal, Priority::Low]);
+        assert_eq!(
+            priorities,
+            [Priority::High, Priority::Normal, Priority::Low]
+        );
         assert!(Priority::High.rank() < Priority::Normal.rank());
         assert!(Priority::Normal.rank() < Priority::Low.rank());
     }
@@ -71,6 +74,9 @@ mod tests {
         assert_eq!(Priority::parse("high"), Ok(Priority::High));
         assert_eq!(Priority::parse("LOW"), Ok(Priority::Low));
         assert!(Priority::parse("urgent").is_err());
-        assert_eq!(serde_json::to_string(&Priority::Normal).unwrap(), "\"NORMAL\"");
+        assert_eq!(
+            serde_json::to_string(&Priority::Normal).unwrap(),
+            "\"NORMAL\""
+        );
     }
 }

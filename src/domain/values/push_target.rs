@@ -15,8 +15,7 @@ mod tests {
     #[test]
     fn accepts_arns_and_tokens() {
         assert!(
-            PushTarget::parse("arn:aws:sns:eu-west-1:123456789012:endpoint/APNS/app/0f1e")
-                .is_ok()
+            PushTarget::parse("arn:aws:sns:eu-west-1:123456789012:endpoint/APNS/app/0f1e").is_ok()
         );
         assert!(PushTarget::parse("fcm:APA91bH-x_y").is_ok());
         assert!(PushTarget::parse("a token").is_err());

@@ -51,6 +51,9 @@ mod tests {
         assert!(TemplateVersion::parse(0).is_err());
         assert_eq!(TemplateVersion::parse(3).unwrap().get(), 3);
         assert!(serde_json::from_str::<TemplateVersion>("0").is_err());
-        assert_eq!(serde_json::to_string(&TemplateVersion::parse(2).unwrap()).unwrap(), "2");
+        assert_eq!(
+            serde_json::to_string(&TemplateVersion::parse(2).unwrap()).unwrap(),
+            "2"
+        );
     }
 }

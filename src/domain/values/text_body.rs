@@ -29,7 +29,9 @@ pub(super) fn check_body(s: &str, max_bytes: usize) -> Result<(), ValueError> {
         return Err(ValueError::too_many_bytes(max_bytes));
     }
     if s.contains('\0') {
-        return Err(ValueError::Invalid("must not contain NUL characters".into()));
+        return Err(ValueError::Invalid(
+            "must not contain NUL characters".into(),
+        ));
     }
     Ok(())
 }

@@ -33,7 +33,10 @@ mod tests {
 
     #[test]
     fn parses_iana_names_only() {
-        assert_eq!(Timezone::parse("Europe/Paris").unwrap().as_str(), "Europe/Paris");
+        assert_eq!(
+            Timezone::parse("Europe/Paris").unwrap().as_str(),
+            "Europe/Paris"
+        );
         assert!(Timezone::parse("UTC").is_ok());
         for bad in ["", "Mars/Base", "europe/paris", "+02:00", "CEST "] {
             assert!(Timezone::parse(bad).is_err(), "{bad:?}");

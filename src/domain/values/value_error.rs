@@ -19,9 +19,6 @@ impl ValueError {
     }
 
     pub(crate) fn too_many_bytes(max: usize) -> Self {
-        ValueError::TooLong {
-            max,
-            unit: "bytes",
-        }
+        ValueError::TooLong { max, unit: "bytes" }
     }
 }

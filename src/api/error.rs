@@ -1,0 +1,185 @@
+//! API errors and their one mapping to the wire: a GraphQL `extensions.code`,
+//! or an HTTP status with the same code for the REST twin. Internal details
+//! are logged with an id and never sent to the client.
+
+use async_graphql::ErrorExtensions;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::commands::CommandError;
+use crate::domain::{DomainError, FieldError, Scope, ValidationErrors};
+use crate::eventstore::StoreError;
+
+/// Deliberately not `Display`: async-graphql converts any `Display` error
+/// into a GraphQL error without a code, so `?` must go through the one
+/// conversion below instead.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthenticated,
+    Forbidden(&'static str),
+    Validation(Vec<FieldError>),
+    NotFound(&'static str),
+    Conflict(String),
+    IdempotencyConflict,
+    RateLimited,
+    /// Carries the id under which the cause was logged.
+    Internal(String),
+}
+
+fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated => {
+                "a valid API key is required (Authorization: Bearer <key>)".into()
+            }
+            ApiError::Forbidden(scope) => format!("this API key lacks the {scope} scope"),
+            ApiError::Validation(fields) => format!("invalid input: {}", summary(fields)),
+            ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::Conflict(message) => message.clone(),
+            ApiError::IdempotencyConflict => {
+                "the idempotency key was already used for a different request".into()
+            }
+            ApiError::RateLimited => "too many requests".into(),
+            ApiError::Internal(id) => format!("internal error (id {id})"),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "UNAUTHENTICATED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::Validation(_) => "VALIDATION",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn forbidden(scope: Scope) -> ApiError {
+        ApiError::Forbidden(scope.as_str())
+    }
+
+    pub fn field(path: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError {
+            path: path.to_string(),
+            message: message.into(),
+        }])
+    }
+
+    /// Logs the cause under an id the client can quote, and hides it.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        let id = Uuid::now_v7();
+        tracing::error!(error_id = %id, error = %cause, "internal error");
+        ApiError::Internal(id.to_string())
+    }
+
+    fn fields(&self) -> Option<&[FieldError]> {
+        match self {
+            ApiError::Validation(fields) => Some(fields),
+            _ => None,
+        }
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        ApiError::Validation(errors.errors().to_vec())
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Validation(errors) => errors.into(),
+            CommandError::NotFound(what) => ApiError::NotFound(what),
+            CommandError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            CommandError::Domain(domain) => match domain {
+                DomainError::TenantNotCreated => ApiError::NotFound("tenant"),
+                DomainError::UnknownApiKey(_) => ApiError::NotFound("API key"),
+                other => ApiError::Conflict(other.to_string()),
+            },
+            CommandError::Store(store) if store.is_conflict() => {
+                ApiError::Conflict("the resource changed concurrently; retry".into())
+            }
+            CommandError::Store(StoreError::InvalidBatch(message)) => ApiError::internal(message),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        CommandError::from(error).into()
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        async_graphql::Error::new(error.message()).extend_with(|_, extensions| {
+            extensions.set("code", error.code());
+            if let Some(fields) = error.fields() {
+                let fields: Vec<async_graphql::Value> = fields
+                    .iter()
+                    .map(|f| {
+                        let mut field = async_graphql::indexmap::IndexMap::new();
+                        field.insert(async_graphql::Name::new("path"), f.path.clone().into());
+                        field.insert(
+                            async_graphql::Name::new("message"),
+                            f.message.clone().into(),
+                        );
+                        async_graphql::Value::Object(field)
+                    })
+                    .collect();
+                extensions.set("fields", fields);
+            }
+            if let ApiError::Internal(id) = &error {
+                extensions.set("errorId", id.as_str());
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code(),
+                "message": self.message(),
+                "fields": self.fields(),
+                "error_id": match &self { ApiError::Internal(id) => Some(id.as_str()), _ => None },
+            }
+        });
+        (self.status(), Json(body)).into_response()
+    }
+}

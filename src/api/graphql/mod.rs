@@ -1,0 +1,373 @@
+//! The GraphQL schema: queries and mutations, confined to the caller's tenant.
+
+mod notification;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};
+use base64::Engine;
+use futures::StreamExt;
+
+use self::notification::NotificationNode;
+use self::types::*;
+use super::auth::KeyCache;
+use super::error::ApiError;
+use crate::commands::tenants::Principal;
+use crate::commands::{self, Actor};
+use crate::domain::values::{ApiKeyId, NotificationId};
+use crate::domain::{self, Scope as DomainScope};
+use crate::eventstore::EventStore;
+use crate::projections::notification_status;
+
+pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// At most this many notifications per `sendNotifications` call.
+pub const MAX_BATCH: usize = 1_000;
+const MAX_PAGE: usize = 100;
+
+/// What every resolver may use.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub store: EventStore,
+    pub keys: Arc<KeyCache>,
+    pub idempotency_window: Duration,
+}
+
+/// The authenticated caller of one request, if any.
+pub struct Caller(pub Option<Principal>);
+
+pub fn build(api: ApiContext) -> HeraldSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(api)
+        .limit_depth(12)
+        .limit_complexity(2_000)
+        .finish()
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+fn require<'a>(ctx: &'a Context<'_>, scope: DomainScope) -> Result<&'a Principal, ApiError> {
+    let caller = ctx
+        .data::<Caller>()
+        .map_err(|_| ApiError::Unauthenticated)?;
+    let principal = caller.0.as_ref().ok_or(ApiError::Unauthenticated)?;
+    if principal.allows(scope) {
+        Ok(principal)
+    } else {
+        Err(ApiError::forbidden(scope))
+    }
+}
+
+fn api<'a>(ctx: &'a Context<'_>) -> Result<&'a ApiContext, ApiError> {
+    ctx.data::<ApiContext>()
+        .map_err(|e| ApiError::internal(e.message))
+}
+
+fn actor(principal: &Principal) -> Actor {
+    Actor::new(format!("api-key:{}", principal.key_id))
+}
+
+fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
+    NotificationId::parse(id.as_str()).map_err(|e| ApiError::field(field, e.to_string()))
+}
+
+fn encode_cursor(id: &uuid::Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
+}
+
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// The key making this request.
+    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
+        let caller = ctx.data::<Caller>()?;
+        let principal = caller.0.as_ref().ok_or(ApiError::Unauthenticated)?;
+        Ok(Viewer {
+            tenant_id: principal.tenant_id.to_string(),
+            key_id: ID(principal.key_id.to_string()),
+            scopes: principal.scopes.iter().map(|s| (*s).into()).collect(),
+        })
+    }
+
+    /// One notification with its current status and full timeline.
+    async fn notification(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
+        let principal = require(ctx, DomainScope::Read)?;
+        let id = parse_id("id", &id)?;
+        let details = commands::notifications::get(&api(ctx)?.store, &principal.tenant_id, &id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::NotFound("notification"))?;
+        Ok(NotificationNode::from_details(details))
+    }
+
+    /// Newest first; the cursor stays valid while notifications arrive.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+        filter: Option<NotificationFilter>,
+    ) -> Result<NotificationConnection> {
+        let principal = require(ctx, DomainScope::Read)?;
+        if !(1..=MAX_PAGE as i32).contains(&first) {
+            return Err(
+                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
+            );
+        }
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let filter = notification_status::Filter {
+            statuses: filter.status.map(|statuses| {
+                statuses
+                    .into_iter()
+                    .map(|s| domain::NotificationStatus::from(s).as_str().to_string())
+                    .collect()
+            }),
+            channel: filter
+                .channel
+                .map(|c| domain::values::Channel::from(c).as_str().to_string()),
+            recipient_id: filter.recipient_id,
+            tag: filter.tag,
+            created_after: filter.from,
+            created_before: filter.to,
+        };
+        let pool = api(ctx)?.store.pool();
+        let (rows, has_next_page) =
+            notification_status::page(pool, &principal.tenant_id, &filter, first as usize, after)
+                .await?;
+        let end_cursor = rows.last().map(|row| encode_cursor(&row.notification_id));
+        let edges = rows
+            .into_iter()
+            .filter_map(|row| {
+                let cursor = encode_cursor(&row.notification_id);
+                NotificationNode::from_row(&principal.tenant_id, row)
+                    .map(|node| NotificationEdge { cursor, node })
+            })
+            .collect();
+        Ok(NotificationConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor,
+            },
+        })
+    }
+
+    /// The tenant's API keys (admin scope), never with their secrets.
+    async fn api_keys(&self, ctx: &Context<'_>) -> Result<Vec<ApiKeyObject>> {
+        let principal = require(ctx, DomainScope::Admin)?;
+        let rows =
+            commands::tenants::list_api_keys(api(ctx)?.store.pool(), &principal.tenant_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ApiKeyObject {
+                id: ID(row.key_id.to_string()),
+                name: row.name,
+                prefix: row.prefix,
+                scopes: row.scopes,
+                created_at: row.created_at,
+                revoked_at: row.revoked_at,
+            })
+            .collect())
+    }
+}
+
+#[derive(async_graphql::SimpleObject)]
+pub struct NotificationEdge {
+    pub cursor: String,
+    pub node: NotificationNode,
+}
+
+#[derive(async_graphql::SimpleObject)]
+pub struct NotificationConnection {
+    pub edges: Vec<NotificationEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(async_graphql::SimpleObject)]
+pub struct SendNotificationPayload {
+    pub notification: NotificationNode,
+    /// True when the idempotency key named an earlier send: nothing new was created.
+    pub duplicate: bool,
+}
+
+/// One item of `sendNotifications`: a notification, or why it was refused.
+#[derive(async_graphql::SimpleObject)]
+pub struct SendNotificationResult {
+    /// The item's position in the input list.
+    pub index: i32,
+    pub notification: Option<NotificationNode>,
+    pub duplicate: bool,
+    pub error: Option<ItemError>,
+}
+
+fn item_error(error: ApiError) -> ItemError {
+    let fields = match &error {
+        ApiError::Validation(fields) => fields
+            .iter()
+            .map(|f| FieldErrorObject {
+                path: f.path.clone(),
+                message: f.message.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ItemError {
+        code: error.code().to_string(),
+        message: error.message(),
+        fields,
+    }
+}
+
+pub struct MutationRoot;
+
+async fn send_one(
+    api: &ApiContext,
+    principal: &Principal,
+    input: SendNotificationInput,
+) -> Result<SendNotificationPayload, ApiError> {
+    let sent = commands::notifications::send(
+        &api.store,
+        &principal.tenant_id,
+        input.into(),
+        api.idempotency_window,
+        &actor(principal),
+    )
+    .await?;
+    Ok(SendNotificationPayload {
+        notification: NotificationNode::from_details(sent.notification),
+        duplicate: sent.duplicate,
+    })
+}
+
+#[Object]
+impl MutationRoot {
+    /// Accepts a notification for delivery.
+    async fn send_notification(
+        &self,
+        ctx: &Context<'_>,
+        input: SendNotificationInput,
+    ) -> Result<SendNotificationPayload> {
+        let principal = require(ctx, DomainScope::Send)?;
+        Ok(send_one(api(ctx)?, principal, input).await?)
+    }
+
+    /// Up to 1,000 notifications; each item succeeds or fails on its own.
+    async fn send_notifications(
+        &self,
+        ctx: &Context<'_>,
+        inputs: Vec<SendNotificationInput>,
+    ) -> Result<Vec<SendNotificationResult>> {
+        let principal = require(ctx, DomainScope::Send)?;
+        if inputs.len() > MAX_BATCH {
+            return Err(ApiError::field(
+                "inputs",
+                format!("at most {MAX_BATCH} notifications per call"),
+            )
+            .into());
+        }
+        let api = api(ctx)?;
+        let results = futures::stream::iter(inputs.into_iter().enumerate())
+            .map(|(index, input)| async move {
+                match send_one(api, principal, input).await {
+                    Ok(payload) => SendNotificationResult {
+                        index: index as i32,
+                        notification: Some(payload.notification),
+                        duplicate: payload.duplicate,
+                        error: None,
+                    },
+                    Err(error) => SendNotificationResult {
+                        index: index as i32,
+                        notification: None,
+                        duplicate: false,
+                        error: Some(item_error(error)),
+                    },
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        Ok(results)
+    }
+
+    /// Cancels a notification that has not been sent yet.
+    async fn cancel_notification(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> Result<NotificationNode> {
+        let principal = require(ctx, DomainScope::Send)?;
+        let id = parse_id("id", &id)?;
+        let details = commands::notifications::cancel(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            &id,
+            reason,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(NotificationNode::from_details(details))
+    }
+
+    /// Issues a new API key for the caller's tenant (admin scope). The secret is shown once.
+    async fn issue_api_key(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        scopes: Vec<Scope>,
+    ) -> Result<IssuedApiKey> {
+        let principal = require(ctx, DomainScope::Admin)?;
+        let scopes: Vec<DomainScope> = scopes.into_iter().map(Into::into).collect();
+        let issued = commands::tenants::issue_api_key(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            &name,
+            scopes,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(IssuedApiKey {
+            id: ID(issued.key_id.to_string()),
+            api_key: issued.api_key,
+            scopes: issued.scopes.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// Revokes one of the tenant's keys (admin scope); it stops working at once here
+    /// and within seconds in other processes.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let principal = require(ctx, DomainScope::Admin)?;
+        let key_id =
+            ApiKeyId::parse(id.as_str()).map_err(|e| ApiError::field("id", e.to_string()))?;
+        let api = api(ctx)?;
+        commands::tenants::revoke_api_key(
+            &api.store,
+            &principal.tenant_id,
+            key_id,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        api.keys.clear();
+        Ok(true)
+    }
+}

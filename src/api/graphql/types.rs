@@ -1,0 +1,249 @@
+//! GraphQL object, input and enum types, and their conversions to the domain.
+
+use async_graphql::{Enum, InputObject, Json, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::values::Channel")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+    Webhook,
+    Ntfy,
+    InApp,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::values::Priority")]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::NotificationStatus")]
+pub enum NotificationStatus {
+    Requested,
+    Ranked,
+    Scheduled,
+    Sending,
+    Sent,
+    RetryPending,
+    DeadLettered,
+    Delivered,
+    Bounced,
+    Complained,
+    Rejected,
+    Suppressed,
+    Expired,
+    Cancelled,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::Scope")]
+pub enum Scope {
+    Send,
+    Read,
+    Ops,
+    Admin,
+}
+
+#[derive(InputObject, Default)]
+pub struct RecipientInput {
+    /// Your id for the recipient (required for the in-app channel).
+    pub id: Option<String>,
+    pub email: Option<String>,
+    /// E.164, e.g. +447700900123.
+    pub phone: Option<String>,
+    /// A mobile push endpoint ARN or device token.
+    pub push_target: Option<String>,
+    pub webhook_url: Option<String>,
+    pub ntfy_topic: Option<String>,
+    /// BCP 47, e.g. fr-CA.
+    pub locale: Option<String>,
+    /// IANA, e.g. Europe/Paris.
+    pub timezone: Option<String>,
+}
+
+#[derive(InputObject, Default)]
+pub struct InlineContentInput {
+    /// Email subject, push or in-app title.
+    pub title: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Call-to-action URL.
+    pub cta_url: Option<String>,
+    pub data: Option<Json<Value>>,
+}
+
+#[derive(InputObject, Default)]
+pub struct TemplateRefInput {
+    pub key: Option<String>,
+    pub version: Option<u32>,
+    pub locale: Option<String>,
+    pub variables: Option<Json<Value>>,
+}
+
+#[derive(InputObject, Default)]
+pub struct SourceEventInput {
+    pub event_id: Option<String>,
+    pub source: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub segment: Option<String>,
+}
+
+/// A notification to send. Give `content` or `template`, not both.
+#[derive(InputObject, Default)]
+pub struct SendNotificationInput {
+    /// The same key within the idempotency window returns the original notification.
+    pub idempotency_key: Option<String>,
+    pub recipient: RecipientInput,
+    /// In order of preference: the first allowed channel is tried first.
+    pub channels: Vec<Channel>,
+    #[graphql(default_with = "Some(Priority::Normal)")]
+    pub priority: Option<Priority>,
+    pub content: Option<InlineContentInput>,
+    pub template: Option<TemplateRefInput>,
+    /// For preferences, e.g. `billing` or `marketing`.
+    pub category: Option<String>,
+    pub schedule_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub ttl_seconds: Option<u64>,
+    /// Receives a signed POST for each status change.
+    pub callback_url: Option<String>,
+    #[graphql(default)]
+    pub tags: Vec<String>,
+    pub metadata: Option<Json<Value>>,
+    pub trace_id: Option<String>,
+    pub source_event: Option<SourceEventInput>,
+}
+
+impl From<SendNotificationInput> for domain::SendNotification {
+    fn from(input: SendNotificationInput) -> Self {
+        let recipient = input.recipient;
+        domain::SendNotification {
+            idempotency_key: input.idempotency_key,
+            recipient: domain::RecipientInput {
+                id: recipient.id,
+                email: recipient.email,
+                phone: recipient.phone,
+                push_target: recipient.push_target,
+                webhook_url: recipient.webhook_url,
+                ntfy_topic: recipient.ntfy_topic,
+                locale: recipient.locale,
+                timezone: recipient.timezone,
+            },
+            channels: input
+                .channels
+                .into_iter()
+                .map(|c| domain::values::Channel::from(c).as_str().to_string())
+                .collect(),
+            priority: input
+                .priority
+                .map(|p| domain::values::Priority::from(p).as_str().to_string()),
+            content: input.content.map(|c| domain::InlineContentInput {
+                title: c.title,
+                text: c.text,
+                html: c.html,
+                cta_url: c.cta_url,
+                data: c.data.map(|d| d.0),
+            }),
+            template: input.template.map(|t| domain::TemplateRefInput {
+                key: t.key,
+                version: t.version,
+                locale: t.locale,
+                variables: t.variables.map(|v| v.0),
+            }),
+            category: input.category,
+            schedule_at: input.schedule_at,
+            expires_at: input.expires_at,
+            ttl_seconds: input.ttl_seconds,
+            callback_url: input.callback_url,
+            tags: input.tags,
+            metadata: input.metadata.map(|m| m.0),
+            trace_id: input.trace_id,
+            source_event: input.source_event.map(|s| domain::SourceEventInput {
+                event_id: s.event_id,
+                source: s.source,
+                occurred_at: s.occurred_at,
+                segment: s.segment,
+            }),
+        }
+    }
+}
+
+#[derive(InputObject, Default)]
+pub struct NotificationFilter {
+    pub status: Option<Vec<NotificationStatus>>,
+    pub channel: Option<Channel>,
+    pub recipient_id: Option<String>,
+    pub tag: Option<String>,
+    /// Created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One event in a notification's life.
+#[derive(SimpleObject, Clone)]
+pub struct TimelineEvent {
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// Position in the global log.
+    pub position: i64,
+    pub version: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub data: Json<Value>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "FieldError")]
+pub struct FieldErrorObject {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+    pub fields: Vec<FieldErrorObject>,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "ApiKey")]
+pub struct ApiKeyObject {
+    pub id: async_graphql::ID,
+    pub name: String,
+    /// The first characters of the secret, to tell keys apart.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(SimpleObject)]
+pub struct IssuedApiKey {
+    pub id: async_graphql::ID,
+    /// Shown once; store it now.
+    pub api_key: String,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(SimpleObject)]
+pub struct Viewer {
+    pub tenant_id: String,
+    pub key_id: async_graphql::ID,
+    pub scopes: Vec<Scope>,
+}

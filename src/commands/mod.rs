@@ -1,0 +1,104 @@
+//! The command side: load an aggregate from its stream, let the domain decide,
+//! append the events, and keep the read tables that must be current in the
+//! same transaction. Used by the API and by the CLI alike.
+
+pub mod notifications;
+pub mod tenants;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::{DomainError, ValidationErrors};
+use crate::eventstore::{NewEvent, RecordedEvent, StoreError};
+
+/// Commands retry this often when another writer moved the stream first.
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("invalid input")]
+    Validation(ValidationErrors),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored event {position} cannot be read: {reason}")]
+    CorruptEvent { position: i64, reason: String },
+}
+
+impl From<ValidationErrors> for CommandError {
+    fn from(errors: ValidationErrors) -> Self {
+        CommandError::Validation(errors)
+    }
+}
+
+/// Who or what caused a change, recorded in every event's metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct Actor {
+    /// `api-key:<id>`, `cli`, or a worker's name.
+    pub name: String,
+    pub correlation_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+impl Actor {
+    pub fn new(name: impl Into<String>) -> Actor {
+        Actor {
+            name: name.into(),
+            correlation_id: Uuid::now_v7(),
+            trace_id: None,
+        }
+    }
+
+    fn metadata(&self) -> Value {
+        json!({ "actor": self.name, "correlation_id": self.correlation_id, "trace_id": self.trace_id })
+    }
+}
+
+/// A domain event in the log's envelope.
+fn envelope<E: Serialize>(
+    event: &E,
+    event_type: &str,
+    schema_version: i16,
+    tenant_id: &str,
+    actor: &Actor,
+) -> Result<NewEvent, CommandError> {
+    let payload = serde_json::to_value(event).map_err(|e| CommandError::CorruptEvent {
+        position: 0,
+        reason: format!("cannot serialise {event_type}: {e}"),
+    })?;
+    Ok(NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.to_string(),
+        schema_version,
+        tenant_id: tenant_id.to_string(),
+        payload,
+        metadata: actor.metadata(),
+    })
+}
+
+/// Reads stored events back into domain events through the domain's upcaster.
+fn decode<E>(
+    recorded: &[RecordedEvent],
+    upcast: impl Fn(&str, i16, Value) -> Result<E, DomainError>,
+) -> Result<Vec<E>, CommandError> {
+    recorded
+        .iter()
+        .map(|r| {
+            upcast(&r.event_type, r.schema_version, r.payload.clone()).map_err(|e| {
+                CommandError::CorruptEvent {
+                    position: r.global_position,
+                    reason: e.to_string(),
+                }
+            })
+        })
+        .collect()
+}

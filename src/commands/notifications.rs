@@ -1,0 +1,305 @@
+//! Sending, cancelling and reading notifications.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelope};
+use crate::domain::values::{NotificationId, TenantId};
+use crate::domain::{
+    Aggregate, Content, Notification, NotificationCommand, NotificationEvent, NotificationRequest,
+    NotificationState, SendNotification, ValidationErrors,
+};
+use crate::eventstore::{
+    EventStore, ExpectedVersion, RecordedEvent, StoreError, StoreTransaction, StreamAppend,
+};
+use crate::projections::notification_status;
+
+pub fn stream_id(id: &NotificationId) -> String {
+    format!("notification-{}", id.as_uuid())
+}
+
+/// A notification with its full history.
+#[derive(Debug, Clone)]
+pub struct NotificationDetails {
+    pub state: NotificationState,
+    pub timeline: Vec<RecordedEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub notification: NotificationDetails,
+    /// The idempotency key named an earlier send; nothing new was created.
+    pub duplicate: bool,
+}
+
+/// Accepts a send: validates it, reserves its idempotency key and appends
+/// `NotificationRequested` in one transaction.
+pub async fn send(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    input: SendNotification,
+    idempotency_window: Duration,
+    actor: &Actor,
+) -> Result<Sent, CommandError> {
+    let request = input.parse(Utc::now())?;
+    if let Content::Template(template) = &request.content {
+        // Templates are published per tenant; none can be named before that exists.
+        let mut errors = ValidationErrors::default();
+        errors.add(
+            "template.key",
+            format!(
+                "no published template {:?} for this tenant",
+                template.key.as_str()
+            ),
+        );
+        return Err(errors.into());
+    }
+    let notification_id = NotificationId::new();
+    let events = Notification::default().decide(
+        NotificationCommand::Request {
+            tenant_id: tenant_id.clone(),
+            notification_id,
+            request: request.clone(),
+        },
+        Utc::now(),
+    )?;
+    let mut tx = store.begin().await?;
+    if let Some(key) = &request.idempotency_key {
+        match reserve(
+            &mut tx,
+            tenant_id,
+            key.as_str(),
+            &notification_id,
+            &request,
+            idempotency_window,
+        )
+        .await
+        {
+            Ok(Reservation::Reserved) => {}
+            Ok(Reservation::Taken(original)) => {
+                tx.rollback().await?;
+                let notification = get(store, tenant_id, &original)
+                    .await?
+                    .ok_or(CommandError::NotFound("notification"))?;
+                return Ok(Sent {
+                    notification,
+                    duplicate: true,
+                });
+            }
+            Ok(Reservation::Conflict) => {
+                tx.rollback().await?;
+                return Err(CommandError::IdempotencyConflict);
+            }
+            Err(error) => {
+                tx.rollback().await.ok();
+                return Err(error);
+            }
+        }
+    }
+    let positions = append_in(
+        &mut tx,
+        tenant_id,
+        &notification_id,
+        ExpectedVersion::NoStream,
+        &events,
+        actor,
+    )
+    .await;
+    if let Err(error) = positions {
+        tx.rollback().await.ok();
+        return Err(error);
+    }
+    let state = Notification::fold(&events);
+    let state = state
+        .state()
+        .ok_or(CommandError::NotFound("notification"))?;
+    notification_status::upsert(tx.connection(), state, events.len() as i64).await?;
+    tx.commit().await?;
+    metrics::counter!(
+        "notifications_enqueued_total",
+        "channel" => state.request.channels.first().map(|c| c.as_str()).unwrap_or("none"),
+        "tenant" => tenant_id.to_string()
+    )
+    .increment(1);
+    let timeline = store.read_stream(&stream_id(&notification_id), 1).await?;
+    Ok(Sent {
+        notification: NotificationDetails {
+            state: state.clone(),
+            timeline,
+        },
+        duplicate: false,
+    })
+}
+
+enum Reservation {
+    Reserved,
+    Taken(NotificationId),
+    Conflict,
+}
+
+/// Claims an idempotency key, unless a live reservation already holds it. A
+/// concurrent claim of the same key waits here until the first one commits.
+async fn reserve(
+    tx: &mut StoreTransaction,
+    tenant_id: &TenantId,
+    key: &str,
+    notification_id: &NotificationId,
+    request: &NotificationRequest,
+    window: Duration,
+) -> Result<Reservation, CommandError> {
+    let fingerprint = request.fingerprint();
+    let claimed: Option<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO idempotency_keys (tenant_id, idempotency_key, notification_id, fingerprint, created_at) \
+         VALUES ($1, $2, $3, $4, now()) \
+         ON CONFLICT (tenant_id, idempotency_key) DO UPDATE \
+             SET notification_id = EXCLUDED.notification_id, fingerprint = EXCLUDED.fingerprint, \
+                 created_at = EXCLUDED.created_at \
+             WHERE idempotency_keys.created_at < now() - make_interval(secs => $5) \
+         RETURNING notification_id",
+    )
+    .bind(tenant_id.as_str())
+    .bind(key)
+    .bind(notification_id.as_uuid())
+    .bind(&fingerprint)
+    .bind(window.as_secs_f64())
+    .fetch_optional(tx.connection())
+    .await?;
+    if claimed.is_some() {
+        return Ok(Reservation::Reserved);
+    }
+    let (original, original_fingerprint): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT notification_id, fingerprint FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant_id.as_str())
+    .bind(key)
+    .fetch_one(tx.connection())
+    .await?;
+    Ok(if original_fingerprint == fingerprint {
+        Reservation::Taken(NotificationId::from(original))
+    } else {
+        Reservation::Conflict
+    })
+}
+
+async fn append_in(
+    tx: &mut StoreTransaction,
+    tenant_id: &TenantId,
+    notification_id: &NotificationId,
+    expected: ExpectedVersion,
+    events: &[NotificationEvent],
+    actor: &Actor,
+) -> Result<Vec<i64>, CommandError> {
+    let new_events = events
+        .iter()
+        .map(|event| {
+            envelope(
+                event,
+                event.event_type(),
+                NotificationEvent::SCHEMA_VERSION,
+                tenant_id.as_str(),
+                actor,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(tx
+        .append(&[StreamAppend {
+            stream_id: stream_id(notification_id),
+            expected,
+            events: new_events,
+        }])
+        .await?)
+}
+
+/// The notification and its timeline, if it exists and belongs to the tenant.
+pub async fn get(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: &NotificationId,
+) -> Result<Option<NotificationDetails>, CommandError> {
+    let timeline = store.read_stream(&stream_id(id), 1).await?;
+    let notification = Notification::fold(&decode(&timeline, NotificationEvent::upcast)?);
+    Ok(match notification.state() {
+        // Another tenant's notification does not exist, as far as this caller can tell.
+        Some(state) if &state.tenant_id == tenant_id => Some(NotificationDetails {
+            state: state.clone(),
+            timeline,
+        }),
+        _ => None,
+    })
+}
+
+/// Applies a command to an existing notification, retrying when another
+/// writer moved the stream first.
+pub async fn handle(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: &NotificationId,
+    command: impl Fn() -> NotificationCommand,
+    actor: &Actor,
+) -> Result<NotificationDetails, CommandError> {
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let details = get(store, tenant_id, id)
+            .await?
+            .ok_or(CommandError::NotFound("notification"))?;
+        let mut notification =
+            Notification::fold(&decode(&details.timeline, NotificationEvent::upcast)?);
+        let version = details.timeline.len() as i64;
+        let events = notification.decide(command(), Utc::now())?;
+        if events.is_empty() {
+            return Ok(details);
+        }
+        let mut tx = store.begin().await?;
+        match append_in(
+            &mut tx,
+            tenant_id,
+            id,
+            ExpectedVersion::Exact(version),
+            &events,
+            actor,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(CommandError::Store(error)) if error.is_conflict() => {
+                tx.rollback().await.ok();
+                continue;
+            }
+            Err(error) => {
+                tx.rollback().await.ok();
+                return Err(error);
+            }
+        }
+        for event in &events {
+            notification.apply(event);
+        }
+        let state = notification
+            .state()
+            .ok_or(CommandError::NotFound("notification"))?;
+        notification_status::upsert(tx.connection(), state, version + events.len() as i64).await?;
+        tx.commit().await?;
+        return get(store, tenant_id, id)
+            .await?
+            .ok_or(CommandError::NotFound("notification"));
+    }
+    Err(CommandError::Store(StoreError::TransactionAborted))
+}
+
+pub async fn cancel(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: &NotificationId,
+    reason: Option<String>,
+    actor: &Actor,
+) -> Result<NotificationDetails, CommandError> {
+    handle(
+        store,
+        tenant_id,
+        id,
+        || NotificationCommand::Cancel {
+            reason: reason.clone(),
+        },
+        actor,
+    )
+    .await
+}

@@ -1,0 +1,305 @@
+//! Tenants and their API keys: events in the log, with the `tenants` and
+//! `api_keys` tables kept in step for authentication.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::PgConnection;
+
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelope};
+use crate::domain::values::{ApiKeyId, DisplayName, TenantId};
+use crate::domain::{
+    Aggregate, Scope, Tenant, TenantCommand, TenantEvent, ValidationErrors, hash_api_key,
+};
+use crate::eventstore::{EventStore, ExpectedVersion, StreamAppend};
+
+/// A key as its owner sees it once: the secret is never shown again.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuedKey {
+    pub key_id: ApiKeyId,
+    pub api_key: String,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CreatedTenant {
+    pub tenant_id: TenantId,
+    pub api_key: String,
+    pub key_id: ApiKeyId,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant_id: TenantId,
+    pub key_id: ApiKeyId,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    pub fn allows(&self, required: Scope) -> bool {
+        self.scopes.iter().any(|scope| scope.allows(required))
+    }
+}
+
+/// A listed key, never with its secret.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub key_id: uuid::Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+fn stream_id(tenant_id: &TenantId) -> String {
+    format!("tenant-{tenant_id}")
+}
+
+/// 32 random bytes: far beyond guessing, so a plain SHA-256 is a safe lookup key.
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "hk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn new_tenant_id() -> TenantId {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..12)
+        .map(|_| ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char)
+        .collect();
+    TenantId::parse(&format!("t_{suffix}")).expect("generated tenant ids are slugs")
+}
+
+fn display_name(field: &str, raw: &str) -> Result<DisplayName, CommandError> {
+    DisplayName::parse(raw).map_err(|e| {
+        let mut errors = ValidationErrors::default();
+        errors.add(field, e.to_string());
+        CommandError::Validation(errors)
+    })
+}
+
+/// Creates a tenant with a first key that has every scope.
+pub async fn create_tenant(
+    store: &EventStore,
+    name: &str,
+    actor: &Actor,
+) -> Result<CreatedTenant, CommandError> {
+    let tenant_id = new_tenant_id();
+    let name = display_name("name", name)?;
+    let key_id = ApiKeyId::new();
+    let secret = new_secret();
+    let now = Utc::now();
+    let tenant = Tenant::default();
+    let mut events = tenant.decide(TenantCommand::Create {
+        tenant_id: tenant_id.clone(),
+        name: name.clone(),
+    })?;
+    let created = Tenant::fold(&events);
+    events.extend(created.decide(TenantCommand::IssueApiKey {
+        key_id,
+        name: display_name("name", "admin")?,
+        scopes: vec![Scope::Admin],
+        secret: secret.clone(),
+    })?);
+    append(
+        store,
+        &tenant_id,
+        ExpectedVersion::NoStream,
+        &events,
+        now,
+        actor,
+    )
+    .await?;
+    Ok(CreatedTenant {
+        tenant_id,
+        api_key: secret,
+        key_id,
+    })
+}
+
+pub async fn issue_api_key(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    name: &str,
+    scopes: Vec<Scope>,
+    actor: &Actor,
+) -> Result<IssuedKey, CommandError> {
+    let name = display_name("name", name)?;
+    let key_id = ApiKeyId::new();
+    let secret = new_secret();
+    decide_and_append(store, tenant_id, actor, || TenantCommand::IssueApiKey {
+        key_id,
+        name: name.clone(),
+        scopes: scopes.clone(),
+        secret: secret.clone(),
+    })
+    .await?;
+    Ok(IssuedKey {
+        key_id,
+        api_key: secret,
+        scopes,
+    })
+}
+
+pub async fn revoke_api_key(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    key_id: ApiKeyId,
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    decide_and_append(store, tenant_id, actor, || TenantCommand::RevokeApiKey {
+        key_id,
+    })
+    .await
+}
+
+async fn decide_and_append(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    actor: &Actor,
+    command: impl Fn() -> TenantCommand,
+) -> Result<(), CommandError> {
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let recorded = store.read_stream(&stream_id(tenant_id), 1).await?;
+        if recorded.is_empty() {
+            return Err(CommandError::NotFound("tenant"));
+        }
+        let tenant = Tenant::fold(&decode(&recorded, TenantEvent::upcast)?);
+        let events = tenant.decide(command())?;
+        let expected = ExpectedVersion::Exact(recorded.len() as i64);
+        match append(store, tenant_id, expected, &events, Utc::now(), actor).await {
+            Err(CommandError::Store(error)) if error.is_conflict() => continue,
+            other => return other,
+        }
+    }
+    Err(CommandError::Store(
+        crate::eventstore::StoreError::TransactionAborted,
+    ))
+}
+
+async fn append(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    expected: ExpectedVersion,
+    events: &[TenantEvent],
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    let new_events = events
+        .iter()
+        .map(|event| {
+            envelope(
+                event,
+                event.event_type(),
+                TenantEvent::SCHEMA_VERSION,
+                tenant_id.as_str(),
+                actor,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tx = store.begin().await?;
+    let appended = tx
+        .append(&[StreamAppend {
+            stream_id: stream_id(tenant_id),
+            expected,
+            events: new_events,
+        }])
+        .await;
+    if let Err(error) = appended {
+        tx.rollback().await.ok();
+        return Err(error.into());
+    }
+    for event in events {
+        keep_tables_in_step(tx.connection(), tenant_id, event, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The `tenants` and `api_keys` tables follow the tenant's events.
+async fn keep_tables_in_step(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    event: &TenantEvent,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    match event {
+        TenantEvent::TenantCreated { tenant_id, name } => {
+            sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(tenant_id.as_str())
+                .bind(name.as_str())
+                .bind(now)
+                .execute(conn)
+                .await?;
+        }
+        TenantEvent::ApiKeyIssued {
+            key_id,
+            name,
+            scopes,
+            key_hash,
+            prefix,
+        } => {
+            let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO api_keys (key_id, tenant_id, name, prefix, key_hash, scopes, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(key_id.as_uuid())
+            .bind(tenant_id.as_str())
+            .bind(name.as_str())
+            .bind(prefix)
+            .bind(key_hash)
+            .bind(&scopes)
+            .bind(now)
+            .execute(conn)
+            .await?;
+        }
+        TenantEvent::ApiKeyRevoked { key_id } => {
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1")
+                .bind(key_id.as_uuid())
+                .bind(now)
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The caller behind a secret, unless the key is unknown or revoked.
+pub async fn authenticate(
+    pool: &sqlx::PgPool,
+    secret: &str,
+) -> Result<Option<Principal>, sqlx::Error> {
+    let row: Option<(uuid::Uuid, String, Vec<String>)> = sqlx::query_as(
+        "SELECT key_id, tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(hash_api_key(secret))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(key_id, tenant_id, scopes)| {
+        Some(Principal {
+            tenant_id: TenantId::parse(&tenant_id).ok()?,
+            key_id: ApiKeyId::parse(&key_id.to_string()).ok()?,
+            scopes: scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect(),
+        })
+    }))
+}
+
+pub async fn list_api_keys(
+    pool: &sqlx::PgPool,
+    tenant_id: &TenantId,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT key_id, name, prefix, scopes, created_at, revoked_at FROM api_keys \
+         WHERE tenant_id = $1 ORDER BY created_at, key_id",
+    )
+    .bind(tenant_id.as_str())
+    .fetch_all(pool)
+    .await
+}

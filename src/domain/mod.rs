@@ -1,0 +1,51 @@
+//! The domain: values, the message model, events, commands and the
+//! aggregates that decide them (DESIGN.md §2, §4).
+//!
+//! Pure: no IO, no async, no SQL. Everything here is tested without a
+//! database. Inputs are parsed into typed values once, at the edge; commands
+//! are decided by pure functions returning events; state is a fold of events.
+
+mod aggregate;
+mod domain_error;
+mod notification;
+mod notification_command;
+mod notification_event;
+mod notification_request;
+mod notification_status;
+mod scope;
+mod send_notification;
+mod sha256_hex;
+mod source_event;
+mod tagged_payload;
+mod tenant;
+mod validation_errors;
+pub mod values;
+
+#[cfg(test)]
+mod given_when_then;
+#[cfg(test)]
+mod test_fixtures;
+
+pub use aggregate::Aggregate;
+pub use domain_error::DomainError;
+pub use notification::{
+    MAX_BREAKDOWN_BYTES, MAX_EVENT_TEXT_CHARS, Notification, NotificationState,
+};
+pub use notification_command::NotificationCommand;
+pub use notification_event::NotificationEvent;
+pub use notification_request::{
+    Content, EventOrigin, Expiry, InlineContent, NotificationRequest, Recipient, TemplateRef,
+};
+pub use notification_status::NotificationStatus;
+pub use scope::Scope;
+pub use send_notification::{
+    InlineContentInput, MAX_CHANNELS, MAX_DATA_BYTES, MAX_METADATA_BYTES, MAX_TAGS,
+    MAX_TTL_SECONDS, MAX_VARIABLES_BYTES, RecipientInput, SendNotification, SourceEventInput,
+    TemplateRefInput,
+};
+pub use source_event::{IngestEventInput, MAX_PAYLOAD_BYTES, SourceEvent};
+pub use tenant::{
+    API_KEY_PREFIX_CHARS, ApiKey, MAX_API_KEY_SECRET_CHARS, MIN_API_KEY_SECRET_CHARS, Tenant,
+    TenantCommand, TenantEvent, hash_api_key,
+};
+pub use validation_errors::{FieldError, ValidationErrors};

@@ -1,0 +1,340 @@
+use serde_json::json;
+
+use super::*;
+use crate::domain::test_fixtures::{minute, request, t0};
+
+fn input(value: Value) -> SendNotification {
+    serde_json::from_value(value).unwrap()
+}
+
+fn paths(errors: &ValidationErrors) -> Vec<&str> {
+    errors
+        .errors()
+        .iter()
+        .map(|error| error.path.as_str())
+        .collect()
+}
+
+#[test]
+fn parses_the_seed_example() {
+    let request = input(json!({
+        "idempotency_key": "nl-2ce1",
+        "recipient": {"email": "user@x.com", "locale": "en-gb", "timezone": "Europe/London"},
+        "channels": ["email"],
+        "template": {"key": "magic_link_login", "version": 2,
+                     "variables": {"link": "https://example.com/l/1"}},
+        "priority": "high",
+        "ttl_seconds": 900
+    }))
+    .parse(t0())
+    .unwrap();
+    assert_eq!(request.priority, Priority::High);
+    assert_eq!(request.channels, [Channel::Email]);
+    assert_eq!(request.recipient.locale.unwrap().as_str(), "en-GB");
+    assert_eq!(request.expiry, Some(Expiry::TtlSeconds(900)));
+    let Content::Template(template) = request.content else {
+        panic!("expected a template");
+    };
+    assert_eq!(template.version.map(TemplateVersion::get), Some(2));
+}
+
+#[test]
+fn parses_inline_content_with_defaults() {
+    let request = input(json!({
+        "recipient": {"id": "user-1"},
+        "channels": ["in_app"],
+        "content": {"title": "Welcome", "data": {"screen": "home"}},
+        "source_event": {"event_id": "evt-1", "source": "signup",
+                         "occurred_at": "2025-10-29T19:59:00Z", "segment": "trial"}
+    }))
+    .parse(t0())
+    .unwrap();
+    assert_eq!(request.priority, Priority::Normal);
+    assert!(request.tags.is_empty());
+    assert_eq!(
+        request.source_event.unwrap().segment.unwrap().as_str(),
+        "trial"
+    );
+}
+
+#[test]
+fn reports_every_bad_field_at_once_with_its_path() {
+    let errors = input(json!({
+        "recipient": {"email": "not-an-email", "phone": "12345", "timezone": "Mars/Base"},
+        "channels": ["email", "fax", "email", "sms", "push"],
+        "content": {"title": "Hi\nBcc: x@y.z", "html": "h".repeat(HtmlBody::MAX_BYTES + 1),
+                    "cta_url": "ftp://example.com"},
+        "priority": "urgent",
+        "tags": ["ok", ""],
+        "trace_id": "t".repeat(129)
+    }))
+    .parse(t0())
+    .unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        [
+            "channels[1]",
+            "channels[2]",
+            "recipient.push_target",
+            "recipient.email",
+            "recipient.phone",
+            "recipient.timezone",
+            "priority",
+            "content.title",
+            "content.html",
+            "content.cta_url",
+            "tags[1]",
+            "trace_id",
+        ]
+    );
+    assert_eq!(
+        errors.at("recipient.push_target"),
+        ["is required for the push channel"]
+    );
+    assert_eq!(errors.at("content.html"), ["must be at most 262144 bytes"]);
+    assert_eq!(errors.at("channels[2]"), ["email is listed more than once"]);
+}
+
+#[test]
+fn each_channel_needs_its_address() {
+    let errors = input(json!({
+        "channels": ["email", "sms", "push", "webhook", "ntfy", "in_app"],
+        "content": {"text": "hello"}
+    }))
+    .parse(t0())
+    .unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        [
+            "recipient.email",
+            "recipient.phone",
+            "recipient.push_target",
+            "recipient.webhook_url",
+            "recipient.ntfy_topic",
+            "recipient.id",
+        ]
+    );
+}
+
+#[test]
+fn channels_are_required_and_bounded() {
+    let none = input(json!({"content": {"text": "x"}}))
+        .parse(t0())
+        .unwrap_err();
+    assert_eq!(none.at("channels"), ["at least one channel is required"]);
+
+    let seven = vec!["in_app"; 7];
+    let many =
+        input(json!({"recipient": {"id": "u"}, "channels": seven, "content": {"text": "x"}}))
+            .parse(t0())
+            .unwrap_err();
+    assert_eq!(many.at("channels"), ["at most 6 channels"]);
+}
+
+#[test]
+fn exactly_one_of_content_and_template() {
+    let neither = input(json!({"recipient": {"id": "u"}, "channels": ["in_app"]}))
+        .parse(t0())
+        .unwrap_err();
+    assert_eq!(paths(&neither), ["content"]);
+
+    let both = input(json!({
+        "recipient": {"id": "u"}, "channels": ["in_app"],
+        "content": {"text": "x"}, "template": {"key": "welcome"}
+    }))
+    .parse(t0())
+    .unwrap_err();
+    assert_eq!(paths(&both), ["template"]);
+
+    let empty = input(json!({"recipient": {"id": "u"}, "channels": ["in_app"], "content": {}}))
+        .parse(t0())
+        .unwrap_err();
+    assert_eq!(
+        empty.at("content"),
+        ["needs at least one of title, text, html or data"]
+    );
+}
+
+#[test]
+fn template_fields_are_checked() {
+    let errors = input(json!({
+        "recipient": {"id": "u"}, "channels": ["in_app"],
+        "template": {"version": 0, "locale": "xx-YY",
+                     "variables": {"blob": "v".repeat(MAX_VARIABLES_BYTES)}}
+    }))
+    .parse(t0())
+    .unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        [
+            "template.key",
+            "template.version",
+            "template.locale",
+            "template.variables"
+        ]
+    );
+}
+
+#[test]
+fn json_fields_are_bounded_objects() {
+    let errors = input(json!({
+        "recipient": {"id": "u"}, "channels": ["in_app"],
+        "content": {"data": {"blob": "d".repeat(MAX_DATA_BYTES)}},
+        "metadata": ["not", "an", "object"]
+    }))
+    .parse(t0())
+    .unwrap_err();
+    assert_eq!(paths(&errors), ["content.data", "metadata"]);
+    assert_eq!(errors.at("metadata"), ["must be a JSON object"]);
+}
+
+#[test]
+fn schedule_may_lag_by_a_minute_but_no_more() {
+    let at = |schedule_at: DateTime<Utc>| {
+        input(json!({"recipient": {"id": "u"}, "channels": ["in_app"],
+                     "content": {"text": "x"}, "schedule_at": schedule_at}))
+        .parse(t0())
+    };
+    assert!(at(minute(-1)).is_ok());
+    assert_eq!(
+        at(minute(-2)).unwrap_err().at("schedule_at"),
+        ["is more than a minute in the past"]
+    );
+}
+
+#[test]
+fn expiry_is_one_of_two_forms_and_after_the_schedule() {
+    let parse = |extra: Value| {
+        let mut value = json!({"recipient": {"id": "u"}, "channels": ["in_app"],
+                               "content": {"text": "x"}});
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        input(value).parse(t0())
+    };
+    assert_eq!(
+        parse(json!({"expires_at": minute(5), "ttl_seconds": 60}))
+            .unwrap_err()
+            .at("ttl_seconds"),
+        ["give either expires_at or ttl_seconds, not both"]
+    );
+    assert_eq!(
+        parse(json!({"expires_at": minute(0)}))
+            .unwrap_err()
+            .at("expires_at"),
+        ["must be in the future"]
+    );
+    assert_eq!(
+        parse(json!({"expires_at": minute(5), "schedule_at": minute(10)}))
+            .unwrap_err()
+            .at("expires_at"),
+        ["must be after schedule_at"]
+    );
+    assert_eq!(
+        parse(json!({"ttl_seconds": 60, "schedule_at": minute(10)}))
+            .unwrap_err()
+            .at("ttl_seconds"),
+        ["expires before schedule_at"]
+    );
+    assert_eq!(
+        parse(json!({"ttl_seconds": 2_592_001}))
+            .unwrap_err()
+            .at("ttl_seconds"),
+        ["must be between 1 and 2592000 (30 days)"]
+    );
+    assert!(parse(json!({"ttl_seconds": 0})).is_err());
+    assert_eq!(
+        parse(json!({"ttl_seconds": 2_592_000})).unwrap().expiry,
+        Some(Expiry::TtlSeconds(2_592_000))
+    );
+}
+
+#[test]
+fn tags_are_bounded_and_distinct() {
+    let parse = |tags: Value| {
+        input(json!({"recipient": {"id": "u"}, "channels": ["in_app"],
+                     "content": {"text": "x"}, "tags": tags}))
+        .parse(t0())
+    };
+    let many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+    assert_eq!(
+        parse(json!(many)).unwrap_err().at("tags"),
+        ["at most 20 tags"]
+    );
+    assert_eq!(
+        parse(json!(["a", "a"])).unwrap_err().at("tags[1]"),
+        ["is listed more than once"]
+    );
+}
+
+#[test]
+fn source_event_requires_its_identity() {
+    let errors = input(json!({
+        "recipient": {"id": "u"}, "channels": ["in_app"], "content": {"text": "x"},
+        "source_event": {"segment": "Not A Slug"}
+    }))
+    .parse(t0())
+    .unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        [
+            "source_event.event_id",
+            "source_event.source",
+            "source_event.occurred_at",
+            "source_event.segment"
+        ]
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let typo = serde_json::from_value::<SendNotification>(json!({"chanels": ["email"]}));
+    assert!(typo.is_err());
+    let nested =
+        serde_json::from_value::<SendNotification>(json!({"recipient": {"mail": "a@b.c"}}));
+    assert!(nested.is_err());
+}
+
+#[test]
+fn fingerprint_is_stable_and_tells_requests_apart() {
+    let a = request();
+    assert_eq!(a.fingerprint(), request().fingerprint());
+    assert_eq!(a.fingerprint().len(), 64);
+
+    let mut retried = request();
+    retried.trace_id = Some(TraceId::parse("another-trace").unwrap());
+    assert_eq!(a.fingerprint(), retried.fingerprint());
+
+    let mut changed = request();
+    changed.priority = Priority::Low;
+    assert_ne!(a.fingerprint(), changed.fingerprint());
+}
+
+#[test]
+fn fingerprint_ignores_key_order_in_caller_json() {
+    let with = |variables: &str| {
+        input(json!({
+            "recipient": {"id": "u"}, "channels": ["in_app"],
+            "template": {"key": "welcome",
+                         "variables": serde_json::from_str::<Value>(variables).unwrap()}
+        }))
+        .parse(t0())
+        .unwrap()
+        .fingerprint()
+    };
+    assert_eq!(
+        with(r#"{"a": 1, "b": {"c": 2, "d": 3}}"#),
+        with(r#"{"b": {"d": 3, "c": 2}, "a": 1}"#)
+    );
+}
+
+#[test]
+fn the_parsed_request_round_trips_through_serde() {
+    let request = request();
+    let json = serde_json::to_value(&request).unwrap();
+    assert_eq!(
+        serde_json::from_value::<NotificationRequest>(json).unwrap(),
+        request
+    );
+}

@@ -1,0 +1,490 @@
+//! The GraphQL and REST API: authentication, scopes, tenant confinement,
+//! idempotency, validation, pagination, read-your-writes, and the schema file.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, error_codes};
+
+const SEND: &str = r#"mutation($input: SendNotificationInput!) {
+  sendNotification(input: $input) { duplicate notification { id status channels timeline { type position } } }
+}"#;
+
+const GET: &str = r#"query($id: ID!) {
+  notification(id: $id) { id status priority tags timeline { type version data } }
+}"#;
+
+fn email_input(to: &str) -> Value {
+    json!({
+        "recipient": { "id": "user-1", "email": to },
+        "channels": ["EMAIL"],
+        "content": { "title": "Hello", "text": "Your code is 123456" },
+        "tags": ["otp"],
+    })
+}
+
+async fn issue_key(app: &TestApp, admin: &str, scopes: &[&str]) -> String {
+    let response = app
+        .graphql(
+            Some(admin),
+            "mutation($scopes: [Scope!]!) { issueApiKey(name: \"limited\", scopes: $scopes) { apiKey } }",
+            json!({ "scopes": scopes }),
+        )
+        .await;
+    response["data"]["issueApiKey"]["apiKey"]
+        .as_str()
+        .expect("key issued")
+        .to_string()
+}
+
+#[tokio::test]
+async fn sends_and_reads_back_at_once_with_the_timeline() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let sent = app
+        .graphql(
+            Some(&key),
+            SEND,
+            json!({ "input": email_input("ada@example.com") }),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    let notification = &sent["data"]["sendNotification"]["notification"];
+    assert_eq!(notification["status"], "REQUESTED");
+    assert_eq!(sent["data"]["sendNotification"]["duplicate"], false);
+
+    let read = app
+        .graphql(Some(&key), GET, json!({ "id": notification["id"] }))
+        .await;
+    let read = &read["data"]["notification"];
+    assert_eq!(read["id"], notification["id"]);
+    assert_eq!(read["priority"], "NORMAL");
+    assert_eq!(read["tags"], json!(["otp"]));
+    assert_eq!(read["timeline"][0]["type"], "NotificationRequested");
+    assert_eq!(read["timeline"][0]["version"], 1);
+}
+
+#[tokio::test]
+async fn unauthenticated_and_wrong_scope_calls_are_refused() {
+    let app = TestApp::start().await;
+    let (_, admin) = app.tenant().await;
+    let input = json!({ "input": email_input("ada@example.com") });
+
+    for key in [None, Some("hk_not-a-real-key")] {
+        let response = app.graphql(key, SEND, input.clone()).await;
+        assert_eq!(
+            error_codes(&response),
+            vec!["UNAUTHENTICATED"],
+            "{response}"
+        );
+    }
+    let reader = issue_key(&app, &admin, &["READ"]).await;
+    let response = app.graphql(Some(&reader), SEND, input.clone()).await;
+    assert_eq!(error_codes(&response), vec!["FORBIDDEN"]);
+    let sender = issue_key(&app, &admin, &["SEND"]).await;
+    let response = app
+        .graphql(Some(&sender), "{ apiKeys { id } }", json!({}))
+        .await;
+    assert_eq!(error_codes(&response), vec!["FORBIDDEN"]);
+    let response = app
+        .graphql(
+            Some(&sender),
+            "{ notifications { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_codes(&response), vec!["FORBIDDEN"]);
+
+    // A revoked key stops working at once.
+    let keys = app
+        .graphql(Some(&admin), "{ apiKeys { id prefix } }", json!({}))
+        .await;
+    let sender_id = keys["data"]["apiKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| sender.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap()["id"]
+        .clone();
+    let revoked = app
+        .graphql(
+            Some(&admin),
+            "mutation($id: ID!) { revokeApiKey(id: $id) }",
+            json!({ "id": sender_id }),
+        )
+        .await;
+    assert_eq!(revoked["data"]["revokeApiKey"], true, "{revoked}");
+    let response = app.graphql(Some(&sender), SEND, input).await;
+    assert_eq!(error_codes(&response), vec!["UNAUTHENTICATED"]);
+
+    // The REST twin answers with HTTP statuses and the same codes.
+    let rest = app
+        .http
+        .get(format!(
+            "{}/api/notifications/00000000-0000-0000-0000-000000000000",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 401);
+    let body: Value = rest.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_see_or_touch_another_tenants_data() {
+    let app = TestApp::start().await;
+    let (_, key_a) = app.tenant().await;
+    let (_, key_b) = app.tenant().await;
+    let sent = app
+        .graphql(
+            Some(&key_a),
+            SEND,
+            json!({ "input": email_input("ada@example.com") }),
+        )
+        .await;
+    let id = sent["data"]["sendNotification"]["notification"]["id"].clone();
+
+    let read = app.graphql(Some(&key_b), GET, json!({ "id": id })).await;
+    assert_eq!(error_codes(&read), vec!["NOT_FOUND"]);
+    let cancel = app
+        .graphql(
+            Some(&key_b),
+            "mutation($id: ID!) { cancelNotification(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(error_codes(&cancel), vec!["NOT_FOUND"]);
+    let list = app
+        .graphql(
+            Some(&key_b),
+            "{ notifications { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(list["data"]["notifications"]["edges"], json!([]));
+    let rest = app
+        .http
+        .get(format!(
+            "{}/api/notifications/{}",
+            app.base,
+            id.as_str().unwrap()
+        ))
+        .bearer_auth(&key_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 404);
+
+    // B cannot revoke A's keys, nor list them.
+    let keys_a = app
+        .graphql(Some(&key_a), "{ apiKeys { id } }", json!({}))
+        .await;
+    let a_key_id = keys_a["data"]["apiKeys"][0]["id"].clone();
+    let revoke = app
+        .graphql(
+            Some(&key_b),
+            "mutation($id: ID!) { revokeApiKey(id: $id) }",
+            json!({ "id": a_key_id }),
+        )
+        .await;
+    assert_eq!(error_codes(&revoke), vec!["NOT_FOUND"]);
+    let keys_b = app
+        .graphql(Some(&key_b), "{ apiKeys { id } }", json!({}))
+        .await;
+    assert_eq!(keys_b["data"]["apiKeys"].as_array().unwrap().len(), 1);
+    assert_ne!(keys_b["data"]["apiKeys"][0]["id"], a_key_id);
+
+    // A still owns and can cancel its notification.
+    let cancel = app
+        .graphql(
+            Some(&key_a),
+            "mutation($id: ID!) { cancelNotification(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        cancel["data"]["cancelNotification"]["status"], "CANCELLED",
+        "{cancel}"
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_sends_create_one_notification() {
+    let app = TestApp::start().await;
+    let (tenant, key) = app.tenant().await;
+    let mut input = email_input("ada@example.com");
+    input["idempotencyKey"] = json!("order-42-shipped");
+    let sends: Vec<_> = (0..50)
+        .map(|_| {
+            let (base, key, input) = (app.base.clone(), key.clone(), input.clone());
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(key)
+                    .json(&json!({ "query": SEND, "variables": { "input": input } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut originals = 0;
+    for send in sends {
+        let response = send.await.unwrap();
+        assert!(response["errors"].is_null(), "{response}");
+        let payload = &response["data"]["sendNotification"];
+        ids.insert(payload["notification"]["id"].as_str().unwrap().to_string());
+        if payload["duplicate"] == false {
+            originals += 1;
+        }
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(originals, 1);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notification_status WHERE tenant_id = $1")
+            .bind(&tenant)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, 1);
+
+    // The same key with a different request is a conflict, not a duplicate.
+    let mut changed = input.clone();
+    changed["content"]["text"] = json!("something else");
+    let response = app
+        .graphql(Some(&key), SEND, json!({ "input": changed }))
+        .await;
+    assert_eq!(error_codes(&response), vec!["IDEMPOTENCY_CONFLICT"]);
+}
+
+#[tokio::test]
+async fn validation_errors_name_each_field() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let input = json!({
+        "recipient": { "email": "not-an-email", "phone": "12345", "timezone": "Mars/Base" },
+        "channels": ["EMAIL", "SMS"],
+        "content": { "title": "Hi", "html": "x".repeat(300 * 1024) },
+    });
+    let response = app
+        .graphql(Some(&key), SEND, json!({ "input": input }))
+        .await;
+    assert_eq!(error_codes(&response), vec!["VALIDATION"]);
+    let fields: Vec<&str> = response["errors"][0]["extensions"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    for path in [
+        "recipient.email",
+        "recipient.phone",
+        "recipient.timezone",
+        "content.html",
+    ] {
+        assert!(fields.contains(&path), "{path} missing from {fields:?}");
+    }
+
+    let template = json!({
+        "recipient": { "email": "ada@example.com" },
+        "channels": ["EMAIL"],
+        "template": { "key": "welcome", "version": 7 },
+    });
+    let response = app
+        .graphql(Some(&key), SEND, json!({ "input": template }))
+        .await;
+    assert_eq!(error_codes(&response), vec!["VALIDATION"]);
+    assert_eq!(
+        response["errors"][0]["extensions"]["fields"][0]["path"],
+        "template.key"
+    );
+
+    // Errors from the GraphQL layer itself carry a code too.
+    let response = app
+        .graphql(Some(&key), "{ notifications { nope } }", json!({}))
+        .await;
+    assert_eq!(error_codes(&response), vec!["VALIDATION"]);
+    let response = app
+        .graphql(Some(&key), GET, json!({ "id": "not-a-uuid" }))
+        .await;
+    assert_eq!(error_codes(&response), vec!["VALIDATION"]);
+}
+
+#[tokio::test]
+async fn batch_sends_accept_the_valid_items_and_report_the_rest() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let inputs = json!([
+        email_input("a@example.com"),
+        email_input("broken"),
+        email_input("c@example.com")
+    ]);
+    let response = app
+        .graphql(
+            Some(&key),
+            "mutation($inputs: [SendNotificationInput!]!) { sendNotifications(inputs: $inputs) { index notification { id } error { code fields { path } } } }",
+            json!({ "inputs": inputs }),
+        )
+        .await;
+    let results = response["data"]["sendNotifications"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results[0]["notification"]["id"].is_string());
+    assert_eq!(results[1]["error"]["code"], "VALIDATION");
+    assert_eq!(results[1]["error"]["fields"][0]["path"], "recipient.email");
+    assert!(results[2]["notification"]["id"].is_string());
+}
+
+#[tokio::test]
+async fn pages_return_every_row_once_while_rows_arrive() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let mut existing = HashSet::new();
+    for i in 0..45 {
+        let sent = app
+            .graphql(
+                Some(&key),
+                SEND,
+                json!({ "input": email_input(&format!("u{i}@example.com")) }),
+            )
+            .await;
+        existing.insert(
+            sent["data"]["sendNotification"]["notification"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let writer = {
+        let (base, key) = (app.base.clone(), key.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..30 {
+                client
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(&key)
+                    .json(&json!({ "query": SEND, "variables": { "input": email_input(&format!("new{i}@example.com")) } }))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .graphql(
+                Some(&key),
+                "query($after: String) { notifications(first: 7, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after }),
+            )
+            .await;
+        let connection = &page["data"]["notifications"];
+        for edge in connection["edges"].as_array().unwrap() {
+            seen.push(edge["node"]["id"].as_str().unwrap().to_string());
+        }
+        if connection["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = connection["pageInfo"]["endCursor"]
+            .as_str()
+            .map(String::from);
+    }
+    writer.await.unwrap();
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no row twice");
+    assert!(
+        existing.is_subset(&unique),
+        "every row that existed is returned"
+    );
+
+    let filtered = app
+        .graphql(Some(&key), "{ notifications(first: 100, filter: { status: [CANCELLED] }) { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(filtered["data"]["notifications"]["edges"], json!([]));
+    let by_tag = app
+        .graphql(Some(&key), "{ notifications(first: 100, filter: { tag: \"otp\", channel: EMAIL }) { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(
+        by_tag["data"]["notifications"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        75
+    );
+}
+
+#[tokio::test]
+async fn the_rest_twin_sends_with_an_idempotency_header_and_reads_back() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let body = json!({
+        "recipient": { "email": "ada@example.com" },
+        "channels": ["email"],
+        "content": { "title": "Hi", "text": "Hello" },
+    });
+    let send = || {
+        app.http
+            .post(format!("{}/api/notifications", app.base))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "rest-1")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(first["notification_id"], second["notification_id"]);
+
+    let read: Value = app
+        .http
+        .get(format!(
+            "{}/api/notifications/{}",
+            app.base,
+            first["notification_id"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], "REQUESTED");
+    assert_eq!(read["events"][0]["type"], "NotificationRequested");
+
+    let bad = app
+        .http
+        .post(format!("{}/api/notifications", app.base))
+        .bearer_auth(&key)
+        .json(&json!({ "recipient": { "email": "nope" }, "channels": ["email"], "content": { "text": "x" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["error"]["code"], "VALIDATION");
+    assert_eq!(bad["error"]["fields"][0]["path"], "recipient.email");
+}
+
+#[test]
+fn schema_graphql_matches_the_code() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql at the repository root");
+    let generated = herald::api::graphql::sdl();
+    assert!(
+        committed == generated,
+        "schema.graphql is out of date: run `cargo run -- schema > schema.graphql`"
+    );
+}
