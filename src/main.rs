@@ -38,6 +38,9 @@ enum Command {
     Config,
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
+    /// Create tenants and manage their API keys.
+    #[command(subcommand)]
+    Tenants(herald::cli::tenants::TenantsCommand),
     /// Load generators that print throughput and latency figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -88,6 +91,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve { roles, .. } => herald::serve(config, &roles).await,
             Command::Migrate => herald::migrate(&config).await,
+            Command::Tenants(command) => herald::cli::tenants::run(&config, command).await,
             Command::Bench(command) => bench::run(&config, command).await,
             Command::Config | Command::Schema => unreachable!("handled before the runtime starts"),
         }

@@ -318,7 +318,8 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
-fn connect_options(pg_dir: &Path, database: &str) -> PgConnectOptions {
+/// How a client reaches the cluster in `pg_dir` over its unix socket.
+pub fn connect_options(pg_dir: &Path, database: &str) -> PgConnectOptions {
     // Port and TLS set explicitly so PGPORT / PGSSLMODE cannot redirect us.
     PgConnectOptions::new_without_pgpass()
         .socket(pg_dir)

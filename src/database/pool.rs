@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+use super::embedded::{self, EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
@@ -40,14 +40,38 @@ impl Database {
         data_dir: &Path,
         max_connections: u32,
     ) -> Result<Database, DatabaseError> {
+        Database::open_with(url, data_dir, max_connections, false).await
+    }
+
+    /// Like `open`, but when a running `herald serve` owns the embedded
+    /// cluster, connects to it as a client instead of failing: what the
+    /// administration commands want while the service runs.
+    pub async fn open_as_client(
+        url: Option<&str>,
+        data_dir: &Path,
+        max_connections: u32,
+    ) -> Result<Database, DatabaseError> {
+        Database::open_with(url, data_dir, max_connections, true).await
+    }
+
+    async fn open_with(
+        url: Option<&str>,
+        data_dir: &Path,
+        max_connections: u32,
+        join_running: bool,
+    ) -> Result<Database, DatabaseError> {
+        let pg_dir = data_dir.join("pg");
         let (options, embedded) = match url {
             Some(url) => (
                 PgConnectOptions::from_str(url).map_err(DatabaseError::InvalidUrl)?,
                 None,
             ),
+            None if join_running && pg_dir.join(".s.PGSQL.5432").exists() && is_locked(&pg_dir) => {
+                (embedded::connect_options(&pg_dir, EMBEDDED_DATABASE), None)
+            }
             None => {
                 let cluster = EmbeddedPostgres::start(
-                    &data_dir.join("pg"),
+                    &pg_dir,
                     EmbeddedOptions {
                         max_connections: (max_connections * 2 + 20).max(100),
                         fast_unsafe: false,
@@ -80,6 +104,20 @@ impl Database {
         {
             tracing::error!(%error, "stopping the embedded PostgreSQL failed");
         }
+    }
+}
+
+/// Whether another process holds the cluster's lock (a running `herald serve`).
+fn is_locked(pg_dir: &Path) -> bool {
+    match std::fs::File::open(pg_dir.join("herald.lock")) {
+        Ok(file) => match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        },
+        Err(_) => false,
     }
 }
 

@@ -1,0 +1,3 @@
+//! Administration from the shell: the subcommands beyond `serve`.
+
+pub mod tenants;
