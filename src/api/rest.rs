@@ -14,7 +14,7 @@ use crate::commands::notifications::{self, NotificationDetails};
 use crate::commands::tenants::Principal;
 use crate::commands::{self, Actor};
 use crate::domain::values::NotificationId;
-use crate::domain::{Scope, SendNotification};
+use crate::domain::{NotificationState, Scope, SendNotification};
 
 async fn caller(
     state: &ApiState,
@@ -32,6 +32,16 @@ async fn caller(
     } else {
         Err(ApiError::forbidden(scope))
     }
+}
+
+fn summary(state: &NotificationState) -> Value {
+    json!({
+        "notification_id": state.notification_id.as_uuid(),
+        "status": state.status.as_str(),
+        "priority": state.request.priority.as_str(),
+        "channels": state.request.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "created_at": state.requested_at,
+    })
 }
 
 fn view(details: &NotificationDetails) -> Value {
@@ -82,7 +92,7 @@ pub async fn send(
     } else {
         StatusCode::ACCEPTED
     };
-    let mut body = view(&sent.notification);
+    let mut body = summary(&sent.notification);
     body["duplicate"] = json!(sent.duplicate);
     Ok((status, Json(body)))
 }

@@ -20,11 +20,12 @@ pub struct AppendArgs {
     /// Events per append.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Events each side appends per round.
-    #[arg(long, default_value_t = 50_000)]
-    events: usize,
+    /// Events each side appends per round [default: 30,000 × min(batch, 8),
+    /// a few seconds per round either way].
+    #[arg(long)]
+    events: Option<usize>,
     /// Rounds, alternating baseline and event store; throughput is the median.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Size of each event's payload.
     #[arg(long, default_value_t = 200)]
@@ -61,8 +62,9 @@ impl Figures {
 }
 
 pub async fn run(scratch: &ScratchDatabase, args: AppendArgs) -> anyhow::Result<()> {
+    let events = args.events.unwrap_or(30_000 * args.batch.clamp(1, 8));
     anyhow::ensure!(
-        args.writers > 0 && args.batch > 0 && args.events > 0 && args.rounds > 0,
+        args.writers > 0 && args.batch > 0 && events > 0 && args.rounds > 0,
         "--writers, --batch, --events and --rounds must be at least 1"
     );
     let pool = scratch.pool(args.writers as u32 + 2).await?;
@@ -74,7 +76,7 @@ pub async fn run(scratch: &ScratchDatabase, args: AppendArgs) -> anyhow::Result<
 
     println!(
         "herald bench append: writers={} batch={} events={} per side per round, rounds={}, payload={} B",
-        args.writers, args.batch, args.events, args.rounds, args.payload_bytes
+        args.writers, args.batch, events, args.rounds, args.payload_bytes
     );
     let mut raw = Figures::new();
     let mut herald = Figures::new();
@@ -88,7 +90,7 @@ pub async fn run(scratch: &ScratchDatabase, args: AppendArgs) -> anyhow::Result<
                         store: store.clone(),
                         raw_insert: raw_insert.clone(),
                         prefix: format!("bench-{round}-{writer}"),
-                        appends: args.events.div_ceil(args.batch).div_ceil(args.writers),
+                        appends: events.div_ceil(args.batch).div_ceil(args.writers),
                         batch: args.batch,
                         padding: "x".repeat(args.payload_bytes),
                     };

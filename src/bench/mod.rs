@@ -1,6 +1,7 @@
 //! `herald bench ...`: load generators that print their figures, each beside a
 //! baseline measured in the same run so the ratio means something on a noisy machine.
 
+mod api;
 mod append;
 mod report;
 
@@ -17,12 +18,15 @@ use crate::database::{MIGRATOR, embedded};
 pub enum BenchCommand {
     /// Event store appends against plain SQL INSERTs of the same rows.
     Append(append::AppendArgs),
+    /// GraphQL send throughput and read latency against raw SQL doing the same work.
+    Api(api::ApiArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
     let scratch = ScratchDatabase::create(config).await?;
     let result = match command {
         BenchCommand::Append(args) => append::run(&scratch, args).await,
+        BenchCommand::Api(args) => api::run(&scratch, args).await,
     };
     scratch.drop_database().await;
     result

@@ -28,7 +28,7 @@ pub struct NotificationDetails {
 
 #[derive(Debug, Clone)]
 pub struct Sent {
-    pub notification: NotificationDetails,
+    pub notification: NotificationState,
     /// The idempotency key named an earlier send; nothing new was created.
     pub duplicate: bool,
 }
@@ -83,7 +83,7 @@ pub async fn send(
                     .await?
                     .ok_or(CommandError::NotFound("notification"))?;
                 return Ok(Sent {
-                    notification,
+                    notification: notification.state,
                     duplicate: true,
                 });
             }
@@ -122,12 +122,8 @@ pub async fn send(
         "tenant" => tenant_id.to_string()
     )
     .increment(1);
-    let timeline = store.read_stream(&stream_id(&notification_id), 1).await?;
     Ok(Sent {
-        notification: NotificationDetails {
-            state: state.clone(),
-            timeline,
-        },
+        notification: state.clone(),
         duplicate: false,
     })
 }

@@ -251,7 +251,7 @@ async fn send_one(
     )
     .await?;
     Ok(SendNotificationPayload {
-        notification: NotificationNode::from_details(sent.notification),
+        notification: NotificationNode::from_state(sent.notification),
         duplicate: sent.duplicate,
     })
 }

@@ -8,7 +8,8 @@ use super::types::{Channel, NotificationStatus, Priority, TimelineEvent};
 use super::{ApiContext, require};
 use crate::commands::notifications::{self, NotificationDetails};
 use crate::domain::values::{NotificationId, TenantId};
-use crate::domain::{self, Scope};
+use crate::domain::{self, NotificationState, Scope};
+use crate::eventstore::RecordedEvent;
 use crate::projections::notification_status;
 
 pub struct NotificationNode {
@@ -21,12 +22,19 @@ pub struct NotificationNode {
     category: Option<String>,
     tags: Vec<String>,
     created_at: DateTime<Utc>,
-    details: Option<NotificationDetails>,
+    /// What is already known; the rest is loaded from the stream when asked for.
+    state: Option<NotificationState>,
+    timeline: Option<Vec<RecordedEvent>>,
 }
 
 impl NotificationNode {
     pub fn from_details(details: NotificationDetails) -> NotificationNode {
-        let state = &details.state;
+        let mut node = NotificationNode::from_state(details.state);
+        node.timeline = Some(details.timeline);
+        node
+    }
+
+    pub fn from_state(state: NotificationState) -> NotificationNode {
         let request = &state.request;
         NotificationNode {
             id: state.notification_id,
@@ -38,7 +46,8 @@ impl NotificationNode {
             category: request.category.as_ref().map(|c| c.to_string()),
             tags: request.tags.iter().map(|t| t.to_string()).collect(),
             created_at: state.requested_at,
-            details: Some(details),
+            timeline: None,
+            state: Some(state),
         }
     }
 
@@ -63,14 +72,19 @@ impl NotificationNode {
             category: row.category,
             tags: row.tags,
             created_at: row.created_at,
-            details: None,
+            state: None,
+            timeline: None,
         })
     }
 
-    async fn details(&self, ctx: &Context<'_>) -> Result<NotificationDetails> {
-        if let Some(details) = &self.details {
-            return Ok(details.clone());
+    async fn state(&self, ctx: &Context<'_>) -> Result<NotificationState> {
+        match &self.state {
+            Some(state) => Ok(state.clone()),
+            None => Ok(self.load(ctx).await?.state),
         }
+    }
+
+    async fn load(&self, ctx: &Context<'_>) -> Result<NotificationDetails> {
         let api = ctx.data::<ApiContext>()?;
         notifications::get(&api.store, &self.tenant_id, &self.id)
             .await
@@ -108,31 +122,30 @@ impl NotificationNode {
     }
     /// Delivery attempts started so far.
     async fn attempts(&self, ctx: &Context<'_>) -> Result<u32> {
-        Ok(self.details(ctx).await?.state.attempts)
+        Ok(self.state(ctx).await?.attempts)
     }
     async fn schedule_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
-        let details = self.details(ctx).await?;
-        Ok(details
-            .state
-            .schedule_at
-            .or(details.state.request.schedule_at))
+        let state = self.state(ctx).await?;
+        Ok(state.schedule_at.or(state.request.schedule_at))
     }
     async fn expires_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
-        Ok(self.details(ctx).await?.state.expires_at())
+        Ok(self.state(ctx).await?.expires_at())
     }
     /// The request as accepted (recipient addresses included; needs the read scope).
     async fn request(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
         require(ctx, Scope::Read)?;
-        let details = self.details(ctx).await?;
+        let state = self.state(ctx).await?;
         Ok(Json(
-            serde_json::to_value(&details.state.request).map_err(super::ApiError::internal)?,
+            serde_json::to_value(&state.request).map_err(super::ApiError::internal)?,
         ))
     }
     /// Every event of this notification, in order.
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>> {
-        let details = self.details(ctx).await?;
-        Ok(details
-            .timeline
+        let timeline = match &self.timeline {
+            Some(timeline) => timeline.clone(),
+            None => self.load(ctx).await?.timeline,
+        };
+        Ok(timeline
             .into_iter()
             .map(|e| TimelineEvent {
                 event_type: e.event_type,
