@@ -35,6 +35,7 @@ pub struct Sent {
 
 /// Accepts a send: validates it, reserves its idempotency key and appends
 /// `NotificationRequested` in one transaction.
+#[tracing::instrument(name = "send_notification", skip_all, fields(tenant_id = %tenant_id, notification_id))]
 pub async fn send(
     store: &EventStore,
     tenant_id: &TenantId,
@@ -56,6 +57,10 @@ pub async fn send(
         return Err(errors.into());
     }
     let notification_id = NotificationId::new();
+    tracing::Span::current().record(
+        "notification_id",
+        tracing::field::display(notification_id.as_uuid()),
+    );
     let events = Notification::default().decide(
         NotificationCommand::Request {
             tenant_id: tenant_id.clone(),
@@ -208,6 +213,7 @@ async fn append_in(
 }
 
 /// The notification and its timeline, if it exists and belongs to the tenant.
+#[tracing::instrument(name = "get_notification", skip_all, fields(tenant_id = %tenant_id, notification_id = %id.as_uuid()))]
 pub async fn get(
     store: &EventStore,
     tenant_id: &TenantId,
@@ -227,6 +233,7 @@ pub async fn get(
 
 /// Applies a command to an existing notification, retrying when another
 /// writer moved the stream first.
+#[tracing::instrument(name = "notification_command", skip_all, fields(tenant_id = %tenant_id, notification_id = %id.as_uuid()))]
 pub async fn handle(
     store: &EventStore,
     tenant_id: &TenantId,

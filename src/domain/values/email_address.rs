@@ -2,7 +2,7 @@ use super::ValueError;
 
 /// An email address as lettre parses it (RFC 5321 syntax), at most 254
 /// characters: the longest path SMTP carries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmailAddress(lettre::Address);
 
 impl EmailAddress {
@@ -31,6 +31,7 @@ impl EmailAddress {
 }
 
 text_value!(EmailAddress);
+redacted_debug!(EmailAddress);
 
 #[cfg(test)]
 mod tests {
@@ -68,5 +69,18 @@ mod tests {
             EmailAddress::parse(&long),
             Err(ValueError::too_many_chars(254))
         );
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::EmailAddress;
+
+    #[test]
+    fn debug_output_never_shows_the_address() {
+        let email = EmailAddress::parse("ada@example.com").unwrap();
+        let shown = format!("{email:?}");
+        assert!(!shown.contains("ada"), "{shown}");
+        assert_eq!(shown, "EmailAddress(<redacted: 15 chars>)");
     }
 }

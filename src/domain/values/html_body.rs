@@ -3,7 +3,7 @@ use super::text_body::check_body;
 
 /// An HTML body, at most 256 KiB. It is stored as given; sanitising is the
 /// renderer's job, since only it knows the output channel.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct HtmlBody(String);
 
 impl HtmlBody {
@@ -20,6 +20,7 @@ impl HtmlBody {
 }
 
 text_value!(HtmlBody);
+redacted_debug!(HtmlBody);
 
 #[cfg(test)]
 mod tests {

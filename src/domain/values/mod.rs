@@ -46,6 +46,23 @@ macro_rules! text_value {
     };
 }
 
+/// A `Debug` that hides the value: these types hold personal data (addresses,
+/// message bodies) that logs and traces must never carry (seed 002's PII
+/// masking), and `{:?}` is how such data usually slips into a log line.
+macro_rules! redacted_debug {
+    ($name:ident) => {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($name), "(<redacted: {} chars>)"),
+                    self.as_str().chars().count()
+                )
+            }
+        }
+    };
+}
+
 /// A `String` newtype limited to `max` characters of one [`Alphabet`].
 macro_rules! bounded_string {
     ($(#[$doc:meta])* $name:ident, $max:expr, $alphabet:expr) => {

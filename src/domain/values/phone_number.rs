@@ -5,7 +5,7 @@ use super::ValueError;
 /// A phone number in E.164 form (`+447700900123`), the form SMS providers take.
 ///
 /// Input must carry its country code: there is no default region to guess from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
@@ -49,6 +49,7 @@ impl PhoneNumber {
 }
 
 text_value!(PhoneNumber);
+redacted_debug!(PhoneNumber);
 
 /// libphonenumber's `is_valid` also demands that the number lies in a range it
 /// knows to be allocated, which refuses Ofcom's drama range (+44 7700 900xxx)

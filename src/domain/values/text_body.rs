@@ -1,7 +1,7 @@
 use super::ValueError;
 
 /// A plain-text body, at most 64 KiB.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TextBody(String);
 
 impl TextBody {
@@ -18,6 +18,7 @@ impl TextBody {
 }
 
 text_value!(TextBody);
+redacted_debug!(TextBody);
 
 /// Bodies keep their newlines and tabs, but not NUL: PostgreSQL's `jsonb`
 /// cannot store `\u0000`, and every body ends up in an event payload.
