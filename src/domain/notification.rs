@@ -134,26 +134,22 @@ impl Notification {
             }
             return;
         };
+        if let Some(status) = event.status_after() {
+            state.status = status;
+        }
         match event {
-            // A stream holds one; decide never records a second.
-            E::Requested { .. } => {}
             E::Ranked {
                 score, send_after, ..
             } => {
-                state.status = S::Ranked;
                 state.score = Some(*score);
                 state.send_after = *send_after;
             }
-            E::Scheduled { schedule_at, .. } => {
-                state.status = S::Scheduled;
-                state.schedule_at = Some(*schedule_at);
-            }
+            E::Scheduled { schedule_at, .. } => state.schedule_at = Some(*schedule_at),
             E::DeliveryAttempted {
                 attempt,
                 channel,
                 provider,
             } => {
-                state.status = S::Sending;
                 state.attempts = *attempt;
                 state.channel = Some(*channel);
                 state.provider = Some(provider.clone());
@@ -162,32 +158,20 @@ impl Notification {
             E::Sent {
                 provider_message_id,
                 ..
-            } => {
-                state.status = S::Sent;
-                state.provider_message_id = provider_message_id.clone();
-            }
+            } => state.provider_message_id = provider_message_id.clone(),
             E::DeliveryFailed {
                 error,
                 permanent,
                 retry_at,
                 ..
             } => {
-                // A final failure is followed by NotificationDeadLettered in
-                // the same append; until then it waits like any failure.
-                state.status = S::RetryPending;
                 state.retry_at = if *permanent { None } else { *retry_at };
                 state.last_error = Some(error.clone());
             }
-            E::DeadLettered { .. } => state.status = S::DeadLettered,
-            E::Delivered { .. } => state.status = S::Delivered,
-            E::Bounced { .. } => state.status = S::Bounced,
-            E::Complained { .. } => state.status = S::Complained,
             E::Opened { .. } => state.opens += 1,
             E::Clicked { .. } => state.clicks += 1,
-            E::Rejected { .. } => state.status = S::Rejected,
-            E::Suppressed { .. } => state.status = S::Suppressed,
-            E::Expired => state.status = S::Expired,
-            E::Cancelled { .. } => state.status = S::Cancelled,
+            // A stream holds one Requested; the rest only move the status.
+            _ => {}
         }
     }
 

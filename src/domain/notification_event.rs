@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::domain_error::DomainError;
 use super::notification_request::NotificationRequest;
+use super::notification_status::NotificationStatus;
 use super::tagged_payload::decode_tagged;
 use super::values::{Channel, HttpUrl, NotificationId, TenantId};
 
@@ -131,6 +132,31 @@ impl NotificationEvent {
             NotificationEvent::Expired => "NotificationExpired",
             NotificationEvent::Cancelled { .. } => "NotificationCancelled",
         }
+    }
+
+    /// The status a notification has right after this event, or `None` for
+    /// events that leave it as it was (engagement).
+    pub fn status_after(&self) -> Option<NotificationStatus> {
+        use NotificationStatus as S;
+        Some(match self {
+            NotificationEvent::Requested { .. } => S::Requested,
+            NotificationEvent::Ranked { .. } => S::Ranked,
+            NotificationEvent::Scheduled { .. } => S::Scheduled,
+            NotificationEvent::DeliveryAttempted { .. } => S::Sending,
+            NotificationEvent::Sent { .. } => S::Sent,
+            // A final failure is followed by NotificationDeadLettered in the
+            // same append; until then it waits like any failure.
+            NotificationEvent::DeliveryFailed { .. } => S::RetryPending,
+            NotificationEvent::DeadLettered { .. } => S::DeadLettered,
+            NotificationEvent::Delivered { .. } => S::Delivered,
+            NotificationEvent::Bounced { .. } => S::Bounced,
+            NotificationEvent::Complained { .. } => S::Complained,
+            NotificationEvent::Rejected { .. } => S::Rejected,
+            NotificationEvent::Suppressed { .. } => S::Suppressed,
+            NotificationEvent::Expired => S::Expired,
+            NotificationEvent::Cancelled { .. } => S::Cancelled,
+            NotificationEvent::Opened { .. } | NotificationEvent::Clicked { .. } => return None,
+        })
     }
 
     /// Reads a stored event of any schema version into today's shape.
