@@ -150,6 +150,37 @@ impl EventStore {
     pub async fn oldest_transaction(&self) -> Result<Option<OldestTransaction>, StoreError> {
         read::oldest_transaction(&self.inner.pool).await
     }
+
+    /// A checkpoint at the current horizon: a reader starting here sees only
+    /// events that become readable from now on.
+    pub async fn horizon(&self) -> Result<Checkpoint, StoreError> {
+        let xmin: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8")
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(Checkpoint {
+            transaction_id: xmin,
+            global_position: 0,
+        })
+    }
+
+    /// The checkpoint of the event at `global_position`, for readers that
+    /// resume from a position they saw; `None` if there is no such event.
+    pub async fn checkpoint_at(
+        &self,
+        global_position: i64,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let transaction_id: Option<i64> = sqlx::query_scalar(
+            "SELECT transaction_id::text::int8 FROM events WHERE global_position = $1",
+        )
+        .bind(global_position)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(transaction_id.map(|transaction_id| Checkpoint {
+            transaction_id,
+            global_position,
+        }))
+    }
 }
 
 /// A database transaction that may append events. Commit through it so that
