@@ -41,6 +41,8 @@ enum Command {
     /// Create tenants and manage their API keys.
     #[command(subcommand)]
     Tenants(herald::cli::tenants::TenantsCommand),
+    /// Store a file of raw source events (NDJSON) for a tenant; prints a JSON summary.
+    Ingest(herald::cli::ingest::IngestArgs),
     /// Load generators that print throughput and latency figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -92,6 +94,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { roles, .. } => herald::serve(config, &roles).await,
             Command::Migrate => herald::migrate(&config).await,
             Command::Tenants(command) => herald::cli::tenants::run(&config, command).await,
+            Command::Ingest(args) => herald::cli::ingest::run(&config, args).await,
             Command::Bench(command) => bench::run(&config, command).await,
             Command::Config | Command::Schema => unreachable!("handled before the runtime starts"),
         }

@@ -25,6 +25,10 @@ pub enum ApiError {
     Conflict(String),
     IdempotencyConflict,
     RateLimited,
+    /// The body is not in the media type the route reads (it names that one).
+    UnsupportedMediaType(&'static str),
+    /// The client sent nothing for too long.
+    Timeout,
     /// Carries the id under which the cause was logged.
     Internal(String),
 }
@@ -51,6 +55,10 @@ impl ApiError {
                 "the idempotency key was already used for a different request".into()
             }
             ApiError::RateLimited => "too many requests".into(),
+            ApiError::UnsupportedMediaType(expected) => {
+                format!("send the body as Content-Type: {expected}")
+            }
+            ApiError::Timeout => "the request body stopped arriving".into(),
             ApiError::Internal(id) => format!("internal error (id {id})"),
         }
     }
@@ -64,6 +72,8 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::Timeout => "TIMEOUT",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -76,6 +86,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,16 +182,22 @@ impl From<ApiError> for async_graphql::Error {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
+impl ApiError {
+    /// The REST body: `{"error": {code, message, fields, error_id}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({
             "error": {
                 "code": self.code(),
                 "message": self.message(),
                 "fields": self.fields(),
-                "error_id": match &self { ApiError::Internal(id) => Some(id.as_str()), _ => None },
+                "error_id": match self { ApiError::Internal(id) => Some(id.as_str()), _ => None },
             }
-        });
-        (self.status(), Json(body)).into_response()
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
     }
 }

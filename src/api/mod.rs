@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 pub mod graphql;
+mod ingest;
 mod rest;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use self::auth::KeyCache;
@@ -31,6 +33,8 @@ pub struct ApiState {
     pub api: ApiContext,
     pub schema: HeraldSchema,
     pub metrics: Option<PrometheusHandle>,
+    /// The streaming bulk route fails when its body stalls this long.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -55,23 +59,33 @@ impl ApiState {
             schema: graphql::build(api.clone()),
             api,
             metrics,
+            request_timeout: options.request_timeout,
         }
     }
 }
 
 pub fn router(state: ApiState, options: &ApiOptions) -> Router {
+    // The bulk route streams bodies of any size for as long as they keep
+    // arriving, so it sits outside the router-wide body limit and timeout.
+    let streaming = Router::new()
+        .route("/api/events/bulk", axum::routing::post(ingest::bulk))
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/api/notifications", axum::routing::post(rest::send))
         .route("/api/notifications/{id}", get(rest::get))
+        .route("/schemas/event.json", get(ingest::event_schema))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(options.max_request_bytes))
+        // The GraphQL extractor reads the raw body, which DefaultBodyLimit does not cover.
+        .layer(RequestBodyLimitLayer::new(options.max_request_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
         ))
+        .merge(streaming)
         .with_state(state)
 }
 

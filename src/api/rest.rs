@@ -16,7 +16,7 @@ use crate::commands::{self, Actor};
 use crate::domain::values::NotificationId;
 use crate::domain::{NotificationState, Scope, SendNotification};
 
-async fn caller(
+pub(super) async fn caller(
     state: &ApiState,
     headers: &HeaderMap,
     scope: Scope,

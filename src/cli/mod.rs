@@ -1,3 +1,5 @@
 //! Administration from the shell: the subcommands beyond `serve`.
 
+pub mod ingest;
+pub mod projections;
 pub mod tenants;

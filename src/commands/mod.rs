@@ -2,6 +2,7 @@
 //! append the events, and keep the read tables that must be current in the
 //! same transaction. Used by the API and by the CLI alike.
 
+pub mod ingest;
 pub mod notifications;
 pub mod tenants;
 

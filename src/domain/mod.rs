@@ -16,6 +16,7 @@ mod scope;
 mod send_notification;
 mod sha256_hex;
 mod source_event;
+mod source_event_ingested;
 mod tagged_payload;
 mod tenant;
 mod validation_errors;
@@ -44,6 +45,7 @@ pub use send_notification::{
     TemplateRefInput,
 };
 pub use source_event::{IngestEventInput, MAX_PAYLOAD_BYTES, SourceEvent};
+pub use source_event_ingested::SourceEventIngested;
 pub use tenant::{
     API_KEY_PREFIX_CHARS, ApiKey, MAX_API_KEY_SECRET_CHARS, MIN_API_KEY_SECRET_CHARS, Tenant,
     TenantCommand, TenantEvent, hash_api_key,

@@ -19,15 +19,38 @@ pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 const FUTURE_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 /// The ingest input as received; see [`IngestEventInput::parse`].
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// Every field is an `Option` so that a missing one is reported with the
+/// others by `parse`; the published JSON Schema marks them all required.
+/// The schema's patterns and lengths come from the value types themselves.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "IngestEvent",
+    description = "A raw event from a source system, as accepted by Herald's `ingestEvent` mutation and, one per line, by `POST /api/events/bulk` (NDJSON). A repeated `event_id` from the same `source` is stored as a duplicate, flagged, never as a second original."
+)]
 pub struct IngestEventInput {
+    /// The system the event comes from, e.g. `billing` or `s3.orders`.
+    #[schemars(required, length(min = 1, max = SourceName::MAX_CHARS), pattern(SourceName::PATTERN))]
     pub source: Option<String>,
+    /// The kind of entity the event is about, e.g. `order` or `user.account`.
+    #[schemars(required, length(min = 1, max = EntityType::MAX_CHARS), pattern(EntityType::PATTERN))]
     pub entity_type: Option<String>,
+    /// The source's id of that entity.
+    #[schemars(required, length(min = 1, max = EntityId::MAX_CHARS), pattern(EntityId::PATTERN))]
     pub entity_id: Option<String>,
+    /// What happened, e.g. `order.created`.
+    #[schemars(required, length(min = 1, max = ExternalEventType::MAX_CHARS), pattern(ExternalEventType::PATTERN))]
     pub event_type: Option<String>,
+    /// When it happened (RFC 3339); at most five minutes ahead of Herald's clock.
+    #[schemars(required)]
     pub occurred_at: Option<DateTime<Utc>>,
+    /// The event's data: a JSON object of at most 256 KiB when serialised.
+    #[schemars(required, extend("type" = "object"))]
     pub payload: Option<Value>,
+    /// The source's id for this event; a repeat from the same source is
+    /// stored flagged as a duplicate.
+    #[schemars(required, length(min = 1, max = ExternalEventId::MAX_CHARS), pattern(ExternalEventId::PATTERN))]
     pub event_id: Option<String>,
 }
 
@@ -163,6 +186,39 @@ mod tests {
                 "payload"
             ]
         );
+    }
+
+    #[test]
+    fn the_json_schema_requires_every_field_and_carries_the_value_rules() {
+        let schema = serde_json::to_value(schemars::schema_for!(IngestEventInput)).unwrap();
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|field| field.as_str().unwrap())
+            .collect();
+        required.sort();
+        assert_eq!(
+            required,
+            [
+                "entity_id",
+                "entity_type",
+                "event_id",
+                "event_type",
+                "occurred_at",
+                "payload",
+                "source"
+            ]
+        );
+        assert_eq!(schema["additionalProperties"], json!(false));
+        let properties = &schema["properties"];
+        assert_eq!(properties["source"]["maxLength"], json!(64));
+        assert_eq!(
+            properties["source"]["pattern"],
+            json!("^[a-z0-9][a-z0-9_.-]*$")
+        );
+        assert_eq!(properties["occurred_at"]["format"], json!("date-time"));
+        assert_eq!(properties["payload"]["type"], json!("object"));
     }
 
     #[test]

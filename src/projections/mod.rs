@@ -1,3 +1,96 @@
-//! Read models. Each file owns one table and the queries over it.
+//! Read models folded from the log (DESIGN.md section 5). Each file owns one
+//! table and the queries over it; `runner` keeps them in step, one process per
+//! projection, tables and checkpoint in one transaction.
 
+pub mod analytics;
+pub mod checkpoints;
 pub mod notification_status;
+pub mod rebuild;
+pub mod runner;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
+
+use crate::eventstore::{ReadFilter, RecordedEvent};
+
+pub use checkpoints::{ProjectionStatus, SkipError};
+pub use runner::{RunnerHandle, RunnerOptions, RunnerState, spawn, spawn_all};
+
+/// A read model kept in step with the log by the runner.
+///
+/// `handle` runs inside the runner's batch transaction on `conn`: whatever it
+/// writes commits together with the checkpoint, or not at all. It must ignore
+/// event types it does not know, and fail (not skip) on events it cannot read.
+pub trait Projection: Send + Sync + 'static {
+    /// Names the checkpoint row, the advisory lock and the log stream
+    /// (`projection-<name>`) that records operator actions.
+    fn name(&self) -> &str;
+    /// A new version rebuilds from the start of the log beside the old one.
+    fn version(&self) -> i32;
+    /// The events `handle` wants; the others are never read.
+    fn filter(&self) -> ReadFilter {
+        ReadFilter::default()
+    }
+    /// The tables in `public` that `handle` writes, by unqualified name; a
+    /// rebuild fills copies of them in a shadow schema that comes first on the
+    /// `search_path`, then swaps them in. Empty: no rebuild.
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+/// Every projection `herald serve --roles projections` runs.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(notification_status::NotificationStatusProjection),
+        Arc::new(analytics::AnalyticsProjection),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The stored event cannot be read into today's shape.
+    #[error("event {position} cannot be read: {reason}")]
+    Decode { position: i64, reason: String },
+    /// The handler refuses the event.
+    #[error("{0}")]
+    Refused(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ProjectionError {
+    /// Errors that say nothing about the event (a lost connection, a deadlock,
+    /// a server shutting down): the batch is tried again, the projection is not
+    /// marked failed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Database(error) => is_transient(error),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions, transaction rollbacks (serialization, deadlock),
+        // insufficient resources, operator intervention, system errors.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "40", "53", "57", "58"].contains(&&code[..2.min(code.len())])
+        }),
+        _ => false,
+    }
+}

@@ -488,3 +488,19 @@ fn schema_graphql_matches_the_code() {
         "schema.graphql is out of date: run `cargo run -- schema > schema.graphql`"
     );
 }
+
+#[tokio::test]
+async fn oversized_graphql_bodies_are_refused() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let padding = "x".repeat(17 * 1024 * 1024);
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(&key)
+        .json(&json!({ "query": "{ viewer { tenantId } }", "variables": { "padding": padding } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}

@@ -4,4 +4,6 @@ mod support;
 
 mod api;
 mod eventstore;
+mod ingest;
+mod projections;
 mod torture;

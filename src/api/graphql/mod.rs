@@ -306,6 +306,29 @@ impl MutationRoot {
         Ok(results)
     }
 
+    /// Stores a raw event from a source system on its entity's stream. A
+    /// repeated event id from the same source is stored as a duplicate, flagged.
+    async fn ingest_event(
+        &self,
+        ctx: &Context<'_>,
+        input: IngestEventInput,
+    ) -> Result<IngestEventPayload> {
+        let principal = require(ctx, DomainScope::Send)?;
+        let ingested = commands::ingest::ingest(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            input.into(),
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(IngestEventPayload {
+            event_id: ID(ingested.event_id.to_string()),
+            position: ingested.position,
+            duplicate: ingested.duplicate,
+        })
+    }
+
     /// Cancels a notification that has not been sent yet.
     async fn cancel_notification(
         &self,

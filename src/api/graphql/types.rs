@@ -177,6 +177,53 @@ impl From<SendNotificationInput> for domain::SendNotification {
     }
 }
 
+/// A raw event from a source system (seed 001). Every field is required; they
+/// are nullable here so that all missing ones are reported at once, by field.
+/// The JSON Schema of the same event is served at `/schemas/event.json`.
+#[derive(InputObject, Default)]
+pub struct IngestEventInput {
+    /// The system the event comes from, e.g. `billing` or `s3.orders`.
+    pub source: Option<String>,
+    /// The kind of entity the event is about, e.g. `order`.
+    pub entity_type: Option<String>,
+    /// The source's id of that entity.
+    pub entity_id: Option<String>,
+    /// What happened, e.g. `order.created`.
+    pub event_type: Option<String>,
+    /// At most five minutes ahead of Herald's clock.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// A JSON object of at most 256 KiB.
+    pub payload: Option<Json<Value>>,
+    /// The source's id for this event: a repeat is stored as a duplicate.
+    pub event_id: Option<String>,
+}
+
+impl From<IngestEventInput> for domain::IngestEventInput {
+    fn from(input: IngestEventInput) -> Self {
+        domain::IngestEventInput {
+            source: input.source,
+            entity_type: input.entity_type,
+            entity_id: input.entity_id,
+            event_type: input.event_type,
+            occurred_at: input.occurred_at,
+            payload: input.payload.map(|p| p.0),
+            event_id: input.event_id,
+        }
+    }
+}
+
+/// A stored source event.
+#[derive(SimpleObject)]
+pub struct IngestEventPayload {
+    /// The id of the stored event in Herald's log (not the source's event id).
+    pub event_id: async_graphql::ID,
+    /// Its position in the log.
+    pub position: i64,
+    /// The source had already sent this event id: it is stored, flagged as a
+    /// duplicate, and is not a second original.
+    pub duplicate: bool,
+}
+
 #[derive(InputObject, Default)]
 pub struct NotificationFilter {
     pub status: Option<Vec<NotificationStatus>>,

@@ -44,6 +44,18 @@ impl Alphabet {
         }
     }
 
+    /// The same rule as a JSON Schema (ECMA-262) `pattern`, for published
+    /// schemas; the length limit is each type's own `maxLength`.
+    pub(crate) const fn pattern(self) -> &'static str {
+        match self {
+            Alphabet::Slug => "^[a-z0-9][a-z0-9_-]*$",
+            Alphabet::DottedSlug => "^[a-z0-9][a-z0-9_.-]*$",
+            Alphabet::Topic => "^[A-Za-z0-9_-]+$",
+            Alphabet::VisibleAscii => "^[!-~]+$",
+            Alphabet::Text => "^[^\\p{Cc}]*[^\\p{Cc}\\s][^\\p{Cc}]*$",
+        }
+    }
+
     /// Accepts `s` if it has 1..=`max_chars` characters, all from this alphabet.
     pub(crate) fn check(self, s: &str, max_chars: usize) -> Result<(), ValueError> {
         if s.trim().is_empty() {
@@ -58,5 +70,35 @@ impl Alphabet {
             return Err(ValueError::Invalid(self.describe().to_owned()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ALL: [Alphabet; 5] = [
+        Alphabet::Slug,
+        Alphabet::DottedSlug,
+        Alphabet::Topic,
+        Alphabet::VisibleAscii,
+        Alphabet::Text,
+    ];
+
+    proptest! {
+        /// The published pattern accepts exactly what `check` accepts.
+        #[test]
+        fn pattern_agrees_with_check(s in "[a-zA-Z0-9_.\\- !~\t\u{0}\u{7f}\u{a0}é\u{2003}]{0,6}") {
+            for alphabet in ALL {
+                let pattern = regex::Regex::new(alphabet.pattern()).unwrap();
+                prop_assert_eq!(
+                    pattern.is_match(&s),
+                    alphabet.check(&s, usize::MAX).is_ok(),
+                    "{:?} on {:?}", alphabet, s
+                );
+            }
+        }
     }
 }

@@ -72,6 +72,8 @@ macro_rules! bounded_string {
 
         impl $name {
             pub const MAX_CHARS: usize = $max;
+            /// What `parse` accepts, as a JSON Schema `pattern`.
+            pub const PATTERN: &'static str = $alphabet.pattern();
 
             pub fn parse(s: &str) -> Result<Self, $crate::domain::values::ValueError> {
                 $alphabet.check(s, Self::MAX_CHARS)?;

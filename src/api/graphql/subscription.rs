@@ -1,0 +1,163 @@
+//! Live subscriptions over graphql-transport-ws, fed by the process's one
+//! log tailer and confined to the caller's tenant.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Json, Result, SimpleObject, Subscription};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+
+use super::types::NotificationStatus;
+use super::{ApiContext, ApiError, api, require};
+use crate::api::live::LiveError;
+use crate::commands::notifications::stream_id;
+use crate::domain::{NotificationEvent, Scope};
+use crate::eventstore::{Checkpoint, RecordedEvent};
+
+/// An event of the log, as subscribers see it.
+#[derive(SimpleObject, Clone)]
+pub struct LogEvent {
+    /// Pass the last one received as `after` to resume without gap or duplicate.
+    pub position: i64,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub stream_id: String,
+    pub version: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub data: Json<serde_json::Value>,
+}
+
+/// A change in one notification's life.
+#[derive(SimpleObject, Clone)]
+pub struct NotificationUpdate {
+    pub notification_id: ID,
+    pub position: i64,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// The status after this event; null for events that leave it (opens, clicks).
+    pub status: Option<NotificationStatus>,
+    pub recorded_at: DateTime<Utc>,
+    pub data: Json<serde_json::Value>,
+}
+
+fn log_event(event: &RecordedEvent) -> LogEvent {
+    LogEvent {
+        position: event.global_position,
+        event_type: event.event_type.clone(),
+        stream_id: event.stream_id.clone(),
+        version: event.stream_version,
+        recorded_at: event.recorded_at,
+        data: Json(event.payload.clone()),
+    }
+}
+
+fn notification_update(event: &RecordedEvent) -> Option<NotificationUpdate> {
+    let id = event.stream_id.strip_prefix("notification-")?;
+    let status = NotificationEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
+        .ok()?
+        .status_after();
+    Some(NotificationUpdate {
+        notification_id: ID(id.to_string()),
+        position: event.global_position,
+        event_type: event.event_type.clone(),
+        status: status.map(Into::into),
+        recorded_at: event.recorded_at,
+        data: Json(event.payload.clone()),
+    })
+}
+
+/// Resolves `after` (a position the client saw) to the log's read order.
+async fn resume_point(api: &ApiContext, after: Option<i64>) -> Result<Option<Checkpoint>, ApiError> {
+    match after {
+        None => Ok(None),
+        Some(0) => Ok(Some(Checkpoint::ORIGIN)),
+        Some(position) => api
+            .store
+            .checkpoint_at(position)
+            .await?
+            .map(Some)
+            .ok_or_else(|| ApiError::field("after", format!("no event at position {position}"))),
+    }
+}
+
+fn tenant_events(
+    api: &ApiContext,
+    tenant: String,
+    after: Option<Checkpoint>,
+) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + 'static {
+    api.live
+        .events(after)
+        .filter(move |event| futures::future::ready(event.as_ref().map_or(true, |e| e.tenant_id == tenant)))
+}
+
+fn to_graphql<T>(item: Result<T, LiveError>) -> Result<T> {
+    item.map_err(|error| match error {
+        LiveError::Store(store) => ApiError::from(store).into(),
+        other => ApiError::Conflict(other.to_string()).into(),
+    })
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// The tenant's events in log order: from `after` (0 for the beginning)
+    /// through the log, then live; only live ones without `after`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i64>,
+        types: Option<Vec<String>>,
+    ) -> Result<impl Stream<Item = Result<LogEvent>> + use<>> {
+        let principal = require(ctx, Scope::Read)?;
+        let api = api(ctx)?;
+        let after = resume_point(api, after).await?;
+        Ok(tenant_events(api, principal.tenant_id.to_string(), after).filter_map(move |item| {
+            let wanted = match &item {
+                Ok(event) => types.as_ref().is_none_or(|types| types.contains(&event.event_type)),
+                Err(_) => true,
+            };
+            futures::future::ready(wanted.then(|| to_graphql(item.map(|e| log_event(&e)))))
+        }))
+    }
+
+    /// Every change of one notification from now on.
+    async fn notification_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<impl Stream<Item = Result<NotificationUpdate>> + use<>> {
+        let principal = require(ctx, Scope::Read)?;
+        let api = api(ctx)?;
+        let notification = super::parse_id("id", &id)?;
+        let stream = stream_id(&notification);
+        Ok(tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
+            let update = match item {
+                Ok(event) if event.stream_id == stream => notification_update(&event).map(Ok),
+                Ok(_) => None,
+                Err(error) => Some(Err(error)),
+            };
+            futures::future::ready(update.map(to_graphql))
+        }))
+    }
+
+    /// Changes of any of the tenant's notifications, optionally only those
+    /// reaching one of `statuses`.
+    async fn notifications_updated(
+        &self,
+        ctx: &Context<'_>,
+        statuses: Option<Vec<NotificationStatus>>,
+    ) -> Result<impl Stream<Item = Result<NotificationUpdate>> + use<>> {
+        let principal = require(ctx, Scope::Read)?;
+        let api = api(ctx)?;
+        Ok(tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
+            let update = match item {
+                Ok(event) => notification_update(&event)
+                    .filter(|u| statuses.as_ref().is_none_or(|s| u.status.is_some_and(|status| s.contains(&status))))
+                    .map(Ok),
+                Err(error) => Some(Err(error)),
+            };
+            futures::future::ready(update.map(to_graphql))
+        }))
+    }
+}

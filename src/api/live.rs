@@ -1,0 +1,134 @@
+//! Live events for subscriptions: one log tailer per process fans out to every
+//! subscriber through a bounded broadcast channel, so a subscriber costs no
+//! query per event, and one too slow to keep up is dropped, not buffered.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::eventstore::{Checkpoint, EventStore, ReadFilter, RecordedEvent, StoreError};
+
+/// Events a subscriber may fall behind by before it is closed.
+const CAPACITY: usize = 4096;
+const CATCH_UP_BATCH: usize = 500;
+
+#[derive(Clone)]
+pub struct LiveHub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sender: broadcast::Sender<Arc<RecordedEvent>>,
+    /// The checkpoint of the last event broadcast; set before it is sent.
+    last: Mutex<Checkpoint>,
+    store: EventStore,
+    _stop: DropGuard,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("this subscriber fell {0} events behind and was closed; resubscribe with `after` set to the last position received")]
+    TooSlow(u64),
+    #[error("the live event feed stopped")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LiveHub {
+    /// Starts the tailer at the current horizon.
+    pub fn start(store: EventStore) -> LiveHub {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        let stop = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            sender,
+            last: Mutex::new(Checkpoint::ORIGIN),
+            store: store.clone(),
+            _stop: stop.clone().drop_guard(),
+        });
+        tokio::spawn(tail(store, Arc::downgrade(&inner), stop));
+        LiveHub { inner }
+    }
+
+    /// Every event after `after` (from the log, then live), or only live
+    /// events when `after` is `None`; in log order, with no gap and no
+    /// duplicate where the catch-up meets the live feed.
+    pub fn events(&self, after: Option<Checkpoint>) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + 'static {
+        // Subscribe before reading the catch-up target, so that every event
+        // past the target is certain to arrive on the channel.
+        let mut live = self.inner.sender.subscribe();
+        let target = *self.inner.last.lock().unwrap_or_else(|p| p.into_inner());
+        let store = self.inner.store.clone();
+        async_stream::try_stream! {
+            let mut delivered = after.unwrap_or(target);
+            if let Some(after) = after {
+                let mut checkpoint = after;
+                while checkpoint < target {
+                    let batch = store.read_all(checkpoint, CATCH_UP_BATCH, &ReadFilter::default()).await?;
+                    for event in batch.events {
+                        delivered = event.checkpoint();
+                        yield Arc::new(event);
+                    }
+                    if batch.caught_up && batch.next == checkpoint {
+                        // The tailer read past this point, so it is readable; wait briefly.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    checkpoint = batch.next;
+                }
+                delivered = delivered.max(checkpoint);
+            }
+            loop {
+                match live.recv().await {
+                    Ok(event) if event.checkpoint() > delivered => {
+                        delivered = event.checkpoint();
+                        yield event;
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(LiveError::TooSlow(missed))?,
+                    Err(broadcast::error::RecvError::Closed) => Err(LiveError::Closed)?,
+                }
+            }
+        }
+    }
+}
+
+async fn tail(store: EventStore, hub: std::sync::Weak<Inner>, stop: CancellationToken) {
+    let start = loop {
+        match store.horizon().await {
+            Ok(horizon) => break horizon,
+            Err(error) => {
+                tracing::warn!(%error, "live feed cannot read the log yet; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    if let Some(hub) = hub.upgrade() {
+        *hub.last.lock().unwrap_or_else(|p| p.into_inner()) = start;
+    }
+    let mut events = store.subscribe("live", start, ReadFilter::default());
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = events.next() => next,
+        };
+        let Some(hub) = hub.upgrade() else { return };
+        match next {
+            Some(Ok(event)) => {
+                *hub.last.lock().unwrap_or_else(|p| p.into_inner()) = event.checkpoint();
+                // No receivers is fine: nobody is subscribed right now.
+                let _ = hub.sender.send(Arc::new(event));
+            }
+            Some(Err(error)) => {
+                tracing::error!(%error, "live feed stopped reading the log");
+                return;
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,739 @@
+//! The projection runner (DESIGN.md section 5), on real PostgreSQL: batches
+//! and checkpoints commit together, one process runs a projection while
+//! others stand by, and a failed event stops its projection visibly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use herald::commands::{self, Actor};
+use herald::domain::SendNotification;
+use herald::domain::values::TenantId;
+use herald::eventstore::{EventStore, ExpectedVersion, ReadFilter, RecordedEvent, StreamAppend};
+use herald::projections::{
+    self, Projection, ProjectionError, RunnerHandle, RunnerOptions, RunnerState, checkpoints,
+};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::eventstore::event;
+use crate::support::fresh_database;
+
+const COUNTED: &str = "Counted";
+
+/// A test read model that shows any double count or loss: one row per event
+/// applied (no unique key, so a second application shows) and a running total.
+struct Counting {
+    name: &'static str,
+    /// Stops forever inside the batch's transaction at this event number, so a
+    /// test can kill the runner mid-batch.
+    stall_at: Option<i64>,
+    reached: Arc<Notify>,
+    /// Events with `"poison": true` are refused until this is set.
+    fixed: Arc<AtomicBool>,
+    /// Refuses (or panics on) events flagged so; a lenient one counts them all.
+    strict: bool,
+}
+
+impl Counting {
+    fn new(name: &'static str) -> Counting {
+        Counting {
+            name,
+            stall_at: None,
+            reached: Arc::new(Notify::new()),
+            fixed: Arc::new(AtomicBool::new(false)),
+            strict: true,
+        }
+    }
+}
+
+impl Projection for Counting {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn filter(&self) -> ReadFilter {
+        ReadFilter {
+            tenant_id: None,
+            event_types: Some(vec![COUNTED.into()]),
+        }
+    }
+
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let flag = |key: &str| self.strict && event.payload[key].as_bool() == Some(true);
+            if flag("fatal") {
+                return Err(ProjectionError::Refused("a fatal event".into()));
+            }
+            if flag("poison") && !self.fixed.load(Ordering::SeqCst) {
+                return Err(ProjectionError::Refused("poison, until fixed".into()));
+            }
+            if flag("panic") {
+                panic!("the handler cannot bear this event");
+            }
+            sqlx::query("INSERT INTO counted (projection, position) VALUES ($1, $2)")
+                .bind(self.name)
+                .bind(event.global_position)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO totals (projection, n) VALUES ($1, 1) \
+                 ON CONFLICT (projection) DO UPDATE SET n = totals.n + 1",
+            )
+            .bind(self.name)
+            .execute(&mut *conn)
+            .await?;
+            if self.stall_at.is_some() && event.payload["n"].as_i64() == self.stall_at {
+                self.reached.notify_one();
+                futures::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn create_test_tables(pool: &PgPool) {
+    for sql in [
+        "CREATE TABLE counted (projection text NOT NULL, position bigint NOT NULL)",
+        "CREATE TABLE totals (projection text PRIMARY KEY, n bigint NOT NULL)",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+}
+
+async fn append_counted(
+    store: &EventStore,
+    stream: &str,
+    payloads: Vec<serde_json::Value>,
+) -> Vec<i64> {
+    store
+        .append(&[StreamAppend {
+            stream_id: stream.into(),
+            expected: ExpectedVersion::Any,
+            events: payloads
+                .into_iter()
+                .map(|p| event(COUNTED, "t1", p))
+                .collect(),
+        }])
+        .await
+        .unwrap()
+}
+
+fn numbered(range: std::ops::Range<i64>) -> Vec<serde_json::Value> {
+    range.map(|n| json!({ "n": n })).collect()
+}
+
+/// (rows, distinct positions, running total) for one counting projection.
+async fn counts(pool: &PgPool, name: &str) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT position), \
+                coalesce((SELECT n FROM totals WHERE projection = $1), 0) \
+         FROM counted WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn status(pool: &PgPool, projection: &Arc<dyn Projection>) -> checkpoints::ProjectionStatus {
+    checkpoints::statuses(pool, std::slice::from_ref(projection))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == projection.name())
+        .unwrap()
+}
+
+/// Waits until the projection's checkpoint has passed every event it reads.
+async fn caught_up(
+    pool: &PgPool,
+    projection: &Arc<dyn Projection>,
+) -> checkpoints::ProjectionStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status(pool, projection).await;
+        if status.lag_events == 0 && status.state == "running" {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {status:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn wait_for_state(runner: &mut RunnerHandle, wanted: RunnerState, within: Duration) {
+    tokio::time::timeout(within, runner.state.wait_for(|s| *s == wanted))
+        .await
+        .unwrap_or_else(|_| panic!("runner did not become {wanted:?} within {within:?}"))
+        .unwrap();
+}
+
+fn options(batch_size: usize) -> RunnerOptions {
+    RunnerOptions {
+        batch_size,
+        ..RunnerOptions::default()
+    }
+}
+
+/// A second pool on the same database: another process, as far as locks go.
+async fn second_process(db: &crate::support::TestDatabase) -> EventStore {
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    EventStore::new(pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_killed_mid_batch_neither_loses_nor_double_counts() {
+    let db = fresh_database().await;
+    create_test_tables(&db.pool).await;
+    let store = EventStore::new(db.pool.clone());
+    for chunk in 0..5 {
+        append_counted(&store, "s-1", numbered(chunk * 10..chunk * 10 + 10)).await;
+    }
+    let stalling = Arc::new(Counting {
+        stall_at: Some(35),
+        ..Counting::new("count")
+    });
+    let reached = stalling.reached.clone();
+    let projection: Arc<dyn Projection> = stalling;
+    let shutdown = CancellationToken::new();
+    let runner = projections::spawn(
+        store.clone(),
+        projection.clone(),
+        options(10),
+        shutdown.clone(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), reached.notified())
+        .await
+        .expect("the runner reached event 35");
+    // Three batches of ten committed; the fourth has written six rows in its
+    // transaction when the process dies.
+    runner.task.abort();
+    let _ = runner.task.await;
+    let status_after_crash = status(&db.pool, &projection).await;
+    assert_eq!(status_after_crash.events_processed, 30);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while checkpoints::holder(&db.pool, "count")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dead runner's session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts(&db.pool, "count").await, (30, 30, 30));
+
+    let restarted: Arc<dyn Projection> = Arc::new(Counting::new("count"));
+    let runner = projections::spawn(
+        store.clone(),
+        restarted.clone(),
+        options(10),
+        shutdown.clone(),
+    );
+    append_counted(&store, "s-2", numbered(50..60)).await;
+    let done = caught_up(&db.pool, &restarted).await;
+    assert_eq!(counts(&db.pool, "count").await, (60, 60, 60));
+    assert_eq!(done.events_processed, 60);
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(done.checkpoint.global_position, last);
+
+    shutdown.cancel();
+    runner.task.await.unwrap();
+    assert_eq!(*runner.state.borrow(), RunnerState::Stopped);
+    assert_eq!(checkpoints::holder(&db.pool, "count").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_process_takes_over_from_the_checkpoint_when_the_holder_dies() {
+    let db = fresh_database().await;
+    create_test_tables(&db.pool).await;
+    let store_a = EventStore::new(db.pool.clone());
+    let store_b = second_process(&db).await;
+    let projection: Arc<dyn Projection> = Arc::new(Counting::new("count"));
+    let shutdown = CancellationToken::new();
+
+    let mut a = projections::spawn(
+        store_a.clone(),
+        projection.clone(),
+        options(7),
+        shutdown.clone(),
+    );
+    wait_for_state(&mut a, RunnerState::Running, Duration::from_secs(10)).await;
+    let mut b = projections::spawn(
+        store_b.clone(),
+        projection.clone(),
+        options(7),
+        shutdown.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(*b.state.borrow(), RunnerState::Standby);
+    assert_eq!(*a.state.borrow(), RunnerState::Running);
+    let holder = checkpoints::holder(&db.pool, "count").await.unwrap();
+    assert!(holder.is_some(), "the running process holds the lock");
+
+    // Events keep arriving, from both processes, throughout the takeover.
+    let writer = {
+        let (store_a, store_b) = (store_a.clone(), store_b.clone());
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let store = if i % 2 == 0 { &store_a } else { &store_b };
+                append_counted(store, &format!("w-{}", i % 5), numbered(i * 5..i * 5 + 5)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before_crash = status(&db.pool, &projection).await.events_processed;
+    assert!(before_crash > 0, "A applied events before it died");
+    a.task.abort();
+    let killed_at = Instant::now();
+    wait_for_state(&mut b, RunnerState::Running, Duration::from_secs(5)).await;
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(3), "takeover took {took:?}");
+    assert_ne!(
+        checkpoints::holder(&db.pool, "count").await.unwrap(),
+        holder
+    );
+
+    writer.await.unwrap();
+    let done = caught_up(&db.pool, &projection).await;
+    assert_eq!(counts(&db.pool, "count").await, (300, 300, 300));
+    assert_eq!(done.events_processed, 300);
+    eprintln!("takeover after {took:?}; A had applied {before_crash} events");
+
+    shutdown.cancel();
+    b.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_event_stops_only_its_projection_until_retried_or_skipped() {
+    let db = fresh_database().await;
+    create_test_tables(&db.pool).await;
+    let store = EventStore::new(db.pool.clone());
+    let picky_model = Arc::new(Counting::new("picky"));
+    let fixed = picky_model.fixed.clone();
+    let picky: Arc<dyn Projection> = picky_model;
+    let easy: Arc<dyn Projection> = Arc::new(Counting {
+        strict: false,
+        ..Counting::new("easy")
+    });
+    let shutdown = CancellationToken::new();
+    let mut picky_runner =
+        projections::spawn(store.clone(), picky.clone(), options(100), shutdown.clone());
+    let easy_runner =
+        projections::spawn(store.clone(), easy.clone(), options(100), shutdown.clone());
+
+    // Poison in the middle of one batch.
+    let mut payloads = numbered(0..5);
+    payloads.push(json!({ "n": 5, "poison": true }));
+    payloads.extend(numbered(6..10));
+    let positions = append_counted(&store, "s-1", payloads).await;
+    wait_for_state(
+        &mut picky_runner,
+        RunnerState::Failed,
+        Duration::from_secs(10),
+    )
+    .await;
+    let failed = status(&db.pool, &picky).await;
+    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.failed_position, Some(positions[5]));
+    assert_eq!(failed.error.as_deref(), Some("poison, until fixed"));
+    // The events before it are applied, and the checkpoint stops right there.
+    assert_eq!(failed.checkpoint.global_position, positions[4]);
+    assert_eq!(counts(&db.pool, "picky").await, (5, 5, 5));
+    assert_eq!(failed.lag_events, 5);
+    // The other projection kept going.
+    caught_up(&db.pool, &easy).await;
+    assert_eq!(counts(&db.pool, "easy").await, (10, 10, 10));
+    // It stays stopped; it does not skip on its own.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(counts(&db.pool, "picky").await, (5, 5, 5));
+
+    // Fix the handler, retry: it applies the failed event and the rest.
+    fixed.store(true, Ordering::SeqCst);
+    assert_eq!(checkpoints::retry(&db.pool, "picky").await.unwrap(), 1);
+    caught_up(&db.pool, &picky).await;
+    assert_eq!(counts(&db.pool, "picky").await, (10, 10, 10));
+
+    // A handler that panics is a failure too; skip steps over exactly that event.
+    let positions = append_counted(
+        &store,
+        "s-2",
+        vec![
+            json!({ "n": 10 }),
+            json!({ "n": 11, "panic": true }),
+            json!({ "n": 12 }),
+            json!({ "n": 13 }),
+        ],
+    )
+    .await;
+    wait_for_state(
+        &mut picky_runner,
+        RunnerState::Failed,
+        Duration::from_secs(10),
+    )
+    .await;
+    let failed = status(&db.pool, &picky).await;
+    assert_eq!(failed.failed_position, Some(positions[1]));
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: the handler cannot bear this event"),
+        "{failed:?}"
+    );
+    assert!(matches!(
+        checkpoints::skip(&store, "picky", positions[2], "wrong one", "test").await,
+        Err(checkpoints::SkipError::NotFailedThere { failed_at: Some(p), .. }) if p == positions[1]
+    ));
+    let recorded = checkpoints::skip(
+        &store,
+        "picky",
+        positions[1],
+        "bad input, ticket 42",
+        "test",
+    )
+    .await
+    .unwrap();
+    caught_up(&db.pool, &picky).await;
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "SELECT position FROM counted WHERE projection = 'picky' AND position >= $1 ORDER BY position",
+    )
+    .bind(positions[0])
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(applied, vec![positions[0], positions[2], positions[3]]);
+    let skip_record = store.read_stream("projection-picky", 1).await.unwrap();
+    assert_eq!(skip_record.len(), 1);
+    assert_eq!(skip_record[0].global_position, recorded);
+    assert_eq!(skip_record[0].event_type, "ProjectionEventSkipped");
+    assert_eq!(
+        skip_record[0].payload,
+        json!({ "type": "ProjectionEventSkipped", "name": "picky", "version": 1,
+                "position": positions[1], "reason": "bad input, ticket 42" })
+    );
+    assert_eq!(counts(&db.pool, "easy").await, (14, 14, 14));
+
+    shutdown.cancel();
+    picky_runner.task.await.unwrap();
+    easy_runner.task.await.unwrap();
+}
+
+fn send_input(channel: &str, tag: &str) -> SendNotification {
+    serde_json::from_value(json!({
+        "recipient": { "id": "user-1", "email": "ada@example.com", "phone": "+14155550100" },
+        "channels": [channel],
+        "content": { "title": "Hello", "text": "Your code is 123456" },
+        "tags": [tag],
+    }))
+    .unwrap()
+}
+
+type StatusRow = (
+    uuid::Uuid,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+    Vec<String>,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+    i32,
+);
+
+async fn status_rows(pool: &PgPool) -> Vec<StatusRow> {
+    sqlx::query_as(
+        "SELECT notification_id, tenant_id, status, priority, channels, recipient_id, tags, \
+                created_at, updated_at, stream_version \
+         FROM notification_status ORDER BY notification_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notification_status_and_analytics_fold_the_log() {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone());
+    let actor = Actor::new("test");
+    let tenant = TenantId::parse("t_proj").unwrap();
+    let window = Duration::from_secs(3600);
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let channel = if i % 3 == 0 { "sms" } else { "email" };
+        let notification = commands::notifications::send(
+            &store,
+            &tenant,
+            send_input(channel, "otp"),
+            window,
+            &actor,
+        )
+        .await
+        .unwrap();
+        sent.push(notification.notification.notification_id);
+    }
+    for id in sent.iter().take(5) {
+        commands::notifications::cancel(
+            &store,
+            &tenant,
+            id,
+            Some("changed my mind".into()),
+            &actor,
+        )
+        .await
+        .unwrap();
+    }
+    // What the inline path wrote, then gone: the projection must rebuild it exactly.
+    let inline = status_rows(&db.pool).await;
+    assert_eq!(inline.len(), 12);
+    sqlx::query("DELETE FROM notification_status")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let shutdown = CancellationToken::new();
+    let runner = projections::spawn_all(store.clone(), shutdown.clone());
+    let all = projections::all();
+    for projection in &all {
+        caught_up(&db.pool, projection).await;
+    }
+    assert_eq!(status_rows(&db.pool).await, inline);
+
+    // Events appended without the inline upsert (a worker's, say) arrive
+    // through the runner alone.
+    let late = sent[11];
+    let stream = format!("notification-{}", late.as_uuid());
+    store
+        .append(&[StreamAppend {
+            stream_id: stream,
+            expected: ExpectedVersion::Exact(1),
+            events: vec![event(
+                "NotificationCancelled",
+                tenant.as_str(),
+                json!({ "type": "NotificationCancelled", "reason": "by a worker" }),
+            )],
+        }])
+        .await
+        .unwrap();
+    for projection in &all {
+        caught_up(&db.pool, projection).await;
+    }
+    let page = projections::notification_status::page(
+        &db.pool,
+        &tenant,
+        &projections::notification_status::Filter {
+            statuses: Some(vec!["CANCELLED".into()]),
+            ..Default::default()
+        },
+        50,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.0.len(),
+        6,
+        "{:?}",
+        page.0.iter().map(|r| &r.status).collect::<Vec<_>>()
+    );
+
+    let now = chrono::Utc::now();
+    let counts = projections::analytics::counts(
+        &db.pool,
+        tenant.as_str(),
+        now - chrono::TimeDelta::hours(2),
+        now + chrono::TimeDelta::hours(1),
+    )
+    .await
+    .unwrap();
+    let total = |channel: &str, status: &str| -> i64 {
+        counts
+            .iter()
+            .filter(|c| c.channel == channel && c.status == status)
+            .map(|c| c.count)
+            .sum()
+    };
+    assert_eq!(total("sms", "REQUESTED"), 4);
+    assert_eq!(total("email", "REQUESTED"), 8);
+    // Cancelled: sent[0] and sent[3] are sms, sent[1,2,4] and the late sent[11] email.
+    assert_eq!(total("sms", "CANCELLED"), 2);
+    assert_eq!(total("email", "CANCELLED"), 4);
+
+    shutdown.cancel();
+    runner.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone());
+    let tenant = TenantId::parse("t_rebuild").unwrap();
+    let shutdown = CancellationToken::new();
+    let runners = projections::spawn_all(store.clone(), shutdown.clone());
+    let indexes = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT indexname::text FROM pg_indexes \
+             WHERE schemaname = 'public' AND tablename IN ('notification_status', 'analytics_counts') \
+             ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let indexes_before = indexes(db.pool.clone()).await;
+
+    // Sends and cancels keep arriving: (sms requested, email requested, sms cancelled, email cancelled).
+    let writing = CancellationToken::new();
+    let writer = {
+        let (store, tenant, writing) = (store.clone(), tenant.clone(), writing.clone());
+        tokio::spawn(async move {
+            let actor = Actor::new("test");
+            let mut done = [0i64; 4];
+            let mut i = 0;
+            while !writing.is_cancelled() {
+                let sms = i % 3 == 0;
+                let sent = commands::notifications::send(
+                    &store,
+                    &tenant,
+                    send_input(if sms { "sms" } else { "email" }, "otp"),
+                    Duration::from_secs(3600),
+                    &actor,
+                )
+                .await
+                .unwrap();
+                done[if sms { 0 } else { 1 }] += 1;
+                if i % 4 == 0 {
+                    let id = sent.notification.notification_id;
+                    commands::notifications::cancel(&store, &tenant, &id, None, &actor)
+                        .await
+                        .unwrap();
+                    done[if sms { 2 } else { 3 }] += 1;
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            done
+        })
+    };
+    // Queries answer throughout (never an error).
+    let reader = {
+        let (pool, tenant, writing) = (db.pool.clone(), tenant.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while !writing.is_cancelled() {
+                projections::notification_status::page(
+                    &pool,
+                    &tenant,
+                    &Default::default(),
+                    20,
+                    None,
+                )
+                .await
+                .expect("the status page answers during the rebuild");
+                let now = chrono::Utc::now();
+                projections::analytics::counts(
+                    &pool,
+                    tenant.as_str(),
+                    now - chrono::TimeDelta::hours(2),
+                    now + chrono::TimeDelta::hours(1),
+                )
+                .await
+                .expect("analytics answer during the rebuild");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for projection in projections::all() {
+        let mut reports = 0;
+        let done = projections::rebuild::rebuild(&store, projection.as_ref(), |_| reports += 1)
+            .await
+            .unwrap();
+        assert!(done.swapped && done.events > 0 && reports >= 2, "{done:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writing.cancel();
+    let [sms, email, sms_cancelled, email_cancelled] = writer.await.unwrap();
+    assert!(reader.await.unwrap() > 10);
+    for projection in &projections::all() {
+        caught_up(&db.pool, projection).await;
+    }
+
+    // Equal to what the log says, nothing counted twice or lost.
+    let rows = status_rows(&db.pool).await;
+    assert_eq!(rows.len() as i64, sms + email);
+    for row in &rows {
+        let id = herald::domain::values::NotificationId::from(row.0);
+        let details = commands::notifications::get(&store, &tenant, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.2, details.state.status.as_str());
+        assert_eq!(row.9 as usize, details.timeline.len());
+        assert_eq!(row.8, details.timeline.last().unwrap().recorded_at);
+    }
+    let now = chrono::Utc::now();
+    let counts = projections::analytics::counts(
+        &db.pool,
+        tenant.as_str(),
+        now - chrono::TimeDelta::hours(2),
+        now + chrono::TimeDelta::hours(1),
+    )
+    .await
+    .unwrap();
+    let total = |channel: &str, status: &str| -> i64 {
+        counts
+            .iter()
+            .filter(|c| c.channel == channel && c.status == status)
+            .map(|c| c.count)
+            .sum()
+    };
+    assert_eq!(
+        [
+            total("sms", "REQUESTED"),
+            total("email", "REQUESTED"),
+            total("sms", "CANCELLED"),
+            total("email", "CANCELLED")
+        ],
+        [sms, email, sms_cancelled, email_cancelled]
+    );
+    // The swapped-in tables carry the migrations' index names; no shadow is left.
+    assert_eq!(indexes(db.pool.clone()).await, indexes_before);
+    let shadows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild\\_%'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(shadows, 0);
+    eprintln!("rebuilt while {sms}+{email} notifications were sent");
+
+    shutdown.cancel();
+    runners.await.unwrap();
+}
