@@ -30,7 +30,9 @@ struct Inner {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    #[error("this subscriber fell {0} events behind and was closed; resubscribe with `after` set to the last position received")]
+    #[error(
+        "this subscriber fell {0} events behind and was closed; resubscribe with `after` set to the last position received"
+    )]
     TooSlow(u64),
     #[error("the live event feed stopped")]
     Closed,
@@ -56,7 +58,10 @@ impl LiveHub {
     /// Every event after `after` (from the log, then live), or only live
     /// events when `after` is `None`; in log order, with no gap and no
     /// duplicate where the catch-up meets the live feed.
-    pub fn events(&self, after: Option<Checkpoint>) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + 'static {
+    pub fn events(
+        &self,
+        after: Option<Checkpoint>,
+    ) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + use<> {
         // Subscribe before reading the catch-up target, so that every event
         // past the target is certain to arrive on the channel.
         let mut live = self.inner.sender.subscribe();

@@ -5,13 +5,15 @@ mod auth;
 mod error;
 pub mod graphql;
 mod ingest;
+pub mod live;
 mod rest;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
@@ -51,6 +53,7 @@ impl ApiState {
         options: &ApiOptions,
     ) -> ApiState {
         let api = ApiContext {
+            live: live::LiveHub::start(store.clone()),
             store,
             keys: Arc::new(KeyCache::default()),
             idempotency_window: options.idempotency_window,
@@ -72,6 +75,7 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/api/notifications", axum::routing::post(rest::send))
         .route("/api/notifications/{id}", get(rest::get))
         .route("/schemas/event.json", get(ingest::event_schema))
@@ -90,7 +94,54 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
 }
 
 async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The API
+/// key goes in the `connection_init` payload, as `{"apiKey": "..."}` or
+/// `{"authorization": "Bearer ..."}`; without a valid one the socket closes.
+async fn graphql_ws(
+    State(state): State<ApiState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> axum::response::Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let (keys, pool) = (state.api.keys.clone(), state.api.store.pool().clone());
+            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = connection_key(&payload).ok_or_else(|| {
+                        async_graphql::Error::new("connection_init needs {\"apiKey\": \"...\"}")
+                    })?;
+                    let principal = keys
+                        .authenticate(&pool, &token)
+                        .await
+                        .map_err(|error| async_graphql::Error::new(error.message()))?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(Caller(Some(principal)));
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+fn connection_key(payload: &serde_json::Value) -> Option<String> {
+    if let Some(key) = payload.get("apiKey").and_then(|k| k.as_str()) {
+        return Some(key.to_string());
+    }
+    let header = ["authorization", "Authorization"]
+        .iter()
+        .find_map(|name| payload.get(*name).and_then(|v| v.as_str()))?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 async fn graphql(

@@ -6,4 +6,5 @@ mod api;
 mod eventstore;
 mod ingest;
 mod projections;
+mod subscriptions;
 mod torture;

@@ -669,7 +669,17 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
             answered
         })
     };
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Rebuild once there is something to rebuild, while more keeps coming.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notification_status")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        < 30
+    {
+        assert!(Instant::now() < deadline, "the writer never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for projection in projections::all() {
         let mut reports = 0;
         let done = projections::rebuild::rebuild(&store, projection.as_ref(), |_| reports += 1)

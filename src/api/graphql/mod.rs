@@ -1,19 +1,22 @@
 //! The GraphQL schema: queries and mutations, confined to the caller's tenant.
 
 mod notification;
+mod subscription;
 mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};
+use async_graphql::{Context, ID, Object, Result, Schema};
 use base64::Engine;
 use futures::StreamExt;
 
 use self::notification::NotificationNode;
+pub use self::subscription::SubscriptionRoot;
 use self::types::*;
 use super::auth::KeyCache;
 use super::error::ApiError;
+use super::live::LiveHub;
 use crate::commands::tenants::Principal;
 use crate::commands::{self, Actor};
 use crate::domain::values::{ApiKeyId, NotificationId};
@@ -21,7 +24,7 @@ use crate::domain::{self, Scope as DomainScope};
 use crate::eventstore::EventStore;
 use crate::projections::notification_status;
 
-pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type HeraldSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// At most this many notifications per `sendNotifications` call.
 pub const MAX_BATCH: usize = 1_000;
@@ -33,13 +36,15 @@ pub struct ApiContext {
     pub store: EventStore,
     pub keys: Arc<KeyCache>,
     pub idempotency_window: Duration,
+    /// The process's one log tailer, shared by every subscription.
+    pub live: LiveHub,
 }
 
 /// The authenticated caller of one request, if any.
 pub struct Caller(pub Option<Principal>);
 
 pub fn build(api: ApiContext) -> HeraldSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(api)
         .limit_depth(12)
         .limit_complexity(2_000)
@@ -48,7 +53,7 @@ pub fn build(api: ApiContext) -> HeraldSchema {
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .finish()
         .sdl()
 }

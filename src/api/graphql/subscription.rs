@@ -53,9 +53,13 @@ fn log_event(event: &RecordedEvent) -> LogEvent {
 
 fn notification_update(event: &RecordedEvent) -> Option<NotificationUpdate> {
     let id = event.stream_id.strip_prefix("notification-")?;
-    let status = NotificationEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
-        .ok()?
-        .status_after();
+    let status = NotificationEvent::upcast(
+        &event.event_type,
+        event.schema_version,
+        event.payload.clone(),
+    )
+    .ok()?
+    .status_after();
     Some(NotificationUpdate {
         notification_id: ID(id.to_string()),
         position: event.global_position,
@@ -67,7 +71,10 @@ fn notification_update(event: &RecordedEvent) -> Option<NotificationUpdate> {
 }
 
 /// Resolves `after` (a position the client saw) to the log's read order.
-async fn resume_point(api: &ApiContext, after: Option<i64>) -> Result<Option<Checkpoint>, ApiError> {
+async fn resume_point(
+    api: &ApiContext,
+    after: Option<i64>,
+) -> Result<Option<Checkpoint>, ApiError> {
     match after {
         None => Ok(None),
         Some(0) => Ok(Some(Checkpoint::ORIGIN)),
@@ -84,10 +91,10 @@ fn tenant_events(
     api: &ApiContext,
     tenant: String,
     after: Option<Checkpoint>,
-) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + 'static {
-    api.live
-        .events(after)
-        .filter(move |event| futures::future::ready(event.as_ref().map_or(true, |e| e.tenant_id == tenant)))
+) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + use<> {
+    api.live.events(after).filter(move |event| {
+        futures::future::ready(event.as_ref().map_or(true, |e| e.tenant_id == tenant))
+    })
 }
 
 fn to_graphql<T>(item: Result<T, LiveError>) -> Result<T> {
@@ -112,13 +119,17 @@ impl SubscriptionRoot {
         let principal = require(ctx, Scope::Read)?;
         let api = api(ctx)?;
         let after = resume_point(api, after).await?;
-        Ok(tenant_events(api, principal.tenant_id.to_string(), after).filter_map(move |item| {
-            let wanted = match &item {
-                Ok(event) => types.as_ref().is_none_or(|types| types.contains(&event.event_type)),
-                Err(_) => true,
-            };
-            futures::future::ready(wanted.then(|| to_graphql(item.map(|e| log_event(&e)))))
-        }))
+        Ok(
+            tenant_events(api, principal.tenant_id.to_string(), after).filter_map(move |item| {
+                let wanted = match &item {
+                    Ok(event) => types
+                        .as_ref()
+                        .is_none_or(|types| types.contains(&event.event_type)),
+                    Err(_) => true,
+                };
+                futures::future::ready(wanted.then(|| to_graphql(item.map(|e| log_event(&e)))))
+            }),
+        )
     }
 
     /// Every change of one notification from now on.
@@ -131,14 +142,16 @@ impl SubscriptionRoot {
         let api = api(ctx)?;
         let notification = super::parse_id("id", &id)?;
         let stream = stream_id(&notification);
-        Ok(tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
-            let update = match item {
-                Ok(event) if event.stream_id == stream => notification_update(&event).map(Ok),
-                Ok(_) => None,
-                Err(error) => Some(Err(error)),
-            };
-            futures::future::ready(update.map(to_graphql))
-        }))
+        Ok(
+            tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
+                let update = match item {
+                    Ok(event) if event.stream_id == stream => notification_update(&event).map(Ok),
+                    Ok(_) => None,
+                    Err(error) => Some(Err(error)),
+                };
+                futures::future::ready(update.map(to_graphql))
+            }),
+        )
     }
 
     /// Changes of any of the tenant's notifications, optionally only those
@@ -150,14 +163,20 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = Result<NotificationUpdate>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
         let api = api(ctx)?;
-        Ok(tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
-            let update = match item {
-                Ok(event) => notification_update(&event)
-                    .filter(|u| statuses.as_ref().is_none_or(|s| u.status.is_some_and(|status| s.contains(&status))))
-                    .map(Ok),
-                Err(error) => Some(Err(error)),
-            };
-            futures::future::ready(update.map(to_graphql))
-        }))
+        Ok(
+            tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
+                let update = match item {
+                    Ok(event) => notification_update(&event)
+                        .filter(|u| {
+                            statuses
+                                .as_ref()
+                                .is_none_or(|s| u.status.is_some_and(|status| s.contains(&status)))
+                        })
+                        .map(Ok),
+                    Err(error) => Some(Err(error)),
+                };
+                futures::future::ready(update.map(to_graphql))
+            }),
+        )
     }
 }
