@@ -8,8 +8,10 @@ CREATE TABLE projection_checkpoints (
     -- (0, 0) before the first.
     transaction_id   bigint      NOT NULL DEFAULT 0,
     global_position  bigint      NOT NULL DEFAULT 0,
-    -- 'failed' stops the projection until an operator retries or skips the event.
-    state            text        NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'failed')),
+    -- 'failed' stops the projection until an operator retries or skips the event;
+    -- 'retired': a newer version was rebuilt beside it and swapped in.
+    state            text        NOT NULL DEFAULT 'running'
+                                 CHECK (state IN ('running', 'failed', 'retired')),
     error            text,
     failed_position  bigint,
     events_processed bigint      NOT NULL DEFAULT 0,

@@ -92,7 +92,7 @@ async fn run(
             })?;
         let options = config.api_options();
         let app = api::router(
-            api::ApiState::new(store.clone(), Some(metrics), &options),
+            api::ApiState::new(store.clone(), Some(metrics), &options).await?,
             &options,
         );
         tracing::info!("listening on http://{}", config.listen);

@@ -41,18 +41,20 @@ pub enum LiveError {
 }
 
 impl LiveHub {
-    /// Starts the tailer at the current horizon.
-    pub fn start(store: EventStore) -> LiveHub {
+    /// Starts the tailer at the current horizon. Returns once the horizon is
+    /// known, so every subscriber has a defined catch-up target.
+    pub async fn start(store: EventStore) -> Result<LiveHub, StoreError> {
+        let start = store.horizon().await?;
         let (sender, _) = broadcast::channel(CAPACITY);
         let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
             sender,
-            last: Mutex::new(Checkpoint::ORIGIN),
+            last: Mutex::new(start),
             store: store.clone(),
             _stop: stop.clone().drop_guard(),
         });
-        tokio::spawn(tail(store, Arc::downgrade(&inner), stop));
-        LiveHub { inner }
+        tokio::spawn(tail(store, start, Arc::downgrade(&inner), stop));
+        Ok(LiveHub { inner })
     }
 
     /// Every event after `after` (from the log, then live), or only live
@@ -100,22 +102,12 @@ impl LiveHub {
     }
 }
 
-async fn tail(store: EventStore, hub: std::sync::Weak<Inner>, stop: CancellationToken) {
-    let start = loop {
-        match store.horizon().await {
-            Ok(horizon) => break horizon,
-            Err(error) => {
-                tracing::warn!(%error, "live feed cannot read the log yet; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
-    if let Some(hub) = hub.upgrade() {
-        *hub.last.lock().unwrap_or_else(|p| p.into_inner()) = start;
-    }
+async fn tail(
+    store: EventStore,
+    start: Checkpoint,
+    hub: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+) {
     let mut events = store.subscribe("live", start, ReadFilter::default());
     loop {
         let next = tokio::select! {

@@ -47,23 +47,23 @@ pub struct ApiOptions {
 }
 
 impl ApiState {
-    pub fn new(
+    pub async fn new(
         store: EventStore,
         metrics: Option<PrometheusHandle>,
         options: &ApiOptions,
-    ) -> ApiState {
+    ) -> Result<ApiState, crate::eventstore::StoreError> {
         let api = ApiContext {
-            live: live::LiveHub::start(store.clone()),
+            live: live::LiveHub::start(store.clone()).await?,
             store,
             keys: Arc::new(KeyCache::default()),
             idempotency_window: options.idempotency_window,
         };
-        ApiState {
+        Ok(ApiState {
             schema: graphql::build(api.clone()),
             api,
             metrics,
             request_timeout: options.request_timeout,
-        }
+        })
     }
 }
 

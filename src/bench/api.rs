@@ -46,7 +46,10 @@ pub async fn run(scratch: &ScratchDatabase, args: ApiArgs) -> anyhow::Result<()>
     let pool = scratch.pool(args.clients as u32 + 24).await?;
     let store = EventStore::new(pool.clone());
     let options = Config::default().api_options();
-    let app = api::router(ApiState::new(store.clone(), None, &options), &options);
+    let app = api::router(
+        ApiState::new(store.clone(), None, &options).await?,
+        &options,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/graphql", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -13,6 +13,7 @@ use super::{EventStore, read};
 const BATCH: usize = 500;
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 const STALL_WARNING_EVERY: Duration = Duration::from_secs(30);
+const HELD_BACK_FIRST_RETRY: Duration = Duration::from_millis(10);
 
 /// Every committed event after a checkpoint, once each, in read order; then
 /// new ones as they commit. Database errors are retried with backoff; the
@@ -36,6 +37,7 @@ impl Subscription {
             let mut last_progress = Instant::now();
             let mut last_warning: Option<Instant> = None;
             let mut backoff = options.poll_interval;
+            let mut held_back_wait = Duration::ZERO;
             loop {
                 // Mark wake-ups seen before reading, so one that arrives during
                 // the read still ends the wait below.
@@ -82,7 +84,17 @@ impl Subscription {
                     last_warning = Some(Instant::now());
                     warn_about_stall(&store, &name, last_progress.elapsed()).await;
                 }
-                let _ = tokio::time::timeout(options.poll_interval, wake.changed()).await;
+                // Committed events wait above the horizon: no wake-up will
+                // announce that the older transaction ended, so look again
+                // soon, backing off while it lasts.
+                let wait = if held_back {
+                    held_back_wait = (held_back_wait * 2).max(HELD_BACK_FIRST_RETRY).min(options.poll_interval);
+                    held_back_wait
+                } else {
+                    held_back_wait = Duration::ZERO;
+                    options.poll_interval
+                };
+                let _ = tokio::time::timeout(wait, wake.changed()).await;
             }
         };
         Subscription {

@@ -15,24 +15,56 @@ use crate::eventstore::{
 };
 
 /// The first key of every projection's advisory lock ("hrld"); the second is
-/// the hash of the projection's name.
+/// the hash of `name@version`, so a new version can run (and rebuild) beside
+/// the old one.
 const LOCK_NAMESPACE: i32 = 0x6872_6c64;
 
 /// The event an operator's skip appends to `projection-<name>`.
 pub const SKIPPED_EVENT_TYPE: &str = "ProjectionEventSkipped";
 
-pub(super) struct Stored {
-    pub checkpoint: Checkpoint,
-    pub failed: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StoredState {
+    Running,
+    Failed,
+    /// A newer version has been swapped in; this one must not write again.
+    Retired,
 }
 
-/// Takes the projection's session lock on `conn`, if no other session has it.
-pub(super) async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+pub(super) struct Stored {
+    pub checkpoint: Checkpoint,
+    pub state: StoredState,
+}
+
+/// Takes the projection version's session lock on `conn`, if no other session has it.
+pub(super) async fn try_lock(
+    conn: &mut PgConnection,
+    name: &str,
+    version: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2 || '@' || $3::int4))")
         .bind(LOCK_NAMESPACE)
         .bind(name)
+        .bind(version)
         .fetch_one(conn)
         .await
+}
+
+/// A version that has no row yet while another version of the projection
+/// serves its tables: it must rebuild beside them before it may write.
+pub(super) async fn needs_rebuild(
+    conn: &mut PgConnection,
+    name: &str,
+    version: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1 AND version = $2) \
+            AND EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1 AND version <> $2 \
+                        AND state <> 'retired')",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_one(conn)
+    .await
 }
 
 pub(super) async fn ensure(
@@ -68,7 +100,11 @@ pub(super) async fn load(
             transaction_id,
             global_position,
         },
-        failed: state == "failed",
+        state: match state.as_str() {
+            "failed" => StoredState::Failed,
+            "retired" => StoredState::Retired,
+            _ => StoredState::Running,
+        },
     })
 }
 
@@ -138,7 +174,8 @@ pub(super) async fn mark_failed(
 pub struct ProjectionStatus {
     pub name: String,
     pub version: i32,
-    /// `running`, `failed`, or `not started` for a known projection without a row.
+    /// `running`, `failed`, `retired` (a newer version replaced it), or
+    /// `not started` for a known projection without a row.
     pub state: String,
     pub checkpoint: Checkpoint,
     /// Events the projection reads that lie after its checkpoint.
@@ -200,7 +237,7 @@ pub async fn statuses(
             .and_then(|p| p.filter().event_types);
         let (lag_events, lag_seconds) = lag(pool, checkpoint, types.as_deref()).await?;
         statuses.push(ProjectionStatus {
-            holder_pid: holder(pool, &name).await?,
+            holder_pid: holder(pool, &name, version).await?,
             name,
             version,
             state,
@@ -214,7 +251,10 @@ pub async fn statuses(
         });
     }
     for projection in known {
-        if !statuses.iter().any(|s| s.name == projection.name()) {
+        if !statuses
+            .iter()
+            .any(|s| s.name == projection.name() && s.version == projection.version())
+        {
             let types = projection.filter().event_types;
             let (lag_events, lag_seconds) = lag(pool, Checkpoint::ORIGIN, types.as_deref()).await?;
             statuses.push(ProjectionStatus {
@@ -228,7 +268,7 @@ pub async fn statuses(
                 failed_position: None,
                 events_processed: 0,
                 updated_at: None,
-                holder_pid: holder(pool, projection.name()).await?,
+                holder_pid: holder(pool, projection.name(), projection.version()).await?,
             });
         }
     }
@@ -253,17 +293,18 @@ async fn lag(
     .await
 }
 
-/// The backend holding the projection's lock: the process running it.
-pub async fn holder(pool: &PgPool, name: &str) -> Result<Option<i32>, sqlx::Error> {
+/// The backend holding the projection version's lock: the process running it.
+pub async fn holder(pool: &PgPool, name: &str, version: i32) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_locks \
          WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND classid = $1::int4::oid AND objid = hashtext($2)::oid \
+           AND classid = $1::int4::oid AND objid = hashtext($2 || '@' || $3::int4)::oid \
          LIMIT 1",
     )
     .bind(LOCK_NAMESPACE)
     .bind(name)
+    .bind(version)
     .fetch_optional(pool)
     .await
 }

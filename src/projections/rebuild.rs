@@ -27,6 +27,7 @@ const REBUILD_LOCK_NAMESPACE: i32 = 0x6872_6c65;
 
 #[derive(Debug, Clone)]
 pub struct Progress {
+    /// Events read from the log so far.
     pub events: u64,
     /// Events the projection reads in the whole log when the rebuild started.
     pub total: i64,
@@ -114,6 +115,14 @@ async fn run(
     .bind(filter.event_types.as_deref())
     .fetch_one(&mut *conn)
     .await?;
+    // Events an operator skipped stay skipped: the log says which.
+    let skipped: Vec<i64> = store
+        .read_stream(&format!("projection-{}", projection.name()), 1)
+        .await?
+        .iter()
+        .filter(|e| e.event_type == super::checkpoints::SKIPPED_EVENT_TYPE)
+        .filter_map(|e| e.payload["position"].as_i64())
+        .collect();
     create_shadow(conn, shadow, projection.tables()).await?;
 
     let mut report = Progress {
@@ -123,10 +132,11 @@ async fn run(
         swapped: false,
     };
     let mut checkpoint = Checkpoint::ORIGIN;
+    let mut applied = 0u64;
     loop {
         let batch = store.read_all(checkpoint, BATCH, &filter).await?;
         let mut tx = conn.begin().await?;
-        apply(&mut tx, projection, shadow, &batch.events).await?;
+        applied += apply(&mut tx, projection, shadow, &skipped, &batch.events).await?;
         tx.commit().await?;
         checkpoint = batch.next;
         report.events += batch.events.len() as u64;
@@ -160,7 +170,7 @@ async fn run(
         .await?;
     loop {
         let batch = store.read_all(checkpoint, BATCH, &filter).await?;
-        apply(&mut tx, projection, shadow, &batch.events).await?;
+        applied += apply(&mut tx, projection, shadow, &skipped, &batch.events).await?;
         checkpoint = batch.next;
         report.events += batch.events.len() as u64;
         if batch.caught_up {
@@ -199,7 +209,18 @@ async fn run(
     .bind(projection.version())
     .bind(checkpoint.transaction_id)
     .bind(checkpoint.global_position)
-    .bind(report.events as i64)
+    .bind(applied as i64)
+    .execute(&mut *tx)
+    .await?;
+    // Runners of other versions find their rows retired at their next batch
+    // (their checkpoint guard fails) and stop writing.
+    sqlx::query(
+        "UPDATE projection_checkpoints \
+         SET state = 'retired', error = NULL, failed_position = NULL, updated_at = now() \
+         WHERE name = $1 AND version <> $2 AND state <> 'retired'",
+    )
+    .bind(projection.name())
+    .bind(projection.version())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -215,15 +236,21 @@ async fn apply(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     shadow: &str,
+    skipped: &[i64],
     events: &[crate::eventstore::RecordedEvent],
-) -> Result<(), RebuildError> {
+) -> Result<u64, RebuildError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL search_path TO {}, public",
         quoted(shadow)
     )))
     .execute(&mut *conn)
     .await?;
+    let mut applied = 0;
     for event in events {
+        if skipped.contains(&event.global_position) {
+            continue;
+        }
+        applied += 1;
         projection
             .handle(&mut *conn, event)
             .await
@@ -235,7 +262,7 @@ async fn apply(
     sqlx::query("SET LOCAL search_path TO DEFAULT")
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(applied)
 }
 
 /// Empty copies of the serving tables in a fresh shadow schema, with the same

@@ -37,6 +37,8 @@ struct Counting {
     fixed: Arc<AtomicBool>,
     /// Refuses (or panics on) events flagged so; a lenient one counts them all.
     strict: bool,
+    /// Given, a rebuild may replace these.
+    tables: &'static [&'static str],
 }
 
 impl Counting {
@@ -47,6 +49,7 @@ impl Counting {
             reached: Arc::new(Notify::new()),
             fixed: Arc::new(AtomicBool::new(false)),
             strict: true,
+            tables: &[],
         }
     }
 }
@@ -58,6 +61,10 @@ impl Projection for Counting {
 
     fn version(&self) -> i32 {
         1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.tables
     }
 
     fn filter(&self) -> ReadFilter {
@@ -516,9 +523,21 @@ async fn notification_status_and_analytics_fold_the_log() {
         .await
         .unwrap();
 
+    let all = projections::all();
+    let listed = checkpoints::statuses(&db.pool, &all).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    for status in &listed {
+        assert_eq!(status.state, "not started");
+        assert_eq!(status.holder_pid, None);
+    }
+    // 12 requested + 5 cancelled events, all read by both.
+    assert_eq!(
+        listed.iter().map(|s| s.lag_events).collect::<Vec<_>>(),
+        vec![17, 17]
+    );
+
     let shutdown = CancellationToken::new();
     let runner = projections::spawn_all(store.clone(), shutdown.clone());
-    let all = projections::all();
     for projection in &all {
         caught_up(&db.pool, projection).await;
     }
@@ -746,4 +765,172 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
 
     shutdown.cancel();
     runners.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_keeps_what_an_operator_skipped_skipped() {
+    let db = fresh_database().await;
+    create_test_tables(&db.pool).await;
+    let store = EventStore::new(db.pool.clone());
+    let projection: Arc<dyn Projection> = Arc::new(Counting {
+        tables: &["counted", "totals"],
+        ..Counting::new("solo")
+    });
+    let shutdown = CancellationToken::new();
+    let mut runner = projections::spawn(
+        store.clone(),
+        projection.clone(),
+        options(100),
+        shutdown.clone(),
+    );
+    let positions = append_counted(
+        &store,
+        "s-1",
+        vec![
+            json!({ "n": 0 }),
+            json!({ "n": 1, "fatal": true }),
+            json!({ "n": 2 }),
+        ],
+    )
+    .await;
+    wait_for_state(&mut runner, RunnerState::Failed, Duration::from_secs(10)).await;
+    checkpoints::skip(&store, "solo", positions[1], "never valid", "test")
+        .await
+        .unwrap();
+    caught_up(&db.pool, &projection).await;
+    assert_eq!(counts(&db.pool, "solo").await, (2, 2, 2));
+
+    let done = projections::rebuild::rebuild(&store, projection.as_ref(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.events, 3, "read, the skipped one included");
+    append_counted(&store, "s-1", vec![json!({ "n": 3 })]).await;
+    let status = caught_up(&db.pool, &projection).await;
+    assert_eq!(counts(&db.pool, "solo").await, (3, 3, 3));
+    assert_eq!(status.events_processed, 3);
+
+    shutdown.cancel();
+    runner.task.await.unwrap();
+}
+
+/// The database's URL, for the CLI's configuration.
+fn url_of(options: &sqlx::postgres::PgConnectOptions) -> String {
+    let mut url = url::Url::parse("postgresql://localhost").unwrap();
+    url.set_path(options.get_database().unwrap());
+    url.set_username(options.get_username()).unwrap();
+    match options.get_socket() {
+        Some(socket) => {
+            url.query_pairs_mut()
+                .append_pair("host", &socket.to_string_lossy());
+        }
+        None => url.set_host(Some(options.get_host())).unwrap(),
+    }
+    url.query_pairs_mut()
+        .append_pair("port", &options.get_port().to_string());
+    url.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_lists_retries_and_skips() {
+    use herald::cli::projections::{ProjectionsCommand, run};
+
+    let db = fresh_database().await;
+    create_test_tables(&db.pool).await;
+    let store = EventStore::new(db.pool.clone());
+    let config = herald::config::Config {
+        database_url: Some(url_of(&db.options)),
+        database_max_connections: 3,
+        ..herald::config::Config::default()
+    };
+    let projection: Arc<dyn Projection> = Arc::new(Counting::new("picky"));
+    let shutdown = CancellationToken::new();
+    let mut runner = projections::spawn(
+        store.clone(),
+        projection.clone(),
+        options(100),
+        shutdown.clone(),
+    );
+    let positions = append_counted(
+        &store,
+        "s-1",
+        vec![json!({ "n": 0, "fatal": true }), json!({ "n": 1 })],
+    )
+    .await;
+    wait_for_state(&mut runner, RunnerState::Failed, Duration::from_secs(10)).await;
+
+    run(&config, ProjectionsCommand::List).await.unwrap();
+    let failed = status(&db.pool, &projection).await;
+    // Retrying a fatal event fails again at the same place.
+    run(
+        &config,
+        ProjectionsCommand::Retry {
+            name: "picky".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed_again = loop {
+        let now = status(&db.pool, &projection).await;
+        if now.state == "failed" && now.updated_at > failed.updated_at {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "never ran again: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed_again.failed_position, Some(positions[0]));
+    let wrong = run(
+        &config,
+        ProjectionsCommand::Skip {
+            name: "picky".into(),
+            position: positions[1],
+            reason: "wrong".into(),
+        },
+    )
+    .await;
+    assert!(
+        wrong
+            .unwrap_err()
+            .to_string()
+            .contains("not failed at position")
+    );
+    run(
+        &config,
+        ProjectionsCommand::Skip {
+            name: "picky".into(),
+            position: positions[0],
+            reason: "never valid".into(),
+        },
+    )
+    .await
+    .unwrap();
+    caught_up(&db.pool, &projection).await;
+    assert_eq!(counts(&db.pool, "picky").await, (1, 1, 1));
+    assert!(
+        run(
+            &config,
+            ProjectionsCommand::Retry {
+                name: "picky".into()
+            }
+        )
+        .await
+        .is_err(),
+        "nothing to retry"
+    );
+    let unknown = run(
+        &config,
+        ProjectionsCommand::Rebuild {
+            name: "nope".into(),
+        },
+    )
+    .await;
+    assert!(
+        unknown
+            .unwrap_err()
+            .to_string()
+            .contains("no projection nope")
+    );
+
+    shutdown.cancel();
+    runner.task.await.unwrap();
 }

@@ -141,7 +141,7 @@ async fn resuming_from_a_position_has_no_gap_and_no_duplicate_at_the_seam() {
         }
     };
     append(store.clone(), 100).await;
-    let hub = LiveHub::start(store.clone());
+    let hub = LiveHub::start(store.clone()).await.unwrap();
     // Events keep arriving while the subscriber catches up and joins the live feed.
     let writer = tokio::spawn(append(store.clone(), 300));
     let all = store
@@ -198,7 +198,9 @@ async fn subscriptions_only_see_the_callers_tenant() {
     let (tenant_a, key_a) = app.tenant().await;
     let (_, key_b) = app.tenant().await;
     let options = herald::config::Config::default().api_options();
-    let state = herald::api::ApiState::new(app.store.clone(), None, &options);
+    let state = herald::api::ApiState::new(app.store.clone(), None, &options)
+        .await
+        .unwrap();
     let principal_b = tenants::authenticate(app.store.pool(), &key_b)
         .await
         .unwrap()

@@ -207,7 +207,9 @@ impl TestApp {
             .expect("migrated");
         let store = herald::eventstore::EventStore::new(db.pool.clone());
         let options = herald::config::Config::default().api_options();
-        let state = herald::api::ApiState::new(store.clone(), None, &options);
+        let state = herald::api::ApiState::new(store.clone(), None, &options)
+            .await
+            .expect("API state");
         let app = herald::api::router(state, &options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
