@@ -2,4 +2,5 @@
 
 pub mod ingest;
 pub mod projections;
+pub mod replay;
 pub mod tenants;

@@ -9,6 +9,14 @@ const COLUMNS: &str = "global_position, transaction_id::text::int8 AS transactio
      stream_version::int8 AS stream_version, event_id, event_type, schema_version, tenant_id, \
      payload, metadata, recorded_at";
 
+/// Reads the columns of `COLUMNS` (by name), so other queries over `events` can
+/// decode their rows the same way.
+impl<'r> sqlx::FromRow<'r, PgRow> for RecordedEvent {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        recorded(row)
+    }
+}
+
 fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
     Ok(RecordedEvent {
         global_position: row.try_get("global_position")?,

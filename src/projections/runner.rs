@@ -11,6 +11,11 @@
 //! are applied, the checkpoint stops just before it, and the row says
 //! `failed` with the position and the error until an operator retries or
 //! skips (see `checkpoints`).
+//!
+//! Each version has its own lock and checkpoint row. A version that finds
+//! another version serving the tables first rebuilds beside it (see
+//! `rebuild`); the swap retires the old version's row, and its runners, which
+//! may be old binaries in other processes, stop writing at their next batch.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,9 +27,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoints::{self, Stored};
+use super::checkpoints::{self, Stored, StoredState};
+use super::rebuild;
 use super::{Projection, ProjectionError};
 use crate::eventstore::{Checkpoint, EventStore, RecordedEvent, StoreError};
+
+/// After a failed rebuild: long enough not to refold the log in a loop.
+const REBUILD_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
@@ -56,6 +65,11 @@ pub enum RunnerState {
     Running,
     /// Holds the lock; the projection is stopped at a failed event.
     Failed,
+    /// A new version filling its tables from the start of the log beside the
+    /// serving version's, to swap them in when caught up.
+    Rebuilding,
+    /// A newer version has replaced this one; it writes nothing.
+    Retired,
     /// Shut down.
     Stopped,
 }
@@ -193,7 +207,7 @@ impl Runner {
 
     async fn lead_on(&self, conn: &mut PgConnection) -> Result<(), RunError> {
         loop {
-            if checkpoints::try_lock(conn, self.name()).await? {
+            if checkpoints::try_lock(conn, self.name(), self.projection.version()).await? {
                 break;
             }
             self.set_state(RunnerState::Standby);
@@ -202,12 +216,27 @@ impl Runner {
                 _ = tokio::time::sleep(self.options.standby_retry) => {}
             }
         }
-        tracing::info!(projection = self.name(), "this process runs the projection");
-        checkpoints::ensure(conn, self.name(), self.projection.version()).await?;
+        let version = self.projection.version();
+        tracing::info!(
+            projection = self.name(),
+            version,
+            "this process runs the projection"
+        );
+        while checkpoints::needs_rebuild(conn, self.name(), version).await? {
+            if self.rebuild().await {
+                return Ok(());
+            }
+        }
+        checkpoints::ensure(conn, self.name(), version).await?;
         loop {
-            let stored = checkpoints::load(conn, self.name(), self.projection.version()).await?;
-            if stored.failed {
-                self.set_state(RunnerState::Failed);
+            let stored = checkpoints::load(conn, self.name(), version).await?;
+            let idle = match stored.state {
+                StoredState::Running => None,
+                StoredState::Failed => Some(RunnerState::Failed),
+                StoredState::Retired => Some(RunnerState::Retired),
+            };
+            if let Some(idle) = idle {
+                self.set_state(idle);
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(self.options.standby_retry) => continue,
@@ -216,6 +245,50 @@ impl Runner {
             self.set_state(RunnerState::Running);
             if self.follow(conn, stored).await? {
                 return Ok(());
+            }
+        }
+    }
+
+    /// A new version's first run: fill shadow tables beside the serving
+    /// version's and swap them in. A rebuild that fails is tried again from
+    /// the start a minute later. `true` on shutdown.
+    async fn rebuild(&self) -> bool {
+        self.set_state(RunnerState::Rebuilding);
+        let name = self.name();
+        let mut last_report = std::time::Instant::now();
+        let rebuilt = rebuild::rebuild(&self.store, self.projection.as_ref(), |progress| {
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                last_report = std::time::Instant::now();
+                tracing::info!(
+                    projection = name,
+                    events = progress.events,
+                    total = progress.total,
+                    events_per_second = progress.events_per_second(),
+                    "rebuilding beside the serving version"
+                );
+            }
+        });
+        let rebuilt = tokio::select! {
+            _ = self.shutdown.cancelled() => return true,
+            rebuilt = rebuilt => rebuilt,
+        };
+        match rebuilt {
+            Ok(done) => {
+                tracing::info!(
+                    projection = name,
+                    version = self.projection.version(),
+                    events = done.events,
+                    seconds = done.elapsed.as_secs_f64(),
+                    "rebuilt and swapped in"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::error!(projection = name, %error, "rebuilding the new version failed; trying again in a minute");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => true,
+                    _ = tokio::time::sleep(REBUILD_RETRY) => false,
+                }
             }
         }
     }

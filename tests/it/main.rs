@@ -6,5 +6,6 @@ mod api;
 mod eventstore;
 mod ingest;
 mod projections;
+mod replay;
 mod subscriptions;
 mod torture;

@@ -39,6 +39,7 @@ struct Counting {
     strict: bool,
     /// Given, a rebuild may replace these.
     tables: &'static [&'static str],
+    version: i32,
 }
 
 impl Counting {
@@ -50,6 +51,7 @@ impl Counting {
             fixed: Arc::new(AtomicBool::new(false)),
             strict: true,
             tables: &[],
+            version: 1,
         }
     }
 }
@@ -60,7 +62,7 @@ impl Projection for Counting {
     }
 
     fn version(&self) -> i32 {
-        1
+        self.version
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -160,7 +162,7 @@ async fn status(pool: &PgPool, projection: &Arc<dyn Projection>) -> checkpoints:
         .await
         .unwrap()
         .into_iter()
-        .find(|s| s.name == projection.name())
+        .find(|s| s.name == projection.name() && s.version == projection.version())
         .unwrap()
 }
 
@@ -235,7 +237,7 @@ async fn a_runner_killed_mid_batch_neither_loses_nor_double_counts() {
     let status_after_crash = status(&db.pool, &projection).await;
     assert_eq!(status_after_crash.events_processed, 30);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while checkpoints::holder(&db.pool, "count")
+    while checkpoints::holder(&db.pool, "count", 1)
         .await
         .unwrap()
         .is_some()
@@ -268,7 +270,10 @@ async fn a_runner_killed_mid_batch_neither_loses_nor_double_counts() {
     shutdown.cancel();
     runner.task.await.unwrap();
     assert_eq!(*runner.state.borrow(), RunnerState::Stopped);
-    assert_eq!(checkpoints::holder(&db.pool, "count").await.unwrap(), None);
+    assert_eq!(
+        checkpoints::holder(&db.pool, "count", 1).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -296,7 +301,7 @@ async fn a_standby_process_takes_over_from_the_checkpoint_when_the_holder_dies()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(*b.state.borrow(), RunnerState::Standby);
     assert_eq!(*a.state.borrow(), RunnerState::Running);
-    let holder = checkpoints::holder(&db.pool, "count").await.unwrap();
+    let holder = checkpoints::holder(&db.pool, "count", 1).await.unwrap();
     assert!(holder.is_some(), "the running process holds the lock");
 
     // Events keep arriving, from both processes, throughout the takeover.
@@ -319,7 +324,7 @@ async fn a_standby_process_takes_over_from_the_checkpoint_when_the_holder_dies()
     let took = killed_at.elapsed();
     assert!(took < Duration::from_secs(3), "takeover took {took:?}");
     assert_ne!(
-        checkpoints::holder(&db.pool, "count").await.unwrap(),
+        checkpoints::holder(&db.pool, "count", 1).await.unwrap(),
         holder
     );
 
@@ -933,4 +938,82 @@ async fn the_cli_lists_retries_and_skips() {
 
     shutdown.cancel();
     runner.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over() {
+    let db = fresh_database().await;
+    create_test_tables(&db.pool).await;
+    let old_process = EventStore::new(db.pool.clone());
+    let new_process = second_process(&db).await;
+    let v1: Arc<dyn Projection> = Arc::new(Counting {
+        tables: &["counted", "totals"],
+        ..Counting::new("count")
+    });
+    let v2: Arc<dyn Projection> = Arc::new(Counting {
+        tables: &["counted", "totals"],
+        version: 2,
+        ..Counting::new("count")
+    });
+    let shutdown = CancellationToken::new();
+    let mut old = projections::spawn(
+        old_process.clone(),
+        v1.clone(),
+        options(50),
+        shutdown.clone(),
+    );
+    wait_for_state(&mut old, RunnerState::Running, Duration::from_secs(10)).await;
+
+    let writing = CancellationToken::new();
+    let writer = {
+        let (store, writing) = (old_process.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut written = 0;
+            while !writing.is_cancelled() {
+                append_counted(&store, "w", numbered(written..written + 10)).await;
+                written += 10;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            written
+        })
+    };
+    let reader = {
+        let (pool, writing) = (db.pool.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while !writing.is_cancelled() {
+                let _: i64 = sqlx::query_scalar("SELECT count(*) FROM counted")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("the read model answers throughout");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The new version's process starts: it rebuilds beside the serving tables,
+    // swaps them in, and the old version stops writing.
+    let mut new = projections::spawn(
+        new_process.clone(),
+        v2.clone(),
+        options(50),
+        shutdown.clone(),
+    );
+    wait_for_state(&mut new, RunnerState::Running, Duration::from_secs(30)).await;
+    wait_for_state(&mut old, RunnerState::Retired, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writing.cancel();
+    let written = writer.await.unwrap();
+    assert!(reader.await.unwrap() > 10);
+    let done = caught_up(&db.pool, &v2).await;
+    assert_eq!(counts(&db.pool, "count").await, (written, written, written));
+    assert_eq!(done.events_processed, written);
+    assert_eq!(status(&db.pool, &v1).await.state, "retired");
+    eprintln!("{written} events; the new version took over");
+
+    shutdown.cancel();
+    old.task.await.unwrap();
+    new.task.await.unwrap();
 }

@@ -194,6 +194,7 @@ fn short_hash(text: &str) -> u64 {
 /// The HTTP API on an ephemeral loopback port, over a fresh database.
 pub struct TestApp {
     pub base: String,
+    pub options: PgConnectOptions,
     pub store: herald::eventstore::EventStore,
     pub http: reqwest::Client,
 }
@@ -218,9 +219,15 @@ impl TestApp {
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestApp {
             base,
+            options: db.options.clone(),
             store,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A URL for the test database, for running the `herald` binary against it.
+    pub fn database_url(&self) -> String {
+        self.options.to_url_lossy().to_string()
     }
 
     /// A new tenant and its admin key.

@@ -22,7 +22,7 @@ use crate::commands::{self, Actor};
 use crate::domain::values::{ApiKeyId, NotificationId};
 use crate::domain::{self, Scope as DomainScope};
 use crate::eventstore::EventStore;
-use crate::projections::notification_status;
+use crate::projections::{entity_index, notification_status};
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -85,6 +85,25 @@ fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
 
 fn encode_cursor(id: &uuid::Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn encode_checkpoint(checkpoint: &crate::eventstore::Checkpoint) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checkpoint.to_string())
+}
+
+fn decode_checkpoint(cursor: &str) -> Result<crate::eventstore::Checkpoint, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (transaction_id, global_position) = text.split_once(':')?;
+            Some(crate::eventstore::Checkpoint {
+                transaction_id: transaction_id.parse().ok()?,
+                global_position: global_position.parse().ok()?,
+            })
+        })
+        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
 }
 
 fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
@@ -174,6 +193,66 @@ impl QueryRoot {
         })
     }
 
+    /// Seed 001's replay: an entity's ingested events within a time window,
+    /// in log order, a page at a time. Without `includeDuplicates`, an event
+    /// id repeated in the window is returned once.
+    #[allow(clippy::too_many_arguments)]
+    async fn replay(
+        &self,
+        ctx: &Context<'_>,
+        entity_type: String,
+        entity_id: String,
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        #[graphql(default)] include_duplicates: bool,
+        #[graphql(default = 100)] limit: i32,
+        after: Option<String>,
+    ) -> Result<ReplayPage> {
+        let principal = require(ctx, DomainScope::Read)?;
+        if !(1..=entity_index::MAX_REPLAY_PAGE as i32).contains(&limit) {
+            return Err(ApiError::field(
+                "limit",
+                format!("must be between 1 and {}", entity_index::MAX_REPLAY_PAGE),
+            )
+            .into());
+        }
+        let after = match after.as_deref() {
+            Some(cursor) => decode_checkpoint(cursor)?,
+            None => crate::eventstore::Checkpoint::ORIGIN,
+        };
+        let page = entity_index::replay(
+            api(ctx)?.store.pool(),
+            &entity_index::ReplayQuery {
+                tenant_id: principal.tenant_id.to_string(),
+                entity_type,
+                entity_id,
+                from,
+                to,
+                include_duplicates,
+                limit: limit as usize,
+                after,
+            },
+        )
+        .await?;
+        Ok(ReplayPage {
+            has_more: page.next.is_some(),
+            next_cursor: page.next.map(|c| encode_checkpoint(&c)),
+            events: page
+                .events
+                .into_iter()
+                .map(|r| ReplayedEvent {
+                    position: r.event.global_position,
+                    event_type: r.event.event_type,
+                    stream_id: r.event.stream_id,
+                    version: r.event.stream_version,
+                    recorded_at: r.event.recorded_at,
+                    duplicate: r.duplicate,
+                    data: async_graphql::Json(r.event.payload),
+                })
+                .collect(),
+        })
+    }
+
     /// The tenant's API keys (admin scope), never with their secrets.
     async fn api_keys(&self, ctx: &Context<'_>) -> Result<Vec<ApiKeyObject>> {
         let principal = require(ctx, DomainScope::Admin)?;
@@ -191,6 +270,28 @@ impl QueryRoot {
             })
             .collect())
     }
+}
+
+/// One event of a replay.
+#[derive(async_graphql::SimpleObject)]
+pub struct ReplayedEvent {
+    pub position: i64,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub stream_id: String,
+    pub version: i64,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// A repeat of an event id already ingested from the same source.
+    pub duplicate: bool,
+    pub data: async_graphql::Json<serde_json::Value>,
+}
+
+#[derive(async_graphql::SimpleObject)]
+pub struct ReplayPage {
+    pub events: Vec<ReplayedEvent>,
+    pub has_more: bool,
+    /// Pass as `after` for the next page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(async_graphql::SimpleObject)]
