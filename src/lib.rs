@@ -106,6 +106,10 @@ async fn run(
         None
     };
 
+    let projections = roles
+        .contains(&Role::Projections)
+        .then(|| projections::runner::spawn_all(store.clone(), shutdown.clone()));
+
     shutdown.cancelled().await;
     if let Some(server) = server {
         let grace = Duration::from_secs(config.shutdown_timeout_seconds);
@@ -117,6 +121,12 @@ async fn run(
                 ?grace,
                 "in-flight requests did not finish in time; closing them"
             ),
+        }
+    }
+    if let Some(projections) = projections {
+        let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+        if tokio::time::timeout(grace, projections).await.is_err() {
+            tracing::warn!(?grace, "projection runners did not stop in time");
         }
     }
     tracing::info!("herald stopped");

@@ -43,6 +43,9 @@ enum Command {
     Tenants(herald::cli::tenants::TenantsCommand),
     /// Store a file of raw source events (NDJSON) for a tenant; prints a JSON summary.
     Ingest(herald::cli::ingest::IngestArgs),
+    /// List projections, retry or skip a failed event, rebuild.
+    #[command(subcommand)]
+    Projections(herald::cli::projections::ProjectionsCommand),
     /// Replay an entity's events in a time window, or a position range, as NDJSON.
     Replay(herald::cli::replay::ReplayArgs),
     /// Load generators that print throughput and latency figures.
@@ -98,6 +101,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenants(command) => herald::cli::tenants::run(&config, command).await,
             Command::Ingest(args) => herald::cli::ingest::run(&config, args).await,
             Command::Replay(args) => herald::cli::replay::run(&config, args).await,
+            Command::Projections(command) => herald::cli::projections::run(&config, command).await,
             Command::Bench(command) => bench::run(&config, command).await,
             Command::Config | Command::Schema => unreachable!("handled before the runtime starts"),
         }

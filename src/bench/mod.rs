@@ -4,6 +4,7 @@
 mod api;
 mod append;
 mod report;
+mod subscribe;
 
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Append(append::AppendArgs),
     /// GraphQL send throughput and read latency against raw SQL doing the same work.
     Api(api::ApiArgs),
+    /// Many GraphQL subscribers: latency from append commit to receipt.
+    Subscribe(subscribe::SubscribeArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -27,6 +30,7 @@ pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
     let result = match command {
         BenchCommand::Append(args) => append::run(&scratch, args).await,
         BenchCommand::Api(args) => api::run(&scratch, args).await,
+        BenchCommand::Subscribe(args) => subscribe::run(&scratch, args).await,
     };
     scratch.drop_database().await;
     result
