@@ -122,7 +122,9 @@ async fn tail(
                 let _ = hub.sender.send(Arc::new(event));
             }
             Some(Err(error)) => {
-                tracing::error!(%error, "live feed stopped reading the log");
+                if !store.pool().is_closed() {
+                    tracing::error!(%error, "live feed stopped reading the log");
+                }
                 return;
             }
             None => return,
