@@ -2,6 +2,7 @@
 
 mod support;
 
+mod analytics;
 mod api;
 mod eventstore;
 mod ingest;

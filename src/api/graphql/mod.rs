@@ -1,5 +1,6 @@
 //! The GraphQL schema: queries and mutations, confined to the caller's tenant.
 
+mod analytics;
 mod notification;
 mod subscription;
 mod types;
@@ -44,7 +45,7 @@ pub struct ApiContext {
 pub struct Caller(pub Option<Principal>);
 
 pub fn build(api: ApiContext) -> HeraldSchema {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot::default(), MutationRoot, SubscriptionRoot)
         .data(api)
         .limit_depth(12)
         .limit_complexity(2_000)
@@ -53,7 +54,7 @@ pub fn build(api: ApiContext) -> HeraldSchema {
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot::default(), MutationRoot, SubscriptionRoot)
         .finish()
         .sdl()
 }
@@ -114,10 +115,15 @@ fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
         .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
 }
 
-pub struct QueryRoot;
+/// The query root: the core queries and the analyst ones.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct QueryRoot(CoreQuery, analytics::AnalyticsQuery);
+
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// The key making this request.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
         let caller = ctx.data::<Caller>()?;
