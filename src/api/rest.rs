@@ -45,22 +45,22 @@ fn summary(state: &NotificationState) -> Value {
 }
 
 fn view(details: &NotificationDetails) -> Value {
-    let state = &details.state;
-    json!({
-        "notification_id": state.notification_id.as_uuid(),
-        "status": state.status.as_str(),
-        "priority": state.request.priority.as_str(),
-        "channels": state.request.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        "created_at": state.requested_at,
-        "attempts": state.attempts,
-        "events": details.timeline.iter().map(|e| json!({
-            "type": e.event_type,
-            "position": e.global_position,
-            "version": e.stream_version,
-            "recorded_at": e.recorded_at,
-            "data": e.payload,
-        })).collect::<Vec<_>>(),
-    })
+    let mut view = summary(&details.state);
+    view["attempts"] = json!(details.state.attempts);
+    view["events"] = details
+        .timeline
+        .iter()
+        .map(|e| {
+            json!({
+                "type": e.event_type,
+                "position": e.global_position,
+                "version": e.stream_version,
+                "recorded_at": e.recorded_at,
+                "data": e.payload,
+            })
+        })
+        .collect();
+    view
 }
 
 /// `POST /api/notifications`: the body is a `SendNotificationInput` as JSON;

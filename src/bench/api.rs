@@ -11,11 +11,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::ScratchDatabase;
 use super::report::{latency_histogram, millis, peak_rss_mib, record};
-use crate::api::{self, ApiState};
-use crate::commands::{Actor, tenants};
-use crate::config::Config;
+use super::{ApiUnderTest, ScratchDatabase};
 use crate::eventstore::EventStore;
 
 #[derive(Debug, clap::Args)]
@@ -45,22 +42,16 @@ pub async fn run(scratch: &ScratchDatabase, args: ApiArgs) -> anyhow::Result<()>
     );
     let pool = scratch.pool(args.clients as u32 + 24).await?;
     let store = EventStore::new(pool.clone());
-    let options = Config::default().api_options();
-    let app = api::router(
-        ApiState::new(store.clone(), None, &options).await?,
-        &options,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}/graphql", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let tenant = tenants::create_tenant(&store, "bench", &Actor::new("bench")).await?;
+    let api = ApiUnderTest::start(&store).await?;
+    let base = format!("http://{}/graphql", api.address);
+    let tenant = &api.tenant;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let target = Target {
         client,
         base,
-        key: tenant.api_key,
+        key: tenant.api_key.clone(),
         pool: pool.clone(),
         tenant: tenant.tenant_id.to_string(),
     };
@@ -112,7 +103,7 @@ pub async fn run(scratch: &ScratchDatabase, args: ApiArgs) -> anyhow::Result<()>
         millis(&raw_read.latency, 0.50),
         millis(&raw_read.latency, 0.99)
     );
-    server.abort();
+    drop(api);
     drop(store);
     pool.close().await;
     Ok(())

@@ -120,3 +120,39 @@ impl ScratchDatabase {
         }
     }
 }
+
+/// The HTTP API over `store` on a loopback port, with a tenant to call it as:
+/// what the API load generators measure. The server stops when the handle drops.
+struct ApiUnderTest {
+    address: std::net::SocketAddr,
+    tenant: crate::commands::tenants::CreatedTenant,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiUnderTest {
+    async fn start(store: &crate::eventstore::EventStore) -> anyhow::Result<ApiUnderTest> {
+        let options = Config::default().api_options();
+        let state = crate::api::ApiState::new(store.clone(), None, &options).await?;
+        let app = crate::api::router(state, &options);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let tenant = crate::commands::tenants::create_tenant(
+            store,
+            "bench",
+            &crate::commands::Actor::new("bench"),
+        )
+        .await?;
+        Ok(ApiUnderTest {
+            address,
+            tenant,
+            server,
+        })
+    }
+}
+
+impl Drop for ApiUnderTest {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

@@ -12,11 +12,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::ScratchDatabase;
 use super::report::{latency_histogram, millis, peak_rss_mib, record};
-use crate::api::{self, ApiState};
-use crate::commands::{Actor, tenants};
-use crate::config::Config;
+use super::{ApiUnderTest, ScratchDatabase};
 use crate::eventstore::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
 
 #[derive(Debug, clap::Args)]
@@ -46,15 +43,9 @@ pub async fn run(scratch: &ScratchDatabase, args: SubscribeArgs) -> anyhow::Resu
     let connections = args.connections.min(args.subscribers);
     let pool = scratch.pool(16).await?;
     let store = EventStore::new(pool.clone());
-    let options = Config::default().api_options();
-    let app = api::router(
-        ApiState::new(store.clone(), None, &options).await?,
-        &options,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("ws://{}/graphql/ws", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let tenant = tenants::create_tenant(&store, "bench", &Actor::new("bench")).await?;
+    let api = ApiUnderTest::start(&store).await?;
+    let url = format!("ws://{}/graphql/ws", api.address);
+    let tenant = &api.tenant;
 
     println!(
         "herald bench subscribe: {} subscriptions over {} connections; {} events/s for {} s",
@@ -123,7 +114,7 @@ pub async fn run(scratch: &ScratchDatabase, args: SubscribeArgs) -> anyhow::Resu
         received += outcome.received;
         lost += outcome.missing;
     }
-    server.abort();
+    drop(api);
 
     println!();
     println!(

@@ -41,20 +41,10 @@ pub async fn run(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, file))
     };
-    let db = crate::database::Database::open_as_client(
-        config.database_url.as_deref(),
-        &config.data_dir,
-        config.database_max_connections,
-    )
-    .await?;
-    let result = async {
-        db.migrate().await?;
-        let store = EventStore::new(db.pool.clone());
+    super::with_store(config, |store| async move {
         execute(&store, &tenant, input).await
-    }
-    .await;
-    db.close().await;
-    result
+    })
+    .await
 }
 
 async fn execute(

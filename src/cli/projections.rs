@@ -29,20 +29,11 @@ pub enum ProjectionsCommand {
 }
 
 pub async fn run(config: &Config, command: ProjectionsCommand) -> anyhow::Result<()> {
-    let db = crate::database::Database::open_as_client(
-        config.database_url.as_deref(),
-        &config.data_dir,
-        config.database_max_connections,
+    super::with_store(
+        config,
+        |store| async move { execute(&store, command).await },
     )
-    .await?;
-    let result = async {
-        db.migrate().await?;
-        let store = EventStore::new(db.pool.clone());
-        execute(&store, command).await
-    }
-    .await;
-    db.close().await;
-    result
+    .await
 }
 
 async fn execute(store: &EventStore, command: ProjectionsCommand) -> anyhow::Result<()> {

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::database::Database;
 use crate::eventstore::{Checkpoint, RecordedEvent};
 use crate::projections::entity_index::{self, MAX_REPLAY_PAGE, ReplayQuery};
 
@@ -36,13 +35,14 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
-    let db = Database::open_as_client(config.database_url.as_deref(), &config.data_dir, 2).await?;
-    let result = replay(&db, args).await;
-    db.close().await;
-    result
+    super::with_store(
+        config,
+        |store| async move { replay(store.pool(), args).await },
+    )
+    .await
 }
 
-async fn replay(db: &Database, args: ReplayArgs) -> anyhow::Result<()> {
+async fn replay(pool: &sqlx::PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut written = 0usize;
     if let Some(range) = &args.positions {
@@ -50,9 +50,7 @@ async fn replay(db: &Database, args: ReplayArgs) -> anyhow::Result<()> {
             .split_once("..")
             .and_then(|(a, b)| Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?)))
             .ok_or_else(|| anyhow::anyhow!("--positions takes A..B, e.g. 100..250"))?;
-        for event in
-            entity_index::by_positions(&db.pool, &args.tenant, from, to, args.limit).await?
-        {
+        for event in entity_index::by_positions(pool, &args.tenant, from, to, args.limit).await? {
             write_line(&mut out, &event, None)?;
             written += 1;
         }
@@ -73,7 +71,7 @@ async fn replay(db: &Database, args: ReplayArgs) -> anyhow::Result<()> {
         };
         while written < args.limit {
             query.limit = MAX_REPLAY_PAGE.min(args.limit - written);
-            let page = entity_index::replay(&db.pool, &query).await?;
+            let page = entity_index::replay(pool, &query).await?;
             for replayed in &page.events {
                 write_line(&mut out, &replayed.event, Some(replayed.duplicate))?;
                 written += 1;

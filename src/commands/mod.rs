@@ -86,6 +86,20 @@ fn envelope<E: Serialize>(
     })
 }
 
+/// Domain events of one aggregate in the log's envelope, in order.
+fn envelopes<E: Serialize>(
+    events: &[E],
+    event_type: impl Fn(&E) -> &'static str,
+    schema_version: i16,
+    tenant_id: &str,
+    actor: &Actor,
+) -> Result<Vec<NewEvent>, CommandError> {
+    events
+        .iter()
+        .map(|event| envelope(event, event_type(event), schema_version, tenant_id, actor))
+        .collect()
+}
+
 /// Reads stored events back into domain events through the domain's upcaster.
 fn decode<E>(
     recorded: &[RecordedEvent],

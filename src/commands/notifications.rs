@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelope};
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
 use crate::domain::values::{NotificationId, TenantId};
 use crate::domain::{
     Aggregate, Content, Notification, NotificationCommand, NotificationEvent, NotificationRequest,
@@ -191,18 +191,13 @@ async fn append_in(
     events: &[NotificationEvent],
     actor: &Actor,
 ) -> Result<Vec<i64>, CommandError> {
-    let new_events = events
-        .iter()
-        .map(|event| {
-            envelope(
-                event,
-                event.event_type(),
-                NotificationEvent::SCHEMA_VERSION,
-                tenant_id.as_str(),
-                actor,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let new_events = envelopes(
+        events,
+        NotificationEvent::event_type,
+        NotificationEvent::SCHEMA_VERSION,
+        tenant_id.as_str(),
+        actor,
+    )?;
     Ok(tx
         .append(&[StreamAppend {
             stream_id: stream_id(notification_id),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::PgConnection;
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelope};
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
 use crate::domain::values::{ApiKeyId, DisplayName, TenantId};
 use crate::domain::{
     Aggregate, Scope, Tenant, TenantCommand, TenantEvent, ValidationErrors, hash_api_key,
@@ -191,18 +191,13 @@ async fn append(
     now: DateTime<Utc>,
     actor: &Actor,
 ) -> Result<(), CommandError> {
-    let new_events = events
-        .iter()
-        .map(|event| {
-            envelope(
-                event,
-                event.event_type(),
-                TenantEvent::SCHEMA_VERSION,
-                tenant_id.as_str(),
-                actor,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let new_events = envelopes(
+        events,
+        TenantEvent::event_type,
+        TenantEvent::SCHEMA_VERSION,
+        tenant_id.as_str(),
+        actor,
+    )?;
     let mut tx = store.begin().await?;
     let appended = tx
         .append(&[StreamAppend {
