@@ -3,6 +3,7 @@
 
 mod api;
 mod append;
+mod rebuild;
 mod report;
 mod subscribe;
 
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     Api(api::ApiArgs),
     /// Many GraphQL subscribers: latency from append commit to receipt.
     Subscribe(subscribe::SubscribeArgs),
+    /// Rebuilding notification_status and analytics from a large log against
+    /// a raw COPY export of the same events.
+    Rebuild(rebuild::RebuildArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -31,6 +35,7 @@ pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Append(args) => append::run(&scratch, args).await,
         BenchCommand::Api(args) => api::run(&scratch, args).await,
         BenchCommand::Subscribe(args) => subscribe::run(&scratch, args).await,
+        BenchCommand::Rebuild(args) => rebuild::run(&scratch, args).await,
     };
     scratch.drop_database().await;
     result

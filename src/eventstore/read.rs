@@ -39,7 +39,7 @@ pub(super) async fn read_stream(
     from_version: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version"
+        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY events.stream_version"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(stream_id)
@@ -68,7 +68,9 @@ LEFT JOIN LATERAL (
       AND transaction_id < h.xmin
       AND ($3::text IS NULL OR tenant_id = $3)
       AND ($4::text[] IS NULL OR event_type = ANY($4))
-    ORDER BY transaction_id, global_position
+    -- Qualified: the bare names would sort by the int8 aliases above, which
+    -- no index serves (a full sort of everything after the checkpoint).
+    ORDER BY events.transaction_id, events.global_position
     LIMIT $5
 ) e ON true
 "#;

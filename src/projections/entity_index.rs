@@ -107,7 +107,7 @@ pub async fn by_positions(
                 tenant_id, payload, metadata, recorded_at \
          FROM events WHERE tenant_id = $1 AND global_position BETWEEN $2 AND $3 \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position LIMIT $4",
+         ORDER BY events.transaction_id, events.global_position LIMIT $4",
     )
     .bind(tenant_id)
     .bind(from)

@@ -21,8 +21,11 @@ pub use runner::{RunnerHandle, RunnerOptions, RunnerState, spawn, spawn_all};
 
 /// A read model kept in step with the log by the runner.
 ///
-/// `handle` runs inside the runner's batch transaction on `conn`: whatever it
-/// writes commits together with the checkpoint, or not at all. It must ignore
+/// `handle_batch` runs inside the runner's batch transaction on `conn`: whatever
+/// it writes commits together with the checkpoint, or not at all. It gets the
+/// events in log order and must leave the tables as handling them one at a
+/// time would (a failing batch is tried again event by event to find the
+/// event at fault, and a skipped event is never handed over). It must ignore
 /// event types it does not know, and fail (not skip) on events it cannot read.
 pub trait Projection: Send + Sync + 'static {
     /// Names the checkpoint row, the advisory lock and the log stream
@@ -30,20 +33,20 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// A new version rebuilds from the start of the log beside the old one.
     fn version(&self) -> i32;
-    /// The events `handle` wants; the others are never read.
+    /// The events `handle_batch` wants; the others are never read.
     fn filter(&self) -> ReadFilter {
         ReadFilter::default()
     }
-    /// The tables in `public` that `handle` writes, by unqualified name; a
-    /// rebuild fills copies of them in a shadow schema that comes first on the
-    /// `search_path`, then swaps them in. Empty: no rebuild.
+    /// The tables in `public` that `handle_batch` writes, by unqualified name;
+    /// a rebuild fills copies of them in a shadow schema that comes first on
+    /// the `search_path`, then swaps them in. Empty: no rebuild.
     fn tables(&self) -> &'static [&'static str] {
         &[]
     }
-    fn handle<'a>(
+    fn handle_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        event: &'a RecordedEvent,
+        events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
@@ -51,7 +54,7 @@ pub trait Projection: Send + Sync + 'static {
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(notification_status::NotificationStatusProjection),
-        Arc::new(analytics::AnalyticsProjection),
+        Arc::new(analytics::AnalyticsProjection::new()),
     ]
 }
 

@@ -8,14 +8,19 @@
 //! every notification event, which covers events appended without the inline
 //! upsert and builds the table from nothing on a rebuild.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Projection, ProjectionError};
-use crate::domain::values::TenantId;
-use crate::domain::{Notification, NotificationEvent, NotificationState};
+use crate::domain::values::{NotificationId, TenantId};
+use crate::domain::{
+    Notification, NotificationEvent, NotificationRequest, NotificationState, NotificationStatus,
+};
 use crate::eventstore::{ReadFilter, RecordedEvent};
 
 pub const NAME: &str = "notification_status";
@@ -29,46 +34,164 @@ pub async fn upsert(
     state: &NotificationState,
     version: i64,
 ) -> Result<(), sqlx::Error> {
-    write(conn, state, version, None).await
+    write(conn, &[StatusRow::of(state, version, None)]).await
 }
 
-/// Writes the row for `state` at stream `version`, unless the row already
-/// holds that version or a later one. `updated_at` defaults to the
-/// transaction's start, which is the appended event's `recorded_at`.
-async fn write(
-    conn: &mut PgConnection,
-    state: &NotificationState,
-    version: i64,
+/// Separates the elements of `channels` and `tags` on their way through
+/// `unnest` (which would flatten arrays of arrays); neither may contain a
+/// control character.
+const SEPARATOR: char = '\u{1f}';
+
+/// One row as written, by either path.
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    notification_id: Uuid,
+    tenant_id: String,
+    status: String,
+    priority: String,
+    /// Joined by [`SEPARATOR`].
+    channels: String,
+    recipient_id: Option<String>,
+    category: Option<String>,
+    /// Joined by [`SEPARATOR`].
+    tags: String,
+    created_at: DateTime<Utc>,
+    /// `None`: the transaction's start, which is the appended event's `recorded_at`.
     updated_at: Option<DateTime<Utc>>,
-) -> Result<(), sqlx::Error> {
-    let request = &state.request;
-    let channels: Vec<&str> = request.channels.iter().map(|c| c.as_str()).collect();
-    let tags: Vec<&str> = request.tags.iter().map(|t| t.as_str()).collect();
+    stream_version: i32,
+}
+
+impl StatusRow {
+    fn of(state: &NotificationState, version: i64, updated_at: Option<DateTime<Utc>>) -> StatusRow {
+        StatusRow::requested(
+            &state.tenant_id,
+            state.notification_id,
+            &state.request,
+            state.requested_at,
+            state.status,
+            version,
+            updated_at,
+        )
+    }
+
+    fn requested(
+        tenant_id: &TenantId,
+        notification_id: NotificationId,
+        request: &NotificationRequest,
+        requested_at: DateTime<Utc>,
+        status: NotificationStatus,
+        version: i64,
+        updated_at: Option<DateTime<Utc>>,
+    ) -> StatusRow {
+        let join = |parts: &mut dyn Iterator<Item = &str>| {
+            let mut joined = String::new();
+            for (index, part) in parts.enumerate() {
+                if index > 0 {
+                    joined.push(SEPARATOR);
+                }
+                joined.push_str(part);
+            }
+            joined
+        };
+        StatusRow {
+            notification_id: notification_id.as_uuid(),
+            tenant_id: tenant_id.as_str().to_owned(),
+            status: status.as_str().to_owned(),
+            priority: request.priority.as_str().to_owned(),
+            channels: join(&mut request.channels.iter().map(|c| c.as_str())),
+            recipient_id: request.recipient.id.as_ref().map(|r| r.as_str().to_owned()),
+            category: request.category.as_ref().map(|c| c.as_str().to_owned()),
+            tags: join(&mut request.tags.iter().map(|t| t.as_str())),
+            created_at: requested_at,
+            updated_at,
+            stream_version: version as i32,
+        }
+    }
+}
+
+/// Writes each row unless the table already holds that notification at that
+/// version or a later one, in one statement. At most one row per notification.
+async fn write(conn: &mut PgConnection, rows: &[StatusRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&StatusRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     sqlx::query(
         "INSERT INTO notification_status (notification_id, tenant_id, status, priority, channels, recipient_id, \
              category, tags, created_at, updated_at, stream_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($11::timestamptz, now()), $10) \
+         SELECT id, tenant_id, status, priority, string_to_array(channels, chr(31)), recipient_id, category, \
+             string_to_array(tags, chr(31)), created_at, coalesce(updated_at, now()), stream_version \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::text[], $9::timestamptz[], $10::timestamptz[], $11::int4[]) \
+             AS u(id, tenant_id, status, priority, channels, recipient_id, category, tags, created_at, \
+                  updated_at, stream_version) \
          ON CONFLICT (notification_id) DO UPDATE \
              SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, stream_version = EXCLUDED.stream_version \
              WHERE notification_status.stream_version < EXCLUDED.stream_version",
     )
-    .bind(state.notification_id.as_uuid())
-    .bind(state.tenant_id.as_str())
-    .bind(state.status.as_str())
-    .bind(request.priority.as_str())
-    .bind(&channels)
-    .bind(request.recipient.id.as_ref().map(|r| r.as_str()))
-    .bind(request.category.as_ref().map(|c| c.as_str()))
-    .bind(&tags)
-    .bind(state.requested_at)
-    .bind(version as i32)
-    .bind(updated_at)
+    .bind(rows.iter().map(|r| r.notification_id).collect::<Vec<_>>())
+    .bind(column(|r| &r.tenant_id))
+    .bind(column(|r| &r.status))
+    .bind(column(|r| &r.priority))
+    .bind(column(|r| &r.channels))
+    .bind(rows.iter().map(|r| r.recipient_id.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.category.as_deref()).collect::<Vec<_>>())
+    .bind(column(|r| &r.tags))
+    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.stream_version).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// The runner's path: folds each notification event into the row.
+/// Moves rows the table holds to a later status and version, unless a row
+/// already holds that version or a later one, in one statement.
+async fn advance(conn: &mut PgConnection, rows: &[StatusRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE notification_status AS s \
+         SET status = u.status, updated_at = u.updated_at, stream_version = u.stream_version \
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int4[]) \
+             AS u(id, status, updated_at, stream_version) \
+         WHERE s.notification_id = u.id AND s.stream_version < u.stream_version",
+    )
+    .bind(rows.iter().map(|r| r.notification_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.stream_version).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The rows the table holds for `ids`, in one query.
+async fn existing(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, StatusRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<StatusRow> = sqlx::query_as(
+        "SELECT notification_id, tenant_id, status, priority, array_to_string(channels, chr(31)) AS channels, \
+                recipient_id, category, array_to_string(tags, chr(31)) AS tags, created_at, updated_at, \
+                stream_version \
+         FROM notification_status WHERE notification_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.notification_id, row))
+        .collect())
+}
+
+/// The runner's path: folds each batch per notification in memory and writes
+/// the touched rows in one statement.
 pub struct NotificationStatusProjection;
 
 impl Projection for NotificationStatusProjection {
@@ -96,36 +219,157 @@ impl Projection for NotificationStatusProjection {
         }
     }
 
-    fn handle<'a>(
+    fn handle_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        event: &'a RecordedEvent,
+        events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            let Some(id) = notification_id(event)? else {
-                return Ok(());
-            };
-            let current: Option<i32> = sqlx::query_scalar(
-                "SELECT stream_version FROM notification_status WHERE notification_id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            // The inline upsert, or an earlier event of this batch, got here first.
-            if current.is_some_and(|v| i64::from(v) >= event.stream_version) {
-                return Ok(());
+            let groups = by_notification(events)?;
+            let mut rows = Vec::with_capacity(groups.len());
+            // Notifications whose first event here is not their first: they
+            // continue from the row the table holds.
+            let mut continuing = Vec::new();
+            for (slot, (_, group)) in groups.iter().enumerate() {
+                if !starts_the_stream(group) {
+                    continuing.push(slot);
+                    continue;
+                }
+                // As `Notification::apply` folds it: the request, then
+                // whatever status each later event leaves.
+                let NotificationEvent::Requested {
+                    tenant_id,
+                    notification_id,
+                    request,
+                    requested_at,
+                } = decode(group[0])?
+                else {
+                    return Err(not_requested(group[0]));
+                };
+                let mut status = NotificationStatus::Requested;
+                for event in &group[1..] {
+                    if let Some(after) = decode(event)?.status_after() {
+                        status = after;
+                    }
+                }
+                let last = group[group.len() - 1];
+                rows.push(StatusRow::requested(
+                    &tenant_id,
+                    notification_id,
+                    &request,
+                    requested_at,
+                    status,
+                    last.stream_version,
+                    Some(last.recorded_at),
+                ));
             }
-            let state = state_at(conn, &event.stream_id, event.stream_version).await?;
-            let Some(state) = state.state() else {
-                return Err(ProjectionError::Refused(format!(
-                    "stream {} has no NotificationRequested at or before version {}",
-                    event.stream_id, event.stream_version
-                )));
-            };
-            write(conn, state, event.stream_version, Some(event.recorded_at)).await?;
+            let ids: Vec<Uuid> = continuing.iter().map(|&slot| groups[slot].0).collect();
+            let mut held = existing(conn, &ids).await?;
+            // Rows the table holds, moved on: updated, not inserted.
+            let mut moved = Vec::new();
+            for &slot in &continuing {
+                let (id, group) = &groups[slot];
+                let last = group[group.len() - 1];
+                let held = held.remove(id);
+                let held_version = held.as_ref().map_or(0, |r| i64::from(r.stream_version));
+                // The inline upsert, or an earlier batch, got here first.
+                if held_version >= last.stream_version {
+                    continue;
+                }
+                let tail = group.iter().filter(|e| e.stream_version > held_version);
+                let follows = tail
+                    .clone()
+                    .enumerate()
+                    .all(|(i, e)| e.stream_version == held_version + 1 + i as i64);
+                match held {
+                    Some(mut row) if follows => {
+                        for event in tail {
+                            if let Some(status) = decode(event)?.status_after() {
+                                status.as_str().clone_into(&mut row.status);
+                            }
+                        }
+                        row.updated_at = Some(last.recorded_at);
+                        row.stream_version = last.stream_version as i32;
+                        moved.push(row);
+                    }
+                    // No row, or versions between it and this batch that
+                    // the log's read order puts later: fold the stream.
+                    _ => {
+                        let notification =
+                            state_at(conn, &last.stream_id, last.stream_version).await?;
+                        let Some(state) = notification.state() else {
+                            return Err(not_requested(last));
+                        };
+                        rows.push(StatusRow::of(
+                            state,
+                            last.stream_version,
+                            Some(last.recorded_at),
+                        ));
+                    }
+                }
+            }
+            write(conn, &rows).await?;
+            advance(conn, &moved).await?;
             Ok(())
         })
     }
+}
+
+fn not_requested(event: &RecordedEvent) -> ProjectionError {
+    ProjectionError::Refused(format!(
+        "stream {} has no NotificationRequested at or before version {}",
+        event.stream_id, event.stream_version
+    ))
+}
+
+/// A batch's notification events per notification, each group in stream
+/// order, the groups in order of first appearance.
+pub(super) fn by_notification(
+    events: &[RecordedEvent],
+) -> Result<Vec<(Uuid, Vec<&RecordedEvent>)>, ProjectionError> {
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    let mut groups: Vec<(Uuid, Vec<&RecordedEvent>)> = Vec::new();
+    for event in events {
+        let Some(id) = notification_id(event)? else {
+            continue;
+        };
+        let slot = *index.entry(id).or_insert_with(|| {
+            groups.push((id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(event);
+    }
+    for (_, group) in &mut groups {
+        group.sort_by_key(|e| e.stream_version);
+    }
+    Ok(groups)
+}
+
+/// Whether a group holds its stream from version 1 without a gap.
+pub(super) fn starts_the_stream(group: &[&RecordedEvent]) -> bool {
+    group
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.stream_version == 1 + i as i64)
+}
+
+pub(super) fn decode(event: &RecordedEvent) -> Result<NotificationEvent, ProjectionError> {
+    // Today's shape with its tag in place: read it where it lies.
+    if event.schema_version == NotificationEvent::SCHEMA_VERSION
+        && event.payload.get("type").and_then(|t| t.as_str()) == Some(event.event_type.as_str())
+        && let Ok(decoded) = NotificationEvent::deserialize(&event.payload)
+    {
+        return Ok(decoded);
+    }
+    NotificationEvent::upcast(
+        &event.event_type,
+        event.schema_version,
+        event.payload.clone(),
+    )
+    .map_err(|e| ProjectionError::Decode {
+        position: event.global_position,
+        reason: e.to_string(),
+    })
 }
 
 /// The notification a notification event belongs to; `None` for other events.

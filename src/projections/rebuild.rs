@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use sqlx::{Acquire, PgConnection};
 
 use super::{Projection, ProjectionError};
-use crate::eventstore::{Checkpoint, EventStore, StoreError};
+use crate::eventstore::{Checkpoint, EventStore, RecordedEvent, StoreError};
 
-const BATCH: usize = 1000;
+/// Events per transaction while filling: large, so each batch's writes are a
+/// few multi-row statements over thousands of rows.
+const BATCH: usize = 10_000;
 /// The second key of a rebuild's advisory lock namespace.
 const REBUILD_LOCK_NAMESPACE: i32 = 0x6872_6c65;
 
@@ -63,6 +65,14 @@ pub enum RebuildError {
     Store(#[from] StoreError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// A projection error that is not the event's: a lost connection and the like.
+fn transient(error: ProjectionError) -> RebuildError {
+    match error {
+        ProjectionError::Database(error) => RebuildError::Database(error),
+        error => RebuildError::Failed { position: 0, error },
+    }
 }
 
 /// Rebuilds `projection` and swaps it in; `progress` hears after every batch.
@@ -123,7 +133,7 @@ async fn run(
         .filter(|e| e.event_type == super::checkpoints::SKIPPED_EVENT_TYPE)
         .filter_map(|e| e.payload["position"].as_i64())
         .collect();
-    create_shadow(conn, shadow, projection.tables()).await?;
+    let indexes = create_shadow(conn, shadow, projection.tables()).await?;
 
     let mut report = Progress {
         events: 0,
@@ -133,18 +143,46 @@ async fn run(
     };
     let mut checkpoint = Checkpoint::ORIGIN;
     let mut applied = 0u64;
+    // The next batch is read on another connection while this one is applied.
+    let mut batch = store.read_all(checkpoint, BATCH, &filter).await?;
     loop {
-        let batch = store.read_all(checkpoint, BATCH, &filter).await?;
-        let mut tx = conn.begin().await?;
-        applied += apply(&mut tx, projection, shadow, &skipped, &batch.events).await?;
-        tx.commit().await?;
+        let fill = async {
+            let mut tx = conn.begin().await?;
+            let applied = apply(&mut tx, projection, shadow, &skipped, &batch.events).await?;
+            tx.commit().await?;
+            Ok::<_, RebuildError>(applied)
+        };
+        let next = if batch.caught_up {
+            applied += fill.await?;
+            None
+        } else {
+            // A task of its own, so decoding the next batch's rows takes
+            // another core while this one folds.
+            let reading = tokio::spawn({
+                let (store, filter, after) = (store.clone(), filter.clone(), batch.next);
+                async move { store.read_all(after, BATCH, &filter).await }
+            });
+            let filled = fill.await;
+            let next = reading
+                .await
+                .map_err(|e| RebuildError::Database(sqlx::Error::Io(std::io::Error::other(e))));
+            applied += filled?;
+            Some(next??)
+        };
         checkpoint = batch.next;
         report.events += batch.events.len() as u64;
         report.elapsed = started.elapsed();
         progress(&report);
-        if batch.caught_up {
-            break;
+        match next {
+            Some(next) => batch = next,
+            None => break,
         }
+    }
+
+    for definition in indexes {
+        sqlx::query(sqlx::AssertSqlSafe(definition))
+            .execute(&mut *conn)
+            .await?;
     }
 
     // The swap: the serving tables first (so a runner's batch in flight
@@ -231,13 +269,14 @@ async fn run(
 }
 
 /// Applies events with the shadow schema first on the search path, inside the
-/// caller's transaction.
+/// caller's transaction, as one batch; when the handler refuses it, one at a
+/// time to name the event at fault.
 async fn apply(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     shadow: &str,
     skipped: &[i64],
-    events: &[crate::eventstore::RecordedEvent],
+    events: &[RecordedEvent],
 ) -> Result<u64, RebuildError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL search_path TO {}, public",
@@ -245,34 +284,85 @@ async fn apply(
     )))
     .execute(&mut *conn)
     .await?;
-    let mut applied = 0;
-    for event in events {
-        if skipped.contains(&event.global_position) {
-            continue;
+    let kept: Vec<RecordedEvent>;
+    let events = if events.iter().any(|e| skipped.contains(&e.global_position)) {
+        kept = events
+            .iter()
+            .filter(|e| !skipped.contains(&e.global_position))
+            .cloned()
+            .collect();
+        &kept[..]
+    } else {
+        events
+    };
+    if !events.is_empty() {
+        let mut savepoint = conn.begin().await?;
+        match projection.handle_batch(&mut savepoint, events).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(error) if error.is_transient() => return Err(transient(error)),
+            Err(error) => {
+                savepoint.rollback().await?;
+                return Err(at_fault(conn, projection, events, error).await);
+            }
         }
-        applied += 1;
-        projection
-            .handle(&mut *conn, event)
-            .await
-            .map_err(|error| RebuildError::Failed {
-                position: event.global_position,
-                error,
-            })?;
     }
     sqlx::query("SET LOCAL search_path TO DEFAULT")
         .execute(&mut *conn)
         .await?;
-    Ok(applied)
+    Ok(events.len() as u64)
+}
+
+/// The first event of a refused batch that the handler refuses on its own.
+async fn at_fault(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    events: &[RecordedEvent],
+    batch_error: ProjectionError,
+) -> RebuildError {
+    for event in events {
+        let mut savepoint = match conn.begin().await {
+            Ok(savepoint) => savepoint,
+            Err(error) => return error.into(),
+        };
+        let result = projection
+            .handle_batch(&mut savepoint, std::slice::from_ref(event))
+            .await;
+        let ended = match &result {
+            Ok(()) => savepoint.commit().await,
+            Err(_) => savepoint.rollback().await,
+        };
+        if let Err(error) = result {
+            return if error.is_transient() {
+                transient(error)
+            } else {
+                RebuildError::Failed {
+                    position: event.global_position,
+                    error,
+                }
+            };
+        }
+        if let Err(error) = ended {
+            return error.into();
+        }
+    }
+    // Refused together, applied one by one: report the batch's first event.
+    RebuildError::Failed {
+        position: events[0].global_position,
+        error: batch_error,
+    }
 }
 
 /// Empty copies of the serving tables in a fresh shadow schema, with the same
-/// column defaults, checks, constraints and indexes under the same names, so
-/// that after the swap nothing tells them from the tables the migrations made.
+/// column defaults, checks and constraints under the same names. Returns the
+/// other indexes' definitions on the shadow tables: built once the tables are
+/// filled (faster than keeping them up to date row by row), before the swap,
+/// so that after it nothing tells them from the tables the migrations made.
 async fn create_shadow(
     conn: &mut PgConnection,
     shadow: &str,
     tables: &[&str],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut deferred = Vec::new();
     let schema = quoted(shadow);
     let mut tx = conn.begin().await?;
     for sql in [
@@ -321,13 +411,11 @@ async fn create_shadow(
         .await?;
         let serving = format!(" ON public.{} ", table);
         for definition in indexes {
-            let definition = definition.replacen(&serving, &format!(" ON {target} "), 1);
-            sqlx::query(sqlx::AssertSqlSafe(definition))
-                .execute(&mut *tx)
-                .await?;
+            deferred.push(definition.replacen(&serving, &format!(" ON {target} "), 1));
         }
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(deferred)
 }
 
 /// A double-quoted SQL identifier.

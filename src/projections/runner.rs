@@ -326,28 +326,38 @@ impl Runner {
         }
     }
 
-    /// One transaction: every event of the batch, then the checkpoint.
+    /// One transaction: the whole batch, then the checkpoint. A batch the
+    /// handler refuses is tried again event by event to find the event at fault.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         from: Checkpoint,
         batch: &[RecordedEvent],
     ) -> Result<Applied, RunError> {
-        let Some(last) = batch.last() else {
+        if batch.is_empty() {
             return Ok(Applied::Advanced(from));
-        };
+        }
         let started = std::time::Instant::now();
         let mut tx = conn.begin().await?;
-        for (index, event) in batch.iter().enumerate() {
-            if let Err(error) = self.handle(&mut tx, event).await {
-                if error.is_transient() {
-                    return Err(error.into());
-                }
-                tx.rollback().await?;
-                return self.fail(conn, from, &batch[..index], event, error).await;
+        if let Err(error) = self.handle(&mut tx, batch).await {
+            if error.is_transient() {
+                return Err(error.into());
             }
+            tx.rollback().await?;
+            return self.one_by_one(conn, from, batch).await;
         }
-        let to = last.checkpoint();
+        self.commit(tx, from, batch, started).await
+    }
+
+    /// Moves the checkpoint past `batch` and commits what the handler wrote.
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        from: Checkpoint,
+        batch: &[RecordedEvent],
+        started: std::time::Instant,
+    ) -> Result<Applied, RunError> {
+        let to = batch.last().map_or(from, RecordedEvent::checkpoint);
         let saved = checkpoints::advance(
             &mut tx,
             self.name(),
@@ -369,13 +379,43 @@ impl Runner {
         Ok(Applied::Advanced(to))
     }
 
-    /// Calls the handler; a panic counts as the handler refusing the event.
+    /// After a refused batch: applies it again one event at a time, each in a
+    /// savepoint, in one transaction. The events before the first refused one
+    /// stay applied, the checkpoint stops right before it (where a skip can
+    /// step over exactly that event) and the projection is marked failed. If
+    /// every event goes through on its own, the batch commits as usual.
+    async fn one_by_one(
+        &self,
+        conn: &mut PgConnection,
+        from: Checkpoint,
+        batch: &[RecordedEvent],
+    ) -> Result<Applied, RunError> {
+        let started = std::time::Instant::now();
+        let mut tx = conn.begin().await?;
+        for (index, event) in batch.iter().enumerate() {
+            let mut savepoint = tx.begin().await?;
+            match self
+                .handle(&mut savepoint, std::slice::from_ref(event))
+                .await
+            {
+                Ok(()) => savepoint.commit().await?,
+                Err(error) if error.is_transient() => return Err(error.into()),
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    return self.fail(tx, from, &batch[..index], event, error).await;
+                }
+            }
+        }
+        self.commit(tx, from, batch, started).await
+    }
+
+    /// Calls the handler; a panic counts as the handler refusing the batch.
     async fn handle(
         &self,
         conn: &mut PgConnection,
-        event: &RecordedEvent,
+        events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        match AssertUnwindSafe(self.projection.handle(conn, event))
+        match AssertUnwindSafe(self.projection.handle_batch(conn, events))
             .catch_unwind()
             .await
         {
@@ -393,12 +433,11 @@ impl Runner {
         }
     }
 
-    /// Applies the events before the refused one (so the checkpoint sits right
-    /// before it, where a skip can step over exactly that event) and marks the
-    /// projection failed, in one transaction.
+    /// Marks the projection failed at `event`, in `tx`, which holds the
+    /// events `before` it applied, and commits.
     async fn fail(
         &self,
-        conn: &mut PgConnection,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         from: Checkpoint,
         before: &[RecordedEvent],
         event: &RecordedEvent,
@@ -406,32 +445,14 @@ impl Runner {
     ) -> Result<Applied, RunError> {
         tracing::error!(projection = self.name(), position = event.global_position,
             event_type = %event.event_type, %error, "projection stopped at an event it cannot apply");
-        let mut tx = conn.begin().await?;
-        let mut applied = before.len();
-        for earlier in before {
-            if let Err(again) = self.handle(&mut tx, earlier).await {
-                if again.is_transient() {
-                    return Err(again.into());
-                }
-                // A handler that does not answer the same twice: apply nothing.
-                applied = 0;
-                break;
-            }
-        }
-        if applied == 0 && !before.is_empty() {
-            tx.rollback().await?;
-            tx = conn.begin().await?;
-        }
-        let to = before[..applied]
-            .last()
-            .map_or(from, RecordedEvent::checkpoint);
+        let to = before.last().map_or(from, RecordedEvent::checkpoint);
         let saved = checkpoints::mark_failed(
             &mut tx,
             self.name(),
             self.projection.version(),
             from,
             to,
-            applied,
+            before.len(),
             event.global_position,
             &error.to_string(),
         )

@@ -76,40 +76,53 @@ impl Projection for Counting {
         }
     }
 
-    fn handle<'a>(
+    fn handle_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        event: &'a RecordedEvent,
+        events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            let flag = |key: &str| self.strict && event.payload[key].as_bool() == Some(true);
-            if flag("fatal") {
-                return Err(ProjectionError::Refused("a fatal event".into()));
-            }
-            if flag("poison") && !self.fixed.load(Ordering::SeqCst) {
-                return Err(ProjectionError::Refused("poison, until fixed".into()));
-            }
-            if flag("panic") {
-                panic!("the handler cannot bear this event");
-            }
-            sqlx::query("INSERT INTO counted (projection, position) VALUES ($1, $2)")
-                .bind(self.name)
-                .bind(event.global_position)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(
-                "INSERT INTO totals (projection, n) VALUES ($1, 1) \
-                 ON CONFLICT (projection) DO UPDATE SET n = totals.n + 1",
-            )
-            .bind(self.name)
-            .execute(&mut *conn)
-            .await?;
-            if self.stall_at.is_some() && event.payload["n"].as_i64() == self.stall_at {
-                self.reached.notify_one();
-                futures::future::pending::<()>().await;
+            for event in events {
+                self.handle(conn, event).await?;
             }
             Ok(())
         })
+    }
+}
+
+impl Counting {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let flag = |key: &str| self.strict && event.payload[key].as_bool() == Some(true);
+        if flag("fatal") {
+            return Err(ProjectionError::Refused("a fatal event".into()));
+        }
+        if flag("poison") && !self.fixed.load(Ordering::SeqCst) {
+            return Err(ProjectionError::Refused("poison, until fixed".into()));
+        }
+        if flag("panic") {
+            panic!("the handler cannot bear this event");
+        }
+        sqlx::query("INSERT INTO counted (projection, position) VALUES ($1, $2)")
+            .bind(self.name)
+            .bind(event.global_position)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO totals (projection, n) VALUES ($1, 1) \
+             ON CONFLICT (projection) DO UPDATE SET n = totals.n + 1",
+        )
+        .bind(self.name)
+        .execute(&mut *conn)
+        .await?;
+        if self.stall_at.is_some() && event.payload["n"].as_i64() == self.stall_at {
+            self.reached.notify_one();
+            futures::future::pending::<()>().await;
+        }
+        Ok(())
     }
 }
 
@@ -610,6 +623,129 @@ async fn notification_status_and_analytics_fold_the_log() {
 
     shutdown.cancel();
     runner.await.unwrap();
+}
+
+/// Analytics counts, all of them, in a stable order.
+async fn all_counts(
+    pool: &PgPool,
+) -> Vec<(String, chrono::DateTime<chrono::Utc>, String, String, i64)> {
+    sqlx::query_as(
+        "SELECT tenant_id, hour, channel, status, count FROM analytics_counts \
+         ORDER BY tenant_id, hour, channel, status",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Hands `batches` to `projection`, each in a transaction, as the runner would.
+async fn apply_batches(pool: &PgPool, projection: &dyn Projection, batches: &[&[RecordedEvent]]) {
+    for batch in batches {
+        let mut tx = pool.begin().await.unwrap();
+        projection.handle_batch(&mut tx, batch).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_spanning_many_notifications_write_what_the_inline_path_does() {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone());
+    let actor = Actor::new("test");
+    let tenant = TenantId::parse("t_batch").unwrap();
+    let window = Duration::from_secs(3600);
+    let mut sent = Vec::new();
+    let send = |channel: &'static str| {
+        let (store, tenant, actor) = (store.clone(), tenant.clone(), actor.clone());
+        async move {
+            commands::notifications::send(
+                &store,
+                &tenant,
+                send_input(channel, "otp"),
+                window,
+                &actor,
+            )
+            .await
+            .unwrap()
+            .notification
+            .notification_id
+        }
+    };
+    for i in 0..8 {
+        sent.push(send(if i % 3 == 0 { "sms" } else { "email" }).await);
+    }
+    let cancel = |id| {
+        let (store, tenant, actor) = (store.clone(), tenant.clone(), actor.clone());
+        async move {
+            commands::notifications::cancel(&store, &tenant, &id, Some("no".into()), &actor)
+                .await
+                .unwrap();
+        }
+    };
+    for id in [sent[0], sent[3], sent[5]] {
+        cancel(id).await;
+    }
+    for _ in 0..2 {
+        sent.push(send("email").await);
+    }
+    cancel(sent[9]).await;
+
+    let filter = projections::notification_status::NotificationStatusProjection.filter();
+    let log = store
+        .read_all(herald::eventstore::Checkpoint::ORIGIN, 1000, &filter)
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(log.len(), 14);
+    // The first batch holds the eight requests: the cancellations of three
+    // of them come in the second, which also starts and finishes two more.
+    let (first, second) = log.split_at(8);
+    assert!(first.iter().all(|e| e.stream_version == 1));
+    assert!(
+        second
+            .iter()
+            .any(|e| e.stream_version == 2 && first.iter().any(|f| f.stream_id == e.stream_id))
+    );
+
+    let inline = status_rows(&db.pool).await;
+    assert_eq!(inline.len(), 10);
+    let status = projections::notification_status::NotificationStatusProjection;
+    sqlx::query("DELETE FROM notification_status")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    apply_batches(&db.pool, &status, &[first, second]).await;
+    assert_eq!(status_rows(&db.pool).await, inline);
+    // The whole log in one batch, and one event at a time, agree.
+    for batches in [vec![&log[..]], log.chunks(1).collect::<Vec<_>>()] {
+        sqlx::query("DELETE FROM notification_status")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        apply_batches(&db.pool, &status, &batches).await;
+        assert_eq!(status_rows(&db.pool).await, inline);
+    }
+    // Applying a batch again changes nothing: the rows already hold those versions.
+    apply_batches(&db.pool, &status, &[second]).await;
+    assert_eq!(status_rows(&db.pool).await, inline);
+
+    // Analytics counts each event once however the log is cut into batches.
+    let analytics = projections::analytics::AnalyticsProjection::new();
+    apply_batches(&db.pool, &analytics, &log.chunks(1).collect::<Vec<_>>()).await;
+    let one_by_one = all_counts(&db.pool).await;
+    assert_eq!(one_by_one.iter().map(|c| c.4).sum::<i64>(), 14);
+    for batches in [
+        vec![first, second],
+        vec![&log[..]],
+        vec![&log[..5], &log[5..11], &log[11..]],
+    ] {
+        sqlx::query("DELETE FROM analytics_counts")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        apply_batches(&db.pool, &analytics, &batches).await;
+        assert_eq!(all_counts(&db.pool).await, one_by_one);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
