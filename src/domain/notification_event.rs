@@ -137,26 +137,38 @@ impl NotificationEvent {
     /// The status a notification has right after this event, or `None` for
     /// events that leave it as it was (engagement).
     pub fn status_after(&self) -> Option<NotificationStatus> {
+        Self::status_after_type(self.event_type()).unwrap_or_default()
+    }
+
+    /// [`status_after`](Self::status_after) from the event type alone, so a
+    /// reader that only needs the status need not decode the payload; an
+    /// unknown type is an error.
+    pub fn status_after_type(event_type: &str) -> Result<Option<NotificationStatus>, DomainError> {
         use NotificationStatus as S;
-        Some(match self {
-            NotificationEvent::Requested { .. } => S::Requested,
-            NotificationEvent::Ranked { .. } => S::Ranked,
-            NotificationEvent::Scheduled { .. } => S::Scheduled,
-            NotificationEvent::DeliveryAttempted { .. } => S::Sending,
-            NotificationEvent::Sent { .. } => S::Sent,
+        Ok(Some(match event_type {
+            "NotificationRequested" => S::Requested,
+            "NotificationRanked" => S::Ranked,
+            "NotificationScheduled" => S::Scheduled,
+            "DeliveryAttempted" => S::Sending,
+            "NotificationSent" => S::Sent,
             // A final failure is followed by NotificationDeadLettered in the
             // same append; until then it waits like any failure.
-            NotificationEvent::DeliveryFailed { .. } => S::RetryPending,
-            NotificationEvent::DeadLettered { .. } => S::DeadLettered,
-            NotificationEvent::Delivered { .. } => S::Delivered,
-            NotificationEvent::Bounced { .. } => S::Bounced,
-            NotificationEvent::Complained { .. } => S::Complained,
-            NotificationEvent::Rejected { .. } => S::Rejected,
-            NotificationEvent::Suppressed { .. } => S::Suppressed,
-            NotificationEvent::Expired => S::Expired,
-            NotificationEvent::Cancelled { .. } => S::Cancelled,
-            NotificationEvent::Opened { .. } | NotificationEvent::Clicked { .. } => return None,
-        })
+            "DeliveryFailed" => S::RetryPending,
+            "NotificationDeadLettered" => S::DeadLettered,
+            "NotificationDelivered" => S::Delivered,
+            "NotificationBounced" => S::Bounced,
+            "NotificationComplained" => S::Complained,
+            "NotificationRejected" => S::Rejected,
+            "NotificationSuppressed" => S::Suppressed,
+            "NotificationExpired" => S::Expired,
+            "NotificationCancelled" => S::Cancelled,
+            "NotificationOpened" | "NotificationClicked" => return Ok(None),
+            other => {
+                return Err(DomainError::UnknownEventType {
+                    event_type: other.to_string(),
+                });
+            }
+        }))
     }
 
     /// Reads a stored event of any schema version into today's shape.
@@ -257,5 +269,21 @@ mod tests {
             NotificationEvent::upcast("DeliveryAttempted", 1, payload),
             Err(DomainError::MalformedEvent { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::NotificationEvent;
+
+    #[test]
+    fn every_event_type_names_its_status_and_nothing_else_does() {
+        for event_type in NotificationEvent::EVENT_TYPES {
+            assert!(
+                NotificationEvent::status_after_type(event_type).is_ok(),
+                "{event_type}"
+            );
+        }
+        assert!(NotificationEvent::status_after_type("NotificationTeleported").is_err());
     }
 }

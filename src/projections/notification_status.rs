@@ -248,7 +248,7 @@ impl Projection for NotificationStatusProjection {
                 };
                 let mut status = NotificationStatus::Requested;
                 for event in &group[1..] {
-                    if let Some(after) = decode(event)?.status_after() {
+                    if let Some(after) = status_after(event)? {
                         status = after;
                     }
                 }
@@ -284,7 +284,7 @@ impl Projection for NotificationStatusProjection {
                 match held {
                     Some(mut row) if follows => {
                         for event in tail {
-                            if let Some(status) = decode(event)?.status_after() {
+                            if let Some(status) = status_after(event)? {
                                 status.as_str().clone_into(&mut row.status);
                             }
                         }
@@ -351,6 +351,15 @@ pub(super) fn starts_the_stream(group: &[&RecordedEvent]) -> bool {
         .iter()
         .enumerate()
         .all(|(i, e)| e.stream_version == 1 + i as i64)
+}
+
+/// The status after `event`, from its type: the payload only matters to the
+/// first event of a stream, and decoding it is most of a rebuild's work.
+fn status_after(event: &RecordedEvent) -> Result<Option<NotificationStatus>, ProjectionError> {
+    NotificationEvent::status_after_type(&event.event_type).map_err(|e| ProjectionError::Decode {
+        position: event.global_position,
+        reason: e.to_string(),
+    })
 }
 
 pub(super) fn decode(event: &RecordedEvent) -> Result<NotificationEvent, ProjectionError> {
