@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::domain_error::DomainError;
 use super::notification_request::NotificationRequest;
 use super::notification_status::NotificationStatus;
-use super::tagged_payload::decode_tagged;
+use super::tagged_payload::upcast_current;
 use super::values::{Channel, HttpUrl, NotificationId, TenantId};
 
 // Requested carries the whole request. Values live for one decision and one
@@ -177,24 +177,13 @@ impl NotificationEvent {
         schema_version: i16,
         payload: Value,
     ) -> Result<NotificationEvent, DomainError> {
-        if !Self::EVENT_TYPES.contains(&event_type) {
-            return Err(DomainError::UnknownEventType {
-                event_type: event_type.to_owned(),
-            });
-        }
-        let current = match (event_type, schema_version) {
-            // When a payload changes shape, bump SCHEMA_VERSION and add an arm
-            // per changed type that rewrites the old payload, e.g.
-            // `("NotificationRanked", 1) => ranked_v1_to_v2(payload)?,`
-            (_, Self::SCHEMA_VERSION) => payload,
-            _ => {
-                return Err(DomainError::UnsupportedSchemaVersion {
-                    event_type: event_type.to_owned(),
-                    schema_version,
-                });
-            }
-        };
-        decode_tagged(event_type, current)
+        upcast_current(
+            event_type,
+            schema_version,
+            payload,
+            &Self::EVENT_TYPES,
+            Self::SCHEMA_VERSION,
+        )
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::domain_error::DomainError;
 use super::source_event::SourceEvent;
-use super::tagged_payload::decode_tagged;
+use super::tagged_payload::upcast_current;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -39,22 +39,13 @@ impl SourceEventIngested {
         schema_version: i16,
         payload: Value,
     ) -> Result<SourceEventIngested, DomainError> {
-        if event_type != Self::EVENT_TYPE {
-            return Err(DomainError::UnknownEventType {
-                event_type: event_type.to_owned(),
-            });
-        }
-        let current = match schema_version {
-            // A changed payload adds an arm here rewriting the old version.
-            Self::SCHEMA_VERSION => payload,
-            _ => {
-                return Err(DomainError::UnsupportedSchemaVersion {
-                    event_type: event_type.to_owned(),
-                    schema_version,
-                });
-            }
-        };
-        decode_tagged(event_type, current)
+        upcast_current(
+            event_type,
+            schema_version,
+            payload,
+            &[Self::EVENT_TYPE],
+            Self::SCHEMA_VERSION,
+        )
     }
 }
 

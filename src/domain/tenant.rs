@@ -21,7 +21,7 @@ use super::aggregate::Aggregate;
 use super::domain_error::DomainError;
 use super::scope::Scope;
 use super::sha256_hex::sha256_hex;
-use super::tagged_payload::decode_tagged;
+use super::tagged_payload::upcast_current;
 use super::values::{ApiKeyId, DisplayName, TenantId};
 
 /// Characters of the secret kept in clear, so people can tell keys apart.
@@ -73,22 +73,13 @@ impl TenantEvent {
         schema_version: i16,
         payload: Value,
     ) -> Result<TenantEvent, DomainError> {
-        if !Self::EVENT_TYPES.contains(&event_type) {
-            return Err(DomainError::UnknownEventType {
-                event_type: event_type.to_owned(),
-            });
-        }
-        let current = match (event_type, schema_version) {
-            // A changed payload adds an arm here rewriting the old version.
-            (_, Self::SCHEMA_VERSION) => payload,
-            _ => {
-                return Err(DomainError::UnsupportedSchemaVersion {
-                    event_type: event_type.to_owned(),
-                    schema_version,
-                });
-            }
-        };
-        decode_tagged(event_type, current)
+        upcast_current(
+            event_type,
+            schema_version,
+            payload,
+            &Self::EVENT_TYPES,
+            Self::SCHEMA_VERSION,
+        )
     }
 }
 
