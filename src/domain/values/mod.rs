@@ -63,6 +63,48 @@ macro_rules! redacted_debug {
     };
 }
 
+/// A UUID newtype; new ids are UUIDv7, so they sort by creation time and
+/// index well.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(::uuid::Uuid);
+
+        impl $name {
+            #[allow(clippy::new_without_default)] // a default id would be a random one: say so at the call site
+            pub fn new() -> Self {
+                Self(::uuid::Uuid::now_v7())
+            }
+
+            pub fn parse(s: &str) -> Result<Self, $crate::domain::values::ValueError> {
+                ::uuid::Uuid::parse_str(s)
+                    .map(Self)
+                    .map_err(|_| $crate::domain::values::ValueError::Invalid("is not a UUID".into()))
+            }
+
+            pub fn as_uuid(&self) -> ::uuid::Uuid {
+                self.0
+            }
+        }
+
+        impl From<::uuid::Uuid> for $name {
+            fn from(uuid: ::uuid::Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
 /// A `String` newtype limited to `max` characters of one [`Alphabet`].
 macro_rules! bounded_string {
     ($(#[$doc:meta])* $name:ident, $max:expr, $alphabet:expr) => {
