@@ -121,15 +121,7 @@ impl Projection for AnalyticsProjection {
     /// Every notification event: engagement counts for nothing, but without
     /// it a stream's versions would show gaps where they have none.
     fn filter(&self) -> ReadFilter {
-        ReadFilter {
-            tenant_id: None,
-            event_types: Some(
-                NotificationEvent::EVENT_TYPES
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect(),
-            ),
-        }
+        super::notification_events()
     }
 
     fn handle_batch<'a>(

@@ -98,3 +98,16 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// Every notification event, of every tenant: what the notification read models read.
+fn notification_events() -> ReadFilter {
+    ReadFilter {
+        tenant_id: None,
+        event_types: Some(
+            crate::domain::NotificationEvent::EVENT_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+        ),
+    }
+}

@@ -208,15 +208,7 @@ impl Projection for NotificationStatusProjection {
     }
 
     fn filter(&self) -> ReadFilter {
-        ReadFilter {
-            tenant_id: None,
-            event_types: Some(
-                NotificationEvent::EVENT_TYPES
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect(),
-            ),
-        }
+        super::notification_events()
     }
 
     fn handle_batch<'a>(
