@@ -2,12 +2,19 @@
 //! environment (later sources win). Unknown keys and bad values fail at start
 //! with an error that names the key and where it came from.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::commands::limits::LimitsConfig;
+use crate::providers::{ProviderConfig, default_provider_configs};
+use crate::workers::breaker::BreakerConfig;
+use crate::workers::ranker::RankingConfig;
+use crate::workers::{DeliveryConfig, RoutingConfig};
 
 /// `HERALD_CONFIG` names the file; it is not itself a setting.
 const CONFIG_FILE_VAR: &str = "HERALD_CONFIG";
@@ -37,6 +44,13 @@ pub struct Config {
     pub request_timeout_seconds: u64,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
+    /// Provider instances by name (`[providers.NAME]` with a `kind`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub routing: RoutingConfig,
+    pub delivery: DeliveryConfig,
+    pub ranking: RankingConfig,
+    pub breaker: BreakerConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +74,12 @@ impl Default for Config {
             idempotency_window_seconds: 24 * 60 * 60,
             request_timeout_seconds: 30,
             max_request_bytes: 16 * 1024 * 1024,
+            providers: default_provider_configs(),
+            routing: RoutingConfig::default(),
+            delivery: DeliveryConfig::default(),
+            ranking: RankingConfig::default(),
+            breaker: BreakerConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

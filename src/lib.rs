@@ -13,7 +13,9 @@ pub mod database;
 pub mod domain;
 pub mod eventstore;
 pub mod projections;
+pub mod providers;
 pub mod telemetry;
+pub mod workers;
 
 use std::time::Duration;
 

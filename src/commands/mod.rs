@@ -3,6 +3,7 @@
 //! same transaction. Used by the API and by the CLI alike.
 
 pub mod ingest;
+pub mod limits;
 pub mod notifications;
 pub mod tenants;
 

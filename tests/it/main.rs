@@ -1,5 +1,6 @@
 //! One integration-test binary (one link step) with a module per room.
 
+mod peers;
 mod support;
 
 mod analytics;

@@ -1,0 +1,40 @@
+//! `sns` driver (being built).
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::{OutboundMessage, Provider, Receipt, SendError};
+use crate::domain::values::Channel;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnsConfig {}
+
+pub struct SnsProvider {
+    name: String,
+}
+
+impl SnsProvider {
+    pub async fn new(name: &str, _config: &SnsConfig) -> anyhow::Result<Self> {
+        Ok(SnsProvider {
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Provider for SnsProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn supports(&self, _channel: Channel) -> bool {
+        false
+    }
+
+    fn send<'a>(
+        &'a self,
+        _message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Receipt, SendError>> {
+        Box::pin(async move { Err(SendError::permanent("not built yet")) })
+    }
+}

@@ -1,0 +1,92 @@
+//! Loops that move notifications along (DESIGN.md §4, §6): rank, schedule,
+//! throttle, dispatch with retries and failover, expire.
+
+pub mod breaker;
+pub mod ranker;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::values::Channel;
+
+/// How the dispatcher claims, paces and retries work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Pauses before each retry, for channels not named in `retry_delays_by_channel`.
+    pub retry_delays_seconds: Vec<f64>,
+    /// Per-channel schedules, e.g. `ntfy = [1, 2, 4]` (seed 003).
+    pub retry_delays_by_channel: BTreeMap<Channel, Vec<f64>>,
+    /// Each pause is moved by up to this fraction either way, so retries of
+    /// a burst do not arrive together.
+    pub retry_jitter: f64,
+    /// A claim not finished within this time returns to the queue.
+    pub lease_seconds: u64,
+    /// Rows claimed per round trip.
+    pub claim_batch: u32,
+    /// Messages in flight per provider instance in one process.
+    pub provider_concurrency: usize,
+    /// A provider call taking longer fails as transient.
+    pub provider_timeout_seconds: u64,
+    /// Concurrent dispatch loops in one process.
+    pub dispatchers: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            retry_delays_seconds: vec![10.0, 60.0, 300.0],
+            retry_delays_by_channel: BTreeMap::new(),
+            retry_jitter: 0.2,
+            lease_seconds: 60,
+            claim_batch: 200,
+            provider_concurrency: 64,
+            provider_timeout_seconds: 10,
+            dispatchers: 2,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn retry_delays(&self, channel: Channel) -> &[f64] {
+        self.retry_delays_by_channel
+            .get(&channel)
+            .unwrap_or(&self.retry_delays_seconds)
+    }
+}
+
+/// Which provider instances carry each channel, and in what order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Ordered provider names per channel: the first healthy one is tried,
+    /// a transient failure or an open breaker moves to the next.
+    pub channels: BTreeMap<Channel, Vec<String>>,
+    /// Categories that take the reliability-first order (the configured one).
+    pub transactional_categories: Vec<String>,
+    /// Categories that take the cheapest healthy provider first.
+    pub marketing_categories: Vec<String>,
+    /// Cost per message by provider, by destination country (ISO 3166
+    /// alpha-2) with a `default` entry; used by cost-aware routing and budgets.
+    pub costs: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        let console = || vec!["console".to_string()];
+        RoutingConfig {
+            channels: BTreeMap::from([
+                (Channel::Email, console()),
+                (Channel::Sms, console()),
+                (Channel::Push, console()),
+                (Channel::Ntfy, console()),
+                (Channel::Webhook, vec!["webhook".to_string()]),
+                (Channel::InApp, vec!["inapp".to_string()]),
+            ]),
+            transactional_categories: vec!["transactional".into(), "security".into()],
+            marketing_categories: vec!["marketing".into()],
+            costs: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Test peers Herald did not write (aiosmtpd, moto, Standard Webhooks'
+//! verifier), run as child processes on free loopback ports and killed when
+//! dropped. `.ci/run` installs them; a missing one fails with how to install it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A child process serving on `port`; killed on drop.
+pub struct Peer {
+    pub port: u16,
+    child: Child,
+    name: String,
+}
+
+impl Peer {
+    /// Starts `program args...` and waits until `port` accepts connections.
+    pub async fn spawn(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        port: u16,
+        install_hint: &str,
+    ) -> Peer {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start {name} ({program}): {error}; install it with: {install_hint}")
+            });
+        let mut peer = Peer {
+            port,
+            child,
+            name: name.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return peer;
+            }
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                panic!(
+                    "{name} exited with {status} before listening on {port}; install it with: {install_hint}"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {port} within 30 s",
+                peer.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
