@@ -112,6 +112,20 @@ async fn run(
         .contains(&Role::Projections)
         .then(|| projections::runner::spawn_all(store.clone(), shutdown.clone()));
 
+    let workers = if roles.contains(&Role::Workers) {
+        let providers = providers::build(&config.providers)
+            .await
+            .context("configuring providers")?;
+        Some(workers::spawn(
+            store.clone(),
+            providers,
+            config,
+            shutdown.clone(),
+        ))
+    } else {
+        None
+    };
+
     shutdown.cancelled().await;
     if let Some(server) = server {
         let grace = Duration::from_secs(config.shutdown_timeout_seconds);
@@ -123,6 +137,15 @@ async fn run(
                 ?grace,
                 "in-flight requests did not finish in time; closing them"
             ),
+        }
+    }
+    if let Some(workers) = workers {
+        let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+        if tokio::time::timeout(grace, workers).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "workers did not finish their provider calls in time; their leases return the work"
+            );
         }
     }
     if let Some(projections) = projections {

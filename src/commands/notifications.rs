@@ -13,6 +13,7 @@ use crate::domain::{
 use crate::eventstore::{
     EventStore, ExpectedVersion, RecordedEvent, StoreError, StoreTransaction, StreamAppend,
 };
+use crate::projections::delivery_queue::{self, QueueEntry};
 use crate::projections::notification_status;
 
 pub fn stream_id(id: &NotificationId) -> String {
@@ -120,6 +121,7 @@ pub async fn send(
         .state()
         .ok_or(CommandError::NotFound("notification"))?;
     notification_status::upsert(tx.connection(), state, events.len() as i64).await?;
+    sync_queue(tx.connection(), &[state]).await?;
     tx.commit().await?;
     metrics::counter!(
         "notifications_enqueued_total",
@@ -275,6 +277,7 @@ pub async fn handle(
             .state()
             .ok_or(CommandError::NotFound("notification"))?;
         notification_status::upsert(tx.connection(), state, version + events.len() as i64).await?;
+        sync_queue(tx.connection(), &[state]).await?;
         tx.commit().await?;
         return get(store, tenant_id, id)
             .await?
@@ -300,4 +303,96 @@ pub async fn cancel(
         actor,
     )
     .await
+}
+
+/// Keeps the delivery queue in step with notifications that just changed:
+/// pending ones are (re)queued at their due time, ended or sent ones leave,
+/// and one in flight keeps the row its worker leased.
+async fn sync_queue(
+    conn: &mut sqlx::PgConnection,
+    states: &[&NotificationState],
+) -> Result<(), sqlx::Error> {
+    let now = Utc::now();
+    let mut due = Vec::new();
+    let mut done = Vec::new();
+    for state in states {
+        if state.status.is_pending() {
+            due.push(QueueEntry::of(state, now));
+        } else if !state.status.is_unsent() {
+            done.push(state.notification_id);
+        }
+    }
+    delivery_queue::put(conn, &due).await?;
+    delivery_queue::remove(&mut *conn, &done).await
+}
+
+/// A notification as a worker loaded it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub notification: Notification,
+    /// Events in its stream: the version the next append expects.
+    pub version: i64,
+}
+
+/// Several notifications in one round trip; ids without a stream are left out.
+pub async fn load_many(
+    store: &EventStore,
+    ids: &[NotificationId],
+) -> Result<Vec<Loaded>, CommandError> {
+    let stream_ids: Vec<String> = ids.iter().map(stream_id).collect();
+    let recorded = store.read_streams(&stream_ids).await?;
+    let mut loaded = Vec::with_capacity(ids.len());
+    for stream in recorded.chunk_by(|a, b| a.stream_id == b.stream_id) {
+        loaded.push(Loaded {
+            notification: Notification::fold(&decode(stream, NotificationEvent::upcast)?),
+            version: stream.len() as i64,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Events a worker decided for one notification, and the state after them.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub state: NotificationState,
+    /// The stream's version the events were decided on.
+    pub expected_version: i64,
+    pub events: Vec<NotificationEvent>,
+}
+
+/// Appends the changes of many notifications in one transaction, with the
+/// queue moves they imply. A conflict on any stream fails the whole batch
+/// (`StoreError::is_conflict`) so the caller can redo those one by one.
+pub async fn append_changes(
+    store: &EventStore,
+    changes: &[Change],
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    let changes: Vec<&Change> = changes.iter().filter(|c| !c.events.is_empty()).collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut appends = Vec::with_capacity(changes.len());
+    for change in &changes {
+        appends.push(StreamAppend {
+            stream_id: stream_id(&change.state.notification_id),
+            expected: ExpectedVersion::Exact(change.expected_version),
+            events: envelopes(
+                &change.events,
+                NotificationEvent::event_type,
+                NotificationEvent::SCHEMA_VERSION,
+                change.state.tenant_id.as_str(),
+                actor,
+            )?,
+        });
+    }
+    let mut tx = store.begin().await?;
+    if let Err(error) = tx.append(&appends).await {
+        tx.rollback().await.ok();
+        return Err(error.into());
+    }
+    let states: Vec<&NotificationState> = changes.iter().map(|c| &c.state).collect();
+    sync_queue(tx.connection(), &states).await?;
+    tx.commit().await?;
+    Ok(())
 }

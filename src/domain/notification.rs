@@ -10,9 +10,10 @@
 //! | Schedule | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; not past expiry | NotificationScheduled | SCHEDULED | |
 //! | AttemptDelivery | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; a requested channel; not past expiry | DeliveryAttempted, attempt n + 1 | SENDING | |
 //! | RecordSent | SENDING, current attempt | NotificationSent | SENT | SENT, DELIVERED, BOUNCED or COMPLAINED at that attempt |
-//! | RecordFailure with `retry_at`, not permanent | SENDING, current attempt | DeliveryFailed | RETRY_PENDING | RETRY_PENDING or DEAD_LETTERED at that attempt |
-//! | RecordFailure, permanent or no `retry_at` | SENDING, current attempt | DeliveryFailed, NotificationDeadLettered | DEAD_LETTERED | as above |
+//! | RecordFailure with `retry_at` | SENDING, current attempt | DeliveryFailed | RETRY_PENDING | RETRY_PENDING or DEAD_LETTERED at that attempt |
+//! | RecordFailure without `retry_at` | SENDING, current attempt | DeliveryFailed, NotificationDeadLettered | DEAD_LETTERED | as above |
 //! | DeadLetter | SENDING, RETRY_PENDING | NotificationDeadLettered | DEAD_LETTERED | DEAD_LETTERED |
+//! | Requeue | DEAD_LETTERED | NotificationRequeued | RETRY_PENDING | |
 //! | RecordDelivered | SENT | NotificationDelivered | DELIVERED | DELIVERED |
 //! | RecordBounce | SENT, DELIVERED | NotificationBounced | BOUNCED | BOUNCED |
 //! | RecordComplaint | SENT, DELIVERED | NotificationComplained | COMPLAINED | COMPLAINED |
@@ -28,7 +29,12 @@
 //!
 //! - A final failure dead-letters in the same decision, so no crash between
 //!   two appends can leave a notification that nothing will pick up. To fail
-//!   over to the next channel, record the failure with a `retry_at`.
+//!   over to another provider or channel, record the failure with a
+//!   `retry_at`, permanent or not: `permanent` classifies the error (that
+//!   provider will not be tried again), `retry_at` says whether anything is.
+//! - Requeue is the one way out of a terminal status: an operator replaying
+//!   the dead-letter queue. It starts a fresh retry budget; the attempt
+//!   numbers go on.
 //! - Cancel stops short of SENDING: the message may already be with the
 //!   provider, and a cancel that cannot stop it must not claim it did.
 //! - Reject and Suppress are legal in SENDING because a provider can refuse at
@@ -78,6 +84,14 @@ pub struct NotificationState {
     pub provider_message_id: Option<String>,
     pub retry_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Transient failures since the request or the last requeue: what the
+    /// retry schedule counts.
+    pub transient_failures: u32,
+    /// Routes that failed permanently since the request or the last requeue;
+    /// they are not tried again.
+    pub failed_routes: Vec<(Channel, String)>,
+    /// The provider of the last failed attempt, so the next one starts after it.
+    pub last_failed_provider: Option<String>,
     pub opens: u32,
     pub clicks: u32,
 }
@@ -89,6 +103,12 @@ impl NotificationState {
 }
 
 impl Notification {
+    /// A notification whose state is already known (a worker carrying it
+    /// between two decisions), without folding its events again.
+    pub fn from_state(state: NotificationState) -> Notification {
+        Notification { state: Some(state) }
+    }
+
     /// `None` until the notification is requested.
     pub fn status(&self) -> Option<NotificationStatus> {
         self.state.as_ref().map(|state| state.status)
@@ -128,6 +148,9 @@ impl Notification {
                     provider_message_id: None,
                     retry_at: None,
                     last_error: None,
+                    transient_failures: 0,
+                    failed_routes: Vec::new(),
+                    last_failed_provider: None,
                     opens: 0,
                     clicks: 0,
                 });
@@ -160,13 +183,25 @@ impl Notification {
                 ..
             } => state.provider_message_id = provider_message_id.clone(),
             E::DeliveryFailed {
+                provider,
                 error,
                 permanent,
                 retry_at,
                 ..
             } => {
-                state.retry_at = if *permanent { None } else { *retry_at };
+                state.retry_at = *retry_at;
                 state.last_error = Some(error.clone());
+                state.last_failed_provider = Some(provider.clone());
+                match (*permanent, state.channel) {
+                    (true, Some(channel)) => state.failed_routes.push((channel, provider.clone())),
+                    _ => state.transient_failures += 1,
+                }
+            }
+            E::Requeued { .. } => {
+                state.transient_failures = 0;
+                state.failed_routes.clear();
+                state.last_failed_provider = None;
+                state.retry_at = None;
             }
             E::Opened { .. } => state.opens += 1,
             E::Clicked { .. } => state.clicks += 1,
@@ -302,8 +337,7 @@ impl NotificationState {
                     self.ensure_current(attempt)?;
                     let provider = clip(provider);
                     let error = clip(error);
-                    let will_retry = retry_at.is_some() && !permanent;
-                    let dead_letter = (!will_retry).then(|| E::DeadLettered {
+                    let dead_letter = retry_at.is_none().then(|| E::DeadLettered {
                         reason: clip(format!("attempt {attempt} via {provider} failed: {error}")),
                     });
                     let failed = E::DeliveryFailed {
@@ -327,6 +361,14 @@ impl NotificationState {
                 },
                 illegal,
             ),
+            C::Requeue { reason } => {
+                if status != S::DeadLettered {
+                    return Err(illegal);
+                }
+                Ok(vec![E::Requeued {
+                    reason: clip(reason),
+                }])
+            }
             C::RecordDelivered { at } => once(
                 status,
                 S::Delivered,

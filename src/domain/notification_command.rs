@@ -35,8 +35,9 @@ pub enum NotificationCommand {
         provider: String,
         provider_message_id: Option<String>,
     },
-    /// With `retry_at` and not `permanent`, the notification waits for a retry;
-    /// otherwise it is dead-lettered in the same decision.
+    /// With `retry_at`, the notification waits for a retry or a failover
+    /// (`permanent` marks this provider as not to be tried again); without,
+    /// it is dead-lettered in the same decision.
     RecordFailure {
         attempt: u32,
         provider: String,
@@ -45,6 +46,10 @@ pub enum NotificationCommand {
         retry_at: Option<DateTime<Utc>>,
     },
     DeadLetter {
+        reason: String,
+    },
+    /// An operator sends a dead-lettered notification through again.
+    Requeue {
         reason: String,
     },
     /// `at` is when the provider says it happened, which may be well before
@@ -89,6 +94,7 @@ impl NotificationCommand {
             NotificationCommand::RecordSent { .. } => "RecordSent",
             NotificationCommand::RecordFailure { .. } => "RecordFailure",
             NotificationCommand::DeadLetter { .. } => "DeadLetter",
+            NotificationCommand::Requeue { .. } => "Requeue",
             NotificationCommand::RecordDelivered { .. } => "RecordDelivered",
             NotificationCommand::RecordBounce { .. } => "RecordBounce",
             NotificationCommand::RecordComplaint { .. } => "RecordComplaint",

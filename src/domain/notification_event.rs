@@ -61,6 +61,8 @@ pub enum NotificationEvent {
     },
     #[serde(rename = "NotificationDeadLettered")]
     DeadLettered { reason: String },
+    #[serde(rename = "NotificationRequeued")]
+    Requeued { reason: String },
     #[serde(rename = "NotificationDelivered")]
     Delivered { at: DateTime<Utc> },
     #[serde(rename = "NotificationBounced")]
@@ -93,7 +95,7 @@ impl NotificationEvent {
     /// The schema version every event is written with today.
     pub const SCHEMA_VERSION: i16 = 1;
 
-    pub const EVENT_TYPES: [&'static str; 16] = [
+    pub const EVENT_TYPES: [&'static str; 17] = [
         "NotificationRequested",
         "NotificationRanked",
         "NotificationScheduled",
@@ -101,6 +103,7 @@ impl NotificationEvent {
         "NotificationSent",
         "DeliveryFailed",
         "NotificationDeadLettered",
+        "NotificationRequeued",
         "NotificationDelivered",
         "NotificationBounced",
         "NotificationComplained",
@@ -122,6 +125,7 @@ impl NotificationEvent {
             NotificationEvent::Sent { .. } => "NotificationSent",
             NotificationEvent::DeliveryFailed { .. } => "DeliveryFailed",
             NotificationEvent::DeadLettered { .. } => "NotificationDeadLettered",
+            NotificationEvent::Requeued { .. } => "NotificationRequeued",
             NotificationEvent::Delivered { .. } => "NotificationDelivered",
             NotificationEvent::Bounced { .. } => "NotificationBounced",
             NotificationEvent::Complained { .. } => "NotificationComplained",
@@ -155,6 +159,7 @@ impl NotificationEvent {
             // same append; until then it waits like any failure.
             "DeliveryFailed" => S::RetryPending,
             "NotificationDeadLettered" => S::DeadLettered,
+            "NotificationRequeued" => S::RetryPending,
             "NotificationDelivered" => S::Delivered,
             "NotificationBounced" => S::Bounced,
             "NotificationComplained" => S::Complained,

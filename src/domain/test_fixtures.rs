@@ -162,6 +162,9 @@ pub(crate) fn every_notification_event() -> Vec<NotificationEvent> {
         E::DeadLettered {
             reason: "gave up".into(),
         },
+        E::Requeued {
+            reason: "replayed from the dead-letter queue".into(),
+        },
         E::Delivered { at: minute(3) },
         E::Bounced {
             hard: false,

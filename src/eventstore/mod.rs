@@ -124,6 +124,21 @@ impl EventStore {
         read::read_stream(&self.inner.pool, stream_id, from_version).await
     }
 
+    /// Changes whenever events are committed, here or (within a few
+    /// milliseconds) in another process: a cue for workers to look for work.
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.waker.subscribe()
+    }
+
+    /// Several whole streams in one round trip, each in version order (the
+    /// order between streams is unspecified).
+    pub async fn read_streams(
+        &self,
+        stream_ids: &[String],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_streams(&self.inner.pool, stream_ids).await
+    }
+
     /// Reads up to `limit` events after `after`, in the log's read order.
     pub async fn read_all(
         &self,

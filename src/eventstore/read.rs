@@ -49,6 +49,21 @@ pub(super) async fn read_stream(
     Ok(rows.iter().map(recorded).collect::<Result<_, _>>()?)
 }
 
+/// Every event of each named stream, grouped by stream in version order.
+pub(super) async fn read_streams(
+    pool: &PgPool,
+    stream_ids: &[String],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY events.stream_id, events.stream_version"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(stream_ids)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(recorded).collect::<Result<_, _>>()?)
+}
+
 /// Reads after `after` in `(transaction_id, global_position)` order, only below
 /// the snapshot's xmin: every transaction under it has ended, so nothing can
 /// commit later into the range already read.

@@ -4,6 +4,7 @@
 
 pub mod analytics;
 pub mod checkpoints;
+pub mod delivery_queue;
 pub mod entity_index;
 pub mod notification_status;
 pub mod rebuild;

@@ -2,13 +2,37 @@
 //! throttle, dispatch with retries and failover, expire.
 
 pub mod breaker;
+pub mod dispatcher;
 pub mod ranker;
+pub mod retry;
+pub mod routing;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::domain::values::Channel;
+use crate::eventstore::EventStore;
+use crate::providers::Providers;
+
+/// Starts the worker loops of a `--roles workers` process; the handle ends
+/// when they have stopped after `shutdown`.
+pub fn spawn(
+    store: EventStore,
+    providers: Providers,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    dispatcher::Dispatcher::new(
+        store,
+        providers,
+        config.routing.clone(),
+        config.delivery.clone(),
+    )
+    .spawn(shutdown)
+}
 
 /// How the dispatcher claims, paces and retries work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ mod peers;
 mod support;
 
 mod analytics;
+mod delivery;
 mod api;
 mod eventstore;
 mod ingest;

@@ -67,6 +67,9 @@ fn command() -> impl Strategy<Value = NotificationCommand> {
         1 => Just(C::DeadLetter {
             reason: "ops".into()
         }),
+        1 => Just(C::Requeue {
+            reason: "ops".into()
+        }),
         1 => time().prop_map(|at| C::RecordDelivered { at }),
         1 => (any::<bool>(), time()).prop_map(|(hard, at)| C::RecordBounce {
             hard,
@@ -110,6 +113,7 @@ proptest! {
         for (command, minutes) in steps {
             now += TimeDelta::minutes(minutes);
             let before = notification.clone();
+            let requeue = matches!(command, C::Requeue { .. });
             let Ok(events) = notification.decide(command, now) else {
                 continue;
             };
@@ -148,6 +152,11 @@ proptest! {
             let (Some(was), Some(is)) = (before.status(), notification.status()) else {
                 continue;
             };
+            // Requeue is the one way back: a dead letter waits for a retry again.
+            if requeue && was != is {
+                prop_assert_eq!((was, is), (S::DeadLettered, S::RetryPending));
+                continue;
+            }
             if was.is_terminal() {
                 prop_assert!(is.is_terminal(), "{} became {}", was, is);
             }

@@ -263,21 +263,56 @@ fn failure_with_a_retry_time_waits_for_the_retry() {
 }
 
 #[test]
-fn permanent_failure_dead_letters_in_the_same_decision() {
+fn permanent_failure_with_a_retry_time_fails_over() {
     given::<Notification>(history(S::Sending))
         .when(record_failure(1, true, Some(minute(1))))
+        .then([E::DeliveryFailed {
+            attempt: 1,
+            provider: "console".into(),
+            error: "421 try later".into(),
+            permanent: true,
+            retry_at: Some(minute(1)),
+        }]);
+}
+
+#[test]
+fn permanent_failure_without_a_retry_time_dead_letters_in_the_same_decision() {
+    given::<Notification>(history(S::Sending))
+        .when(record_failure(1, true, None))
         .then([
             E::DeliveryFailed {
                 attempt: 1,
                 provider: "console".into(),
                 error: "421 try later".into(),
                 permanent: true,
-                retry_at: Some(minute(1)),
+                retry_at: None,
             },
             E::DeadLettered {
                 reason: "attempt 1 via console failed: 421 try later".into(),
             },
         ]);
+}
+
+#[test]
+fn failures_are_counted_by_class() {
+    let mut events = history(S::Sending);
+    events.push(failed(1, Some(minute(1))));
+    events.push(attempted(2, Channel::Email));
+    events.push(E::DeliveryFailed {
+        attempt: 2,
+        provider: "smtp".into(),
+        error: "550 no such user".into(),
+        permanent: true,
+        retry_at: Some(minute(2)),
+    });
+    let state = Notification::fold(&events);
+    let state = state.state().unwrap();
+    assert_eq!(state.transient_failures, 1);
+    assert_eq!(
+        state.failed_routes,
+        vec![(Channel::Email, "smtp".to_string())]
+    );
+    assert_eq!(state.last_failed_provider.as_deref(), Some("smtp"));
 }
 
 #[test]
@@ -304,6 +339,39 @@ fn failure_after_sent_is_illegal() {
     given::<Notification>(history(S::Sent))
         .when(record_failure(1, false, None))
         .then_error(illegal(S::Sent, "RecordFailure"));
+}
+
+// Requeue
+
+#[test]
+fn requeue_sends_a_dead_letter_through_again_with_a_fresh_budget() {
+    let mut events = history(S::Sending);
+    events.push(failed(1, None));
+    events.push(E::DeadLettered {
+        reason: "gave up".into(),
+    });
+    given::<Notification>(events.clone())
+        .when(C::Requeue {
+            reason: "ops".into(),
+        })
+        .then([E::Requeued {
+            reason: "ops".into(),
+        }]);
+    events.push(E::Requeued {
+        reason: "ops".into(),
+    });
+    let state = Notification::fold(&events);
+    assert_eq!(state.status(), Some(S::RetryPending));
+    assert_eq!(state.state().unwrap().transient_failures, 0);
+}
+
+#[test]
+fn only_dead_letters_can_be_requeued() {
+    given::<Notification>(history(S::Sent))
+        .when(C::Requeue {
+            reason: "ops".into(),
+        })
+        .then_error(illegal(S::Sent, "Requeue"));
 }
 
 // DeadLetter

@@ -1,0 +1,159 @@
+//! `delivery_queue`: what the dispatcher has left to do, by priority and due
+//! time (DESIGN.md §6).
+//!
+//! Unlike the runner's read models it is written in the same transaction as
+//! the event that makes work due (an outbox): a send is claimable the moment
+//! it commits, and a crash can never leave an accepted notification that no
+//! worker will find. A row leaves as soon as its notification is sent or
+//! ends, so the table holds only live work.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::NotificationState;
+use crate::domain::values::{NotificationId, Priority, TenantId};
+
+/// The queue's order: HIGH before NORMAL before LOW.
+pub fn rank(priority: Priority) -> i16 {
+    match priority {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Low => 2,
+    }
+}
+
+/// When a pending notification is next worth looking at: its retry, its
+/// schedule or now, but never after its expiry (so an expired one is closed
+/// on time rather than when it would have been sent).
+pub fn due_at(state: &NotificationState, now: DateTime<Utc>) -> DateTime<Utc> {
+    let wanted = [state.retry_at, state.schedule_at, state.send_after]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+    match state.expires_at() {
+        Some(expires_at) => wanted.min(expires_at),
+        None => wanted,
+    }
+}
+
+/// A row to put in the queue (or move) in one statement with others.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub notification_id: NotificationId,
+    pub tenant_id: TenantId,
+    pub priority: Priority,
+    pub due_at: DateTime<Utc>,
+}
+
+impl QueueEntry {
+    pub fn of(state: &NotificationState, now: DateTime<Utc>) -> QueueEntry {
+        QueueEntry {
+            notification_id: state.notification_id,
+            tenant_id: state.tenant_id.clone(),
+            priority: state.request.priority,
+            due_at: due_at(state, now),
+        }
+    }
+}
+
+/// Puts entries in the queue, or moves existing ones to their new due time
+/// and releases their lease.
+pub async fn put(conn: &mut PgConnection, entries: &[QueueEntry]) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = entries
+        .iter()
+        .map(|e| e.notification_id.as_uuid())
+        .collect();
+    let tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
+    let priorities: Vec<i16> = entries.iter().map(|e| rank(e.priority)).collect();
+    let due: Vec<DateTime<Utc>> = entries.iter().map(|e| e.due_at).collect();
+    sqlx::query(
+        "INSERT INTO delivery_queue (notification_id, tenant_id, priority, due_at) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::timestamptz[]) \
+         ON CONFLICT (notification_id) DO UPDATE \
+             SET due_at = EXCLUDED.due_at, priority = EXCLUDED.priority, leased_by = NULL",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&priorities)
+    .bind(&due)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes finished notifications out of the queue.
+pub async fn remove(
+    executor: impl PgExecutor<'_>,
+    ids: &[NotificationId],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = ids.iter().map(NotificationId::as_uuid).collect();
+    sqlx::query("DELETE FROM delivery_queue WHERE notification_id = ANY($1)")
+        .bind(&ids)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Hands leased rows back, due now, for another look.
+pub async fn release(
+    executor: impl PgExecutor<'_>,
+    ids: &[NotificationId],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = ids.iter().map(NotificationId::as_uuid).collect();
+    sqlx::query("UPDATE delivery_queue SET due_at = now(), leased_by = NULL WHERE notification_id = ANY($1)")
+        .bind(&ids)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// A row a worker now holds until its lease runs out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claim {
+    pub notification_id: Uuid,
+    pub tenant_id: String,
+    pub claims: i32,
+}
+
+/// Claims up to `limit` due rows, HIGH first then the longest due, skipping
+/// rows another worker is claiming right now. The claim moves each row's due
+/// time forward by the lease: if this worker dies, the rows come back then.
+pub async fn claim(
+    executor: impl PgExecutor<'_>,
+    worker: Uuid,
+    limit: u32,
+    lease_seconds: u64,
+) -> Result<Vec<Claim>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS ( \
+             SELECT notification_id FROM delivery_queue \
+             WHERE due_at <= now() \
+             ORDER BY priority, due_at \
+             LIMIT $2 \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE delivery_queue q \
+            SET due_at = now() + make_interval(secs => $3), leased_by = $1, claims = q.claims + 1 \
+           FROM due WHERE q.notification_id = due.notification_id \
+         RETURNING q.notification_id, q.tenant_id, q.claims",
+    )
+    .bind(worker)
+    .bind(i64::from(limit))
+    .bind(lease_seconds as f64)
+    .fetch_all(executor)
+    .await
+}
+
+/// When the next row falls due, if any: how long a worker may sleep.
+pub async fn next_due(executor: impl PgExecutor<'_>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM delivery_queue")
+        .fetch_one(executor)
+        .await
+}

@@ -1,0 +1,148 @@
+//! Which provider carries the next attempt (seed 002's routing policies).
+//!
+//! Channels are tried in the order the send gives. Within a channel the
+//! providers come in the configured order (reliability first), or cheapest
+//! first for marketing categories; a route that failed permanently is never
+//! tried again, a transient failure moves to the provider after the one that
+//! failed, and a provider whose breaker is open is passed over.
+
+use crate::domain::NotificationState;
+use crate::domain::values::Channel;
+use crate::providers::Destination;
+
+use super::RoutingConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub channel: Channel,
+    pub provider: String,
+    pub destination: Destination,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteDecision {
+    Use(Route),
+    /// Routes remain, but every one of them is unavailable right now.
+    Blocked,
+    /// Nothing can carry it: no address for any requested channel, no
+    /// provider configured, or every route failed permanently.
+    Exhausted(String),
+}
+
+/// Where each channel reaches the recipient, if it does.
+pub fn destination(state: &NotificationState, channel: Channel) -> Option<Destination> {
+    let recipient = &state.request.recipient;
+    match channel {
+        Channel::Email => recipient.email.clone().map(Destination::Email),
+        Channel::Sms => recipient.phone.clone().map(Destination::Sms),
+        Channel::Push => recipient.push_target.clone().map(Destination::Push),
+        Channel::Webhook => recipient.webhook_url.clone().map(Destination::Webhook),
+        Channel::Ntfy => recipient.ntfy_topic.clone().map(Destination::Ntfy),
+        Channel::InApp => recipient.id.clone().map(Destination::InApp),
+    }
+}
+
+/// The ISO 3166 country a destination is in, where it has one (phone numbers).
+fn country(destination: &Destination) -> Option<String> {
+    let Destination::Sms(phone) = destination else {
+        return None;
+    };
+    let number = phonenumber::parse(None, phone.as_str()).ok()?;
+    number.country().id().map(|id| format!("{id:?}"))
+}
+
+impl RoutingConfig {
+    /// The cost of one message through `provider` to `destination`, if known.
+    pub fn cost(&self, provider: &str, destination: &Destination) -> Option<f64> {
+        let table = self.costs.get(provider)?;
+        country(destination)
+            .and_then(|country| table.get(&country))
+            .or_else(|| table.get("default"))
+            .copied()
+    }
+
+    /// The providers of `channel` in the order this notification tries them.
+    fn ordered(
+        &self,
+        state: &NotificationState,
+        channel: Channel,
+        destination: &Destination,
+    ) -> Vec<String> {
+        let mut providers = self.channels.get(&channel).cloned().unwrap_or_default();
+        let category = state.request.category.as_ref().map(|c| c.as_str());
+        let marketing = category.is_some_and(|c| self.marketing_categories.iter().any(|m| m == c));
+        if marketing {
+            // Cheapest first; unknown costs last, keeping the configured order among equals.
+            providers.sort_by(|a, b| {
+                let cost = |p: &str| self.cost(p, destination).unwrap_or(f64::INFINITY);
+                cost(a).total_cmp(&cost(b))
+            });
+        }
+        providers
+    }
+}
+
+/// Whether a provider can take a call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Ready,
+    /// Its breaker is open: later, perhaps.
+    Busy,
+    /// Not configured, or cannot carry the channel.
+    Missing,
+}
+
+/// Picks the route for the next attempt; `availability` tells about each
+/// provider for a channel.
+pub fn next_route(
+    state: &NotificationState,
+    routing: &RoutingConfig,
+    mut availability: impl FnMut(&str, Channel) -> Availability,
+) -> RouteDecision {
+    let mut blocked = false;
+    for &channel in &state.request.channels {
+        let Some(destination) = destination(state, channel) else {
+            continue;
+        };
+        let mut providers: Vec<String> = routing
+            .ordered(state, channel, &destination)
+            .into_iter()
+            .filter(|p| {
+                !state
+                    .failed_routes
+                    .iter()
+                    .any(|(c, f)| *c == channel && f == p)
+            })
+            .collect();
+        // After a transient failure, start with the provider after the one that failed.
+        if state.channel == Some(channel)
+            && let Some(failed) = &state.last_failed_provider
+            && let Some(index) = providers.iter().position(|p| p == failed)
+        {
+            let len = providers.len();
+            providers.rotate_left((index + 1) % len);
+        }
+        for provider in providers {
+            match availability(&provider, channel) {
+                Availability::Ready => {
+                    return RouteDecision::Use(Route {
+                        channel,
+                        provider,
+                        destination,
+                    });
+                }
+                Availability::Busy => blocked = true,
+                Availability::Missing => {}
+            }
+        }
+    }
+    if blocked {
+        RouteDecision::Blocked
+    } else {
+        let channels: Vec<&str> = state.request.channels.iter().map(|c| c.as_str()).collect();
+        RouteDecision::Exhausted(format!(
+            "no provider can reach the recipient on {}: no address, no configured provider, or every route failed permanently",
+            channels.join(", ")
+        ))
+    }
+}

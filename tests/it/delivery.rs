@@ -1,0 +1,503 @@
+//! The dispatcher end to end on a real database: priority order, schedules
+//! and expiry, the retry schedule, error classes, failover and dead letters.
+//!
+//! The provider here is scripted (it answers what each test tells it to), so
+//! the dispatcher's decisions can be checked exactly; the drivers themselves
+//! are tested against real peers in the `providers_*` modules.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use herald::commands::notifications::{self, NotificationDetails};
+use herald::commands::{Actor, tenants};
+use herald::domain::values::{Channel, NotificationId, TenantId};
+use herald::domain::{NotificationStatus, SendNotification};
+use herald::eventstore::EventStore;
+use herald::providers::{OutboundMessage, Provider, Providers, Receipt, SendError};
+use herald::workers::dispatcher::Dispatcher;
+use herald::workers::{DeliveryConfig, RoutingConfig};
+
+use crate::support::{TestDatabase, fresh_database};
+
+/// A provider that answers from a script (then succeeds) and records calls.
+#[derive(Clone)]
+struct Scripted {
+    name: String,
+    script: Arc<Mutex<VecDeque<Result<(), SendError>>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    notification_id: NotificationId,
+    attempt: u32,
+    title: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl Scripted {
+    fn new(name: &str) -> Scripted {
+        Scripted {
+            name: name.to_string(),
+            script: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn then(&self, answer: Result<(), SendError>) -> &Self {
+        self.script.lock().unwrap().push_back(answer);
+        self
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn supports(&self, channel: Channel) -> bool {
+        channel == Channel::Email
+    }
+
+    fn send<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Receipt, SendError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(Call {
+                notification_id: message.notification_id,
+                attempt: message.attempt,
+                title: message.title.clone(),
+                at: Utc::now(),
+            });
+            let answer = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
+            answer.map(|()| Receipt {
+                provider_message_id: Some(format!("{}-{}", self.name, message.attempt)),
+            })
+        })
+    }
+}
+
+struct Harness {
+    _db: TestDatabase,
+    store: EventStore,
+    tenant: TenantId,
+    shutdown: CancellationToken,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let db = fresh_database().await;
+        herald::database::MIGRATOR
+            .run(&db.pool)
+            .await
+            .expect("migrated");
+        let store = EventStore::new(db.pool.clone());
+        let created = tenants::create_tenant(&store, "Delivery", &Actor::new("test"))
+            .await
+            .expect("tenant");
+        Harness {
+            _db: db,
+            store,
+            tenant: created.tenant_id,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn start(
+        &self,
+        providers: &[&Scripted],
+        delivery: DeliveryConfig,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut registry = Providers::default();
+        for provider in providers {
+            registry.insert(Arc::new((*provider).clone()));
+        }
+        let mut routing = RoutingConfig::default();
+        routing.channels.insert(
+            Channel::Email,
+            providers.iter().map(|p| p.name.clone()).collect(),
+        );
+        Dispatcher::new(self.store.clone(), registry, routing, delivery)
+            .spawn(self.shutdown.clone())
+    }
+
+    async fn send(&self, input: serde_json::Value) -> NotificationId {
+        let mut input = input;
+        let base = json!({
+            "recipient": { "email": "ada@example.com" },
+            "channels": ["email"],
+            "content": { "title": "Hello", "text": "Your code is 123456" },
+        });
+        for (key, value) in base.as_object().unwrap() {
+            input
+                .as_object_mut()
+                .unwrap()
+                .entry(key)
+                .or_insert(value.clone());
+        }
+        let input: SendNotification = serde_json::from_value(input).expect("valid input");
+        notifications::send(
+            &self.store,
+            &self.tenant,
+            input,
+            Duration::from_secs(3600),
+            &Actor::new("test"),
+        )
+        .await
+        .expect("sent")
+        .notification
+        .notification_id
+    }
+
+    async fn details(&self, id: &NotificationId) -> NotificationDetails {
+        notifications::get(&self.store, &self.tenant, id)
+            .await
+            .expect("read")
+            .expect("exists")
+    }
+
+    /// Waits until the notification reaches `status`.
+    async fn wait_for(
+        &self,
+        id: &NotificationId,
+        status: NotificationStatus,
+        within: Duration,
+    ) -> NotificationDetails {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let details = self.details(id).await;
+            if details.state.status == status {
+                return details;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {} after {within:?}, waiting for {status}: {:?}",
+                details.state.status,
+                types(&details)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn queue_len(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM delivery_queue")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+fn types(details: &NotificationDetails) -> Vec<String> {
+    details
+        .timeline
+        .iter()
+        .map(|e| e.event_type.clone())
+        .collect()
+}
+
+/// Fast retries so the schedule can be watched in a test.
+fn quick() -> DeliveryConfig {
+    DeliveryConfig {
+        retry_delays_seconds: vec![0.3, 0.6, 0.9],
+        retry_jitter: 0.0,
+        lease_seconds: 5,
+        ..DeliveryConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_send_is_attempted_and_recorded_as_sent_then_leaves_the_queue() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let worker = h.start(&[&provider], quick());
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        types(&details),
+        [
+            "NotificationRequested",
+            "DeliveryAttempted",
+            "NotificationSent"
+        ]
+    );
+    assert_eq!(
+        details.state.provider_message_id.as_deref(),
+        Some("mail-a-1")
+    );
+    assert_eq!(provider.calls().len(), 1);
+    assert_eq!(h.queue_len().await, 0, "done rows leave the queue");
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn high_is_claimed_before_normal_before_low_when_all_are_due() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let mut ids = Vec::new();
+    for (priority, title) in [("LOW", "low"), ("NORMAL", "normal"), ("HIGH", "high")] {
+        for n in 0..3 {
+            ids.push(h.send(json!({ "priority": priority, "content": { "title": format!("{title}-{n}"), "text": "x" } })).await);
+        }
+    }
+    // One at a time, so the order of calls is the order of claims.
+    let delivery = DeliveryConfig {
+        claim_batch: 1,
+        dispatchers: 1,
+        provider_concurrency: 1,
+        ..quick()
+    };
+    let worker = h.start(&[&provider], delivery);
+    for id in &ids {
+        h.wait_for(id, NotificationStatus::Sent, Duration::from_secs(10))
+            .await;
+    }
+    let order: Vec<String> = provider
+        .calls()
+        .iter()
+        .map(|c| {
+            c.title
+                .clone()
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "high", "high", "high", "normal", "normal", "normal", "low", "low", "low"
+        ]
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_notification_not_sent_in_time_expires_on_time() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    // The retry would come after the expiry: the notification must end
+    // EXPIRED at its expiry, not linger until the retry.
+    provider.then(Err(SendError::Transient {
+        message: "429".into(),
+        retry_after: Some(Duration::from_secs(30)),
+    }));
+    let worker = h.start(&[&provider], quick());
+    let sent_at = Utc::now();
+    let id = h.send(json!({ "ttl_seconds": 1 })).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Expired, Duration::from_secs(5))
+        .await;
+    let expired_at = details.timeline.last().unwrap().recorded_at;
+    assert!(
+        expired_at - sent_at < chrono::TimeDelta::milliseconds(1800),
+        "expired at {expired_at}"
+    );
+    assert_eq!(provider.calls().len(), 1);
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_scheduled_send_waits_for_its_second() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let worker = h.start(&[&provider], quick());
+    let schedule_at = Utc::now() + chrono::TimeDelta::seconds(2);
+    let scheduled = h.send(json!({ "schedule_at": schedule_at })).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(provider.calls().is_empty(), "sent before its time");
+
+    h.wait_for(
+        &scheduled,
+        NotificationStatus::Sent,
+        Duration::from_secs(10),
+    )
+    .await;
+    let call = &provider.calls()[0];
+    assert_eq!(call.notification_id, scheduled);
+    assert!(
+        call.at >= schedule_at,
+        "sent at {} before {schedule_at}",
+        call.at
+    );
+    assert!(
+        call.at < schedule_at + chrono::TimeDelta::seconds(1),
+        "sent at {}, more than a second late",
+        call.at
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn transient_failures_follow_the_retry_schedule_then_dead_letter() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    for _ in 0..4 {
+        provider.then(Err(SendError::transient("451 try later")));
+    }
+    let worker = h.start(&[&provider], quick());
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(
+            &id,
+            NotificationStatus::DeadLettered,
+            Duration::from_secs(15),
+        )
+        .await;
+    let calls = provider.calls();
+    assert_eq!(
+        calls.iter().map(|c| c.attempt).collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "the first attempt and three retries"
+    );
+    let gaps: Vec<f64> = calls
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_seconds_f64())
+        .collect();
+    for (gap, scheduled) in gaps.iter().zip([0.3, 0.6, 0.9]) {
+        assert!(
+            *gap >= scheduled - 0.01 && *gap < scheduled + 0.5,
+            "gaps {gaps:?}"
+        );
+    }
+    assert_eq!(
+        types(&details)
+            .iter()
+            .filter(|t| *t == "DeliveryFailed")
+            .count(),
+        4
+    );
+    assert_eq!(types(&details).last().unwrap(), "NotificationDeadLettered");
+    assert_eq!(h.queue_len().await, 0);
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_after_from_the_provider_sets_the_pause() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    provider.then(Err(SendError::Transient {
+        message: "429 slow down".into(),
+        retry_after: Some(Duration::from_secs(2)),
+    }));
+    let worker = h.start(&[&provider], quick());
+    let id = h.send(json!({})).await;
+    h.wait_for(&id, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    let calls = provider.calls();
+    let gap = (calls[1].at - calls[0].at).as_seconds_f64();
+    assert!(
+        (2.0..2.6).contains(&gap),
+        "retried after {gap} s, not the 2 s asked for"
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_over_at_once_and_is_never_retried_on_that_provider() {
+    let h = Harness::new().await;
+    let first = Scripted::new("mail-a");
+    let second = Scripted::new("mail-b");
+    first.then(Err(SendError::permanent("550 mailbox unavailable")));
+    let worker = h.start(&[&first, &second], quick());
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(first.calls().len(), 1);
+    assert_eq!(second.calls().len(), 1);
+    assert!(
+        second.calls()[0].at - first.calls()[0].at < chrono::TimeDelta::milliseconds(300),
+        "failover waited"
+    );
+    assert_eq!(details.state.provider.as_deref(), Some("mail-b"));
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_failure_with_nowhere_left_dead_letters_after_one_attempt() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    provider.then(Err(SendError::permanent("550 no such user")));
+    let worker = h.start(&[&provider], quick());
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(
+            &id,
+            NotificationStatus::DeadLettered,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(provider.calls().len(), 1);
+    assert_eq!(
+        types(&details),
+        [
+            "NotificationRequested",
+            "DeliveryAttempted",
+            "DeliveryFailed",
+            "NotificationDeadLettered"
+        ]
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_transient_failure_moves_to_the_next_provider() {
+    let h = Harness::new().await;
+    let first = Scripted::new("mail-a");
+    let second = Scripted::new("mail-b");
+    first.then(Err(SendError::transient("connection reset")));
+    let worker = h.start(&[&first, &second], quick());
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!((first.calls().len(), second.calls().len()), (1, 1));
+    assert_eq!(details.state.provider.as_deref(), Some("mail-b"));
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_notification_is_never_attempted() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let id = h
+        .send(json!({ "schedule_at": Utc::now() + chrono::TimeDelta::seconds(1) }))
+        .await;
+    notifications::cancel(&h.store, &h.tenant, &id, None, &Actor::new("test"))
+        .await
+        .expect("cancelled");
+    assert_eq!(
+        h.queue_len().await,
+        0,
+        "a cancel takes the row out of the queue"
+    );
+    let worker = h.start(&[&provider], quick());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(provider.calls().is_empty());
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
