@@ -51,6 +51,12 @@ pub struct Config {
     pub ranking: RankingConfig,
     pub breaker: BreakerConfig,
     pub limits: LimitsConfig,
+    /// Tenants whose `ops` (or `admin`) keys may run system-wide operations
+    /// through the API: retry, skip and rebuild projections, which every
+    /// tenant shares. API keys belong to one tenant, so this names the
+    /// operators' own tenants (`["t_ops"]`; in the environment
+    /// `HERALD_OPERATOR_TENANTS=[t_ops]`); empty, only the CLI can.
+    pub operator_tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +86,7 @@ impl Default for Config {
             ranking: RankingConfig::default(),
             breaker: BreakerConfig::default(),
             limits: LimitsConfig::default(),
+            operator_tenants: Vec::new(),
         }
     }
 }
@@ -125,6 +132,9 @@ impl Config {
             idempotency_window: std::time::Duration::from_secs(self.idempotency_window_seconds),
             request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds),
             max_request_bytes: self.max_request_bytes,
+            limits: self.limits.clone(),
+            costs: self.routing.cost_table(),
+            operator_tenants: self.operator_tenants.clone(),
         }
     }
 

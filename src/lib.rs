@@ -121,7 +121,7 @@ async fn run(
             providers,
             config,
             shutdown.clone(),
-        ))
+        )?)
     } else {
         None
     };

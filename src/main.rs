@@ -46,7 +46,11 @@ enum Command {
     /// List projections, retry or skip a failed event, rebuild.
     #[command(subcommand)]
     Projections(herald::cli::projections::ProjectionsCommand),
-    /// Replay an entity's events in a time window, or a position range, as NDJSON.
+    /// Inspect and replay a tenant's dead-letter queue.
+    #[command(subcommand)]
+    DeadLetters(herald::cli::dead_letters::DeadLettersCommand),
+    /// Replay an entity's events in a time window, or a position range, as NDJSON;
+    /// or re-run a position range through an idempotent projection (--into).
     Replay(herald::cli::replay::ReplayArgs),
     /// Load generators that print throughput and latency figures.
     #[command(subcommand)]
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Command::Ingest(args) => herald::cli::ingest::run(&config, args).await,
             Command::Replay(args) => herald::cli::replay::run(&config, args).await,
             Command::Projections(command) => herald::cli::projections::run(&config, command).await,
+            Command::DeadLetters(command) => herald::cli::dead_letters::run(&config, command).await,
             Command::Bench(command) => bench::run(&config, command).await,
             Command::Config | Command::Schema => unreachable!("handled before the runtime starts"),
         }

@@ -25,6 +25,11 @@ pub enum ApiError {
     Conflict(String),
     IdempotencyConflict,
     RateLimited,
+    /// A hard cap of the tenant's; retrying before `resets_at` is pointless.
+    QuotaExceeded {
+        message: String,
+        resets_at: chrono::DateTime<chrono::Utc>,
+    },
     /// The body is not in the media type the route reads (it names that one).
     UnsupportedMediaType(&'static str),
     /// The client sent nothing for too long.
@@ -55,6 +60,7 @@ impl ApiError {
                 "the idempotency key was already used for a different request".into()
             }
             ApiError::RateLimited => "too many requests".into(),
+            ApiError::QuotaExceeded { message, .. } => message.clone(),
             ApiError::UnsupportedMediaType(expected) => {
                 format!("send the body as Content-Type: {expected}")
             }
@@ -72,6 +78,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Timeout => "TIMEOUT",
             ApiError::Internal(_) => "INTERNAL",
@@ -85,7 +92,7 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
-            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +137,10 @@ impl From<CommandError> for ApiError {
             CommandError::Validation(errors) => errors.into(),
             CommandError::NotFound(what) => ApiError::NotFound(what),
             CommandError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            CommandError::QuotaExceeded { resets_at, .. } => ApiError::QuotaExceeded {
+                message: error.to_string(),
+                resets_at,
+            },
             CommandError::Domain(domain) => match domain {
                 DomainError::TenantNotCreated => ApiError::NotFound("tenant"),
                 DomainError::UnknownApiKey(_) => ApiError::NotFound("API key"),
@@ -178,6 +189,9 @@ impl From<ApiError> for async_graphql::Error {
             if let ApiError::Internal(id) = &error {
                 extensions.set("errorId", id.as_str());
             }
+            if let ApiError::QuotaExceeded { resets_at, .. } = &error {
+                extensions.set("resetsAt", resets_at.to_rfc3339());
+            }
         })
     }
 }
@@ -198,6 +212,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if let ApiError::QuotaExceeded { resets_at, .. } = &self {
+            let wait = (*resets_at - chrono::Utc::now()).num_seconds().max(1);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(wait),
+            );
+        }
+        response
     }
 }

@@ -2,6 +2,8 @@
 //! subscriber through a bounded broadcast channel, so a subscriber costs no
 //! query per event, and one too slow to keep up is dropped, not buffered.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ struct Inner {
     /// The checkpoint of the last event broadcast; set before it is sent.
     last: Mutex<Checkpoint>,
     store: EventStore,
+    /// See [`LiveHub::shared`].
+    shared: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     _stop: DropGuard,
 }
 
@@ -51,10 +55,24 @@ impl LiveHub {
             sender,
             last: Mutex::new(start),
             store: store.clone(),
+            shared: Mutex::default(),
             _stop: stop.clone().drop_guard(),
         });
         tokio::spawn(tail(store, start, Arc::downgrade(&inner), stop));
         Ok(LiveHub { inner })
+    }
+
+    /// The hub's one value of type `T`, made on first use: what every
+    /// subscriber of one kind works out from the events once for all of them
+    /// (the in-app feed's deliveries, say) rather than each on its own.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut shared = self.inner.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let value = shared
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        Arc::clone(value)
+            .downcast::<T>()
+            .expect("stored under its own type id")
     }
 
     /// Every event after `after` (from the log, then live), or only live

@@ -44,6 +44,11 @@ pub struct ApiOptions {
     pub idempotency_window: Duration,
     pub request_timeout: Duration,
     pub max_request_bytes: usize,
+    pub limits: crate::commands::limits::LimitsConfig,
+    /// Prices for the monthly budget, from `routing`.
+    pub costs: crate::commands::limits::CostTable,
+    /// See `Config::operator_tenants`.
+    pub operator_tenants: Vec<String>,
 }
 
 impl ApiState {
@@ -57,6 +62,11 @@ impl ApiState {
             store,
             keys: Arc::new(KeyCache::default()),
             idempotency_window: options.idempotency_window,
+            limits: Arc::new(
+                crate::commands::limits::Limits::new(options.limits.clone())
+                    .with_costs(options.costs.clone()),
+            ),
+            operator_tenants: options.operator_tenants.clone().into(),
         };
         Ok(ApiState {
             schema: graphql::build(api.clone()),

@@ -83,7 +83,7 @@ pub async fn send(
         &state.api.store,
         &principal.tenant_id,
         input,
-        state.api.idempotency_window,
+        &state.api.send_policy(),
         &Actor::new(format!("api-key:{}", principal.key_id)),
     )
     .await?;

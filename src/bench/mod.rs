@@ -3,6 +3,7 @@
 
 mod api;
 mod append;
+mod e2e;
 mod rebuild;
 mod report;
 mod subscribe;
@@ -27,6 +28,9 @@ pub enum BenchCommand {
     /// Rebuilding notification_status and analytics from a large log against
     /// a raw COPY export of the same events.
     Rebuild(rebuild::RebuildArgs),
+    /// Sends over GraphQL through a `herald serve` process to a webhook sink:
+    /// accepted/s, delivered/s, accept-to-receipt latency, service RSS.
+    E2e(e2e::E2eArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api::run(&scratch, args).await,
         BenchCommand::Subscribe(args) => subscribe::run(&scratch, args).await,
         BenchCommand::Rebuild(args) => rebuild::run(&scratch, args).await,
+        BenchCommand::E2e(args) => e2e::run(&scratch, args).await,
     };
     scratch.drop_database().await;
     result

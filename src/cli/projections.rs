@@ -9,7 +9,10 @@ use crate::projections::{self, checkpoints, rebuild};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProjectionsCommand {
-    /// Every projection: version, state, checkpoint, lag (events and seconds), error.
+    /// Every projection: version, state (the checkpoint row's) and activity
+    /// (running, standby, rebuilding, failed or retired, across processes),
+    /// checkpoint, lag (events and seconds), failed position, error and the
+    /// failing event's tenant, rebuild progress; as the GraphQL `projections`.
     List,
     /// Run a failed projection again from the event it failed on.
     Retry { name: String },

@@ -2,10 +2,12 @@
 //! append the events, and keep the read tables that must be current in the
 //! same transaction. Used by the API and by the CLI alike.
 
+pub mod inapp_feed;
 pub mod ingest;
 pub mod limits;
 pub mod notifications;
 pub mod tenants;
+pub mod webhook_endpoints;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -27,6 +29,13 @@ pub enum CommandError {
     NotFound(&'static str),
     #[error("the idempotency key was used for a different request")]
     IdempotencyConflict,
+    /// A hard cap of the tenant's; nothing was counted.
+    #[error("the tenant's {quota} quota of {limit} is used up until {resets_at}")]
+    QuotaExceeded {
+        quota: crate::domain::Quota,
+        limit: f64,
+        resets_at: chrono::DateTime<chrono::Utc>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("database error: {0}")]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use super::limits::{Charge, Limits, LimitsConfig, consume_quota};
 use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
 use crate::domain::values::{NotificationId, TenantId};
 use crate::domain::{
@@ -34,16 +35,35 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
-/// Accepts a send: validates it, reserves its idempotency key and appends
-/// `NotificationRequested` in one transaction.
+/// What a send is checked against besides its own content.
+#[derive(Clone)]
+pub struct SendPolicy {
+    /// A repeated idempotency key within it returns the original notification.
+    pub idempotency_window: Duration,
+    pub limits: std::sync::Arc<Limits>,
+}
+
+impl SendPolicy {
+    /// No quotas or budgets (tests, tools).
+    pub fn unlimited(idempotency_window: Duration) -> SendPolicy {
+        SendPolicy {
+            idempotency_window,
+            limits: std::sync::Arc::new(Limits::new(LimitsConfig::default())),
+        }
+    }
+}
+
+/// Accepts a send: validates it, reserves its idempotency key, charges the
+/// tenant's quotas and appends `NotificationRequested`, in one transaction.
 #[tracing::instrument(name = "send_notification", skip_all, fields(tenant_id = %tenant_id, notification_id))]
 pub async fn send(
     store: &EventStore,
     tenant_id: &TenantId,
     input: SendNotification,
-    idempotency_window: Duration,
+    policy: &SendPolicy,
     actor: &Actor,
 ) -> Result<Sent, CommandError> {
+    let idempotency_window = policy.idempotency_window;
     let request = input.parse(Utc::now())?;
     if let Content::Template(template) = &request.content {
         // Templates are published per tenant; none can be named before that exists.
@@ -70,6 +90,7 @@ pub async fn send(
         },
         Utc::now(),
     )?;
+    let limits = policy.limits.effective(store.pool(), tenant_id).await?;
     let mut tx = store.begin().await?;
     if let Some(key) = &request.idempotency_key {
         match reserve(
@@ -122,7 +143,26 @@ pub async fn send(
         .ok_or(CommandError::NotFound("notification"))?;
     notification_status::upsert(tx.connection(), state, events.len() as i64).await?;
     sync_queue(tx.connection(), &[state]).await?;
+    // Last: the charge locks the tenant's usage row until the commit.
+    let quota = if limits.has_quota() {
+        let charge = Charge {
+            messages: 1,
+            estimated_cost: policy.limits.costs().estimate(&request),
+        };
+        match consume_quota(&mut tx, tenant_id, &limits, charge, Utc::now(), actor).await {
+            Ok(outcome) => Some(outcome),
+            Err(error) => {
+                tx.rollback().await.ok();
+                return Err(error);
+            }
+        }
+    } else {
+        None
+    };
     tx.commit().await?;
+    if let Some(quota) = quota {
+        quota.record_metrics(tenant_id);
+    }
     metrics::counter!(
         "notifications_enqueued_total",
         "channel" => state.request.channels.first().map(|c| c.as_str()).unwrap_or("none"),
@@ -299,6 +339,26 @@ pub async fn cancel(
         id,
         || NotificationCommand::Cancel {
             reason: reason.clone(),
+        },
+        actor,
+    )
+    .await
+}
+
+/// Sends a dead-lettered notification through again (DLQ replay).
+pub async fn requeue(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: &NotificationId,
+    reason: &str,
+    actor: &Actor,
+) -> Result<NotificationDetails, CommandError> {
+    handle(
+        store,
+        tenant_id,
+        id,
+        || NotificationCommand::Requeue {
+            reason: reason.to_string(),
         },
         actor,
     )

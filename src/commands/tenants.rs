@@ -9,7 +9,8 @@ use sqlx::PgConnection;
 use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
 use crate::domain::values::{ApiKeyId, DisplayName, TenantId};
 use crate::domain::{
-    Aggregate, Scope, Tenant, TenantCommand, TenantEvent, ValidationErrors, hash_api_key,
+    Aggregate, Scope, Tenant, TenantCommand, TenantEvent, TenantLimits, ValidationErrors,
+    hash_api_key,
 };
 use crate::eventstore::{EventStore, ExpectedVersion, StreamAppend};
 
@@ -53,7 +54,7 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-fn stream_id(tenant_id: &TenantId) -> String {
+pub(super) fn stream_id(tenant_id: &TenantId) -> String {
     format!("tenant-{tenant_id}")
 }
 
@@ -155,6 +156,20 @@ pub async fn revoke_api_key(
 ) -> Result<(), CommandError> {
     decide_and_append(store, tenant_id, actor, || TenantCommand::RevokeApiKey {
         key_id,
+    })
+    .await
+}
+
+/// Replaces the tenant's limit overrides (the whole set). Processes caching
+/// effective limits see the change within a few seconds.
+pub async fn set_limits(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    limits: TenantLimits,
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    decide_and_append(store, tenant_id, actor, || TenantCommand::SetLimits {
+        limits: limits.clone(),
     })
     .await
 }
@@ -262,6 +277,19 @@ async fn keep_tables_in_step(
                 .execute(conn)
                 .await?;
         }
+        TenantEvent::TenantLimitsSet { limits } => {
+            sqlx::query(
+                "INSERT INTO tenant_limits (tenant_id, limits, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET limits = EXCLUDED.limits, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(tenant_id.as_str())
+            .bind(sqlx::types::Json(limits))
+            .bind(now)
+            .execute(conn)
+            .await?;
+        }
+        // A warning with no table: the send path's quota check appends it.
+        TenantEvent::QuotaSoftCapReached { .. } => {}
     }
     Ok(())
 }

@@ -7,11 +7,13 @@
 
 mod aggregate;
 mod domain_error;
+pub mod inapp_feed;
 mod notification;
 mod notification_command;
 mod notification_event;
 mod notification_request;
 mod notification_status;
+pub mod ranking;
 mod scope;
 mod send_notification;
 mod sha256_hex;
@@ -21,6 +23,7 @@ mod tagged_payload;
 mod tenant;
 mod validation_errors;
 pub mod values;
+pub mod webhook_endpoint;
 
 #[cfg(test)]
 mod given_when_then;
@@ -50,4 +53,6 @@ pub use tenant::{
     API_KEY_PREFIX_CHARS, ApiKey, MAX_API_KEY_SECRET_CHARS, MIN_API_KEY_SECRET_CHARS, Tenant,
     TenantCommand, TenantEvent, hash_api_key,
 };
+pub use tenant::{Budget, FrequencyCap, Quota, RateLimit, SoftCapFraction, TenantLimits};
 pub use validation_errors::{FieldError, ValidationErrors};
+pub use webhook_endpoint::{WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointEvent};

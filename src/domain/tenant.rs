@@ -5,6 +5,11 @@
 //! | Create | the tenant does not exist | TenantCreated |
 //! | IssueApiKey | the tenant exists, the key id is new, at least one scope, a strong secret | ApiKeyIssued |
 //! | RevokeApiKey | the key exists and is not revoked | ApiKeyRevoked |
+//! | SetLimits | the tenant exists and the limits differ from its current ones | TenantLimitsSet |
+//!
+//! `QuotaSoftCapReached` is recorded by the send path's quota check
+//! (`commands::limits`), not decided here: the usage counters, not the
+//! tenant's state, know when a cap is crossed. It changes no state.
 //!
 //! Only a key's SHA-256 is recorded. The secret is random and long, so a
 //! plain hash suffices (no salt or stretching): there is no dictionary to
@@ -13,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -22,7 +27,7 @@ use super::domain_error::DomainError;
 use super::scope::Scope;
 use super::sha256_hex::sha256_hex;
 use super::tagged_payload::upcast_current;
-use super::values::{ApiKeyId, DisplayName, TenantId};
+use super::values::{ApiKeyId, Category, Channel, DisplayName, TenantId, ValueError};
 
 /// Characters of the secret kept in clear, so people can tell keys apart.
 pub const API_KEY_PREFIX_CHARS: usize = 8;
@@ -33,6 +38,230 @@ pub const MAX_API_KEY_SECRET_CHARS: usize = 256;
 /// The hex SHA-256 of an API key's secret, as stored and looked up.
 pub fn hash_api_key(secret: &str) -> String {
     sha256_hex(secret.as_bytes())
+}
+
+/// A token bucket: it holds at most `burst` tokens and refills `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RateLimitFields")]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitFields {
+    per_second: f64,
+    burst: f64,
+}
+
+impl TryFrom<RateLimitFields> for RateLimit {
+    type Error = ValueError;
+
+    fn try_from(fields: RateLimitFields) -> Result<Self, ValueError> {
+        RateLimit::new(fields.per_second, fields.burst)
+    }
+}
+
+impl RateLimit {
+    pub fn new(per_second: f64, burst: f64) -> Result<RateLimit, ValueError> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err(ValueError::Invalid(
+                "per_second must be a positive number".into(),
+            ));
+        }
+        // Below one token nothing could ever be granted.
+        if !(burst.is_finite() && burst >= 1.0) {
+            return Err(ValueError::Invalid("burst must be at least 1".into()));
+        }
+        Ok(RateLimit { per_second, burst })
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+}
+
+/// At most `count` messages per `period_seconds` to one recipient, e.g. 3
+/// marketing messages a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FrequencyCapFields")]
+pub struct FrequencyCap {
+    count: u32,
+    period_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrequencyCapFields {
+    count: u32,
+    period_seconds: u64,
+}
+
+impl TryFrom<FrequencyCapFields> for FrequencyCap {
+    type Error = ValueError;
+
+    fn try_from(fields: FrequencyCapFields) -> Result<Self, ValueError> {
+        FrequencyCap::new(fields.count, fields.period_seconds)
+    }
+}
+
+impl FrequencyCap {
+    pub fn new(count: u32, period_seconds: u64) -> Result<FrequencyCap, ValueError> {
+        if count == 0 || period_seconds == 0 {
+            return Err(ValueError::Invalid(
+                "count and period_seconds must be at least 1".into(),
+            ));
+        }
+        Ok(FrequencyCap {
+            count,
+            period_seconds,
+        })
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn period_seconds(&self) -> u64 {
+        self.period_seconds
+    }
+
+    /// The cap as a token bucket: `count` at once, then refilled evenly over
+    /// the period, so a recipient never gets more than `count` in any window
+    /// of that length.
+    pub fn as_rate(&self) -> RateLimit {
+        RateLimit {
+            per_second: f64::from(self.count) / self.period_seconds as f64,
+            burst: f64::from(self.count),
+        }
+    }
+}
+
+/// The share of a cap at which the tenant is warned, in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct SoftCapFraction(f64);
+
+impl TryFrom<f64> for SoftCapFraction {
+    type Error = ValueError;
+
+    fn try_from(fraction: f64) -> Result<Self, ValueError> {
+        if fraction > 0.0 && fraction <= 1.0 {
+            Ok(SoftCapFraction(fraction))
+        } else {
+            Err(ValueError::Invalid("must be above 0 and at most 1".into()))
+        }
+    }
+}
+
+impl From<SoftCapFraction> for f64 {
+    fn from(fraction: SoftCapFraction) -> f64 {
+        fraction.0
+    }
+}
+
+/// An amount of money per month, in the unit of `routing.costs`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Budget(f64);
+
+impl TryFrom<f64> for Budget {
+    type Error = ValueError;
+
+    fn try_from(amount: f64) -> Result<Self, ValueError> {
+        if amount.is_finite() && amount >= 0.0 {
+            Ok(Budget(amount))
+        } else {
+            Err(ValueError::Invalid("must be a number of at least 0".into()))
+        }
+    }
+}
+
+impl From<Budget> for f64 {
+    fn from(budget: Budget) -> f64 {
+        budget.0
+    }
+}
+
+/// A tenant's own limits over the configured defaults. A field left out
+/// (`None`) keeps the default; `Some(None)` lifts that limit for the tenant.
+/// Provider rates are not here: they protect a provider account that every
+/// tenant shares.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub messages_per_day: Option<Option<u64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub messages_per_month: Option<Option<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_cap_fraction: Option<SoftCapFraction>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub monthly_budget: Option<Option<Budget>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub monthly_soft_budget: Option<Option<Budget>>,
+    /// Per channel; `None` leaves the channel unthrottled for this tenant.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_rates: BTreeMap<Channel, Option<RateLimit>>,
+    /// Per category; `None` lifts the category's cap for this tenant.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub frequency_caps: BTreeMap<Category, Option<FrequencyCap>>,
+}
+
+/// Reads a field that is present, even as `null`, as `Some`: serde's default
+/// would fold `null` into "absent", losing "lift this limit".
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A usage counter that can be capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quota {
+    DailyMessages,
+    MonthlyMessages,
+    MonthlyCost,
+}
+
+impl Quota {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quota::DailyMessages => "daily_messages",
+            Quota::MonthlyMessages => "monthly_messages",
+            Quota::MonthlyCost => "monthly_cost",
+        }
+    }
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,18 +281,39 @@ pub enum TenantEvent {
     ApiKeyRevoked {
         key_id: ApiKeyId,
     },
+    /// The tenant's overrides from now on (the whole set, not a change).
+    TenantLimitsSet {
+        limits: TenantLimits,
+    },
+    /// Usage of `quota` reached its soft cap in the period starting at
+    /// `period_start` (a UTC day or month); recorded once per period.
+    QuotaSoftCapReached {
+        quota: Quota,
+        period_start: NaiveDate,
+        used: f64,
+        soft_cap: f64,
+        limit: Option<f64>,
+    },
 }
 
 impl TenantEvent {
     pub const SCHEMA_VERSION: i16 = 1;
 
-    pub const EVENT_TYPES: [&'static str; 3] = ["TenantCreated", "ApiKeyIssued", "ApiKeyRevoked"];
+    pub const EVENT_TYPES: [&'static str; 5] = [
+        "TenantCreated",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+        "TenantLimitsSet",
+        "QuotaSoftCapReached",
+    ];
 
     pub fn event_type(&self) -> &'static str {
         match self {
             TenantEvent::TenantCreated { .. } => "TenantCreated",
             TenantEvent::ApiKeyIssued { .. } => "ApiKeyIssued",
             TenantEvent::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            TenantEvent::TenantLimitsSet { .. } => "TenantLimitsSet",
+            TenantEvent::QuotaSoftCapReached { .. } => "QuotaSoftCapReached",
         }
     }
 
@@ -99,6 +349,9 @@ pub enum TenantCommand {
     RevokeApiKey {
         key_id: ApiKeyId,
     },
+    SetLimits {
+        limits: TenantLimits,
+    },
 }
 
 /// An issued key as the tenant knows it.
@@ -120,10 +373,11 @@ impl ApiKey {
 }
 
 /// A tenant's state; `Default` is one not yet created.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tenant {
     profile: Option<(TenantId, DisplayName)>,
     keys: BTreeMap<ApiKeyId, ApiKey>,
+    limits: TenantLimits,
 }
 
 impl Tenant {
@@ -141,6 +395,10 @@ impl Tenant {
 
     pub fn api_keys(&self) -> impl Iterator<Item = (ApiKeyId, &ApiKey)> {
         self.keys.iter().map(|(id, key)| (*id, key))
+    }
+
+    pub fn limits(&self) -> &TenantLimits {
+        &self.limits
     }
 
     pub fn apply(&mut self, event: &TenantEvent) {
@@ -171,6 +429,8 @@ impl Tenant {
                     key.revoked = true;
                 }
             }
+            TenantEvent::TenantLimitsSet { limits } => self.limits = limits.clone(),
+            TenantEvent::QuotaSoftCapReached { .. } => {}
         }
     }
 
@@ -226,6 +486,15 @@ impl Tenant {
                     Some(key) if key.revoked => Err(DomainError::ApiKeyAlreadyRevoked(key_id)),
                     Some(_) => Ok(vec![TenantEvent::ApiKeyRevoked { key_id }]),
                 }
+            }
+            TenantCommand::SetLimits { limits } => {
+                if self.profile.is_none() {
+                    return Err(DomainError::TenantNotCreated);
+                }
+                if limits == self.limits {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![TenantEvent::TenantLimitsSet { limits }])
             }
         }
     }
@@ -397,6 +666,14 @@ mod tests {
             created(),
             issued(),
             TenantEvent::ApiKeyRevoked { key_id: key_id() },
+            limits_set(),
+            TenantEvent::QuotaSoftCapReached {
+                quota: Quota::DailyMessages,
+                period_start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                used: 80.0,
+                soft_cap: 80.0,
+                limit: Some(100.0),
+            },
         ] {
             let payload = serde_json::to_value(&event).unwrap();
             assert_eq!(
@@ -405,6 +682,87 @@ mod tests {
             );
         }
         assert!(TenantEvent::upcast("TenantDeleted", 1, serde_json::json!({})).is_err());
+    }
+
+    fn limits_set() -> TenantEvent {
+        TenantEvent::TenantLimitsSet {
+            limits: TenantLimits {
+                messages_per_day: Some(Some(1_000)),
+                messages_per_month: Some(None),
+                monthly_budget: Some(Some(Budget::try_from(50.0).unwrap())),
+                channel_rates: BTreeMap::from([(
+                    Channel::Sms,
+                    Some(RateLimit::new(5.0, 10.0).unwrap()),
+                )]),
+                frequency_caps: BTreeMap::from([(
+                    Category::parse("marketing").unwrap(),
+                    Some(FrequencyCap::new(3, 86_400).unwrap()),
+                )]),
+                ..TenantLimits::default()
+            },
+        }
+    }
+
+    #[test]
+    fn set_limits_records_the_whole_set_and_the_same_set_again_records_nothing() {
+        let TenantEvent::TenantLimitsSet { limits } = limits_set() else {
+            unreachable!()
+        };
+        given::<Tenant>([created()])
+            .when(TenantCommand::SetLimits {
+                limits: limits.clone(),
+            })
+            .then([limits_set()]);
+        given::<Tenant>([created(), limits_set()])
+            .when(TenantCommand::SetLimits {
+                limits: limits.clone(),
+            })
+            .then_nothing();
+        given::<Tenant>([])
+            .when(TenantCommand::SetLimits { limits })
+            .then_error(DomainError::TenantNotCreated);
+        assert_eq!(
+            Tenant::fold(&[created(), limits_set()])
+                .limits()
+                .messages_per_day,
+            Some(Some(1_000))
+        );
+    }
+
+    #[test]
+    fn an_absent_limit_keeps_the_default_and_null_lifts_it() {
+        let limits: TenantLimits = serde_json::from_value(serde_json::json!({
+            "messages_per_day": null,
+            "channel_rates": { "email": null },
+        }))
+        .unwrap();
+        assert_eq!(limits.messages_per_day, Some(None));
+        assert_eq!(limits.messages_per_month, None);
+        assert_eq!(limits.channel_rates.get(&Channel::Email), Some(&None));
+        let round_trip: TenantLimits =
+            serde_json::from_value(serde_json::to_value(&limits).unwrap()).unwrap();
+        assert_eq!(round_trip, limits);
+    }
+
+    #[test]
+    fn limit_values_refuse_what_could_never_work() {
+        assert!(RateLimit::new(0.0, 10.0).is_err());
+        assert!(RateLimit::new(f64::NAN, 10.0).is_err());
+        assert!(RateLimit::new(1.0, 0.5).is_err());
+        assert!(FrequencyCap::new(0, 60).is_err());
+        assert!(FrequencyCap::new(3, 0).is_err());
+        assert!(SoftCapFraction::try_from(0.0).is_err());
+        assert!(SoftCapFraction::try_from(1.5).is_err());
+        assert!(Budget::try_from(-1.0).is_err());
+        assert!(
+            serde_json::from_value::<RateLimit>(
+                serde_json::json!({ "per_second": -1, "burst": 2 })
+            )
+            .is_err()
+        );
+        let cap = FrequencyCap::new(3, 86_400).unwrap().as_rate();
+        assert_eq!(cap.burst(), 3.0);
+        assert!((cap.per_second() * 86_400.0 - 3.0).abs() < 1e-9);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Projection;
+use super::rebuild::{RebuildProgress, in_progress};
 use crate::eventstore::{
     Checkpoint, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend,
 };
@@ -169,14 +170,32 @@ pub(super) async fn mark_failed(
     Ok(updated.rows_affected() == 1)
 }
 
-/// One row of `herald projections list`.
+/// What a projection version is doing, across every process: the checkpoint
+/// row's state together with who holds its locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activity {
+    /// A process holds the projection's lock and applies events.
+    Running,
+    /// No process runs it now: it waits for one with the projections role.
+    Standby,
+    /// A process fills its tables again beside the serving ones (see `rebuild`).
+    Rebuilding,
+    /// Stopped at an event until an operator retries or skips it.
+    Failed,
+    /// A newer version replaced it.
+    Retired,
+}
+
+/// One row of `herald projections list` and of the GraphQL `projections` query.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectionStatus {
     pub name: String,
     pub version: i32,
-    /// `running`, `failed`, `retired` (a newer version replaced it), or
-    /// `not started` for a known projection without a row.
+    /// The checkpoint row's: `running`, `failed`, `retired` (a newer version
+    /// replaced it), or `not started` for a known projection without a row.
     pub state: String,
+    pub activity: Activity,
     pub checkpoint: Checkpoint,
     /// Events the projection reads that lie after its checkpoint.
     pub lag_events: i64,
@@ -184,10 +203,26 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
     pub error: Option<String>,
     pub failed_position: Option<i64>,
+    /// The tenant of the event at `failed_position`: whose data the error may show.
+    pub failed_tenant_id: Option<String>,
     pub events_processed: i64,
     pub updated_at: Option<DateTime<Utc>>,
     /// The backend that holds the projection's lock, if a process runs it.
     pub holder_pid: Option<i32>,
+    /// The rebuild of this version under way in some process.
+    pub rebuild: Option<RebuildProgress>,
+}
+
+impl ProjectionStatus {
+    fn activity(state: &str, holder: Option<i32>, rebuilding: bool) -> Activity {
+        match state {
+            "retired" => Activity::Retired,
+            _ if rebuilding => Activity::Rebuilding,
+            "failed" => Activity::Failed,
+            _ if holder.is_some() => Activity::Running,
+            _ => Activity::Standby,
+        }
+    }
 }
 
 type StatusRow = (
@@ -198,6 +233,7 @@ type StatusRow = (
     i64,
     Option<String>,
     Option<i64>,
+    Option<String>,
     i64,
     DateTime<Utc>,
 );
@@ -208,9 +244,11 @@ pub async fn statuses(
     known: &[Arc<dyn Projection>],
 ) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let rows: Vec<StatusRow> = sqlx::query_as(
-        "SELECT name, version, state, transaction_id, global_position, error, failed_position, \
-                events_processed, updated_at \
-         FROM projection_checkpoints ORDER BY name, version",
+        "SELECT c.name, c.version, c.state, c.transaction_id, c.global_position, c.error, \
+                c.failed_position, e.tenant_id, c.events_processed, c.updated_at \
+         FROM projection_checkpoints c \
+         LEFT JOIN events e ON e.global_position = c.failed_position \
+         ORDER BY c.name, c.version",
     )
     .fetch_all(pool)
     .await?;
@@ -223,6 +261,7 @@ pub async fn statuses(
         global_position,
         error,
         failed_position,
+        failed_tenant_id,
         processed,
         updated_at,
     ) in rows
@@ -236,8 +275,14 @@ pub async fn statuses(
             .find(|p| p.name() == name)
             .and_then(|p| p.filter().event_types);
         let (lag_events, lag_seconds) = lag(pool, checkpoint, types.as_deref()).await?;
+        let holder_pid = holder(pool, &name, version).await?;
+        let rebuild = in_progress(pool, &name)
+            .await?
+            .filter(|r| r.version == version && state != "retired");
         statuses.push(ProjectionStatus {
-            holder_pid: holder(pool, &name, version).await?,
+            activity: ProjectionStatus::activity(&state, holder_pid, rebuild.is_some()),
+            holder_pid,
+            rebuild,
             name,
             version,
             state,
@@ -246,6 +291,7 @@ pub async fn statuses(
             lag_seconds,
             error,
             failed_position,
+            failed_tenant_id,
             events_processed: processed,
             updated_at: Some(updated_at),
         });
@@ -257,18 +303,26 @@ pub async fn statuses(
         {
             let types = projection.filter().event_types;
             let (lag_events, lag_seconds) = lag(pool, Checkpoint::ORIGIN, types.as_deref()).await?;
+            let holder_pid = holder(pool, projection.name(), projection.version()).await?;
+            // A new version's first run rebuilds before its row exists.
+            let rebuild = in_progress(pool, projection.name())
+                .await?
+                .filter(|r| r.version == projection.version());
             statuses.push(ProjectionStatus {
                 name: projection.name().to_owned(),
                 version: projection.version(),
                 state: "not started".into(),
+                activity: ProjectionStatus::activity("not started", holder_pid, rebuild.is_some()),
                 checkpoint: Checkpoint::ORIGIN,
                 lag_events,
                 lag_seconds,
                 error: None,
                 failed_position: None,
+                failed_tenant_id: None,
                 events_processed: 0,
                 updated_at: None,
-                holder_pid: holder(pool, projection.name(), projection.version()).await?,
+                holder_pid,
+                rebuild,
             });
         }
     }

@@ -157,3 +157,71 @@ pub async fn next_due(executor: impl PgExecutor<'_>) -> Result<Option<DateTime<U
         .fetch_one(executor)
         .await
 }
+
+/// One line of the queue's ops view (seed 002's `/admin/queues`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueStats {
+    pub priority: i16,
+    /// The notification's first requested channel.
+    pub channel: Option<String>,
+    /// Rows waiting, due or not, leased or not.
+    pub depth: i64,
+    /// Rows due now and not held by a worker.
+    pub due: i64,
+    /// Rows a worker holds right now.
+    pub leased: i64,
+    /// The longest-waiting due row's due time.
+    pub oldest_due_at: Option<DateTime<Utc>>,
+}
+
+/// A tenant's queue by priority and channel.
+pub async fn stats(
+    executor: impl PgExecutor<'_>,
+    tenant_id: &str,
+) -> Result<Vec<QueueStats>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT q.priority, s.channels[1] AS channel, count(*) AS depth, \
+                count(*) FILTER (WHERE q.due_at <= now()) AS due, \
+                count(*) FILTER (WHERE q.leased_by IS NOT NULL AND q.due_at > now()) AS leased, \
+                min(q.due_at) FILTER (WHERE q.due_at <= now()) AS oldest_due_at \
+         FROM delivery_queue q LEFT JOIN notification_status s USING (notification_id) \
+         WHERE q.tenant_id = $1 \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(tenant_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// Rows per priority, every tenant: the `delivery_queue_depth` gauge.
+pub async fn depth_by_priority(
+    executor: impl PgExecutor<'_>,
+) -> Result<Vec<(i16, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT priority, count(*) FROM delivery_queue GROUP BY priority")
+        .fetch_all(executor)
+        .await
+}
+
+/// One worker process's view of one provider.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProviderHealth {
+    pub worker_id: Uuid,
+    pub provider: String,
+    pub state: String,
+    pub recent_failures: i32,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub in_flight: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the worker processes last published about their providers.
+pub async fn provider_health(
+    executor: impl PgExecutor<'_>,
+) -> Result<Vec<ProviderHealth>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at \
+         FROM provider_health ORDER BY provider, worker_id",
+    )
+    .fetch_all(executor)
+    .await
+}

@@ -4,11 +4,14 @@
 
 pub mod analytics;
 pub mod checkpoints;
+pub mod dead_letters;
 pub mod delivery_queue;
 pub mod entity_index;
+pub mod inapp_feed;
 pub mod notification_status;
 pub mod rebuild;
 pub mod runner;
+pub mod webhook_outbox;
 
 use std::sync::Arc;
 
@@ -44,6 +47,12 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Handling an event again leaves the tables as handling it once did
+    /// (writes guarded by stream version or position, not counters): only
+    /// then may `herald replay --into` re-run a range of the log through it.
+    fn idempotent(&self) -> bool {
+        false
+    }
     fn handle_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -56,6 +65,9 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(notification_status::NotificationStatusProjection),
         Arc::new(analytics::AnalyticsProjection::new()),
+        Arc::new(dead_letters::DeadLettersProjection),
+        Arc::new(webhook_outbox::WebhookOutboxProjection),
+        Arc::new(inapp_feed::InAppFeedProjection::new()),
     ]
 }
 

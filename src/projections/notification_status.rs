@@ -207,6 +207,11 @@ impl Projection for NotificationStatusProjection {
         &["notification_status"]
     }
 
+    /// Every write is guarded by the stream version it comes from.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     fn filter(&self) -> ReadFilter {
         super::notification_events()
     }

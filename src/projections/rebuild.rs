@@ -13,19 +13,34 @@
 //! moved (its guard fails), rolls back and resumes from the new checkpoint on
 //! the new tables; statements that waited for the lock look the table name up
 //! again and find the new table.
+//!
+//! One rebuild of a projection at a time, across processes: a rebuild holds
+//! an advisory lock on a session of its own, and that session's
+//! `application_name` carries its progress, so every process (`herald
+//! projections list`, the GraphQL `projections` query) sees who rebuilds what
+//! and how far, without a table to clean up when the rebuilding process dies.
+//!
+//! [`reapply`] is the small sibling for idempotent projections: a range of the
+//! log run through the handler again, in place (`herald replay --into`).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use sqlx::{Acquire, PgConnection};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Acquire, PgConnection, PgPool};
 
 use super::{Projection, ProjectionError};
-use crate::eventstore::{Checkpoint, EventStore, RecordedEvent, StoreError};
+use crate::eventstore::{Checkpoint, EventStore, ReadFilter, RecordedEvent, StoreError};
 
 /// Events per transaction while filling: large, so each batch's writes are a
 /// few multi-row statements over thousands of rows.
 const BATCH: usize = 10_000;
-/// The second key of a rebuild's advisory lock namespace.
+/// The first key of a rebuild's advisory lock; the second is the hash of the
+/// projection's name, whatever the version.
 const REBUILD_LOCK_NAMESPACE: i32 = 0x6872_6c65;
+/// How a rebuild's session names itself: `herald rebuild v<version> <events>/<total>`.
+const LABEL: &str = "herald rebuild v";
 
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -56,6 +71,11 @@ pub enum RebuildError {
     Unsupported(String),
     #[error("a rebuild of {0} is already running")]
     AlreadyRunning(String),
+    #[error(
+        "projection {0} is not idempotent: events run through it again would count twice; \
+         rebuild it instead (herald projections rebuild {0})"
+    )]
+    NotIdempotent(String),
     #[error("the rebuild stopped at event {position}: {error}")]
     Failed {
         position: i64,
@@ -79,35 +99,167 @@ fn transient(error: ProjectionError) -> RebuildError {
 pub async fn rebuild(
     store: &EventStore,
     projection: &dyn Projection,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> Result<Progress, RebuildError> {
+    start(store, projection)
+        .await?
+        .run(store, projection, progress)
+        .await
+}
+
+/// A rebuild that holds its projection's rebuild lock and has not folded yet.
+pub struct Started {
+    conn: PgConnection,
+    version: i32,
+    total: i64,
+}
+
+/// Takes the projection's rebuild lock (or says another process has it) and
+/// counts the events to fold. Apart from [`Started::run`] so that a caller
+/// can answer at once and fold in the background.
+pub async fn start(
+    store: &EventStore,
+    projection: &dyn Projection,
+) -> Result<Started, RebuildError> {
     let name = projection.name();
-    let tables = projection.tables();
-    if tables.is_empty() {
+    if projection.tables().is_empty() {
         return Err(RebuildError::Unsupported(name.to_owned()));
     }
-    let shadow = format!("rebuild_{name}");
-    let mut conn = store.pool().acquire().await?.detach();
+    let version = projection.version();
+    let options = (*store.pool().connect_options())
+        .clone()
+        .application_name(&label(version, 0, 0));
+    let mut conn = <PgConnection as sqlx::Connection>::connect_with(&options).await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
         .bind(REBUILD_LOCK_NAMESPACE)
         .bind(name)
         .fetch_one(&mut conn)
         .await?;
     if !locked {
+        let _ = sqlx::Connection::close(conn).await;
         return Err(RebuildError::AlreadyRunning(name.to_owned()));
     }
-    let result = run(store, projection, &shadow, &mut conn, &mut progress).await;
-    if result.is_err() {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            quoted(&shadow)
-        )))
-        .execute(&mut conn)
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE ($1::text[] IS NULL OR event_type = ANY($1))",
+    )
+    .bind(projection.filter().event_types.as_deref())
+    .fetch_one(&mut conn)
+    .await?;
+    show_progress(&mut conn, version, 0, total).await?;
+    Ok(Started {
+        conn,
+        version,
+        total,
+    })
+}
+
+impl Started {
+    /// Fills the shadow tables and swaps them in; `projection` is the one
+    /// given to [`start`]. The lock goes with the session, whatever the outcome.
+    pub async fn run(
+        mut self,
+        store: &EventStore,
+        projection: &dyn Projection,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Progress, RebuildError> {
+        let shadow = format!("rebuild_{}", projection.name());
+        let (version, total) = (self.version, self.total);
+        let result = run(
+            store,
+            projection,
+            &shadow,
+            &mut self.conn,
+            (version, total),
+            &mut progress,
+        )
         .await;
+        if result.is_err() {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quoted(&shadow)
+            )))
+            .execute(&mut self.conn)
+            .await;
+        }
+        // Ends the session: releases the rebuild lock.
+        let _ = sqlx::Connection::close(self.conn).await;
+        result
     }
-    // Ends the session: releases the rebuild lock.
-    let _ = sqlx::Connection::close(conn).await;
-    result
+}
+
+fn label(version: i32, events: u64, total: i64) -> String {
+    format!("{LABEL}{version} {events}/{total}")
+}
+
+async fn show_progress(
+    conn: &mut PgConnection,
+    version: i32,
+    events: u64,
+    total: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(label(version, events, total))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A rebuild under way in some process, as its session shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildProgress {
+    /// The version being rebuilt.
+    pub version: i32,
+    /// Events folded so far.
+    pub events: i64,
+    /// Events the projection reads in the whole log when the rebuild started.
+    pub total: i64,
+    pub started_at: DateTime<Utc>,
+    /// The backend that holds the rebuild lock.
+    pub pid: i32,
+}
+
+impl RebuildProgress {
+    pub fn events_per_second(&self) -> f64 {
+        let elapsed = (Utc::now() - self.started_at).as_seconds_f64();
+        self.events as f64 / elapsed.max(1e-3)
+    }
+
+    /// Seconds left at the rate so far; unknown before the first batch.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let rate = self.events_per_second();
+        (self.events > 0).then(|| (self.total - self.events).max(0) as f64 / rate)
+    }
+}
+
+/// The rebuild of `name` under way in any process, if there is one.
+pub async fn in_progress(
+    pool: &PgPool,
+    name: &str,
+) -> Result<Option<RebuildProgress>, sqlx::Error> {
+    let row: Option<(i32, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT l.pid, a.application_name, a.backend_start \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.classid = $1::int4::oid AND l.objid = hashtext($2)::oid \
+         LIMIT 1",
+    )
+    .bind(REBUILD_LOCK_NAMESPACE)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(pid, label, started_at)| {
+        let label = label?;
+        let (version, counts) = label.strip_prefix(LABEL)?.split_once(' ')?;
+        let (events, total) = counts.split_once('/')?;
+        Some(RebuildProgress {
+            version: version.parse().ok()?,
+            events: events.parse().ok()?,
+            total: total.parse().ok()?,
+            started_at,
+            pid,
+        })
+    }))
 }
 
 async fn run(
@@ -115,24 +267,13 @@ async fn run(
     projection: &dyn Projection,
     shadow: &str,
     conn: &mut PgConnection,
+    (version, total): (i32, i64),
     progress: &mut impl FnMut(&Progress),
 ) -> Result<Progress, RebuildError> {
     let started = Instant::now();
     let filter = projection.filter();
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE ($1::text[] IS NULL OR event_type = ANY($1))",
-    )
-    .bind(filter.event_types.as_deref())
-    .fetch_one(&mut *conn)
-    .await?;
     // Events an operator skipped stay skipped: the log says which.
-    let skipped: Vec<i64> = store
-        .read_stream(&format!("projection-{}", projection.name()), 1)
-        .await?
-        .iter()
-        .filter(|e| e.event_type == super::checkpoints::SKIPPED_EVENT_TYPE)
-        .filter_map(|e| e.payload["position"].as_i64())
-        .collect();
+    let skipped = skipped(store.pool(), projection.name()).await?;
     let indexes = create_shadow(conn, shadow, projection.tables()).await?;
 
     let mut report = Progress {
@@ -173,6 +314,7 @@ async fn run(
         report.events += batch.events.len() as u64;
         report.elapsed = started.elapsed();
         progress(&report);
+        show_progress(conn, version, report.events, total).await?;
         match next {
             Some(next) => batch = next,
             None => break,
@@ -284,31 +426,113 @@ async fn apply(
     )))
     .execute(&mut *conn)
     .await?;
-    let kept: Vec<RecordedEvent>;
-    let events = if events.iter().any(|e| skipped.contains(&e.global_position)) {
-        kept = events
-            .iter()
-            .filter(|e| !skipped.contains(&e.global_position))
-            .cloned()
-            .collect();
-        &kept[..]
-    } else {
-        events
-    };
+    let events = without_skipped(events, skipped);
     if !events.is_empty() {
         let mut savepoint = conn.begin().await?;
-        match projection.handle_batch(&mut savepoint, events).await {
+        match projection.handle_batch(&mut savepoint, &events).await {
             Ok(()) => savepoint.commit().await?,
             Err(error) if error.is_transient() => return Err(transient(error)),
             Err(error) => {
                 savepoint.rollback().await?;
-                return Err(at_fault(conn, projection, events, error).await);
+                return Err(at_fault(conn, projection, &events, error).await);
             }
         }
     }
     sqlx::query("SET LOCAL search_path TO DEFAULT")
         .execute(&mut *conn)
         .await?;
+    Ok(events.len() as u64)
+}
+
+/// The positions an operator skipped for the projection, from the
+/// `ProjectionEventSkipped` records of its `projection-<name>` stream.
+pub async fn skipped(pool: &PgPool, name: &str) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT (payload->>'position')::int8 FROM events \
+         WHERE stream_id = $1 AND event_type = $2 AND payload ? 'position'",
+    )
+    .bind(format!("projection-{name}"))
+    .bind(super::checkpoints::SKIPPED_EVENT_TYPE)
+    .fetch_all(pool)
+    .await
+}
+
+fn without_skipped<'a>(events: &'a [RecordedEvent], skipped: &[i64]) -> Cow<'a, [RecordedEvent]> {
+    if events.iter().any(|e| skipped.contains(&e.global_position)) {
+        Cow::Owned(
+            events
+                .iter()
+                .filter(|e| !skipped.contains(&e.global_position))
+                .cloned()
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(events)
+    }
+}
+
+/// Up to `limit` events with positions in `from..=to` that `filter` selects,
+/// after `after` in the log's read order, only committed ones (below the
+/// snapshot's xmin, like every reader): a page of `herald replay --into`.
+pub async fn in_positions(
+    pool: &PgPool,
+    (from, to): (i64, i64),
+    filter: &ReadFilter,
+    after: Checkpoint,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT global_position, transaction_id::text::int8 AS transaction_id, stream_id, \
+                stream_version::int8 AS stream_version, event_id, event_type, schema_version, \
+                tenant_id, payload, metadata, recorded_at \
+         FROM events \
+         WHERE global_position BETWEEN $1 AND $2 \
+           AND (transaction_id, global_position) > ($3::int8::text::xid8, $4) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND ($5::text IS NULL OR tenant_id = $5) \
+           AND ($6::text[] IS NULL OR event_type = ANY($6)) \
+         ORDER BY events.transaction_id, events.global_position LIMIT $7",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .bind(filter.tenant_id.as_deref())
+    .bind(filter.event_types.as_deref())
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+}
+
+/// Runs `events` (in log order) through an idempotent projection's handler
+/// again, on the serving tables, in one transaction, beside the runner: the
+/// handler's guards make whichever write comes second change nothing. Events
+/// an operator skipped stay skipped. Returns how many the handler got; on a
+/// refused event, nothing of `events` is applied and the error names it.
+pub async fn reapply(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    skipped: &[i64],
+    events: &[RecordedEvent],
+) -> Result<u64, RebuildError> {
+    if !projection.idempotent() {
+        return Err(RebuildError::NotIdempotent(projection.name().to_owned()));
+    }
+    let events = without_skipped(events, skipped);
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    let mut savepoint = tx.begin().await?;
+    match projection.handle_batch(&mut savepoint, &events).await {
+        Ok(()) => savepoint.commit().await?,
+        Err(error) if error.is_transient() => return Err(transient(error)),
+        Err(error) => {
+            savepoint.rollback().await?;
+            return Err(at_fault(&mut tx, projection, &events, error).await);
+        }
+    }
+    tx.commit().await?;
     Ok(events.len() as u64)
 }
 

@@ -46,8 +46,8 @@ pub struct OutboundMessage {
     pub data: Option<JsonObject>,
     /// Extra email headers (e.g. `List-Unsubscribe`), added by the dispatcher.
     pub headers: Vec<(String, String)>,
-    /// Secrets that sign a webhook body; the first signs, all are valid to
-    /// the receiver during a rotation. Empty for other channels.
+    /// Secrets that sign a webhook body: each signs, so a receiver holding
+    /// either verifies during a rotation. Empty for other channels.
     pub signing_secrets: Vec<WebhookSecret>,
 }
 

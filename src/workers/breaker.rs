@@ -1,5 +1,15 @@
-//! Circuit breakers, one per provider (being built).
+//! Circuit breakers, one per provider (seed 003: five failures in a minute
+//! open it; half-open lets one request test the provider).
+//!
+//! In-memory and per process: each dispatcher process learns a provider's
+//! health from its own calls, which needs no shared state and reacts within
+//! a few failures anyway.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,5 +29,388 @@ impl Default for BreakerConfig {
             window_seconds: 60,
             open_seconds: 30,
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
+
+    /// The value of the `provider_circuit_state` gauge.
+    fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+}
+
+/// One provider's breaker as seen at [`Breakers::snapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerSnapshot {
+    pub provider: String,
+    pub state: BreakerState,
+    /// Failures still inside the window (closed breakers only count them).
+    pub recent_failures: u32,
+    /// When it last opened, while it is open or half-open.
+    pub opened_at: Option<DateTime<Utc>>,
+}
+
+/// The breakers of every provider, shared by all dispatch loops of a process.
+#[derive(Debug, Clone)]
+pub struct Breakers {
+    config: BreakerConfig,
+    by_provider: Arc<Mutex<BTreeMap<String, Breaker>>>,
+}
+
+#[derive(Debug)]
+struct Breaker {
+    phase: Phase,
+    /// Closed only: when recent failures happened, oldest first.
+    failures: VecDeque<Instant>,
+    opened_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Closed,
+    Open {
+        since: Instant,
+    },
+    /// A probe is out since `since`; no other call goes through meanwhile.
+    HalfOpen {
+        since: Instant,
+    },
+}
+
+impl Phase {
+    fn state(self) -> BreakerState {
+        match self {
+            Phase::Closed => BreakerState::Closed,
+            Phase::Open { .. } => BreakerState::Open,
+            Phase::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+impl Breakers {
+    pub fn new(config: &BreakerConfig) -> Breakers {
+        Breakers {
+            config: config.clone(),
+            by_provider: Arc::default(),
+        }
+    }
+
+    /// Whether a call to `provider` may go out now.
+    pub fn try_acquire(&self, provider: &str) -> bool {
+        self.try_acquire_at(provider, Instant::now())
+    }
+
+    /// Reports how a call that [`Breakers::try_acquire`] let through ended.
+    pub fn record(&self, provider: &str, success: bool) {
+        self.record_at(provider, success, Instant::now());
+    }
+
+    /// [`Breakers::try_acquire`] at `now`, for a fake clock.
+    pub fn try_acquire_at(&self, provider: &str, now: Instant) -> bool {
+        let open_for = Duration::from_secs(self.config.open_seconds);
+        self.with_breaker(provider, |breaker| match breaker.phase {
+            Phase::Closed => true,
+            // After `open_for` in half-open the probe is presumed lost (its
+            // task crashed or never reported), so another one may go.
+            Phase::Open { since } | Phase::HalfOpen { since }
+                if now.saturating_duration_since(since) >= open_for =>
+            {
+                breaker.phase = Phase::HalfOpen { since: now };
+                true
+            }
+            Phase::Open { .. } | Phase::HalfOpen { .. } => false,
+        })
+    }
+
+    /// [`Breakers::record`] at `now`, for a fake clock.
+    pub fn record_at(&self, provider: &str, success: bool, now: Instant) {
+        let window = Duration::from_secs(self.config.window_seconds);
+        let threshold = self.config.failures as usize;
+        self.with_breaker(provider, |breaker| match (breaker.phase, success) {
+            (Phase::Closed, true) => {}
+            (Phase::Closed, false) => {
+                breaker.failures.push_back(now);
+                breaker.forget_before(now, window);
+                if breaker.failures.len() >= threshold {
+                    breaker.open(now);
+                }
+            }
+            (Phase::HalfOpen { .. }, true) => {
+                breaker.phase = Phase::Closed;
+                breaker.opened_at = None;
+            }
+            (Phase::HalfOpen { .. }, false) => breaker.open(now),
+            // A call that started before the breaker opened: its outcome
+            // says nothing the opening did not already.
+            (Phase::Open { .. }, _) => {}
+        });
+    }
+
+    /// Every provider used so far, by name.
+    pub fn snapshot(&self) -> Vec<BreakerSnapshot> {
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.window_seconds);
+        let by_provider = self
+            .by_provider
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        by_provider
+            .iter()
+            .map(|(provider, breaker)| BreakerSnapshot {
+                provider: provider.clone(),
+                state: breaker.phase.state(),
+                recent_failures: breaker
+                    .failures
+                    .iter()
+                    .filter(|at| now.saturating_duration_since(**at) < window)
+                    .count() as u32,
+                opened_at: breaker.opened_at,
+            })
+            .collect()
+    }
+
+    /// Runs `f` on `provider`'s breaker (a closed one on first use) and
+    /// updates the gauge when the state changed.
+    fn with_breaker<T>(&self, provider: &str, f: impl FnOnce(&mut Breaker) -> T) -> T {
+        // A panic elsewhere cannot leave a breaker half-updated: every
+        // change is a plain assignment, so a poisoned lock is still usable.
+        let mut by_provider = self
+            .by_provider
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !by_provider.contains_key(provider) {
+            set_gauge(provider, BreakerState::Closed);
+            by_provider.insert(
+                provider.to_owned(),
+                Breaker {
+                    phase: Phase::Closed,
+                    failures: VecDeque::new(),
+                    opened_at: None,
+                },
+            );
+        }
+        let breaker = by_provider
+            .get_mut(provider)
+            .expect("the breaker was inserted above");
+        let before = breaker.phase.state();
+        let result = f(breaker);
+        let after = breaker.phase.state();
+        if after != before {
+            set_gauge(provider, after);
+            tracing::info!(provider, from = ?before, to = ?after, "circuit breaker changed state");
+        }
+        result
+    }
+}
+
+impl Breaker {
+    fn forget_before(&mut self, now: Instant, window: Duration) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= window)
+        {
+            self.failures.pop_front();
+        }
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.phase = Phase::Open { since: now };
+        self.failures.clear();
+        self.opened_at = Some(Utc::now());
+    }
+}
+
+fn set_gauge(provider: &str, state: BreakerState) {
+    metrics::gauge!("provider_circuit_state", "provider" => provider.to_owned()).set(state.gauge());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "ses";
+
+    fn breakers() -> Breakers {
+        Breakers::new(&BreakerConfig::default())
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn state(breakers: &Breakers) -> BreakerState {
+        breakers
+            .snapshot()
+            .into_iter()
+            .find(|snapshot| snapshot.provider == P)
+            .map(|snapshot| snapshot.state)
+            .unwrap()
+    }
+
+    /// Given a breaker opened by five failures at `t0`.
+    fn opened(t0: Instant) -> Breakers {
+        let breakers = breakers();
+        for _ in 0..5 {
+            breakers.record_at(P, false, t0);
+        }
+        assert_eq!(state(&breakers), BreakerState::Open);
+        breakers
+    }
+
+    #[test]
+    fn opens_after_five_failures_within_a_minute() {
+        let t0 = Instant::now();
+        let breakers = breakers();
+
+        for second in [0, 10, 20, 30] {
+            breakers.record_at(P, false, t0 + secs(second));
+        }
+        assert!(breakers.try_acquire_at(P, t0 + secs(40)));
+        breakers.record_at(P, false, t0 + secs(59));
+
+        assert_eq!(state(&breakers), BreakerState::Open);
+        assert!(!breakers.try_acquire_at(P, t0 + secs(59)));
+        let snapshot = &breakers.snapshot()[0];
+        assert!(snapshot.opened_at.is_some());
+        assert_eq!(snapshot.recent_failures, 0);
+    }
+
+    #[test]
+    fn failures_spread_over_more_than_a_minute_do_not_open_it() {
+        let t0 = Instant::now();
+        let breakers = breakers();
+
+        for second in [0, 15, 30, 45, 60, 75, 90] {
+            breakers.record_at(P, false, t0 + secs(second));
+        }
+
+        assert_eq!(state(&breakers), BreakerState::Closed);
+        assert!(breakers.try_acquire_at(P, t0 + secs(91)));
+        assert_eq!(breakers.snapshot()[0].recent_failures, 4);
+    }
+
+    #[test]
+    fn successes_do_not_close_the_window_on_failures() {
+        let t0 = Instant::now();
+        let breakers = breakers();
+
+        for second in 0..5 {
+            breakers.record_at(P, true, t0 + secs(second));
+            breakers.record_at(P, false, t0 + secs(second));
+        }
+
+        assert_eq!(state(&breakers), BreakerState::Open);
+    }
+
+    #[test]
+    fn an_open_breaker_refuses_until_open_seconds_pass() {
+        let t0 = Instant::now();
+        let breakers = opened(t0);
+
+        assert!(!breakers.try_acquire_at(P, t0 + secs(1)));
+        assert!(!breakers.try_acquire_at(P, t0 + secs(29)));
+        // Other providers are not affected.
+        assert!(breakers.try_acquire_at("sendgrid", t0 + secs(1)));
+    }
+
+    #[test]
+    fn half_open_lets_exactly_one_probe_through() {
+        let t0 = Instant::now();
+        let breakers = opened(t0);
+
+        let probe = breakers.try_acquire_at(P, t0 + secs(30));
+        let second = breakers.try_acquire_at(P, t0 + secs(31));
+
+        assert!(probe);
+        assert!(!second);
+        assert_eq!(state(&breakers), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn a_successful_probe_closes_it() {
+        let t0 = Instant::now();
+        let breakers = opened(t0);
+        assert!(breakers.try_acquire_at(P, t0 + secs(30)));
+
+        breakers.record_at(P, true, t0 + secs(31));
+
+        assert_eq!(state(&breakers), BreakerState::Closed);
+        assert!(breakers.try_acquire_at(P, t0 + secs(32)));
+        assert!(breakers.try_acquire_at(P, t0 + secs(32)));
+        assert_eq!(breakers.snapshot()[0].opened_at, None);
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_it_for_open_seconds() {
+        let t0 = Instant::now();
+        let breakers = opened(t0);
+        assert!(breakers.try_acquire_at(P, t0 + secs(30)));
+
+        breakers.record_at(P, false, t0 + secs(31));
+
+        assert_eq!(state(&breakers), BreakerState::Open);
+        assert!(!breakers.try_acquire_at(P, t0 + secs(60)));
+        assert!(breakers.try_acquire_at(P, t0 + secs(61)));
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_wedge_it() {
+        let t0 = Instant::now();
+        let breakers = opened(t0);
+        assert!(breakers.try_acquire_at(P, t0 + secs(30)));
+
+        let while_probing = breakers.try_acquire_at(P, t0 + secs(59));
+        let after_open_seconds = breakers.try_acquire_at(P, t0 + secs(60));
+
+        assert!(!while_probing);
+        assert!(after_open_seconds);
+        assert_eq!(state(&breakers), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn late_reports_while_open_change_nothing() {
+        let t0 = Instant::now();
+        let breakers = opened(t0);
+
+        breakers.record_at(P, true, t0 + secs(1));
+        breakers.record_at(P, false, t0 + secs(2));
+
+        assert_eq!(state(&breakers), BreakerState::Open);
+        assert!(!breakers.try_acquire_at(P, t0 + secs(29)));
+        assert!(breakers.try_acquire_at(P, t0 + secs(30)));
+    }
+
+    #[test]
+    fn clones_share_the_breakers() {
+        let breakers = breakers();
+        let clone = breakers.clone();
+
+        for _ in 0..5 {
+            clone.record(P, false);
+        }
+
+        assert!(!breakers.try_acquire(P));
+        assert_eq!(breakers.snapshot().len(), 1);
     }
 }

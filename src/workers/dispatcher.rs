@@ -19,25 +19,36 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::breaker::{BreakerState, Breakers};
+use super::ranker::Ranker;
 use super::retry::retry_delay;
 use super::routing::{Availability, Route, RouteDecision, next_route};
-use super::{DeliveryConfig, RoutingConfig};
+use super::{DeliveryConfig, RoutingConfig, throttle};
+use crate::commands::limits::Limits;
 use crate::commands::notifications::{Change, Loaded, append_changes, load_many};
+use crate::commands::webhook_endpoints;
 use crate::commands::{Actor, CommandError};
+use crate::domain::ranking::Ranking;
+use crate::domain::values::Channel;
 use crate::domain::values::NotificationId;
+use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::{
     Content, DomainError, Notification, NotificationCommand, NotificationEvent, NotificationState,
     NotificationStatus,
 };
 use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
-use crate::providers::{OutboundMessage, Providers, Receipt, SendError};
+use crate::providers::{
+    Destination, OutboundMessage, Providers, Receipt, SendError, WebhookSecret,
+};
 
 /// How long to wait before looking again when every route is busy (open
 /// breakers): short enough to catch a half-open probe soon after it is due.
 const BUSY_RECHECK: TimeDelta = TimeDelta::seconds(5);
 /// The longest idle sleep; wake-ups from appends usually come much sooner.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often each process publishes its provider health and queue depth.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
 /// Outcomes appended together at most.
 const OUTCOME_BATCH: usize = 256;
 
@@ -54,11 +65,84 @@ struct Inner {
     delivery: DeliveryConfig,
     /// Identifies this process's claims in the queue.
     worker_id: Uuid,
+    breakers: Breakers,
+    ranker: Ranker,
+    limits: Arc<Limits>,
+    webhook_secrets: WebhookSecrets,
     /// Calls in flight per provider instance.
     provider_slots: HashMap<String, Arc<Semaphore>>,
     /// Claimed rows not yet finished, so claims never outrun the sends.
     in_flight: Arc<Semaphore>,
     actor: Actor,
+}
+
+/// How long a looked-up endpoint's secrets are reused: a rotation or a new
+/// endpoint takes effect within this time.
+const SECRETS_TTL: Duration = Duration::from_secs(5);
+
+/// An endpoint's secrets (`None`: the URL is not registered) and when they were read.
+type CachedSecrets = (Option<Vec<WebhookSecret>>, std::time::Instant);
+
+/// The signing secrets of the tenants' registered webhook endpoints, by URL,
+/// looked up once per `SECRETS_TTL` rather than once per message.
+#[derive(Default)]
+struct WebhookSecrets {
+    cache: std::sync::Mutex<HashMap<(TenantId, String), CachedSecrets>>,
+}
+
+impl WebhookSecrets {
+    /// The secrets for `url`; an unregistered URL is a permanent failure, as
+    /// Herald posts only to endpoints a tenant registered (and signs them).
+    async fn get(
+        &self,
+        pool: &sqlx::PgPool,
+        tenant_id: &TenantId,
+        url: &HttpUrl,
+    ) -> Result<Vec<WebhookSecret>, SendError> {
+        let key = (tenant_id.clone(), url.as_str().to_string());
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < SECRETS_TTL)
+            .map(|(secrets, _)| secrets.clone());
+        let secrets = match cached {
+            Some(secrets) => secrets,
+            None => {
+                let secrets = webhook_endpoints::signing_secrets(pool, tenant_id, url)
+                    .await
+                    .map_err(|e| {
+                        SendError::transient(format!(
+                            "looking up the endpoint's secrets failed: {e}"
+                        ))
+                    })?;
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(key, (secrets.clone(), std::time::Instant::now()));
+                secrets
+            }
+        };
+        secrets.ok_or_else(|| {
+            SendError::permanent(
+                "the webhook URL is not a registered endpoint of this tenant; register it with createWebhookEndpoint",
+            )
+        })
+    }
+}
+
+/// A token bucket refused an attempt until `until`.
+#[derive(Debug, Clone)]
+struct Throttled {
+    until: DateTime<Utc>,
+    bucket: String,
+}
+
+/// The kind of bucket a key names (its first segment), for metrics.
+fn bucket_kind(key: &str) -> String {
+    key.split(':').next().unwrap_or("bucket").to_string()
 }
 
 /// A provider call that finished, waiting to be recorded.
@@ -69,13 +153,26 @@ struct Outcome {
     result: Result<Receipt, SendError>,
 }
 
+/// What a dispatcher is built from (see `workers::spawn` for the real one).
+pub struct DispatchSettings {
+    pub providers: Providers,
+    pub routing: RoutingConfig,
+    pub delivery: DeliveryConfig,
+    pub breakers: Breakers,
+    pub ranker: Ranker,
+    pub limits: Arc<Limits>,
+}
+
 impl Dispatcher {
-    pub fn new(
-        store: EventStore,
-        providers: Providers,
-        routing: RoutingConfig,
-        delivery: DeliveryConfig,
-    ) -> Dispatcher {
+    pub fn new(store: EventStore, settings: DispatchSettings) -> Dispatcher {
+        let DispatchSettings {
+            providers,
+            routing,
+            delivery,
+            breakers,
+            ranker,
+            limits,
+        } = settings;
         let provider_slots = providers
             .names()
             .map(|name| {
@@ -92,6 +189,10 @@ impl Dispatcher {
                 providers,
                 routing,
                 delivery,
+                breakers,
+                ranker,
+                limits,
+                webhook_secrets: WebhookSecrets::default(),
                 worker_id: Uuid::now_v7(),
                 provider_slots,
                 in_flight,
@@ -111,7 +212,9 @@ impl Dispatcher {
                 loops.spawn(self.clone().claim_loop(outcomes.clone(), shutdown.clone()));
             }
             drop(outcomes);
+            let health = tokio::spawn(self.clone().report_health(shutdown.clone()));
             while loops.join_next().await.is_some() {}
+            let _ = health.await;
             // Every sender is gone once the sends in flight finish.
             let _ = writer.await;
             tracing::info!("dispatcher stopped");
@@ -175,6 +278,81 @@ impl Dispatcher {
         }
     }
 
+    /// Publishes this process's view of each provider (breaker, calls in
+    /// flight) to `provider_health` for the ops views, and the queue depth
+    /// to metrics, every few seconds; withdraws it on shutdown.
+    async fn report_health(self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        loop {
+            if let Err(error) = self.publish_health().await {
+                tracing::debug!(%error, "could not publish provider health");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let withdrawn = sqlx::query("DELETE FROM provider_health WHERE worker_id = $1")
+            .bind(inner.worker_id)
+            .execute(inner.store.pool())
+            .await;
+        if let Err(error) = withdrawn {
+            tracing::debug!(%error, "could not withdraw provider health");
+        }
+    }
+
+    async fn publish_health(&self) -> Result<(), sqlx::Error> {
+        let inner = &self.inner;
+        let snapshot = inner.breakers.snapshot();
+        let mut providers = Vec::new();
+        let mut states = Vec::new();
+        let mut failures = Vec::new();
+        let mut opened = Vec::new();
+        let mut in_flight = Vec::new();
+        for name in inner.providers.names() {
+            let breaker = snapshot.iter().find(|b| b.provider == name);
+            providers.push(name.to_string());
+            states.push(breaker.map_or("closed", |b| b.state.as_str()));
+            let open = breaker.is_some_and(|b| b.state == BreakerState::Open);
+            metrics::gauge!("provider_circuit_open", "provider" => name.to_string())
+                .set(f64::from(u8::from(open)));
+            failures.push(breaker.map_or(0, |b| b.recent_failures as i32));
+            opened.push(breaker.and_then(|b| b.opened_at));
+            let slots = inner.provider_slots.get(name);
+            in_flight.push(slots.map_or(0, |s| {
+                (inner.delivery.provider_concurrency.max(1) - s.available_permits()) as i32
+            }));
+        }
+        sqlx::query(
+            "INSERT INTO provider_health (worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at) \
+             SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int4[]) \
+             ON CONFLICT (worker_id, provider) DO UPDATE SET state = EXCLUDED.state, \
+                 recent_failures = EXCLUDED.recent_failures, opened_at = EXCLUDED.opened_at, \
+                 in_flight = EXCLUDED.in_flight, updated_at = now()",
+        )
+        .bind(inner.worker_id)
+        .bind(&providers)
+        .bind(&states)
+        .bind(&failures)
+        .bind(&opened)
+        .bind(&in_flight)
+        .execute(inner.store.pool())
+        .await?;
+        // Processes that stopped without withdrawing (SIGKILL) age out.
+        sqlx::query("DELETE FROM provider_health WHERE updated_at < now() - interval '5 minutes'")
+            .execute(inner.store.pool())
+            .await?;
+        for (priority, depth) in delivery_queue::depth_by_priority(inner.store.pool()).await? {
+            let priority = match priority {
+                0 => "high",
+                1 => "normal",
+                _ => "low",
+            };
+            metrics::gauge!("delivery_queue_depth", "priority" => priority).set(depth as f64);
+        }
+        Ok(())
+    }
+
     /// Decides the next step of every claimed notification, records the
     /// decisions in one append, then starts the provider calls.
     async fn dispatch_batch(
@@ -203,16 +381,40 @@ impl Dispatcher {
         let now = Utc::now();
         let mut changes = Vec::with_capacity(loaded.len());
         let mut routes = Vec::with_capacity(loaded.len());
-        for item in loaded {
-            match self.plan(item, now) {
-                Ok((change, route)) => {
-                    changes.push(change);
-                    routes.push(route);
+        // Rank what is new, concurrently: an LLM scorer may take a while.
+        let rankings = futures::future::join_all(loaded.iter().map(|item| async move {
+            match item.notification.state() {
+                Some(state) if state.status == NotificationStatus::Requested => {
+                    Some(inner.ranker.rank(state, now).await)
                 }
+                _ => None,
+            }
+        }))
+        .await;
+        let mut planned = Vec::with_capacity(loaded.len());
+        for (item, ranking) in loaded.into_iter().zip(rankings) {
+            match self.plan(item.clone(), ranking.clone(), now, None) {
+                Ok((change, route)) => planned.push((item, ranking, change, route)),
                 Err(error) => {
                     tracing::error!(%error, "a queued notification could not be planned; it stays leased until its lease runs out")
                 }
             }
+        }
+        // The attempts must fit the token buckets; the others wait their turn.
+        let waits = self.throttle(&planned).await?;
+        for ((item, ranking, change, route), wait) in planned.into_iter().zip(waits) {
+            let (change, route) = match wait {
+                None => (change, route),
+                Some(wait) => match self.plan(item, ranking, now, Some(wait)) {
+                    Ok(replanned) => replanned,
+                    Err(error) => {
+                        tracing::error!(%error, "a throttled notification could not be rescheduled; it returns when its lease runs out");
+                        continue;
+                    }
+                },
+            };
+            changes.push(change);
+            routes.push(route);
         }
         let recorded = match append_changes(&inner.store, &changes, &inner.actor).await {
             Ok(()) => vec![true; changes.len()],
@@ -255,10 +457,13 @@ impl Dispatcher {
 
     /// The events that move one notification on, and the route to call if it
     /// is to be attempted now.
+    /// `throttled`: the attempt must wait until then, for that reason.
     fn plan(
         &self,
         loaded: Loaded,
+        ranking: Option<Ranking>,
         now: DateTime<Utc>,
+        throttled: Option<Throttled>,
     ) -> Result<(Change, Option<Route>), DomainError> {
         let Loaded {
             mut notification,
@@ -293,6 +498,17 @@ impl Dispatcher {
                 },
             )?;
         }
+        if let Some(ranking) = ranking {
+            decide(
+                &mut notification,
+                NotificationCommand::Rank {
+                    score: ranking.score,
+                    breakdown: ranking.breakdown,
+                    scorer: ranking.scorer,
+                    send_after: ranking.send_after,
+                },
+            )?;
+        }
         let state = notification
             .state()
             .ok_or(DomainError::NotRequested)?
@@ -301,23 +517,34 @@ impl Dispatcher {
             if state.expires_at().is_some_and(|at| at <= now) {
                 decide(&mut notification, NotificationCommand::Expire)?;
             } else if let Some(wait_until) = self.wait_until(&state, now) {
-                if state.status != NotificationStatus::Scheduled
-                    || state.schedule_at != Some(wait_until)
-                {
-                    if state.retry_at.is_none_or(|retry_at| retry_at <= now) {
-                        decide(
-                            &mut notification,
-                            NotificationCommand::Schedule {
-                                schedule_at: wait_until,
-                                reason: "scheduled send time".into(),
-                            },
-                        )?;
-                    }
+                // A retry's wait is already recorded by its DeliveryFailed.
+                let recorded = state.status == NotificationStatus::Scheduled
+                    && state.schedule_at == Some(wait_until);
+                if !recorded && state.retry_at.is_none_or(|retry_at| retry_at <= now) {
+                    decide(
+                        &mut notification,
+                        NotificationCommand::Schedule {
+                            schedule_at: wait_until,
+                            reason: "scheduled send time".into(),
+                        },
+                    )?;
                 }
             } else {
                 match next_route(&state, &self.inner.routing, |provider, channel| {
-                    self.availability(provider, channel)
+                    self.availability(provider, channel, true)
                 }) {
+                    RouteDecision::Use(_) if let Some(throttled) = throttled => {
+                        let command = if state.expires_at().is_some_and(|at| at <= throttled.until)
+                        {
+                            NotificationCommand::Expire
+                        } else {
+                            NotificationCommand::Schedule {
+                                schedule_at: throttled.until,
+                                reason: format!("throttled: {}", throttled.bucket),
+                            }
+                        };
+                        decide(&mut notification, command)?;
+                    }
                     RouteDecision::Use(chosen) => {
                         decide(
                             &mut notification,
@@ -364,6 +591,69 @@ impl Dispatcher {
         ))
     }
 
+    /// Takes one token per planned attempt from every bucket it falls under,
+    /// in one statement; says for each attempt whether, and until when, it
+    /// must wait instead. A refused attempt may have taken tokens from its
+    /// other buckets: throttling errs on the slow side.
+    async fn throttle(
+        &self,
+        planned: &[(Loaded, Option<Ranking>, Change, Option<Route>)],
+    ) -> Result<Vec<Option<Throttled>>, CommandError> {
+        let inner = &self.inner;
+        let mut requests = Vec::new();
+        let mut owners = Vec::new();
+        let mut limits_by_tenant: HashMap<String, crate::commands::limits::EffectiveLimits> =
+            HashMap::new();
+        for (index, (_, _, change, route)) in planned.iter().enumerate() {
+            let Some(route) = route else { continue };
+            let tenant = &change.state.tenant_id;
+            if !limits_by_tenant.contains_key(tenant.as_str()) {
+                let limits = inner.limits.effective(inner.store.pool(), tenant).await?;
+                limits_by_tenant.insert(tenant.to_string(), limits);
+            }
+            let limits = &limits_by_tenant[tenant.as_str()];
+            let request = &change.state.request;
+            let dispatch = throttle::Dispatch {
+                tenant_id: tenant,
+                channel: route.channel,
+                provider: &route.provider,
+                recipient: request.recipient.id.as_ref(),
+                category: request.category.as_ref(),
+            };
+            for bucket in throttle::buckets(limits, &dispatch, 1) {
+                requests.push(bucket);
+                owners.push(index);
+            }
+        }
+        let mut waits: Vec<Option<Throttled>> = vec![None; planned.len()];
+        if requests.is_empty() {
+            return Ok(waits);
+        }
+        let grants = throttle::take(inner.store.pool(), &requests).await?;
+        // Refused attempts of one bucket queue up behind each other, one
+        // token apart, rather than all coming back at the next token.
+        let mut refused: HashMap<&str, u32> = HashMap::new();
+        for ((request, owner), grant) in requests.iter().zip(owners).zip(grants) {
+            if grant.granted == 0 {
+                let ahead = refused.entry(request.key.as_str()).or_default();
+                let spacing = TimeDelta::milliseconds(
+                    (f64::from(*ahead) * 1000.0 / request.rate.per_second()) as i64,
+                );
+                *ahead += 1;
+                let until = grant.next_token_at + spacing;
+                let later = waits[owner].as_ref().is_none_or(|wait| wait.until < until);
+                if later {
+                    metrics::counter!("notifications_throttled_total", "bucket" => bucket_kind(&request.key)).increment(1);
+                    waits[owner] = Some(Throttled {
+                        until,
+                        bucket: request.key.clone(),
+                    });
+                }
+            }
+        }
+        Ok(waits)
+    }
+
     /// A future moment the notification must wait for (its schedule, the
     /// ranker's `send_after`, a retry), if any.
     fn wait_until(&self, state: &NotificationState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -374,13 +664,17 @@ impl Dispatcher {
             .max()
     }
 
-    fn availability(
-        &self,
-        provider: &str,
-        channel: crate::domain::values::Channel,
-    ) -> Availability {
+    /// Whether `provider` can carry `channel`, and (when `take_probe`) whether
+    /// its breaker lets this call through; a half-open breaker lets one.
+    fn availability(&self, provider: &str, channel: Channel, take_probe: bool) -> Availability {
         match self.inner.providers.get(provider) {
-            Some(p) if p.supports(channel) => Availability::Ready,
+            Some(p) if p.supports(channel) => {
+                if !take_probe || self.inner.breakers.try_acquire(provider) {
+                    Availability::Ready
+                } else {
+                    Availability::Busy
+                }
+            }
             _ => Availability::Missing,
         }
     }
@@ -395,6 +689,10 @@ impl Dispatcher {
             let state = change.state;
             let version = change.expected_version + change.events.len() as i64;
             let result = call_provider(&inner, &state, &route).await;
+            // A permanent error is about this message (a bad address), not
+            // the provider's health; anything else counts against its breaker.
+            let healthy = !matches!(result, Err(SendError::Transient { .. }));
+            inner.breakers.record(&route.provider, healthy);
             let outcome = Outcome {
                 state,
                 version,
@@ -452,9 +750,10 @@ impl Dispatcher {
         let attempt = state.attempts;
         let command = match result {
             Ok(receipt) => {
-                metrics::counter!("notifications_sent_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone()).increment(1);
+                metrics::counter!("notifications_sent_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "tenant" => state.tenant_id.to_string()).increment(1);
                 let latency = (now - state.requested_at).to_std().unwrap_or_default();
-                metrics::histogram!("notification_delivery_latency_seconds", "channel" => route.channel.as_str(), "provider" => route.provider.clone()).record(latency.as_secs_f64());
+                // From the request to the provider's acceptance (seed 002's delivery_latency_ms).
+                metrics::histogram!("delivery_latency_ms", "channel" => route.channel.as_str(), "provider" => route.provider.clone()).record(latency.as_secs_f64() * 1000.0);
                 NotificationCommand::RecordSent {
                     attempt,
                     provider: route.provider.clone(),
@@ -463,7 +762,7 @@ impl Dispatcher {
             }
             Err(error) => {
                 let permanent = error.is_permanent();
-                metrics::counter!("notifications_failed_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "class" => if permanent { "permanent" } else { "transient" }).increment(1);
+                metrics::counter!("notifications_failed_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "reason" => if permanent { "permanent" } else { "transient" }).increment(1);
                 let retry_at = self.retry_at(&state, &route, &error, now);
                 if retry_at.is_some() {
                     metrics::counter!("notifications_retried_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone()).increment(1);
@@ -512,11 +811,8 @@ impl Dispatcher {
                 after
                     .failed_routes
                     .push((route.channel, route.provider.clone()));
-                let left = next_route(&after, &self.inner.routing, |provider, channel| match self
-                    .availability(provider, channel)
-                {
-                    Availability::Missing => Availability::Missing,
-                    _ => Availability::Ready,
+                let left = next_route(&after, &self.inner.routing, |provider, channel| {
+                    self.availability(provider, channel, false)
                 });
                 matches!(left, RouteDecision::Use(_)).then_some(now)
             }
@@ -549,7 +845,13 @@ async fn call_provider(
             route.provider
         )));
     };
-    let message = outbound_message(state, route)?;
+    let mut message = outbound_message(state, route)?;
+    if let Destination::Webhook(url) = &route.destination {
+        message.signing_secrets = inner
+            .webhook_secrets
+            .get(inner.store.pool(), &state.tenant_id, url)
+            .await?;
+    }
     let _slot = match inner.provider_slots.get(&route.provider) {
         Some(slots) => Some(
             slots

@@ -2,36 +2,48 @@
 //! throttle, dispatch with retries and failover, expire.
 
 pub mod breaker;
+pub mod callbacks;
 pub mod dispatcher;
 pub mod ranker;
 pub mod retry;
 pub mod routing;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::limits::Limits;
 use crate::config::Config;
 use crate::domain::values::Channel;
 use crate::eventstore::EventStore;
 use crate::providers::Providers;
 
-/// Starts the worker loops of a `--roles workers` process; the handle ends
-/// when they have stopped after `shutdown`.
+/// Starts the worker loops of a `--roles workers` process (the dispatcher
+/// and the status-callback sender); the handle ends when they have stopped
+/// after `shutdown`.
 pub fn spawn(
     store: EventStore,
     providers: Providers,
     config: &Config,
     shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    dispatcher::Dispatcher::new(
-        store,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let ranker = ranker::Ranker::new(&config.ranking).context("configuring the ranker")?;
+    let settings = dispatcher::DispatchSettings {
         providers,
-        config.routing.clone(),
-        config.delivery.clone(),
-    )
-    .spawn(shutdown)
+        routing: config.routing.clone(),
+        delivery: config.delivery.clone(),
+        breakers: breaker::Breakers::new(&config.breaker),
+        ranker,
+        limits: std::sync::Arc::new(Limits::new(config.limits.clone())),
+    };
+    let callbacks = callbacks::spawn(store.clone(), config.delivery.clone(), shutdown.clone());
+    let dispatcher = dispatcher::Dispatcher::new(store, settings).spawn(shutdown);
+    Ok(tokio::spawn(async move {
+        let _ = tokio::join!(dispatcher, callbacks);
+    }))
 }
 
 /// How the dispatcher claims, paces and retries work.
@@ -94,6 +106,26 @@ pub struct RoutingConfig {
     /// Cost per message by provider, by destination country (ISO 3166
     /// alpha-2) with a `default` entry; used by cost-aware routing and budgets.
     pub costs: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per tenant id, the only provider instances its messages may use
+    /// (seed 002's allow-list); a tenant not named may use every one.
+    pub tenant_providers: BTreeMap<String, Vec<String>>,
+}
+
+impl RoutingConfig {
+    /// The prices a send is charged against the budget with: each channel's
+    /// first provider's.
+    pub fn cost_table(&self) -> crate::commands::limits::CostTable {
+        crate::commands::limits::CostTable {
+            by_channel: self
+                .channels
+                .iter()
+                .filter_map(|(channel, providers)| {
+                    let prices = self.costs.get(providers.first()?)?;
+                    Some((*channel, prices.clone()))
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -111,6 +143,7 @@ impl Default for RoutingConfig {
             transactional_categories: vec!["transactional".into(), "security".into()],
             marketing_categories: vec!["marketing".into()],
             costs: BTreeMap::new(),
+            tenant_providers: BTreeMap::new(),
         }
     }
 }

@@ -44,11 +44,10 @@ pub fn destination(state: &NotificationState, channel: Channel) -> Option<Destin
 
 /// The ISO 3166 country a destination is in, where it has one (phone numbers).
 fn country(destination: &Destination) -> Option<String> {
-    let Destination::Sms(phone) = destination else {
-        return None;
-    };
-    let number = phonenumber::parse(None, phone.as_str()).ok()?;
-    number.country().id().map(|id| format!("{id:?}"))
+    match destination {
+        Destination::Sms(phone) => phone.country(),
+        _ => None,
+    }
 }
 
 impl RoutingConfig {
@@ -104,9 +103,11 @@ pub fn next_route(
         let Some(destination) = destination(state, channel) else {
             continue;
         };
+        let allowed = routing.tenant_providers.get(state.tenant_id.as_str());
         let mut providers: Vec<String> = routing
             .ordered(state, channel, &destination)
             .into_iter()
+            .filter(|p| allowed.is_none_or(|allowed| allowed.contains(p)))
             .filter(|p| {
                 !state
                     .failed_routes
@@ -144,5 +145,141 @@ pub fn next_route(
             "no provider can reach the recipient on {}: no address, no configured provider, or every route failed permanently",
             channels.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::values::{NotificationId, TenantId};
+    use crate::domain::{Aggregate, Notification, NotificationEvent, SendNotification};
+
+    fn state(input: serde_json::Value, failures: &[(&str, bool)]) -> NotificationState {
+        let request = serde_json::from_value::<SendNotification>(input)
+            .unwrap()
+            .parse(Utc::now())
+            .unwrap();
+        let channel = request.channels[0];
+        let mut events = vec![NotificationEvent::Requested {
+            tenant_id: TenantId::parse("acme").unwrap(),
+            notification_id: NotificationId::new(),
+            request,
+            requested_at: Utc::now(),
+        }];
+        for (n, (provider, permanent)) in failures.iter().enumerate() {
+            events.push(NotificationEvent::DeliveryAttempted {
+                attempt: n as u32 + 1,
+                channel,
+                provider: provider.to_string(),
+            });
+            events.push(NotificationEvent::DeliveryFailed {
+                attempt: n as u32 + 1,
+                provider: provider.to_string(),
+                error: "x".into(),
+                permanent: *permanent,
+                retry_at: Some(Utc::now()),
+            });
+        }
+        Notification::fold(&events).state().unwrap().clone()
+    }
+
+    fn sms(category: Option<&str>) -> serde_json::Value {
+        json!({ "recipient": { "phone": "+33612345678", "email": "a@example.com" },
+                "channels": ["sms", "email"], "content": { "text": "hi" }, "category": category })
+    }
+
+    fn routing() -> RoutingConfig {
+        RoutingConfig {
+            channels: BTreeMap::from([
+                (Channel::Sms, vec!["sms-a".into(), "sms-b".into()]),
+                (Channel::Email, vec!["mail".into()]),
+            ]),
+            costs: BTreeMap::from([
+                (
+                    "sms-a".into(),
+                    BTreeMap::from([("default".into(), 0.05), ("FR".into(), 0.09)]),
+                ),
+                ("sms-b".into(), BTreeMap::from([("default".into(), 0.07)])),
+            ]),
+            ..RoutingConfig::default()
+        }
+    }
+
+    fn provider(decision: RouteDecision) -> String {
+        match decision {
+            RouteDecision::Use(route) => format!("{}:{}", route.channel, route.provider),
+            other => format!("{other:?}"),
+        }
+    }
+
+    const READY: fn(&str, Channel) -> Availability = |_, _| Availability::Ready;
+
+    #[test]
+    fn takes_the_configured_order_then_the_next_provider_after_a_transient_failure() {
+        assert_eq!(
+            provider(next_route(&state(sms(None), &[]), &routing(), READY)),
+            "sms:sms-a"
+        );
+        let after = state(sms(None), &[("sms-a", false)]);
+        assert_eq!(provider(next_route(&after, &routing(), READY)), "sms:sms-b");
+    }
+
+    #[test]
+    fn marketing_goes_cheapest_first_by_destination_country() {
+        // sms-a costs 0.09 to France, sms-b 0.07.
+        let state = state(sms(Some("marketing")), &[]);
+        assert_eq!(provider(next_route(&state, &routing(), READY)), "sms:sms-b");
+    }
+
+    #[test]
+    fn permanent_failures_move_to_the_next_channel_when_a_channel_is_used_up() {
+        let state = state(sms(None), &[("sms-a", true), ("sms-b", true)]);
+        assert_eq!(
+            provider(next_route(&state, &routing(), READY)),
+            "email:mail"
+        );
+    }
+
+    #[test]
+    fn an_open_breaker_passes_over_and_only_busy_routes_mean_wait() {
+        let state = state(sms(None), &[]);
+        let busy_a = |p: &str, _| {
+            if p == "sms-a" {
+                Availability::Busy
+            } else {
+                Availability::Ready
+            }
+        };
+        assert_eq!(
+            provider(next_route(&state, &routing(), busy_a)),
+            "sms:sms-b"
+        );
+        let all_busy = |_: &str, _| Availability::Busy;
+        assert_eq!(
+            next_route(&state, &routing(), all_busy),
+            RouteDecision::Blocked
+        );
+        let missing = |_: &str, _| Availability::Missing;
+        assert!(matches!(
+            next_route(&state, &routing(), missing),
+            RouteDecision::Exhausted(_)
+        ));
+    }
+
+    #[test]
+    fn a_tenant_allow_list_restricts_the_providers() {
+        let mut routing = routing();
+        routing
+            .tenant_providers
+            .insert("acme".into(), vec!["sms-b".into(), "mail".into()]);
+        assert_eq!(
+            provider(next_route(&state(sms(None), &[]), &routing, READY)),
+            "sms:sms-b"
+        );
     }
 }

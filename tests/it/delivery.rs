@@ -14,13 +14,16 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use herald::commands::limits::{Limits, LimitsConfig};
 use herald::commands::notifications::{self, NotificationDetails};
 use herald::commands::{Actor, tenants};
 use herald::domain::values::{Channel, NotificationId, TenantId};
 use herald::domain::{NotificationStatus, SendNotification};
 use herald::eventstore::EventStore;
 use herald::providers::{OutboundMessage, Provider, Providers, Receipt, SendError};
-use herald::workers::dispatcher::Dispatcher;
+use herald::workers::breaker::{BreakerConfig, BreakerState, Breakers};
+use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
+use herald::workers::ranker::{Ranker, RankingConfig};
 use herald::workers::{DeliveryConfig, RoutingConfig};
 
 use crate::support::{TestDatabase, fresh_database};
@@ -119,6 +122,19 @@ impl Harness {
         providers: &[&Scripted],
         delivery: DeliveryConfig,
     ) -> tokio::task::JoinHandle<()> {
+        self.start_with(
+            providers,
+            delivery,
+            Breakers::new(&BreakerConfig::default()),
+        )
+    }
+
+    fn start_with(
+        &self,
+        providers: &[&Scripted],
+        delivery: DeliveryConfig,
+        breakers: Breakers,
+    ) -> tokio::task::JoinHandle<()> {
         let mut registry = Providers::default();
         for provider in providers {
             registry.insert(Arc::new((*provider).clone()));
@@ -128,8 +144,11 @@ impl Harness {
             Channel::Email,
             providers.iter().map(|p| p.name.clone()).collect(),
         );
-        Dispatcher::new(self.store.clone(), registry, routing, delivery)
-            .spawn(self.shutdown.clone())
+        Dispatcher::new(
+            self.store.clone(),
+            settings(registry, routing, delivery, breakers),
+        )
+        .spawn(self.shutdown.clone())
     }
 
     async fn send(&self, input: serde_json::Value) -> NotificationId {
@@ -151,7 +170,7 @@ impl Harness {
             &self.store,
             &self.tenant,
             input,
-            Duration::from_secs(3600),
+            &notifications::SendPolicy::unlimited(Duration::from_secs(3600)),
             &Actor::new("test"),
         )
         .await
@@ -206,6 +225,22 @@ fn types(details: &NotificationDetails) -> Vec<String> {
         .collect()
 }
 
+fn settings(
+    providers: Providers,
+    routing: RoutingConfig,
+    delivery: DeliveryConfig,
+    breakers: Breakers,
+) -> DispatchSettings {
+    DispatchSettings {
+        providers,
+        routing,
+        delivery,
+        breakers,
+        ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
+        limits: Arc::new(Limits::new(LimitsConfig::default())),
+    }
+}
+
 /// Fast retries so the schedule can be watched in a test.
 fn quick() -> DeliveryConfig {
     DeliveryConfig {
@@ -229,6 +264,7 @@ async fn a_send_is_attempted_and_recorded_as_sent_then_leaves_the_queue() {
         types(&details),
         [
             "NotificationRequested",
+            "NotificationRanked",
             "DeliveryAttempted",
             "NotificationSent"
         ]
@@ -237,6 +273,10 @@ async fn a_send_is_attempted_and_recorded_as_sent_then_leaves_the_queue() {
         details.state.provider_message_id.as_deref(),
         Some("mail-a-1")
     );
+    // The rules ranked it, with the breakdown of its score.
+    let ranked = &details.timeline[1].payload;
+    assert_eq!(ranked["scorer"], "rules");
+    assert!(ranked["breakdown"]["priority"].is_number(), "{ranked}");
     assert_eq!(provider.calls().len(), 1);
     assert_eq!(h.queue_len().await, 0, "done rows leave the queue");
     h.shutdown.cancel();
@@ -454,6 +494,7 @@ async fn a_permanent_failure_with_nowhere_left_dead_letters_after_one_attempt() 
         types(&details),
         [
             "NotificationRequested",
+            "NotificationRanked",
             "DeliveryAttempted",
             "DeliveryFailed",
             "NotificationDeadLettered"
@@ -499,5 +540,313 @@ async fn a_cancelled_notification_is_never_attempted() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(provider.calls().is_empty());
     h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_through_graphql() {
+    let app = crate::support::TestApp::start().await;
+    let (tenant, key) = app.tenant().await;
+    let shutdown = CancellationToken::new();
+    let runner = herald::projections::spawn(
+        app.store.clone(),
+        Arc::new(herald::projections::dead_letters::DeadLettersProjection),
+        herald::projections::RunnerOptions::default(),
+        shutdown.clone(),
+    );
+    let provider = Scripted::new("mail-a");
+    provider.then(Err(SendError::permanent("550 mailbox disabled")));
+    provider.then(Err(SendError::permanent("550 mailbox disabled")));
+    let mut registry = Providers::default();
+    registry.insert(Arc::new(provider.clone()));
+    let mut routing = RoutingConfig::default();
+    routing
+        .channels
+        .insert(Channel::Email, vec!["mail-a".into()]);
+    let worker = Dispatcher::new(
+        app.store.clone(),
+        settings(
+            registry,
+            routing,
+            quick(),
+            Breakers::new(&BreakerConfig::default()),
+        ),
+    )
+    .spawn(shutdown.clone());
+
+    let send = |title: &'static str| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let sent = app
+                .graphql(
+                    Some(&key),
+                    "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
+                    json!({ "input": { "recipient": { "email": "ada@example.com" }, "channels": ["EMAIL"], "content": { "title": title, "text": "x" } } }),
+                )
+                .await;
+            sent["data"]["sendNotification"]["notification"]["id"]
+                .as_str()
+                .expect("sent")
+                .to_string()
+        }
+    };
+    let first = send("one").await;
+    let second = send("two").await;
+
+    let list = "query { deadLetters(first: 10) { edges { node { id reason notification { status attempts } } } pageInfo { hasNextPage } } }";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = app.graphql(Some(&key), list, json!({})).await;
+        if listed["data"]["deadLetters"]["edges"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2)
+        {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead letters never listed: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let edge = &listed["data"]["deadLetters"]["edges"][0]["node"];
+    assert!(
+        edge["reason"]
+            .as_str()
+            .unwrap()
+            .contains("550 mailbox disabled"),
+        "{edge}"
+    );
+    assert_eq!(edge["notification"]["status"], "DEAD_LETTERED");
+
+    // One by id, then the rest by filter; the provider now takes them.
+    let replayed = app
+        .graphql(
+            Some(&key),
+            "mutation($id: ID!) { replayDeadLetter(id: $id) { status } }",
+            json!({ "id": first }),
+        )
+        .await;
+    assert_eq!(
+        replayed["data"]["replayDeadLetter"]["status"], "RETRY_PENDING",
+        "{replayed}"
+    );
+    let tenant_id = TenantId::parse(&tenant).unwrap();
+    let h = |id: &str| NotificationId::parse(id).unwrap();
+    let details = notifications::get(&app.store, &tenant_id, &h(&first))
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut status = details.state.status;
+    while status != NotificationStatus::Sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replayed dead letter not sent: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = notifications::get(&app.store, &tenant_id, &h(&first))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status;
+    }
+    let bulk = loop {
+        let bulk = app
+            .graphql(
+                Some(&key),
+                "mutation { replayDeadLetters(filter: { channel: EMAIL }) }",
+                json!({}),
+            )
+            .await;
+        // The projection may still list the first one for a moment; it is skipped.
+        if bulk["data"]["replayDeadLetters"].as_i64() == Some(1) {
+            break bulk;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bulk replay: {bulk}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(bulk["data"]["replayDeadLetters"], 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = notifications::get(&app.store, &tenant_id, &h(&second))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status;
+        if status == NotificationStatus::Sent {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bulk-replayed dead letter not sent: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Without the ops scope, the dead-letter queue is not visible.
+    let read_key = app
+        .graphql(
+            Some(&key),
+            "mutation { issueApiKey(name: \"reader\", scopes: [READ]) { apiKey } }",
+            json!({}),
+        )
+        .await;
+    let read_key = read_key["data"]["issueApiKey"]["apiKey"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let refused = app.graphql(Some(&read_key), list, json!({})).await;
+    assert_eq!(crate::support::error_codes(&refused), ["FORBIDDEN"]);
+
+    shutdown.cancel();
+    worker.await.unwrap();
+    runner.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_breaker_opens_fails_over_half_opens_and_closes() {
+    let h = Harness::new().await;
+    let first = Scripted::new("mail-a");
+    let second = Scripted::new("mail-b");
+    for _ in 0..3 {
+        first.then(Err(SendError::transient("connection reset")));
+    }
+    let breakers = Breakers::new(&BreakerConfig {
+        failures: 3,
+        window_seconds: 60,
+        open_seconds: 1,
+    });
+    let state = |breakers: &Breakers| {
+        breakers
+            .snapshot()
+            .into_iter()
+            .find(|b| b.provider == "mail-a")
+            .map(|b| b.state)
+    };
+    // Retries wait long enough to stay out of the way.
+    let delivery = DeliveryConfig {
+        retry_delays_seconds: vec![30.0],
+        ..quick()
+    };
+    let worker = h.start_with(&[&first, &second], delivery, breakers.clone());
+    for _ in 0..3 {
+        let id = h.send(json!({})).await;
+        h.wait_for(
+            &id,
+            NotificationStatus::RetryPending,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    assert_eq!(
+        state(&breakers),
+        Some(BreakerState::Open),
+        "three failures in a minute open it"
+    );
+
+    // Open: the next notification goes straight to the second provider.
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(5))
+        .await;
+    assert_eq!(details.state.provider.as_deref(), Some("mail-b"));
+    assert_eq!(
+        first.calls().len(),
+        3,
+        "an open breaker lets nothing through"
+    );
+
+    // After open_seconds one probe goes to the first provider; it succeeds and closes it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let id = h.send(json!({})).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        details.state.provider.as_deref(),
+        Some("mail-a"),
+        "the half-open probe"
+    );
+    assert_eq!(state(&breakers), Some(BreakerState::Closed));
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn ops_views_show_the_queue_and_provider_health() {
+    let app = crate::support::TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let shutdown = CancellationToken::new();
+    let provider = Scripted::new("mail-a");
+    let mut registry = Providers::default();
+    registry.insert(Arc::new(provider.clone()));
+    let mut routing = RoutingConfig::default();
+    routing
+        .channels
+        .insert(Channel::Email, vec!["mail-a".into()]);
+    let worker = Dispatcher::new(
+        app.store.clone(),
+        settings(
+            registry,
+            routing,
+            quick(),
+            Breakers::new(&BreakerConfig::default()),
+        ),
+    )
+    .spawn(shutdown.clone());
+    let later = Utc::now() + chrono::TimeDelta::hours(1);
+    for priority in ["HIGH", "LOW", "LOW"] {
+        let sent = app
+            .graphql(
+                Some(&key),
+                "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
+                json!({ "input": { "recipient": { "email": "ada@example.com" }, "channels": ["EMAIL"], "priority": priority,
+                                   "scheduleAt": later, "content": { "title": "Later", "text": "x" } } }),
+            )
+            .await;
+        assert!(sent["errors"].is_null(), "{sent}");
+    }
+    let queue = app
+        .graphql(
+            Some(&key),
+            "query { deliveryQueue { priority channel depth due leased } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        queue["data"]["deliveryQueue"],
+        json!([
+            { "priority": "HIGH", "channel": "email", "depth": 1, "due": 0, "leased": 0 },
+            { "priority": "LOW", "channel": "email", "depth": 2, "due": 0, "leased": 0 },
+        ]),
+        "{queue}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = app
+            .graphql(
+                Some(&key),
+                "query { providerHealth { provider breaker recentFailures inFlight } }",
+                json!({}),
+            )
+            .await;
+        if health["data"]["providerHealth"]
+            == json!([{ "provider": "mail-a", "breaker": "closed", "recentFailures": 0, "inFlight": 0 }])
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "provider health never published: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
     worker.await.unwrap();
 }

@@ -515,7 +515,7 @@ async fn notification_status_and_analytics_fold_the_log() {
             &store,
             &tenant,
             send_input(channel, "otp"),
-            window,
+            &commands::notifications::SendPolicy::unlimited(window),
             &actor,
         )
         .await
@@ -541,8 +541,14 @@ async fn notification_status_and_analytics_fold_the_log() {
         .await
         .unwrap();
 
-    let all = projections::all();
-    let listed = checkpoints::statuses(&db.pool, &all).await.unwrap();
+    let all = status_and_analytics();
+    // Other read models have rows too (webhook_outbox starts at the horizon).
+    let listed: Vec<_> = checkpoints::statuses(&db.pool, &all)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|status| all.iter().any(|p| p.name() == status.name))
+        .collect();
     assert_eq!(listed.len(), 2);
     for status in &listed {
         assert_eq!(status.state, "not started");
@@ -662,7 +668,7 @@ async fn batches_spanning_many_notifications_write_what_the_inline_path_does() {
                 &store,
                 &tenant,
                 send_input(channel, "otp"),
-                window,
+                &commands::notifications::SendPolicy::unlimited(window),
                 &actor,
             )
             .await
@@ -781,7 +787,7 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
                     &store,
                     &tenant,
                     send_input(if sms { "sms" } else { "email" }, "otp"),
-                    Duration::from_secs(3600),
+                    &commands::notifications::SendPolicy::unlimited(Duration::from_secs(3600)),
                     &actor,
                 )
                 .await
@@ -840,7 +846,7 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
         assert!(Instant::now() < deadline, "the writer never got going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for projection in projections::all() {
+    for projection in status_and_analytics() {
         let mut reports = 0;
         let done = projections::rebuild::rebuild(&store, projection.as_ref(), |_| reports += 1)
             .await
@@ -852,7 +858,7 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
     writing.cancel();
     let [sms, email, sms_cancelled, email_cancelled] = writer.await.unwrap();
     assert!(reader.await.unwrap() > 10);
-    for projection in &projections::all() {
+    for projection in &status_and_analytics() {
         caught_up(&db.pool, projection).await;
     }
 
@@ -1152,4 +1158,18 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over() {
     shutdown.cancel();
     old.task.await.unwrap();
     new.task.await.unwrap();
+}
+
+/// The read models these tests write events for (the others see none).
+fn status_and_analytics() -> Vec<std::sync::Arc<dyn projections::Projection>> {
+    projections::all()
+        .into_iter()
+        .filter(|p| {
+            [
+                projections::notification_status::NAME,
+                projections::analytics::NAME,
+            ]
+            .contains(&p.name())
+        })
+        .collect()
 }

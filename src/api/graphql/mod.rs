@@ -1,9 +1,14 @@
 //! The GraphQL schema: queries and mutations, confined to the caller's tenant.
 
 mod analytics;
+mod delivery;
+mod feed;
+mod limits;
 mod notification;
+mod projections;
 mod subscription;
 mod types;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,26 +42,46 @@ pub struct ApiContext {
     pub store: EventStore,
     pub keys: Arc<KeyCache>,
     pub idempotency_window: Duration,
+    pub limits: Arc<commands::limits::Limits>,
     /// The process's one log tailer, shared by every subscription.
     pub live: LiveHub,
+    /// Tenants whose ops keys may run system-wide operations (`Config::operator_tenants`).
+    pub operator_tenants: Arc<[String]>,
+}
+
+impl ApiContext {
+    pub fn send_policy(&self) -> commands::notifications::SendPolicy {
+        commands::notifications::SendPolicy {
+            idempotency_window: self.idempotency_window,
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 /// The authenticated caller of one request, if any.
 pub struct Caller(pub Option<Principal>);
 
 pub fn build(api: ApiContext) -> HeraldSchema {
-    Schema::build(QueryRoot::default(), MutationRoot, SubscriptionRoot)
-        .data(api)
-        .limit_depth(12)
-        .limit_complexity(2_000)
-        .finish()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot,
+    )
+    .data(api)
+    .limit_depth(12)
+    .limit_complexity(2_000)
+    .finish()
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), MutationRoot, SubscriptionRoot)
-        .finish()
-        .sdl()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot,
+    )
+    .finish()
+    .sdl()
 }
 
 fn require<'a>(ctx: &'a Context<'_>, scope: DomainScope) -> Result<&'a Principal, ApiError> {
@@ -117,7 +142,15 @@ fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
 
 /// The query root: the core queries and the analyst ones.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(CoreQuery, analytics::AnalyticsQuery);
+pub struct QueryRoot(
+    CoreQuery,
+    analytics::AnalyticsQuery,
+    limits::LimitsQuery,
+    delivery::DeliveryQuery,
+    webhooks::WebhooksQuery,
+    projections::ProjectionsQuery,
+    feed::FeedQuery,
+);
 
 #[derive(Default)]
 pub struct CoreQuery;
@@ -347,7 +380,19 @@ fn item_error(error: ApiError) -> ItemError {
     }
 }
 
-pub struct MutationRoot;
+/// The mutation root: the core mutations and each room's own.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(
+    CoreMutation,
+    limits::LimitsMutation,
+    delivery::DeliveryMutation,
+    webhooks::WebhooksMutation,
+    projections::ProjectionsMutation,
+    feed::FeedMutation,
+);
+
+#[derive(Default)]
+pub struct CoreMutation;
 
 async fn send_one(
     api: &ApiContext,
@@ -358,7 +403,7 @@ async fn send_one(
         &api.store,
         &principal.tenant_id,
         input.into(),
-        api.idempotency_window,
+        &api.send_policy(),
         &actor(principal),
     )
     .await?;
@@ -369,7 +414,7 @@ async fn send_one(
 }
 
 #[Object]
-impl MutationRoot {
+impl CoreMutation {
     /// Accepts a notification for delivery.
     async fn send_notification(
         &self,

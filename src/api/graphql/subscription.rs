@@ -7,6 +7,7 @@ use async_graphql::{Context, ID, Json, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
+use super::feed::{FeedWatch, InAppFeedUpdate};
 use super::types::NotificationStatus;
 use super::{ApiContext, ApiError, api, require};
 use crate::api::live::LiveError;
@@ -178,5 +179,32 @@ impl SubscriptionRoot {
                 futures::future::ready(update.map(to_graphql))
             }),
         )
+    }
+
+    /// A recipient's in-app feed as it changes: items as they are
+    /// delivered, marks as they are recorded. From `after` (a position
+    /// received before, 0 for the beginning) through the log, then live;
+    /// only live ones without `after`.
+    async fn inapp_feed(
+        &self,
+        ctx: &Context<'_>,
+        recipient_id: String,
+        after: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<InAppFeedUpdate>> + use<>> {
+        let principal = require(ctx, Scope::Read)?;
+        let watch = Arc::new(FeedWatch::new(ctx, &principal.tenant_id, &recipient_id)?);
+        let api = api(ctx)?;
+        let after = resume_point(api, after).await?;
+        Ok(tenant_events(api, principal.tenant_id.to_string(), after)
+            .then(move |item| {
+                let watch = Arc::clone(&watch);
+                async move {
+                    match item {
+                        Ok(event) => watch.update(&event).await.map_err(Into::into).transpose(),
+                        Err(error) => Some(to_graphql(Err(error))),
+                    }
+                }
+            })
+            .filter_map(futures::future::ready))
     }
 }

@@ -46,6 +46,13 @@ impl PhoneNumber {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The ISO 3166 alpha-2 country the number belongs to, where the
+    /// numbering plan tells (cost-aware routing prices SMS by country).
+    pub fn country(&self) -> Option<String> {
+        let number = phonenumber::parse(None, &self.0).ok()?;
+        number.country().id().map(|id| format!("{id:?}"))
+    }
 }
 
 text_value!(PhoneNumber);

@@ -1,0 +1,358 @@
+//! The in-app feed: a recipient's items (`inappFeed`), marking them
+//! (`markInAppItems`, `markAllInAppRead`) and, for the `inappFeed`
+//! subscription, what each event of the log changes in a feed.
+//!
+//! Scopes: reading a feed takes `read`; marking takes `send`, because the
+//! caller is the product backend acting for its signed-in user, the same
+//! party that sends that user notifications. A key is its tenant's: any
+//! recipient of the tenant, none of another's.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, Json, Object, Result, SimpleObject};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+
+use super::types::PageInfo;
+use super::{ApiError, MAX_PAGE, actor, api, require};
+use crate::commands::inapp_feed as commands;
+use crate::domain::Scope;
+use crate::domain::inapp_feed::{self as domain, InAppFeedEvent, MarkInAppItems};
+use crate::domain::values::RecipientId;
+use crate::eventstore::{EventStore, RecordedEvent};
+use crate::projections::inapp_feed::{self, Delivery, FeedItem, SharedDeliveries};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::inapp_feed::InAppItemState")]
+pub enum InAppItemState {
+    Unread,
+    Read,
+    Archived,
+}
+
+/// One item of a recipient's in-app feed: a notification delivered on the
+/// in-app channel, with its request's content.
+#[derive(SimpleObject, Clone)]
+pub struct InAppItem {
+    /// The notification's id.
+    pub id: ID,
+    pub recipient_id: String,
+    pub title: Option<String>,
+    pub text: Option<String>,
+    pub cta_url: Option<String>,
+    pub data: Option<Json<serde_json::Value>>,
+    pub category: Option<String>,
+    pub state: InAppItemState,
+    pub delivered_at: DateTime<Utc>,
+    /// When first read; cleared when marked unread again.
+    pub read_at: Option<DateTime<Utc>>,
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The log position of its delivery (its `NotificationSent`).
+    pub position: i64,
+}
+
+impl InAppItem {
+    fn from_row(row: FeedItem) -> InAppItem {
+        InAppItem {
+            id: ID(row.notification_id.to_string()),
+            state: row.state().into(),
+            recipient_id: row.recipient_id,
+            title: row.title,
+            text: row.text,
+            cta_url: row.cta_url,
+            data: row.data.map(Json),
+            category: row.category,
+            delivered_at: row.delivered_at,
+            read_at: row.read_at,
+            archived_at: row.archived_at,
+            position: row.delivered_position,
+        }
+    }
+
+    fn delivered(delivery: &Delivery) -> InAppItem {
+        InAppItem {
+            id: ID(delivery.notification_id.to_string()),
+            recipient_id: delivery.recipient_id.clone(),
+            title: delivery.title.clone(),
+            text: delivery.text.clone(),
+            cta_url: delivery.cta_url.clone(),
+            data: delivery.data.clone().map(Json),
+            category: delivery.category.clone(),
+            state: InAppItemState::Unread,
+            delivered_at: delivery.delivered_at,
+            read_at: None,
+            archived_at: None,
+            position: delivery.position,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct InAppItemEdge {
+    pub cursor: String,
+    pub node: InAppItem,
+}
+
+#[derive(SimpleObject)]
+pub struct InAppFeedConnection {
+    pub edges: Vec<InAppItemEdge>,
+    pub page_info: PageInfo,
+    /// The recipient's unread items, whatever the filter.
+    pub unread_count: i64,
+}
+
+/// What a mark recorded.
+#[derive(SimpleObject)]
+pub struct MarkInAppItemsPayload {
+    pub state: InAppItemState,
+    /// The items marked.
+    pub ids: Vec<ID>,
+    /// The log position of the mark, comparable with the `inappFeed`
+    /// subscription's; null when there was nothing to mark. The `inappFeed`
+    /// query shows the change once its read model has caught up to it.
+    pub position: Option<i64>,
+}
+
+impl From<commands::Marked> for MarkInAppItemsPayload {
+    fn from(marked: commands::Marked) -> Self {
+        MarkInAppItemsPayload {
+            state: marked.state.into(),
+            ids: marked
+                .notification_ids
+                .iter()
+                .map(|id| ID(id.to_string()))
+                .collect(),
+            position: marked.position,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum InAppFeedChange {
+    /// An item arrived, unread.
+    Delivered,
+    /// Items were marked.
+    Marked,
+}
+
+/// A change in a recipient's in-app feed.
+#[derive(SimpleObject, Clone)]
+pub struct InAppFeedUpdate {
+    /// The event's log position: pass the last one received as `after` to
+    /// resume without gap or duplicate.
+    pub position: i64,
+    pub change: InAppFeedChange,
+    /// The item delivered, or the items marked.
+    pub ids: Vec<ID>,
+    /// Their state after the change.
+    pub state: InAppItemState,
+    /// The item delivered; null for a mark.
+    pub item: Option<InAppItem>,
+    pub at: DateTime<Utc>,
+}
+
+fn recipient(raw: &str) -> Result<RecipientId, ApiError> {
+    RecipientId::parse(raw).map_err(|e| ApiError::field("recipient_id", e.to_string()))
+}
+
+fn encode_position(position: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
+}
+
+fn decode_position(cursor: &str) -> Result<i64, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
+}
+
+#[derive(Default)]
+pub struct FeedQuery;
+
+#[Object]
+impl FeedQuery {
+    /// A recipient's in-app items, newest first, with the unread count;
+    /// `states` keeps only items in those states (all when omitted).
+    async fn inapp_feed(
+        &self,
+        ctx: &Context<'_>,
+        recipient_id: String,
+        states: Option<Vec<InAppItemState>>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<InAppFeedConnection> {
+        let principal = require(ctx, Scope::Read)?;
+        let recipient = recipient(&recipient_id)?;
+        if !(1..=MAX_PAGE as i32).contains(&first) {
+            return Err(
+                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
+            );
+        }
+        let after = after.as_deref().map(decode_position).transpose()?;
+        let states: Option<Vec<domain::InAppItemState>> =
+            states.map(|s| s.into_iter().map(Into::into).collect());
+        let page = inapp_feed::page(
+            api(ctx)?.store.pool(),
+            principal.tenant_id.as_str(),
+            recipient.as_str(),
+            states.as_deref(),
+            first as usize,
+            after,
+        )
+        .await?;
+        let end_cursor = page
+            .items
+            .last()
+            .map(|row| encode_position(row.delivered_position));
+        Ok(InAppFeedConnection {
+            edges: page
+                .items
+                .into_iter()
+                .map(|row| InAppItemEdge {
+                    cursor: encode_position(row.delivered_position),
+                    node: InAppItem::from_row(row),
+                })
+                .collect(),
+            page_info: PageInfo {
+                has_next_page: page.has_more,
+                end_cursor,
+            },
+            unread_count: page.unread,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct FeedMutation;
+
+#[Object]
+impl FeedMutation {
+    /// Puts up to 100 of a recipient's in-app items in `state` (scope
+    /// `send`). Every id must be an item delivered to that recipient, or
+    /// nothing is marked.
+    async fn mark_in_app_items(
+        &self,
+        ctx: &Context<'_>,
+        recipient_id: String,
+        ids: Vec<ID>,
+        state: InAppItemState,
+    ) -> Result<MarkInAppItemsPayload> {
+        let principal = require(ctx, Scope::Send)?;
+        let marked = commands::mark(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            MarkInAppItems {
+                recipient_id,
+                ids: ids.into_iter().map(|id| id.0).collect(),
+                state: state.into(),
+            },
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(marked.into())
+    }
+
+    /// Marks every unread item of a recipient read (scope `send`).
+    async fn mark_all_in_app_read(
+        &self,
+        ctx: &Context<'_>,
+        recipient_id: String,
+    ) -> Result<MarkInAppItemsPayload> {
+        let principal = require(ctx, Scope::Send)?;
+        let marked = commands::mark_all_read(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            &recipient_id,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(marked.into())
+    }
+}
+
+/// One subscriber's view of a feed: turns the tenant's events into that
+/// feed's changes. Deliveries are worked out once per process, shared with
+/// every other feed subscriber, so no subscriber queries per event.
+pub(super) struct FeedWatch {
+    deliveries: Arc<SharedDeliveries>,
+    store: EventStore,
+    recipient: RecipientId,
+    /// The feed's stream, where its marks are.
+    stream_id: String,
+}
+
+impl FeedWatch {
+    pub(super) fn new(
+        ctx: &Context<'_>,
+        tenant_id: &crate::domain::values::TenantId,
+        recipient_id: &str,
+    ) -> Result<FeedWatch, ApiError> {
+        let api = api(ctx)?;
+        let recipient = recipient(recipient_id)?;
+        Ok(FeedWatch {
+            deliveries: api.live.shared::<SharedDeliveries>(),
+            store: api.store.clone(),
+            stream_id: commands::stream_id(tenant_id, &recipient),
+            recipient,
+        })
+    }
+
+    /// What `event`, one of the tenant's, changes in this feed, if anything.
+    pub(super) async fn update(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<Option<InAppFeedUpdate>, ApiError> {
+        let internal = |e: crate::projections::ProjectionError| ApiError::internal(e);
+        match event.event_type.as_str() {
+            "NotificationRequested" | "DeliveryAttempted" => {
+                self.deliveries.observe(event).map_err(internal)?;
+                Ok(None)
+            }
+            "NotificationSent" => {
+                let delivery = self
+                    .deliveries
+                    .delivery(&self.store, event)
+                    .await
+                    .map_err(internal)?;
+                Ok(delivery
+                    .filter(|d| d.recipient_id == self.recipient.as_str())
+                    .map(|d| InAppFeedUpdate {
+                        position: event.global_position,
+                        change: InAppFeedChange::Delivered,
+                        ids: vec![ID(d.notification_id.to_string())],
+                        state: InAppItemState::Unread,
+                        item: Some(InAppItem::delivered(&d)),
+                        at: event.recorded_at,
+                    }))
+            }
+            _ if event.stream_id == self.stream_id => {
+                let InAppFeedEvent::ItemsMarked {
+                    notification_ids,
+                    state,
+                    ..
+                } = InAppFeedEvent::upcast(
+                    &event.event_type,
+                    event.schema_version,
+                    event.payload.clone(),
+                )
+                .map_err(ApiError::internal)?;
+                Ok(Some(InAppFeedUpdate {
+                    position: event.global_position,
+                    change: InAppFeedChange::Marked,
+                    ids: notification_ids
+                        .iter()
+                        .map(|id| ID(id.to_string()))
+                        .collect(),
+                    state: state.into(),
+                    item: None,
+                    at: event.recorded_at,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
