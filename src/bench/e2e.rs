@@ -37,6 +37,9 @@ pub struct E2eArgs {
     /// Requests in flight at most.
     #[arg(long, default_value_t = 128)]
     clients: usize,
+    /// The roles of the service process (projections may run elsewhere).
+    #[arg(long, default_value = "api,workers,projections")]
+    roles: String,
 }
 
 const SEND_ONE: &str = "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }";
@@ -81,7 +84,7 @@ pub async fn run(scratch: &ScratchDatabase, args: E2eArgs) -> anyhow::Result<()>
     drop(store);
     pool.close().await;
 
-    let service = Service::start(scratch).await?;
+    let service = Service::start(scratch, &args.roles).await?;
     println!(
         "herald bench e2e: {} notifications at {}/s, {} per request, to a webhook sink; service pid {}",
         args.count, args.rate, args.batch, service.pid
@@ -297,7 +300,7 @@ struct Service {
 }
 
 impl Service {
-    async fn start(scratch: &ScratchDatabase) -> anyhow::Result<Service> {
+    async fn start(scratch: &ScratchDatabase, roles: &str) -> anyhow::Result<Service> {
         let address = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?
@@ -306,13 +309,7 @@ impl Service {
             std::env::temp_dir().join(format!("herald-bench-e2e-{}.toml", std::process::id()));
         std::fs::write(&config, "log_filter = \"warn\"\n")?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--roles",
-                "api,workers,projections",
-                "--listen",
-                &address.to_string(),
-            ])
+            .args(["serve", "--roles", roles, "--listen", &address.to_string()])
             .env("DATABASE_URL", scratch.target.to_url_lossy().to_string())
             .env("HERALD_CONFIG", &config)
             .kill_on_drop(true)

@@ -37,13 +37,19 @@ const REBUILD_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
-    /// The most events applied in one transaction.
+    /// Events applied in one transaction, about (a lingering batch may take
+    /// one more ready chunk).
     pub batch_size: usize,
     /// How often a standby tries for the lock, and a failed projection looks
     /// for an operator's retry or skip.
     pub standby_retry: Duration,
     /// The wait after a lost connection or another error that is not the event's.
     pub error_backoff: Duration,
+    /// After a batch smaller than `batch_size`, how long to let more events
+    /// gather before applying: under a steady stream of small appends, one
+    /// transaction per few events would cost every projection a commit each
+    /// time. The read model lags by at most this much more.
+    pub linger: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -52,6 +58,7 @@ impl Default for RunnerOptions {
             batch_size: 500,
             standby_retry: Duration::from_secs(1),
             error_backoff: Duration::from_secs(1),
+            linger: Duration::from_millis(50),
         }
     }
 }
@@ -314,7 +321,16 @@ impl Runner {
             let Some(batch) = batch else {
                 return Err(StoreError::Database(sqlx::Error::PoolClosed).into());
             };
-            let batch = batch.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let mut batch = batch.into_iter().collect::<Result<Vec<_>, _>>()?;
+            if batch.len() < self.options.batch_size && !self.options.linger.is_zero() {
+                tokio::time::sleep(self.options.linger).await;
+                while batch.len() < self.options.batch_size {
+                    let Some(Some(more)) = events.next().now_or_never() else {
+                        break;
+                    };
+                    batch.extend(more.into_iter().collect::<Result<Vec<_>, _>>()?);
+                }
+            }
             match self.apply(conn, checkpoint, &batch).await? {
                 Applied::Advanced(next) => checkpoint = next,
                 Applied::Reload => return Ok(false),

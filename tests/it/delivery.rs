@@ -628,8 +628,10 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
             json!({ "id": first }),
         )
         .await;
-    assert_eq!(
-        replayed["data"]["replayDeadLetter"]["status"], "RETRY_PENDING",
+    // Requeued; the dispatcher may already be sending it by the time it is read back.
+    let status = replayed["data"]["replayDeadLetter"]["status"].as_str();
+    assert!(
+        matches!(status, Some("RETRY_PENDING" | "SENDING" | "SENT")),
         "{replayed}"
     );
     let tenant_id = TenantId::parse(&tenant).unwrap();
