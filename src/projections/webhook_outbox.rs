@@ -119,16 +119,8 @@ async fn enqueue(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<()
                 reason: e.to_string(),
             }
         })?;
-        let body = json!({
-            "type": event.event_type,
-            "notification_id": notification_id,
-            "tenant_id": event.tenant_id,
-            "status": status.map(|s| s.as_str()),
-            "position": event.global_position,
-            "recorded_at": event.recorded_at,
-            "data": event.payload,
-        })
-        .to_string();
+        // Built only for events that have a target: most have none.
+        let body = std::cell::OnceCell::new();
         let row = |endpoint_id: Option<Uuid>, url: &str, failed: Option<String>| NewDelivery {
             tenant_id: event.tenant_id.clone(),
             event_id: event.event_id,
@@ -137,7 +129,20 @@ async fn enqueue(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<()
             notification_id,
             event_type: event.event_type.clone(),
             global_position: event.global_position,
-            body: body.clone(),
+            body: body
+                .get_or_init(|| {
+                    json!({
+                        "type": event.event_type,
+                        "notification_id": notification_id,
+                        "tenant_id": event.tenant_id,
+                        "status": status.map(|s| s.as_str()),
+                        "position": event.global_position,
+                        "recorded_at": event.recorded_at,
+                        "data": event.payload,
+                    })
+                    .to_string()
+                })
+                .clone(),
             failed,
         };
         let of_tenant = || endpoints.iter().filter(|e| e.tenant_id == event.tenant_id);
