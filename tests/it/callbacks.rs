@@ -15,10 +15,8 @@ use herald::workers::callbacks;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::peers::{Peer, free_port};
+use crate::peers::{Peer, free_port, webhook_answer_next, webhook_receiver, webhook_requests};
 use crate::support::{TestApp, error_codes};
-
-const INSTALL_HINT: &str = "pip install -r tests/peers/requirements.txt";
 
 const CREATE: &str = r#"mutation($input: CreateWebhookEndpointInput!) {
   createWebhookEndpoint(input: $input) { secret endpoint { id url description eventTypes } }
@@ -130,53 +128,11 @@ impl Drop for Callbacks {
     }
 }
 
-async fn receiver(port: u16, secret: &WebhookSecret) -> Peer {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/webhook_receiver.py"
-    );
-    Peer::spawn(
-        "webhook receiver",
-        "python3",
-        &[
-            script,
-            "--port",
-            &port.to_string(),
-            "--secret",
-            secret.expose(),
-        ],
-        port,
-        INSTALL_HINT,
-    )
-    .await
-}
-
-async fn recorded(peer: &Peer) -> Vec<Value> {
-    reqwest::get(format!("http://127.0.0.1:{}/_peer/requests", peer.port))
-        .await
-        .expect("the receiver answers")
-        .json()
-        .await
-        .expect("a JSON list")
-}
-
-/// The receiver answers the next requests with these, in order.
-async fn answer_next(peer: &Peer, answers: Value) {
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/_peer/respond", peer.port))
-        .json(&answers)
-        .send()
-        .await
-        .expect("the receiver takes a script")
-        .error_for_status()
-        .expect("the receiver accepts the script");
-}
-
 /// Waits until `done` holds for what the receiver recorded.
 async fn received(peer: &Peer, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let requests = recorded(peer).await;
+        let requests = webhook_requests(peer).await;
         if done(&requests) {
             return requests;
         }
@@ -313,8 +269,8 @@ async fn status_changes_arrive_signed_once_each_and_a_failure_is_retried() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/hooks/herald");
     let (_, secret) = cb.endpoint(&url, json!([])).await;
-    let peer = receiver(port, &secret).await;
-    answer_next(&peer, json!([{ "status": 500, "body": "try later" }])).await;
+    let peer = webhook_receiver(port, &secret).await;
+    webhook_answer_next(&peer, json!([{ "status": 500, "body": "try later" }])).await;
 
     // Subscribed to everything and named as callback_url: still one per event.
     let id = cb.send(Some(&url)).await;
@@ -380,7 +336,7 @@ async fn after_a_rotation_a_receiver_knowing_only_the_new_secret_verifies() {
     let grace = until - chrono::Utc::now();
     assert!(grace > chrono::Duration::hours(23) && grace <= chrono::Duration::hours(24));
 
-    let peer = receiver(port, &new).await;
+    let peer = webhook_receiver(port, &new).await;
     cb.send(None).await;
     let requests = received(&peer, |r| r.len() == 1).await;
     assert_verified(&requests);
@@ -412,8 +368,8 @@ async fn failures_stay_visible_in_webhook_deliveries() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/cancelled-only");
     let (endpoint_id, secret) = cb.endpoint(&url, json!(["NotificationCancelled"])).await;
-    let peer = receiver(port, &secret).await;
-    answer_next(&peer, json!([{ "status": 410, "body": "gone" }])).await;
+    let peer = webhook_receiver(port, &secret).await;
+    webhook_answer_next(&peer, json!([{ "status": 410, "body": "gone" }])).await;
 
     // A callback_url no endpoint registers is never sent unsigned.
     let unregistered = "http://127.0.0.1:9/not-registered";
@@ -461,7 +417,7 @@ async fn failures_stay_visible_in_webhook_deliveries() {
             .starts_with("callback answered 410 Gone"),
         "{of_endpoint:#?}"
     );
-    let requests = recorded(&peer).await;
+    let requests = webhook_requests(&peer).await;
     assert_eq!(requests.len(), 1);
     assert_verified(&requests);
 }
@@ -485,7 +441,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
             .as_str()
             .unwrap(),
     );
-    let peer = receiver(port, &secret).await;
+    let peer = webhook_receiver(port, &secret).await;
     let mut positions = Vec::new();
     for _ in 0..2 {
         let input = json!({ "recipient": { "email": "ada@example.com" }, "channels": ["EMAIL"], "content": { "text": "hi" } });
@@ -529,7 +485,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
     };
 
     // A transient failure is retried (Retry-After: 0), then the rest follows.
-    answer_next(
+    webhook_answer_next(
         &peer,
         json!([{ "status": 503, "headers": { "Retry-After": "0" } }]),
     )
@@ -545,7 +501,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
     assert!(stderr.contains("retry 1 of"), "{stderr}");
     // Four sends at 20/s are spread over at least three intervals.
     assert!(started.elapsed() >= Duration::from_millis(150));
-    let requests = recorded(&peer).await;
+    let requests = webhook_requests(&peer).await;
     assert_eq!(requests.len(), 5);
     assert_verified(&requests);
     let sent: Vec<i64> = requests[1..]
@@ -562,7 +518,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
     }
 
     // A permanent answer stops the replay with a clear error.
-    answer_next(
+    webhook_answer_next(
         &peer,
         json!([{ "status": 204 }, { "status": 400, "body": "no" }]),
     )
@@ -576,5 +532,5 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
             && stderr.contains("400 Bad Request"),
         "{stderr}"
     );
-    assert_eq!(recorded(&peer).await.len(), 7);
+    assert_eq!(webhook_requests(&peer).await.len(), 7);
 }

@@ -73,3 +73,51 @@ impl Drop for Peer {
         let _ = self.child.wait();
     }
 }
+
+/// How to install the Python peers, for error messages.
+pub const INSTALL_HINT: &str = "pip install -r tests/peers/requirements.txt";
+
+/// `tests/peers/webhook_receiver.py` on `port`: verifies every POST with the
+/// independent `standardwebhooks` library against `secret` and records it.
+pub async fn webhook_receiver(port: u16, secret: &herald::providers::WebhookSecret) -> Peer {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/webhook_receiver.py"
+    );
+    Peer::spawn(
+        "webhook receiver",
+        "python3",
+        &[
+            script,
+            "--port",
+            &port.to_string(),
+            "--secret",
+            secret.expose(),
+        ],
+        port,
+        INSTALL_HINT,
+    )
+    .await
+}
+
+/// What the webhook receiver recorded, oldest first.
+pub async fn webhook_requests(peer: &Peer) -> Vec<serde_json::Value> {
+    reqwest::get(format!("http://127.0.0.1:{}/_peer/requests", peer.port))
+        .await
+        .expect("the receiver answers")
+        .json()
+        .await
+        .expect("a JSON list")
+}
+
+/// The webhook receiver answers the next requests with these, in order.
+pub async fn webhook_answer_next(peer: &Peer, answers: serde_json::Value) {
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/_peer/respond", peer.port))
+        .json(&answers)
+        .send()
+        .await
+        .expect("the receiver takes a script")
+        .error_for_status()
+        .expect("the receiver accepts the script");
+}

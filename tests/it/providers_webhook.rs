@@ -10,51 +10,10 @@ use herald::providers::webhook::{WebhookConfig, WebhookProvider, generate_secret
 use herald::providers::{Destination, OutboundMessage, Provider, SendError, WebhookSecret};
 use serde_json::{Value, json};
 
-use crate::peers::{Peer, free_port};
-
-const INSTALL_HINT: &str = "pip install -r tests/peers/requirements.txt";
+use crate::peers::{Peer, free_port, webhook_answer_next, webhook_receiver, webhook_requests};
 
 async fn receiver(secret: &WebhookSecret) -> Peer {
-    let port = free_port();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/webhook_receiver.py"
-    );
-    Peer::spawn(
-        "webhook receiver",
-        "python3",
-        &[
-            script,
-            "--port",
-            &port.to_string(),
-            "--secret",
-            secret.expose(),
-        ],
-        port,
-        INSTALL_HINT,
-    )
-    .await
-}
-
-async fn recorded(peer: &Peer) -> Vec<Value> {
-    reqwest::get(format!("http://127.0.0.1:{}/_peer/requests", peer.port))
-        .await
-        .expect("the receiver answers")
-        .json()
-        .await
-        .expect("a JSON list")
-}
-
-/// The receiver answers the next requests with these, in order.
-async fn answer_next(peer: &Peer, answers: Value) {
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/_peer/respond", peer.port))
-        .json(&answers)
-        .send()
-        .await
-        .expect("the receiver takes a script")
-        .error_for_status()
-        .expect("the receiver accepts the script");
+    webhook_receiver(free_port(), secret).await
 }
 
 fn provider() -> WebhookProvider {
@@ -101,7 +60,7 @@ async fn a_signed_message_verifies_with_the_reference_library() {
 
     let id = message.notification_id.to_string();
     assert_eq!(receipt.provider_message_id.as_deref(), Some(id.as_str()));
-    let requests = recorded(&peer).await;
+    let requests = webhook_requests(&peer).await;
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(request["verified"], true, "{request}");
@@ -141,7 +100,7 @@ async fn during_rotation_a_receiver_with_either_secret_verifies() {
             .send(&message(peer.port, &both))
             .await
             .expect("delivered");
-        let request = &recorded(peer).await[0];
+        let request = &webhook_requests(peer).await[0];
         assert_eq!(request["verified"], true, "{request}");
         let signature = request["headers"]["webhook-signature"].as_str().unwrap();
         assert_eq!(signature.split(' ').count(), 2, "{signature}");
@@ -158,7 +117,7 @@ async fn a_receiver_with_another_secret_rejects_the_signature() {
         .await
         .expect("delivered");
 
-    let request = &recorded(&peer).await[0];
+    let request = &webhook_requests(&peer).await[0];
     assert_eq!(request["verified"], false, "{request}");
     assert!(
         request["error"]
@@ -173,7 +132,7 @@ async fn a_receiver_with_another_secret_rejects_the_signature() {
 async fn retryable_answers_are_transient_with_the_requested_pause() {
     let secret = generate_secret();
     let peer = receiver(&secret).await;
-    answer_next(
+    webhook_answer_next(
         &peer,
         json!([
             {"status": 500, "body": "database down"},
@@ -212,7 +171,7 @@ async fn retryable_answers_are_transient_with_the_requested_pause() {
             },
         ]
     );
-    let requests = recorded(&peer).await;
+    let requests = webhook_requests(&peer).await;
     assert_eq!(requests.len(), 4);
     assert!(requests.iter().all(|request| request["verified"] == true));
 }
@@ -222,7 +181,7 @@ async fn refusals_and_redirects_are_permanent_and_never_show_the_secret() {
     let secret = generate_secret();
     let peer = receiver(&secret).await;
     // A receiver that echoes the secret back must not get it into the error.
-    answer_next(
+    webhook_answer_next(
         &peer,
         json!([
             {"status": 400, "body": format!("bad signature for {}", secret.expose())},
@@ -251,7 +210,7 @@ async fn refusals_and_redirects_are_permanent_and_never_show_the_secret() {
         assert_hides(error, std::slice::from_ref(&secret));
     }
     assert_eq!(
-        recorded(&peer).await.len(),
+        webhook_requests(&peer).await.len(),
         3,
         "the redirect was not followed"
     );
@@ -272,7 +231,7 @@ async fn an_unreachable_or_slow_receiver_is_transient() {
 
     let secret = generate_secret();
     let peer = receiver(&secret).await;
-    answer_next(&peer, json!([{"status": 204, "delay_seconds": 3}])).await;
+    webhook_answer_next(&peer, json!([{"status": 204, "delay_seconds": 3}])).await;
     let impatient = WebhookProvider::new(
         "webhook-test",
         &WebhookConfig {
@@ -310,5 +269,5 @@ async fn no_or_malformed_secrets_send_nothing() {
         SendError::permanent("signing secret 2 is malformed: expected whsec_ followed by base64")
     );
     assert_hides(&broken, &[secret, malformed]);
-    assert!(recorded(&peer).await.is_empty());
+    assert!(webhook_requests(&peer).await.is_empty());
 }
