@@ -137,17 +137,9 @@ impl Sender {
                         .await;
                 }
                 Ok(_) => {
-                    let sleep = match webhook_outbox::next_due(pool).await {
-                        Ok(Some(due)) => (due - Utc::now())
-                            .to_std()
-                            .unwrap_or_default()
-                            .min(IDLE_POLL),
-                        _ => IDLE_POLL,
-                    };
-                    tokio::select! {
-                        _ = appended.changed() => {}
-                        _ = tokio::time::sleep(sleep) => {}
-                        _ = shutdown.cancelled() => break,
+                    let next_due = webhook_outbox::next_due(pool).await;
+                    if !super::wait_for_work(&mut appended, next_due, IDLE_POLL, &shutdown).await {
+                        break;
                     }
                 }
                 Err(error) => {

@@ -254,17 +254,9 @@ impl Dispatcher {
                     }
                 }
                 Ok(_) => {
-                    let sleep = match delivery_queue::next_due(inner.store.pool()).await {
-                        Ok(Some(due)) => (due - Utc::now())
-                            .to_std()
-                            .unwrap_or_default()
-                            .min(IDLE_POLL),
-                        _ => IDLE_POLL,
-                    };
-                    tokio::select! {
-                        _ = appended.changed() => {}
-                        _ = tokio::time::sleep(sleep) => {}
-                        _ = shutdown.cancelled() => break,
+                    let next_due = delivery_queue::next_due(inner.store.pool()).await;
+                    if !super::wait_for_work(&mut appended, next_due, IDLE_POLL, &shutdown).await {
+                        break;
                     }
                 }
                 Err(error) => {

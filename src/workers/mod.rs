@@ -46,6 +46,29 @@ pub fn spawn(
     }))
 }
 
+/// An idle claim loop's wait: until something is appended (here or, through
+/// NOTIFY, in another process), the next row falls due (`next_due`, at most
+/// `poll` away), or shutdown. `false` on shutdown.
+async fn wait_for_work<E>(
+    appended: &mut tokio::sync::watch::Receiver<u64>,
+    next_due: Result<Option<chrono::DateTime<chrono::Utc>>, E>,
+    poll: std::time::Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let sleep = match next_due {
+        Ok(Some(due)) => (due - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(poll),
+        _ => poll,
+    };
+    tokio::select! {
+        _ = appended.changed() => true,
+        _ = tokio::time::sleep(sleep) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}
+
 /// How the dispatcher claims, paces and retries work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
