@@ -167,7 +167,16 @@ impl SmtpProvider {
         // A 5xx reply refuses this message for good, and a client error is a
         // relay that lacks what we need (STARTTLS, an AUTH mechanism, SMTPUTF8):
         // waiting changes neither. A 4xx, network, TLS or timeout may pass later.
-        if error.is_permanent() || error.is_client() {
+        // Authentication refused (530, 534, 535) is the provider account's
+        // problem, not the message's: transient, so it counts against the
+        // breaker and the traffic fails over, instead of every message
+        // marking this provider failed for good.
+        let refused_login = error
+            .status()
+            .is_some_and(|code| ["530", "534", "535"].contains(&code.to_string().as_str()));
+        if refused_login {
+            SendError::transient(text)
+        } else if error.is_permanent() || error.is_client() {
             SendError::permanent(text)
         } else {
             SendError::transient(text)

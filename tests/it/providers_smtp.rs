@@ -221,3 +221,33 @@ async fn a_bad_sender_or_half_credentials_stop_startup() {
     };
     assert!(SmtpProvider::new("smtp-main", &half).is_err());
 }
+
+#[tokio::test]
+async fn a_refused_login_is_the_providers_problem_not_the_messages() {
+    let port = free_port();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/smtp_auth_refusing.py"
+    );
+    let _peer = Peer::spawn(
+        "aiosmtpd refusing logins",
+        "python3",
+        &[script, &port.to_string()],
+        port,
+        crate::peers::INSTALL_HINT,
+    )
+    .await;
+    let config = SmtpConfig {
+        username: Some("herald".to_string()),
+        password: Some(Secret::new("hunter2-secret")),
+        ..config(port)
+    };
+    let provider = SmtpProvider::new("smtp-test", &config).unwrap();
+    let error = provider.send(&message("Hello")).await.unwrap_err();
+    // Transient: it counts against the breaker, which fails traffic over.
+    assert!(
+        matches!(&error, SendError::Transient { message, .. } if message.contains("535")),
+        "{error:?}"
+    );
+    assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
+}
