@@ -42,10 +42,7 @@ impl Provider for InAppProvider {
                 Destination::InApp(_) => Ok(Receipt {
                     provider_message_id: Some(message.notification_id.to_string()),
                 }),
-                other => Err(SendError::permanent(format!(
-                    "the inapp provider cannot deliver to the {} channel",
-                    other.channel()
-                ))),
+                other => Err(SendError::wrong_channel("inapp", other)),
             }
         })
     }

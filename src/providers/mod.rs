@@ -168,6 +168,15 @@ impl SendError {
         }
     }
 
+    /// A message for a channel the driver does not carry: routing sent it
+    /// to the wrong instance, and no retry will change that.
+    pub fn wrong_channel(kind: &str, destination: &Destination) -> Self {
+        SendError::permanent(format!(
+            "the {kind} provider cannot carry {} messages",
+            destination.channel()
+        ))
+    }
+
     pub fn is_permanent(&self) -> bool {
         matches!(self, SendError::Permanent { .. })
     }

@@ -161,10 +161,7 @@ impl Provider for NtfyProvider {
         Box::pin(async move {
             match &message.destination {
                 Destination::Ntfy(topic) => self.publish(topic, message).await,
-                other => Err(SendError::permanent(format!(
-                    "the ntfy provider cannot carry {} messages",
-                    other.channel()
-                ))),
+                other => Err(SendError::wrong_channel("ntfy", other)),
             }
         })
     }

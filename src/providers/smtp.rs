@@ -228,10 +228,7 @@ fn subject(message: &OutboundMessage) -> String {
 /// The email for `message`, ready for the transport.
 fn email(message: &OutboundMessage, from: &Mailbox) -> Result<Message, SendError> {
     let Destination::Email(to) = &message.destination else {
-        return Err(SendError::permanent(format!(
-            "smtp carries email only, not {}",
-            message.destination.channel()
-        )));
+        return Err(SendError::wrong_channel("smtp", &message.destination));
     };
     let mut builder = Message::builder()
         .from(from.clone())

@@ -169,10 +169,7 @@ impl SnsProvider {
                     .message_structure("json")
                     .message(push_payload(message)))
             }
-            other => Err(SendError::permanent(format!(
-                "sns carries sms and push only, not {}",
-                other.channel()
-            ))),
+            other => Err(SendError::wrong_channel("sns", other)),
         }
     }
 }

@@ -122,10 +122,7 @@ impl Provider for WebhookProvider {
         Box::pin(async move {
             match &message.destination {
                 Destination::Webhook(url) => self.post(url, message).await,
-                other => Err(SendError::permanent(format!(
-                    "the webhook provider cannot carry {} messages",
-                    other.channel()
-                ))),
+                other => Err(SendError::wrong_channel("webhook", other)),
             }
         })
     }

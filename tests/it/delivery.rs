@@ -135,20 +135,7 @@ impl Harness {
         delivery: DeliveryConfig,
         breakers: Breakers,
     ) -> tokio::task::JoinHandle<()> {
-        let mut registry = Providers::default();
-        for provider in providers {
-            registry.insert(Arc::new((*provider).clone()));
-        }
-        let mut routing = RoutingConfig::default();
-        routing.channels.insert(
-            Channel::Email,
-            providers.iter().map(|p| p.name.clone()).collect(),
-        );
-        Dispatcher::new(
-            self.store.clone(),
-            settings(registry, routing, delivery, breakers),
-        )
-        .spawn(self.shutdown.clone())
+        dispatch(&self.store, providers, delivery, breakers, &self.shutdown)
     }
 
     async fn send(&self, input: serde_json::Value) -> NotificationId {
@@ -225,20 +212,35 @@ fn types(details: &NotificationDetails) -> Vec<String> {
         .collect()
 }
 
-fn settings(
-    providers: Providers,
-    routing: RoutingConfig,
+/// A dispatcher routing email to `providers`, in that order.
+fn dispatch(
+    store: &EventStore,
+    providers: &[&Scripted],
     delivery: DeliveryConfig,
     breakers: Breakers,
-) -> DispatchSettings {
-    DispatchSettings {
-        providers,
-        routing,
-        delivery,
-        breakers,
-        ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
-        limits: Arc::new(Limits::new(LimitsConfig::default())),
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut registry = Providers::default();
+    for provider in providers {
+        registry.insert(Arc::new((*provider).clone()));
     }
+    let mut routing = RoutingConfig::default();
+    routing.channels.insert(
+        Channel::Email,
+        providers.iter().map(|p| p.name.clone()).collect(),
+    );
+    Dispatcher::new(
+        store.clone(),
+        DispatchSettings {
+            providers: registry,
+            routing,
+            delivery,
+            breakers,
+            ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
+            limits: Arc::new(Limits::new(LimitsConfig::default())),
+        },
+    )
+    .spawn(shutdown.clone())
 }
 
 /// Fast retries so the schedule can be watched in a test.
@@ -557,22 +559,13 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
     let provider = Scripted::new("mail-a");
     provider.then(Err(SendError::permanent("550 mailbox disabled")));
     provider.then(Err(SendError::permanent("550 mailbox disabled")));
-    let mut registry = Providers::default();
-    registry.insert(Arc::new(provider.clone()));
-    let mut routing = RoutingConfig::default();
-    routing
-        .channels
-        .insert(Channel::Email, vec!["mail-a".into()]);
-    let worker = Dispatcher::new(
-        app.store.clone(),
-        settings(
-            registry,
-            routing,
-            quick(),
-            Breakers::new(&BreakerConfig::default()),
-        ),
-    )
-    .spawn(shutdown.clone());
+    let worker = dispatch(
+        &app.store,
+        &[&provider],
+        quick(),
+        Breakers::new(&BreakerConfig::default()),
+        &shutdown,
+    );
 
     let send = |title: &'static str| {
         let app = &app;
@@ -786,22 +779,13 @@ async fn ops_views_show_the_queue_and_provider_health() {
     let (_, key) = app.tenant().await;
     let shutdown = CancellationToken::new();
     let provider = Scripted::new("mail-a");
-    let mut registry = Providers::default();
-    registry.insert(Arc::new(provider.clone()));
-    let mut routing = RoutingConfig::default();
-    routing
-        .channels
-        .insert(Channel::Email, vec!["mail-a".into()]);
-    let worker = Dispatcher::new(
-        app.store.clone(),
-        settings(
-            registry,
-            routing,
-            quick(),
-            Breakers::new(&BreakerConfig::default()),
-        ),
-    )
-    .spawn(shutdown.clone());
+    let worker = dispatch(
+        &app.store,
+        &[&provider],
+        quick(),
+        Breakers::new(&BreakerConfig::default()),
+        &shutdown,
+    );
     let later = Utc::now() + chrono::TimeDelta::hours(1);
     for priority in ["HIGH", "LOW", "LOW"] {
         let sent = app
