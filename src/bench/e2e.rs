@@ -17,7 +17,7 @@ use sqlx::ConnectOptions;
 use tokio::sync::Semaphore;
 
 use super::ScratchDatabase;
-use super::report::{latency_histogram, millis, record};
+use super::report::{latency_histogram, millis, peak_rss_mib_of, record};
 use crate::commands::webhook_endpoints;
 use crate::commands::{Actor, tenants};
 use crate::domain::webhook_endpoint::CreateWebhookEndpoint;
@@ -343,10 +343,7 @@ impl Service {
 
     /// The service's peak resident set size (VmHWM), in MiB.
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        peak_rss_mib_of(&self.pid.to_string())
     }
 
     async fn stop(mut self) {
