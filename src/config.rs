@@ -11,6 +11,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::limits::LimitsConfig;
+use crate::commands::links::LinksConfig;
+use crate::commands::receipts::ReceiptsConfig;
+use crate::domain::attachment::AttachmentsConfig;
 use crate::providers::{ProviderConfig, default_provider_configs};
 use crate::workers::breaker::BreakerConfig;
 use crate::workers::ranker::RankingConfig;
@@ -48,15 +51,25 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routing: RoutingConfig,
     pub delivery: DeliveryConfig,
+    /// `[campaigns]`: callback retries and batch pacing.
+    pub campaigns: crate::workers::campaigns::CampaignsConfig,
+    /// `[scheduler]`: recurring schedules' poll interval and missed-slot threshold.
+    pub scheduler: crate::workers::scheduler::SchedulerConfig,
     pub ranking: RankingConfig,
     pub breaker: BreakerConfig,
     pub limits: LimitsConfig,
+    /// Email attachments: size caps (per tenant), allowed types, fetch timeout.
+    pub attachments: AttachmentsConfig,
     /// Tenants whose `ops` (or `admin`) keys may run system-wide operations
     /// through the API: retry, skip and rebuild projections, which every
     /// tenant shares. API keys belong to one tenant, so this names the
     /// operators' own tenants (`["t_ops"]`; in the environment
     /// `HERALD_OPERATOR_TENANTS=[t_ops]`); empty, only the CLI can.
     pub operator_tenants: Vec<String>,
+    /// Inbound delivery receipts (`/webhooks/sns`, `/webhooks/NAME`).
+    pub receipts: ReceiptsConfig,
+    /// Unsubscribe, preference and tracking links: signing secret, public URL, lifetimes.
+    pub links: LinksConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,10 +96,15 @@ impl Default for Config {
             providers: default_provider_configs(),
             routing: RoutingConfig::default(),
             delivery: DeliveryConfig::default(),
+            campaigns: crate::workers::campaigns::CampaignsConfig::default(),
+            scheduler: crate::workers::scheduler::SchedulerConfig::default(),
             ranking: RankingConfig::default(),
             breaker: BreakerConfig::default(),
             limits: LimitsConfig::default(),
+            attachments: AttachmentsConfig::default(),
             operator_tenants: Vec::new(),
+            receipts: ReceiptsConfig::default(),
+            links: LinksConfig::default(),
         }
     }
 }
@@ -135,13 +153,27 @@ impl Config {
             limits: self.limits.clone(),
             costs: self.routing.cost_table(),
             operator_tenants: self.operator_tenants.clone(),
+            receipts: self.receipts.clone(),
+            links: self.links(),
+            attachments: self.attachments.clone(),
         }
+    }
+
+    /// The `links` section, its public URL defaulting to `listen` (read
+    /// after `--listen` has been applied).
+    pub fn links(&self) -> LinksConfig {
+        let mut links = self.links.clone();
+        links.default_base_url_from(self.listen);
+        links
     }
 
     /// The configuration as TOML with secrets masked, for `herald config`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = shown.database_url.as_deref().map(redact_url);
+        if let Some(secret) = &mut shown.links.secret {
+            *secret = crate::commands::links::LinkSecret::redacted();
+        }
         toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }

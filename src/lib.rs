@@ -15,6 +15,7 @@ pub mod eventstore;
 pub mod projections;
 pub mod providers;
 pub mod telemetry;
+pub mod ttl_cache;
 pub mod workers;
 
 use std::time::Duration;
@@ -100,9 +101,13 @@ async fn run(
         tracing::info!("listening on http://{}", config.listen);
         let graceful = shutdown.clone().cancelled_owned();
         Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .await
+            // The peer address feeds tracking's truncated client network.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .await
         }))
     } else {
         None
@@ -116,12 +121,7 @@ async fn run(
         let providers = providers::build(&config.providers)
             .await
             .context("configuring providers")?;
-        Some(workers::spawn(
-            store.clone(),
-            providers,
-            config,
-            shutdown.clone(),
-        )?)
+        Some(workers::spawn(store.clone(), providers, config, shutdown.clone()).await?)
     } else {
         None
     };

@@ -1,9 +1,7 @@
 //! API keys from `Authorization: Bearer <key>`, with a short in-process cache
 //! so a busy client costs one lookup per key every few seconds, not per request.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use sqlx::PgPool;
@@ -11,42 +9,41 @@ use sqlx::PgPool;
 use super::error::ApiError;
 use crate::commands::tenants::{self, Principal};
 use crate::domain::hash_api_key;
+use crate::ttl_cache::TtlCache;
 
 /// A revoked key keeps working in other processes for at most this long.
 const CACHE_TTL: Duration = Duration::from_secs(5);
-const CACHE_MAX_ENTRIES: usize = 10_000;
 
-#[derive(Default)]
+/// Principals by key hash (`None`: no such live key).
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    entries: TtlCache<String, Option<Principal>>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            entries: TtlCache::new(CACHE_TTL),
+        }
+    }
 }
 
 impl KeyCache {
     pub async fn authenticate(&self, pool: &PgPool, secret: &str) -> Result<Principal, ApiError> {
         let hash = hash_api_key(secret);
-        if let Some((principal, at)) = self.lock().get(&hash).cloned()
-            && at.elapsed() < CACHE_TTL
-        {
-            return principal.ok_or(ApiError::Unauthenticated);
-        }
-        let principal = tenants::authenticate(pool, secret).await?;
-        let mut entries = self.lock();
-        if entries.len() >= CACHE_MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(hash, (principal.clone(), Instant::now()));
+        let principal = match self.entries.get(&hash) {
+            Some(principal) => principal,
+            None => {
+                let principal = tenants::authenticate(pool, secret).await?;
+                self.entries.insert(hash, principal.clone());
+                principal
+            }
+        };
         principal.ok_or(ApiError::Unauthenticated)
     }
 
     /// Forgets every key, so a revocation takes effect here at once.
     pub fn clear(&self) {
-        self.lock().clear();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<Principal>, Instant)>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.clear();
     }
 }
 

@@ -2,10 +2,13 @@
 //! readiness and metrics.
 
 mod auth;
+mod campaigns;
 mod error;
 pub mod graphql;
 mod ingest;
+mod links;
 pub mod live;
+mod receipts;
 mod rest;
 
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     /// The streaming bulk route fails when its body stalls this long.
     pub request_timeout: Duration,
+    /// The receipt routes' configuration and certificate cache.
+    receipts: Arc<receipts::Receivers>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +54,12 @@ pub struct ApiOptions {
     pub costs: crate::commands::limits::CostTable,
     /// See `Config::operator_tenants`.
     pub operator_tenants: Vec<String>,
+    /// `[receipts]`: SNS and signed provider receipts.
+    pub receipts: crate::commands::receipts::ReceiptsConfig,
+    /// `[links]` with its public URL resolved (`Config::links`).
+    pub links: crate::commands::links::LinksConfig,
+    /// `[attachments]`: the tenant caps inline attachments are checked against.
+    pub attachments: crate::domain::attachment::AttachmentsConfig,
 }
 
 impl ApiState {
@@ -57,6 +68,7 @@ impl ApiState {
         metrics: Option<PrometheusHandle>,
         options: &ApiOptions,
     ) -> Result<ApiState, crate::eventstore::StoreError> {
+        let links = crate::commands::links::Links::new(store.pool(), &options.links).await?;
         let api = ApiContext {
             live: live::LiveHub::start(store.clone()).await?,
             store,
@@ -67,12 +79,15 @@ impl ApiState {
                     .with_costs(options.costs.clone()),
             ),
             operator_tenants: options.operator_tenants.clone().into(),
+            links: Arc::new(links),
+            attachments: Arc::new(options.attachments.clone()),
         };
         Ok(ApiState {
             schema: graphql::build(api.clone()),
             api,
             metrics,
             request_timeout: options.request_timeout,
+            receipts: Arc::new(receipts::Receivers::new(&options.receipts)),
         })
     }
 }
@@ -82,6 +97,10 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
     // arriving, so it sits outside the router-wide body limit and timeout.
     let streaming = Router::new()
         .route("/api/events/bulk", axum::routing::post(ingest::bulk))
+        .route(
+            "/api/campaigns/{id}/recipients",
+            axum::routing::post(campaigns::recipients),
+        )
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
@@ -92,6 +111,8 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(links::routes())
+        .merge(receipts::routes())
         .layer(DefaultBodyLimit::max(options.max_request_bytes))
         // The GraphQL extractor reads the raw body, which DefaultBodyLimit does not cover.
         .layer(RequestBodyLimitLayer::new(options.max_request_bytes))

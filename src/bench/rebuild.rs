@@ -276,7 +276,11 @@ fn template(event_type: &str, attempt: u32) -> anyhow::Result<Value> {
             reason: "gave up".into(),
         },
         "NotificationDelivered" => NotificationEvent::Delivered { at },
-        "NotificationOpened" => NotificationEvent::Opened { first: true, at },
+        "NotificationOpened" => NotificationEvent::Opened {
+            first: true,
+            at,
+            client: Default::default(),
+        },
         "NotificationCancelled" => NotificationEvent::Cancelled {
             reason: Some("changed my mind".into()),
         },

@@ -3,9 +3,8 @@
 //! its own transaction. The dispatcher's token buckets are in
 //! `workers::throttle`; their rates come from the same [`EffectiveLimits`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,6 +16,7 @@ use crate::domain::{
     Budget, FrequencyCap, Quota, RateLimit, SoftCapFraction, TenantEvent, TenantLimits,
 };
 use crate::eventstore::{ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
+use crate::ttl_cache::TtlCache;
 
 /// `[limits]` in herald.toml: every tenant's limits unless it overrides them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,7 +153,6 @@ pub async fn tenant_limits(
 
 /// A tenant's overrides change this rarely and are read on every send.
 const CACHE_TTL: Duration = Duration::from_secs(5);
-const CACHE_MAX_ENTRIES: usize = 10_000;
 
 /// The configured limits and a short per-process cache of each tenant's
 /// effective ones, so a busy tenant costs one lookup every few seconds. An
@@ -161,7 +160,7 @@ const CACHE_MAX_ENTRIES: usize = 10_000;
 pub struct Limits {
     config: LimitsConfig,
     costs: CostTable,
-    cache: Mutex<HashMap<TenantId, (EffectiveLimits, Instant)>>,
+    cache: TtlCache<TenantId, EffectiveLimits>,
 }
 
 impl Limits {
@@ -169,7 +168,7 @@ impl Limits {
         Limits {
             config,
             costs: CostTable::default(),
-            cache: Mutex::default(),
+            cache: TtlCache::new(CACHE_TTL),
         }
     }
 
@@ -192,29 +191,17 @@ impl Limits {
         pool: &PgPool,
         tenant_id: &TenantId,
     ) -> Result<EffectiveLimits, CommandError> {
-        if let Some((limits, at)) = self.lock().get(tenant_id).cloned()
-            && at.elapsed() < CACHE_TTL
-        {
+        if let Some(limits) = self.cache.get(tenant_id) {
             return Ok(limits);
         }
         let limits = EffectiveLimits::new(&self.config, &tenant_limits(pool, tenant_id).await?);
-        let mut cache = self.lock();
-        if cache.len() >= CACHE_MAX_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(tenant_id.clone(), (limits.clone(), Instant::now()));
+        self.cache.insert(tenant_id.clone(), limits.clone());
         Ok(limits)
     }
 
     /// Forgets a tenant, so its new overrides take effect here at once.
     pub fn forget(&self, tenant_id: &TenantId) {
-        self.lock().remove(tenant_id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (EffectiveLimits, Instant)>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache.remove(tenant_id);
     }
 }
 

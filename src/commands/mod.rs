@@ -2,10 +2,17 @@
 //! append the events, and keep the read tables that must be current in the
 //! same transaction. Used by the API and by the CLI alike.
 
+pub mod campaigns;
 pub mod inapp_feed;
 pub mod ingest;
 pub mod limits;
+pub mod links;
 pub mod notifications;
+pub mod receipts;
+pub mod recipients;
+pub mod schedules;
+pub mod suppressions;
+pub mod templates;
 pub mod tenants;
 pub mod webhook_endpoints;
 

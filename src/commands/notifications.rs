@@ -5,8 +5,9 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::limits::{Charge, Limits, LimitsConfig, consume_quota};
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
-use crate::domain::values::{NotificationId, TenantId};
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes, recipients, templates};
+use crate::domain::attachment::AttachmentsConfig;
+use crate::domain::values::{Channel, NotificationId, TenantId};
 use crate::domain::{
     Aggregate, Content, Notification, NotificationCommand, NotificationEvent, NotificationRequest,
     NotificationState, SendNotification, ValidationErrors,
@@ -41,6 +42,8 @@ pub struct SendPolicy {
     /// A repeated idempotency key within it returns the original notification.
     pub idempotency_window: Duration,
     pub limits: std::sync::Arc<Limits>,
+    /// Inline attachments must fit the tenant's cap when the send is made.
+    pub attachments: std::sync::Arc<AttachmentsConfig>,
 }
 
 impl SendPolicy {
@@ -49,6 +52,7 @@ impl SendPolicy {
         SendPolicy {
             idempotency_window,
             limits: std::sync::Arc::new(Limits::new(LimitsConfig::default())),
+            attachments: std::sync::Arc::default(),
         }
     }
 }
@@ -64,19 +68,19 @@ pub async fn send(
     actor: &Actor,
 ) -> Result<Sent, CommandError> {
     let idempotency_window = policy.idempotency_window;
-    let request = input.parse(Utc::now())?;
+    // The idempotency fingerprint is of the request as given: a retry after
+    // a new template version is published is still the same send.
+    let given = input.parse(Utc::now())?;
+    let mut request = given.clone();
     if let Content::Template(template) = &request.content {
-        // Templates are published per tenant; none can be named before that exists.
-        let mut errors = ValidationErrors::default();
-        errors.add(
-            "template.key",
-            format!(
-                "no published template {:?} for this tenant",
-                template.key.as_str()
-            ),
-        );
-        return Err(errors.into());
+        // Fixed now, so a later publish never changes a queued message.
+        request.content =
+            Content::Template(templates::pin(store.pool(), tenant_id, template).await?);
     }
+    require_stored_addresses(store, tenant_id, &request).await?;
+    policy
+        .attachments
+        .validate(tenant_id, &request.attachments)?;
     let notification_id = NotificationId::new();
     tracing::Span::current().record(
         "notification_id",
@@ -98,7 +102,7 @@ pub async fn send(
             tenant_id,
             key.as_str(),
             &notification_id,
-            &request,
+            &given,
             idempotency_window,
         )
         .await
@@ -173,6 +177,68 @@ pub async fn send(
         notification: state.clone(),
         duplicate: false,
     })
+}
+
+/// A send naming a recipient by id may leave addresses to the stored
+/// profile; each channel must find one there or in the request.
+async fn require_stored_addresses(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    request: &NotificationRequest,
+) -> Result<(), CommandError> {
+    let Some(id) = &request.recipient.id else {
+        return Ok(());
+    };
+    let given = &request.recipient;
+    let missing: Vec<Channel> = request
+        .channels
+        .iter()
+        .copied()
+        .filter(|channel| match channel {
+            Channel::Email => given.email.is_none(),
+            Channel::Sms => given.phone.is_none(),
+            Channel::Push => given.push_target.is_none(),
+            Channel::Webhook => given.webhook_url.is_none(),
+            Channel::Ntfy => given.ntfy_topic.is_none(),
+            Channel::InApp => false,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let profile = recipients::profile(store.pool(), tenant_id, id).await?;
+    let mut errors = ValidationErrors::default();
+    for channel in missing {
+        let stored = profile.as_ref().is_some_and(|p| match channel {
+            Channel::Email => p.email.is_some(),
+            Channel::Sms => p.phone.is_some(),
+            Channel::Push => p.push_target.is_some(),
+            Channel::Webhook => p.webhook_url.is_some(),
+            Channel::Ntfy => p.ntfy_topic.is_some(),
+            Channel::InApp => true,
+        });
+        if !stored {
+            let field = match channel {
+                Channel::Email => "email",
+                Channel::Sms => "phone",
+                Channel::Push => "push_target",
+                Channel::Webhook => "webhook_url",
+                _ => "ntfy_topic",
+            };
+            errors.add(
+                format!("recipient.{field}"),
+                format!(
+                    "is required for the {channel} channel: neither the request nor recipient {}'s stored profile has one",
+                    id.as_str()
+                ),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.into())
+    }
 }
 
 enum Reservation {

@@ -6,6 +6,8 @@
 //! are decided by pure functions returning events; state is a fold of events.
 
 mod aggregate;
+pub mod attachment;
+pub mod campaign;
 mod domain_error;
 pub mod inapp_feed;
 mod notification;
@@ -13,13 +15,19 @@ mod notification_command;
 mod notification_event;
 mod notification_request;
 mod notification_status;
+pub mod quiet_hours;
 pub mod ranking;
+pub mod recipient;
+pub mod schedule;
 mod scope;
 mod send_notification;
 mod sha256_hex;
+pub mod signed_link;
 mod source_event;
 mod source_event_ingested;
+pub mod suppression;
 mod tagged_payload;
+pub mod template;
 mod tenant;
 mod validation_errors;
 pub mod values;
@@ -43,9 +51,9 @@ pub use notification_request::{
 pub use notification_status::NotificationStatus;
 pub use scope::Scope;
 pub use send_notification::{
-    InlineContentInput, MAX_CHANNELS, MAX_DATA_BYTES, MAX_METADATA_BYTES, MAX_TAGS,
-    MAX_TTL_SECONDS, MAX_VARIABLES_BYTES, RecipientInput, SendNotification, SourceEventInput,
-    TemplateRefInput,
+    AttachmentInput, InlineContentInput, MAX_CHANNELS, MAX_DATA_BYTES, MAX_METADATA_BYTES,
+    MAX_TAGS, MAX_TTL_SECONDS, MAX_VARIABLES_BYTES, RecipientInput, SendNotification,
+    SourceEventInput, TemplateRefInput,
 };
 pub use source_event::{IngestEventInput, MAX_PAYLOAD_BYTES, SourceEvent};
 pub use source_event_ingested::SourceEventIngested;

@@ -394,16 +394,17 @@ impl NotificationState {
                 E::Complained { at },
                 illegal,
             ),
-            C::RecordOpen { at } => {
+            C::RecordOpen { at, client } => {
                 if !status.is_sent_or_delivered() {
                     return Err(illegal);
                 }
                 Ok(vec![E::Opened {
                     first: self.opens == 0,
                     at,
+                    client,
                 }])
             }
-            C::RecordClick { url, at } => {
+            C::RecordClick { url, at, client } => {
                 if !status.is_sent_or_delivered() {
                     return Err(illegal);
                 }
@@ -411,6 +412,7 @@ impl NotificationState {
                     first: self.clicks == 0,
                     url,
                     at,
+                    client,
                 }])
             }
             C::Reject { reason } => once(

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::notification_request::NotificationRequest;
+use super::signed_link::ClientContext;
 use super::values::{Channel, HttpUrl, NotificationId, TenantId};
 
 /// What someone asks of a notification; [`super::Notification::decide`] says
@@ -65,12 +66,16 @@ pub enum NotificationCommand {
     RecordComplaint {
         at: DateTime<Utc>,
     },
+    /// `client` is what the tracking request said about its client, already
+    /// cut to what analytics may keep.
     RecordOpen {
         at: DateTime<Utc>,
+        client: ClientContext,
     },
     RecordClick {
         url: HttpUrl,
         at: DateTime<Utc>,
+        client: ClientContext,
     },
     Reject {
         reason: String,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::domain_error::DomainError;
 use super::notification_request::NotificationRequest;
 use super::notification_status::NotificationStatus;
+use super::signed_link::ClientContext;
 use super::tagged_payload::upcast_current;
 use super::values::{Channel, HttpUrl, NotificationId, TenantId};
 
@@ -73,13 +74,22 @@ pub enum NotificationEvent {
     },
     #[serde(rename = "NotificationComplained")]
     Complained { at: DateTime<Utc> },
+    /// `client` (user agent, IP network) is absent from events recorded
+    /// before it was kept.
     #[serde(rename = "NotificationOpened")]
-    Opened { first: bool, at: DateTime<Utc> },
+    Opened {
+        first: bool,
+        at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "ClientContext::is_empty")]
+        client: ClientContext,
+    },
     #[serde(rename = "NotificationClicked")]
     Clicked {
         first: bool,
         url: HttpUrl,
         at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "ClientContext::is_empty")]
+        client: ClientContext,
     },
     #[serde(rename = "NotificationRejected")]
     Rejected { reason: String },

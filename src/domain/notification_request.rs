@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::attachment::AttachmentSpec;
 use super::sha256_hex::sha256_hex;
 use super::values::{
     Category, Channel, EmailAddress, ExternalEventId, HtmlBody, HttpUrl, IdempotencyKey,
@@ -41,6 +42,9 @@ pub struct NotificationRequest {
     pub trace_id: Option<TraceId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_event: Option<EventOrigin>,
+    /// Email only; the request's order is the email's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentSpec>,
 }
 
 impl NotificationRequest {

@@ -8,6 +8,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::attachment::{
+    AttachmentFilename, AttachmentSource, AttachmentSpec, InlineData, MAX_ATTACHMENTS,
+    MAX_INLINE_ATTACHMENTS_BYTES, MediaType,
+};
 use super::notification_request::{
     Content, EventOrigin, Expiry, InlineContent, NotificationRequest, Recipient, TemplateRef,
 };
@@ -49,6 +53,8 @@ pub struct SendNotification {
     pub metadata: Option<Value>,
     pub trace_id: Option<String>,
     pub source_event: Option<SourceEventInput>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentInput>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -92,6 +98,17 @@ pub struct SourceEventInput {
     pub source: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
     pub segment: Option<String>,
+}
+
+/// A file to attach to the email: by `url` (fetched at send time) or as
+/// `content_base64`, exactly one of the two.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub url: Option<String>,
+    pub content_base64: Option<String>,
 }
 
 impl SendNotification {
@@ -147,6 +164,7 @@ impl SendNotification {
         let source_event = self
             .source_event
             .and_then(|source_event| source_event.parse(&mut errors));
+        let attachments = parse_attachments(self.attachments, &channels, &mut errors);
 
         let (Some(priority), Some(content)) = (priority, content) else {
             return Err(errors);
@@ -168,6 +186,7 @@ impl SendNotification {
             metadata,
             trace_id,
             source_event,
+            attachments,
         })
     }
 }
@@ -194,12 +213,16 @@ fn parse_channels(raw: &[String], errors: &mut ValidationErrors) -> Vec<Channel>
 }
 
 /// Judged on the raw input, so a present but malformed address reports only
-/// its own error, not "missing" as well.
+/// its own error, not "missing" as well. A recipient named by id may have its
+/// addresses in a stored profile, which the command side checks.
 fn require_addresses(
     channels: &[Channel],
     recipient: &RecipientInput,
     errors: &mut ValidationErrors,
 ) {
+    if recipient.id.is_some() {
+        return;
+    }
     for &channel in channels {
         let (field, present) = match channel {
             Channel::Email => ("email", recipient.email.is_some()),
@@ -277,6 +300,80 @@ fn parse_tags(raw: &[String], errors: &mut ValidationErrors) -> Vec<Tag> {
         }
     }
     tags
+}
+
+/// Only email carries files; a send that may fall back to another channel
+/// still may attach them, and that channel goes without.
+fn parse_attachments(
+    raw: Vec<AttachmentInput>,
+    channels: &[Channel],
+    errors: &mut ValidationErrors,
+) -> Vec<AttachmentSpec> {
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    if !channels.contains(&Channel::Email) {
+        errors.add("attachments", "need the email channel in channels");
+    }
+    if raw.len() > MAX_ATTACHMENTS {
+        errors.add(
+            "attachments",
+            format!("at most {MAX_ATTACHMENTS} attachments"),
+        );
+    }
+    let attachments: Vec<AttachmentSpec> = raw
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, attachment)| attachment.parse(index, errors))
+        .collect();
+    let inline_bytes: usize = attachments.iter().map(AttachmentSpec::inline_len).sum();
+    if inline_bytes > MAX_INLINE_ATTACHMENTS_BYTES {
+        errors.add(
+            "attachments",
+            format!(
+                "inline attachments must total at most {MAX_INLINE_ATTACHMENTS_BYTES} bytes; \
+                 send larger files by url"
+            ),
+        );
+    }
+    attachments
+}
+
+impl AttachmentInput {
+    fn parse(self, index: usize, errors: &mut ValidationErrors) -> Option<AttachmentSpec> {
+        let path = |field: &str| format!("attachments[{index}].{field}");
+        let filename = errors.required(
+            &path("filename"),
+            self.filename.as_deref(),
+            AttachmentFilename::parse,
+        );
+        let content_type = errors.optional(
+            &path("content_type"),
+            self.content_type.as_deref(),
+            MediaType::parse,
+        );
+        let source = match (self.url, self.content_base64) {
+            (Some(url), None) => errors
+                .check(path("url"), HttpUrl::parse(&url))
+                .map(AttachmentSource::Url),
+            (None, Some(base64)) => errors
+                .check(path("content_base64"), InlineData::parse(&base64))
+                .map(AttachmentSource::Inline),
+            (Some(_), Some(_)) => {
+                errors.add(path("url"), "give either url or content_base64, not both");
+                None
+            }
+            (None, None) => {
+                errors.add(path("url"), "url or content_base64 is required");
+                None
+            }
+        };
+        Some(AttachmentSpec {
+            filename: filename?,
+            content_type,
+            source: source?,
+        })
+    }
 }
 
 impl RecipientInput {

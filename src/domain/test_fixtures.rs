@@ -175,11 +175,16 @@ pub(crate) fn every_notification_event() -> Vec<NotificationEvent> {
         E::Opened {
             first: true,
             at: minute(4),
+            client: Default::default(),
         },
         E::Clicked {
             first: true,
             url: link(),
             at: minute(4),
+            client: super::signed_link::ClientContext {
+                user_agent: Some("Mozilla/5.0".into()),
+                ip_prefix: Some("203.0.113.0/24".into()),
+            },
         },
         E::Rejected {
             reason: "quota".into(),

@@ -49,6 +49,27 @@ pub struct OutboundMessage {
     /// Secrets that sign a webhook body: each signs, so a receiver holding
     /// either verifies during a rotation. Empty for other channels.
     pub signing_secrets: Vec<WebhookSecret>,
+    /// Files to attach, already fetched and checked; only email carries them.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file ready to attach to an email.
+#[derive(Clone, PartialEq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+// The bytes can be megabytes of personal documents: a log line gets the size.
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// Where a message goes; the variant fixes the channel.

@@ -15,7 +15,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-use super::{Destination, OutboundMessage, Provider, Receipt, Secret, SendError};
+use super::{Attachment, Destination, OutboundMessage, Provider, Receipt, Secret, SendError};
 use crate::domain::values::Channel;
 
 /// `[providers.NAME]` with `kind = "smtp"`. Only `from` has no default.
@@ -243,20 +243,56 @@ fn email(message: &OutboundMessage, from: &Mailbox) -> Result<Message, SendError
         builder = builder.raw_header(extra_header(name, value)?);
     }
     let text = || SinglePart::plain(message.text.clone().unwrap_or_default());
-    let built = match &message.html {
-        Some(html) if message.text.is_some() => builder.multipart(
+    let body = match &message.html {
+        Some(html) if message.text.is_some() => Body::Multi(
             MultiPart::alternative()
                 .singlepart(text())
                 .singlepart(SinglePart::html(html.clone())),
         ),
-        Some(html) => builder.singlepart(
+        Some(html) => Body::Single(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)
                 .body(html.clone()),
         ),
-        None => builder.singlepart(text()),
+        None => Body::Single(text()),
+    };
+    let built = match (body, message.attachments.is_empty()) {
+        (Body::Single(part), true) => builder.singlepart(part),
+        (Body::Multi(parts), true) => builder.multipart(parts),
+        // The body first, so clients show it and list the files after it.
+        (body, false) => {
+            let mut mixed = match body {
+                Body::Single(part) => MultiPart::mixed().singlepart(part),
+                Body::Multi(parts) => MultiPart::mixed().multipart(parts),
+            };
+            for attachment in &message.attachments {
+                mixed = mixed.singlepart(attachment_part(attachment)?);
+            }
+            builder.multipart(mixed)
+        }
     };
     built.map_err(|error| SendError::permanent(format!("cannot build the email: {error}")))
+}
+
+/// An email body before attachments: one part, or text and HTML alternatives.
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+/// lettre picks the transfer encoding (base64 for binary) and encodes the
+/// file name (RFC 2231), so neither can break the MIME structure.
+fn attachment_part(attachment: &Attachment) -> Result<SinglePart, SendError> {
+    let content_type = ContentType::parse(&attachment.content_type).map_err(|_| {
+        SendError::permanent(format!(
+            "attachment {}: invalid content type {:?}",
+            attachment.filename, attachment.content_type
+        ))
+    })?;
+    Ok(
+        lettre::message::Attachment::new(attachment.filename.clone())
+            .body(attachment.bytes.clone(), content_type),
+    )
 }
 
 /// One dispatcher header. lettre encodes the value (RFC 2047), so a line
@@ -337,6 +373,7 @@ mod tests {
             data: None,
             headers: vec![],
             signing_secrets: vec![],
+            attachments: Vec::new(),
         }
     }
 
@@ -386,6 +423,43 @@ mod tests {
         let raw = rendered(&message);
         assert!(!raw.contains("multipart"), "{raw}");
         assert!(raw.contains("Content-Type: text/html"), "{raw}");
+    }
+
+    #[test]
+    fn attachments_follow_the_body_in_multipart_mixed() {
+        let mut message = outbound();
+        message.attachments = vec![
+            Attachment {
+                filename: "Reçu \"final\".pdf".to_string(),
+                content_type: "application/pdf".to_string(),
+                bytes: b"%PDF-1.4 \x00\xff".to_vec(),
+            },
+            Attachment {
+                filename: "notes.txt".to_string(),
+                content_type: "text/plain".to_string(),
+                bytes: b"hello".to_vec(),
+            },
+        ];
+        let raw = rendered(&message);
+        let at = |needle: &str| {
+            raw.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {raw}"))
+        };
+        assert!(at("Content-Type: multipart/mixed") < at("Content-Type: multipart/alternative"));
+        assert!(at("Content-Type: text/html") < at("Content-Type: application/pdf"));
+        assert!(at("Content-Type: application/pdf") < at("filename=\"notes.txt\""));
+        assert!(
+            raw.contains("filename*"),
+            "the non-ASCII name is RFC 2231 encoded: {raw}"
+        );
+
+        message.html = None;
+        let raw = rendered(&message);
+        assert!(raw.contains("Content-Type: multipart/mixed"), "{raw}");
+        assert!(!raw.contains("multipart/alternative"), "{raw}");
+
+        message.attachments[0].content_type = "not a type".to_string();
+        assert!(email(&message, &from()).unwrap_err().is_permanent());
     }
 
     #[test]

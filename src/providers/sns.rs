@@ -374,6 +374,7 @@ mod tests {
             data: Some(JsonObject::parse(json!({"ttl": 5, "kind": "otp"}), 1024).unwrap()),
             headers: vec![],
             signing_secrets: vec![],
+            attachments: Vec::new(),
         }
     }
 

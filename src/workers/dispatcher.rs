@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::audience::{AudienceGate, BatchAudience};
 use super::breaker::{BreakerState, Breakers};
+use super::compose::Composer;
 use super::ranker::Ranker;
 use super::retry::retry_delay;
 use super::routing::{Availability, Route, RouteDecision, next_route};
@@ -29,18 +31,17 @@ use crate::commands::notifications::{Change, Loaded, append_changes, load_many};
 use crate::commands::webhook_endpoints;
 use crate::commands::{Actor, CommandError};
 use crate::domain::ranking::Ranking;
-use crate::domain::values::Channel;
 use crate::domain::values::NotificationId;
+use crate::domain::values::{Channel, Locale};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::{
-    Content, DomainError, Notification, NotificationCommand, NotificationEvent, NotificationState,
+    DomainError, Notification, NotificationCommand, NotificationEvent, NotificationState,
     NotificationStatus,
 };
 use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
-use crate::providers::{
-    Destination, OutboundMessage, Providers, Receipt, SendError, WebhookSecret,
-};
+use crate::providers::{Destination, Providers, Receipt, SendError, WebhookSecret};
+use crate::ttl_cache::TtlCache;
 
 /// How long to wait before looking again when every route is busy (open
 /// breakers): short enough to catch a half-open probe soon after it is due.
@@ -69,6 +70,8 @@ struct Inner {
     ranker: Ranker,
     limits: Arc<Limits>,
     webhook_secrets: WebhookSecrets,
+    audience: AudienceGate,
+    composer: Composer,
     /// Calls in flight per provider instance.
     provider_slots: HashMap<String, Arc<Semaphore>>,
     /// Claimed rows not yet finished, so claims never outrun the sends.
@@ -80,14 +83,19 @@ struct Inner {
 /// endpoint takes effect within this time.
 const SECRETS_TTL: Duration = Duration::from_secs(5);
 
-/// An endpoint's secrets (`None`: the URL is not registered) and when they were read.
-type CachedSecrets = (Option<Vec<WebhookSecret>>, std::time::Instant);
-
-/// The signing secrets of the tenants' registered webhook endpoints, by URL,
-/// looked up once per `SECRETS_TTL` rather than once per message.
-#[derive(Default)]
+/// The signing secrets of the tenants' registered webhook endpoints, by URL
+/// (`None`: not registered), looked up once per `SECRETS_TTL` rather than
+/// once per message.
 struct WebhookSecrets {
-    cache: std::sync::Mutex<HashMap<(TenantId, String), CachedSecrets>>,
+    cache: TtlCache<(TenantId, String), Option<Vec<WebhookSecret>>>,
+}
+
+impl Default for WebhookSecrets {
+    fn default() -> Self {
+        WebhookSecrets {
+            cache: TtlCache::new(SECRETS_TTL),
+        }
+    }
 }
 
 impl WebhookSecrets {
@@ -100,14 +108,7 @@ impl WebhookSecrets {
         url: &HttpUrl,
     ) -> Result<Vec<WebhookSecret>, SendError> {
         let key = (tenant_id.clone(), url.as_str().to_string());
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < SECRETS_TTL)
-            .map(|(secrets, _)| secrets.clone());
-        let secrets = match cached {
+        let secrets = match self.cache.get(&key) {
             Some(secrets) => secrets,
             None => {
                 let secrets = webhook_endpoints::signing_secrets(pool, tenant_id, url)
@@ -117,11 +118,7 @@ impl WebhookSecrets {
                             "looking up the endpoint's secrets failed: {e}"
                         ))
                     })?;
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
-                cache.insert(key, (secrets.clone(), std::time::Instant::now()));
+                self.cache.insert(key, secrets.clone());
                 secrets
             }
         };
@@ -150,6 +147,8 @@ struct Outcome {
     state: NotificationState,
     version: i64,
     route: Route,
+    /// Where else the recipient can be reached, should this route fail.
+    reach: Vec<(Channel, Destination)>,
     result: Result<Receipt, SendError>,
 }
 
@@ -161,6 +160,7 @@ pub struct DispatchSettings {
     pub breakers: Breakers,
     pub ranker: Ranker,
     pub limits: Arc<Limits>,
+    pub composer: Composer,
 }
 
 impl Dispatcher {
@@ -172,6 +172,7 @@ impl Dispatcher {
             breakers,
             ranker,
             limits,
+            composer,
         } = settings;
         let provider_slots = providers
             .names()
@@ -193,6 +194,8 @@ impl Dispatcher {
                 ranker,
                 limits,
                 webhook_secrets: WebhookSecrets::default(),
+                audience: AudienceGate::default(),
+                composer,
                 worker_id: Uuid::now_v7(),
                 provider_slots,
                 in_flight,
@@ -370,6 +373,11 @@ impl Dispatcher {
             );
             delivery_queue::remove(inner.store.pool(), &orphans).await?;
         }
+        let states: Vec<&NotificationState> = loaded
+            .iter()
+            .filter_map(|item| item.notification.state())
+            .collect();
+        let audience = inner.audience.look_up(inner.store.pool(), &states).await?;
         let now = Utc::now();
         let mut changes = Vec::with_capacity(loaded.len());
         let mut routes = Vec::with_capacity(loaded.len());
@@ -385,7 +393,7 @@ impl Dispatcher {
         .await;
         let mut planned = Vec::with_capacity(loaded.len());
         for (item, ranking) in loaded.into_iter().zip(rankings) {
-            match self.plan(item.clone(), ranking.clone(), now, None) {
+            match self.plan(item.clone(), ranking.clone(), &audience, now, None) {
                 Ok((change, route)) => planned.push((item, ranking, change, route)),
                 Err(error) => {
                     tracing::error!(%error, "a queued notification could not be planned; it stays leased until its lease runs out")
@@ -397,7 +405,7 @@ impl Dispatcher {
         for ((item, ranking, change, route), wait) in planned.into_iter().zip(waits) {
             let (change, route) = match wait {
                 None => (change, route),
-                Some(wait) => match self.plan(item, ranking, now, Some(wait)) {
+                Some(wait) => match self.plan(item, ranking, &audience, now, Some(wait)) {
                     Ok(replanned) => replanned,
                     Err(error) => {
                         tracing::error!(%error, "a throttled notification could not be rescheduled; it returns when its lease runs out");
@@ -441,7 +449,8 @@ impl Dispatcher {
         };
         for ((change, route), recorded) in changes.into_iter().zip(routes).zip(recorded) {
             if let (Some(route), true) = (route, recorded) {
-                self.start_send(change, route, outcomes.clone()).await;
+                self.start_send(change, route, &audience, outcomes.clone())
+                    .await;
             }
         }
         Ok(())
@@ -454,6 +463,7 @@ impl Dispatcher {
         &self,
         loaded: Loaded,
         ranking: Option<Ranking>,
+        audience: &BatchAudience,
         now: DateTime<Utc>,
         throttled: Option<Throttled>,
     ) -> Result<(Change, Option<Route>), DomainError> {
@@ -506,6 +516,7 @@ impl Dispatcher {
             .ok_or(DomainError::NotRequested)?
             .clone();
         if state.status.is_pending() {
+            let reach = audience.reach(&state);
             if state.expires_at().is_some_and(|at| at <= now) {
                 decide(&mut notification, NotificationCommand::Expire)?;
             } else if let Some(wait_until) = self.wait_until(&state, now) {
@@ -521,10 +532,28 @@ impl Dispatcher {
                         },
                     )?;
                 }
+            } else if reach.routes.is_empty() && !reach.refusals.is_empty() {
+                decide(
+                    &mut notification,
+                    NotificationCommand::Suppress {
+                        reason: reach.refusals.join("; "),
+                    },
+                )?;
+            } else if let Some(until) = audience.quiet_until(&state, now) {
+                decide(
+                    &mut notification,
+                    NotificationCommand::Schedule {
+                        schedule_at: until,
+                        reason: "the recipient's quiet hours".into(),
+                    },
+                )?;
             } else {
-                match next_route(&state, &self.inner.routing, |provider, channel| {
-                    self.availability(provider, channel, true)
-                }) {
+                match next_route(
+                    &state,
+                    &reach.routes,
+                    &self.inner.routing,
+                    |provider, channel| self.availability(provider, channel, true),
+                ) {
                     RouteDecision::Use(_) if let Some(throttled) = throttled => {
                         let command = if state.expires_at().is_some_and(|at| at <= throttled.until)
                         {
@@ -671,8 +700,16 @@ impl Dispatcher {
         }
     }
 
-    async fn start_send(&self, change: Change, route: Route, outcomes: mpsc::Sender<Outcome>) {
+    async fn start_send(
+        &self,
+        change: Change,
+        route: Route,
+        audience: &BatchAudience,
+        outcomes: mpsc::Sender<Outcome>,
+    ) {
         let inner = self.inner.clone();
+        let reach = audience.reach(&change.state).routes;
+        let locale = audience.locale(&change.state);
         let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -680,7 +717,7 @@ impl Dispatcher {
             let _permit = permit;
             let state = change.state;
             let version = change.expected_version + change.events.len() as i64;
-            let result = call_provider(&inner, &state, &route).await;
+            let result = call_provider(&inner, &state, &route, locale.as_ref()).await;
             // A permanent error is about this message (a bad address), not
             // the provider's health; anything else counts against its breaker.
             let healthy = !matches!(result, Err(SendError::Transient { .. }));
@@ -689,6 +726,7 @@ impl Dispatcher {
                 state,
                 version,
                 route,
+                reach,
                 result,
             };
             if outcomes.send(outcome).await.is_err() {
@@ -737,6 +775,7 @@ impl Dispatcher {
             state,
             version,
             route,
+            reach,
             result,
         } = outcome;
         let attempt = state.attempts;
@@ -755,7 +794,7 @@ impl Dispatcher {
             Err(error) => {
                 let permanent = error.is_permanent();
                 metrics::counter!("notifications_failed_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "reason" => if permanent { "permanent" } else { "transient" }).increment(1);
-                let retry_at = self.retry_at(&state, &route, &error, now);
+                let retry_at = self.retry_at(&state, &route, &reach, &error, now);
                 if retry_at.is_some() {
                     metrics::counter!("notifications_retried_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone()).increment(1);
                 }
@@ -794,6 +833,7 @@ impl Dispatcher {
         &self,
         state: &NotificationState,
         route: &Route,
+        reach: &[(Channel, Destination)],
         error: &SendError,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
@@ -803,7 +843,7 @@ impl Dispatcher {
                 after
                     .failed_routes
                     .push((route.channel, route.provider.clone()));
-                let left = next_route(&after, &self.inner.routing, |provider, channel| {
+                let left = next_route(&after, reach, &self.inner.routing, |provider, channel| {
                     self.availability(provider, channel, false)
                 });
                 matches!(left, RouteDecision::Use(_)).then_some(now)
@@ -830,6 +870,7 @@ async fn call_provider(
     inner: &Inner,
     state: &NotificationState,
     route: &Route,
+    profile_locale: Option<&Locale>,
 ) -> Result<Receipt, SendError> {
     let Some(provider) = inner.providers.get(&route.provider) else {
         return Err(SendError::permanent(format!(
@@ -837,7 +878,10 @@ async fn call_provider(
             route.provider
         )));
     };
-    let mut message = outbound_message(state, route)?;
+    let mut message = inner
+        .composer
+        .compose(inner.store.pool(), state, route, profile_locale)
+        .await?;
     if let Destination::Webhook(url) = &route.destination {
         message.signing_secrets = inner
             .webhook_secrets
@@ -863,33 +907,4 @@ async fn call_provider(
             timeout.as_secs()
         ))),
     }
-}
-
-/// The message for this attempt from the notification's content.
-fn outbound_message(
-    state: &NotificationState,
-    route: &Route,
-) -> Result<OutboundMessage, SendError> {
-    let request = &state.request;
-    let Content::Inline(content) = &request.content else {
-        return Err(SendError::permanent(
-            "templated content cannot be rendered yet",
-        ));
-    };
-    Ok(OutboundMessage {
-        notification_id: state.notification_id,
-        tenant_id: state.tenant_id.clone(),
-        attempt: state.attempts,
-        destination: route.destination.clone(),
-        priority: request.priority,
-        category: request.category.clone(),
-        tags: request.tags.clone(),
-        title: content.title.as_ref().map(|t| t.as_str().to_string()),
-        text: content.text.as_ref().map(|t| t.as_str().to_string()),
-        html: content.html.as_ref().map(|h| h.as_str().to_string()),
-        cta_url: content.cta_url.clone(),
-        data: content.data.clone(),
-        headers: Vec::new(),
-        signing_secrets: Vec::new(),
-    })
 }

@@ -1,12 +1,18 @@
 //! Loops that move notifications along (DESIGN.md §4, §6): rank, schedule,
 //! throttle, dispatch with retries and failover, expire.
 
+pub mod attachments;
+pub mod audience;
 pub mod breaker;
 pub mod callbacks;
+pub mod campaigns;
+pub mod compose;
 pub mod dispatcher;
+pub mod email_links;
 pub mod ranker;
 pub mod retry;
 pub mod routing;
+pub mod scheduler;
 pub mod throttle;
 
 use std::collections::BTreeMap;
@@ -24,13 +30,14 @@ use crate::providers::Providers;
 /// Starts the worker loops of a `--roles workers` process (the dispatcher
 /// and the status-callback sender); the handle ends when they have stopped
 /// after `shutdown`.
-pub fn spawn(
+pub async fn spawn(
     store: EventStore,
     providers: Providers,
     config: &Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let ranker = ranker::Ranker::new(&config.ranking).context("configuring the ranker")?;
+    let composer = compose::Composer::from_config(store.pool(), config).await?;
     let settings = dispatcher::DispatchSettings {
         providers,
         routing: config.routing.clone(),
@@ -38,11 +45,32 @@ pub fn spawn(
         breakers: breaker::Breakers::new(&config.breaker),
         ranker,
         limits: std::sync::Arc::new(Limits::new(config.limits.clone())),
+        composer,
     };
     let callbacks = callbacks::spawn(store.clone(), config.delivery.clone(), shutdown.clone());
+    let campaigns = campaigns::spawn(
+        store.clone(),
+        crate::commands::notifications::SendPolicy {
+            idempotency_window: std::time::Duration::from_secs(config.idempotency_window_seconds),
+            limits: settings.limits.clone(),
+            attachments: std::sync::Arc::new(config.attachments.clone()),
+        },
+        config.campaigns.clone(),
+        shutdown.clone(),
+    );
+    let scheduler = scheduler::spawn(
+        store.clone(),
+        crate::commands::notifications::SendPolicy {
+            idempotency_window: std::time::Duration::from_secs(config.idempotency_window_seconds),
+            limits: settings.limits.clone(),
+            attachments: std::sync::Arc::new(config.attachments.clone()),
+        },
+        config.scheduler.clone(),
+        shutdown.clone(),
+    );
     let dispatcher = dispatcher::Dispatcher::new(store, settings).spawn(shutdown);
     Ok(tokio::spawn(async move {
-        let _ = tokio::join!(dispatcher, callbacks);
+        let _ = tokio::join!(dispatcher, callbacks, campaigns, scheduler);
     }))
 }
 

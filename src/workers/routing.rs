@@ -29,19 +29,6 @@ pub enum RouteDecision {
     Exhausted(String),
 }
 
-/// Where each channel reaches the recipient, if it does.
-pub fn destination(state: &NotificationState, channel: Channel) -> Option<Destination> {
-    let recipient = &state.request.recipient;
-    match channel {
-        Channel::Email => recipient.email.clone().map(Destination::Email),
-        Channel::Sms => recipient.phone.clone().map(Destination::Sms),
-        Channel::Push => recipient.push_target.clone().map(Destination::Push),
-        Channel::Webhook => recipient.webhook_url.clone().map(Destination::Webhook),
-        Channel::Ntfy => recipient.ntfy_topic.clone().map(Destination::Ntfy),
-        Channel::InApp => recipient.id.clone().map(Destination::InApp),
-    }
-}
-
 /// The ISO 3166 country a destination is in, where it has one (phone numbers).
 fn country(destination: &Destination) -> Option<String> {
     match destination {
@@ -91,18 +78,18 @@ pub enum Availability {
     Missing,
 }
 
-/// Picks the route for the next attempt; `availability` tells about each
-/// provider for a channel.
+/// Picks the route for the next attempt among the channels the recipient
+/// can be reached on (`reach`, in the send's order; see `workers::audience`);
+/// `availability` tells about each provider for a channel.
 pub fn next_route(
     state: &NotificationState,
+    reach: &[(Channel, Destination)],
     routing: &RoutingConfig,
     mut availability: impl FnMut(&str, Channel) -> Availability,
 ) -> RouteDecision {
     let mut blocked = false;
-    for &channel in &state.request.channels {
-        let Some(destination) = destination(state, channel) else {
-            continue;
-        };
+    for (channel, destination) in reach {
+        let (channel, destination) = (*channel, destination.clone());
         let allowed = routing.tenant_providers.get(state.tenant_id.as_str());
         let mut providers: Vec<String> = routing
             .ordered(state, channel, &destination)
@@ -158,6 +145,7 @@ mod tests {
     use super::*;
     use crate::domain::values::{NotificationId, TenantId};
     use crate::domain::{Aggregate, Notification, NotificationEvent, SendNotification};
+    use crate::workers::audience::BatchAudience;
 
     fn state(input: serde_json::Value, failures: &[(&str, bool)]) -> NotificationState {
         let request = serde_json::from_value::<SendNotification>(input)
@@ -219,30 +207,37 @@ mod tests {
 
     const READY: fn(&str, Channel) -> Availability = |_, _| Availability::Ready;
 
+    /// Routes for a notification without a stored profile or suppressions.
+    fn route(
+        state: &NotificationState,
+        routing: &RoutingConfig,
+        availability: impl FnMut(&str, Channel) -> Availability,
+    ) -> RouteDecision {
+        let reach = BatchAudience::default().reach(state);
+        next_route(state, &reach.routes, routing, availability)
+    }
+
     #[test]
     fn takes_the_configured_order_then_the_next_provider_after_a_transient_failure() {
         assert_eq!(
-            provider(next_route(&state(sms(None), &[]), &routing(), READY)),
+            provider(route(&state(sms(None), &[]), &routing(), READY)),
             "sms:sms-a"
         );
         let after = state(sms(None), &[("sms-a", false)]);
-        assert_eq!(provider(next_route(&after, &routing(), READY)), "sms:sms-b");
+        assert_eq!(provider(route(&after, &routing(), READY)), "sms:sms-b");
     }
 
     #[test]
     fn marketing_goes_cheapest_first_by_destination_country() {
         // sms-a costs 0.09 to France, sms-b 0.07.
         let state = state(sms(Some("marketing")), &[]);
-        assert_eq!(provider(next_route(&state, &routing(), READY)), "sms:sms-b");
+        assert_eq!(provider(route(&state, &routing(), READY)), "sms:sms-b");
     }
 
     #[test]
     fn permanent_failures_move_to_the_next_channel_when_a_channel_is_used_up() {
         let state = state(sms(None), &[("sms-a", true), ("sms-b", true)]);
-        assert_eq!(
-            provider(next_route(&state, &routing(), READY)),
-            "email:mail"
-        );
+        assert_eq!(provider(route(&state, &routing(), READY)), "email:mail");
     }
 
     #[test]
@@ -255,18 +250,12 @@ mod tests {
                 Availability::Ready
             }
         };
-        assert_eq!(
-            provider(next_route(&state, &routing(), busy_a)),
-            "sms:sms-b"
-        );
+        assert_eq!(provider(route(&state, &routing(), busy_a)), "sms:sms-b");
         let all_busy = |_: &str, _| Availability::Busy;
-        assert_eq!(
-            next_route(&state, &routing(), all_busy),
-            RouteDecision::Blocked
-        );
+        assert_eq!(route(&state, &routing(), all_busy), RouteDecision::Blocked);
         let missing = |_: &str, _| Availability::Missing;
         assert!(matches!(
-            next_route(&state, &routing(), missing),
+            route(&state, &routing(), missing),
             RouteDecision::Exhausted(_)
         ));
     }
@@ -278,7 +267,7 @@ mod tests {
             .tenant_providers
             .insert("acme".into(), vec!["sms-b".into(), "mail".into()]);
         assert_eq!(
-            provider(next_route(&state(sms(None), &[]), &routing, READY)),
+            provider(route(&state(sms(None), &[]), &routing, READY)),
             "sms:sms-b"
         );
     }

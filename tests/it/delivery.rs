@@ -17,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 use herald::commands::limits::{Limits, LimitsConfig};
 use herald::commands::notifications::{self, NotificationDetails};
 use herald::commands::{Actor, tenants};
+use herald::config::Config;
 use herald::domain::values::{Channel, NotificationId, TenantId};
 use herald::domain::{NotificationStatus, SendNotification};
 use herald::eventstore::EventStore;
 use herald::providers::{OutboundMessage, Provider, Providers, Receipt, SendError};
 use herald::workers::breaker::{BreakerConfig, BreakerState, Breakers};
+use herald::workers::compose::Composer;
 use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
 use herald::workers::ranker::{Ranker, RankingConfig};
 use herald::workers::{DeliveryConfig, RoutingConfig};
@@ -229,18 +231,26 @@ fn dispatch(
         Channel::Email,
         providers.iter().map(|p| p.name.clone()).collect(),
     );
-    Dispatcher::new(
-        store.clone(),
-        DispatchSettings {
-            providers: registry,
-            routing,
-            delivery,
-            breakers,
-            ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
-            limits: Arc::new(Limits::new(LimitsConfig::default())),
-        },
-    )
-    .spawn(shutdown.clone())
+    let store = store.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let composer = Composer::from_config(store.pool(), &Config::default())
+            .await
+            .expect("composer");
+        let dispatcher = Dispatcher::new(
+            store,
+            DispatchSettings {
+                providers: registry,
+                routing,
+                delivery,
+                breakers,
+                ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
+                limits: Arc::new(Limits::new(LimitsConfig::default())),
+                composer,
+            },
+        );
+        let _ = dispatcher.spawn(shutdown).await;
+    })
 }
 
 /// Fast retries so the schedule can be watched in a test.

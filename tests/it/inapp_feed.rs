@@ -16,12 +16,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use herald::commands::limits::{Limits, LimitsConfig};
+use herald::config::Config;
 use herald::eventstore::{Checkpoint, ReadFilter};
 use herald::projections::inapp_feed::InAppFeedProjection;
 use herald::projections::{self, Projection, RunnerOptions};
 use herald::providers::Providers;
 use herald::providers::inapp::{InAppConfig, InAppProvider};
 use herald::workers::breaker::{BreakerConfig, Breakers};
+use herald::workers::compose::Composer;
 use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
 use herald::workers::ranker::{Ranker, RankingConfig};
 use herald::workers::{DeliveryConfig, RoutingConfig};
@@ -53,6 +55,9 @@ impl Feed {
             "inapp",
             &InAppConfig::default(),
         )));
+        let composer = Composer::from_config(app.store.pool(), &Config::default())
+            .await
+            .expect("composer");
         Dispatcher::new(
             app.store.clone(),
             DispatchSettings {
@@ -62,6 +67,7 @@ impl Feed {
                 breakers: Breakers::new(&BreakerConfig::default()),
                 ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
                 limits: Arc::new(Limits::new(LimitsConfig::default())),
+                composer,
             },
         )
         .spawn(shutdown.clone());

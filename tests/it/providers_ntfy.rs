@@ -65,6 +65,7 @@ fn message(topic: &str) -> OutboundMessage {
         data: None,
         headers: Vec::new(),
         signing_secrets: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

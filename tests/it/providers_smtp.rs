@@ -63,6 +63,7 @@ fn message(text: &str) -> OutboundMessage {
             ),
         ],
         signing_secrets: vec![],
+        attachments: Vec::new(),
     }
 }
 

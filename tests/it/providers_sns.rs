@@ -66,6 +66,7 @@ fn message(destination: Destination) -> OutboundMessage {
         data: None,
         headers: vec![],
         signing_secrets: vec![],
+        attachments: Vec::new(),
     }
 }
 

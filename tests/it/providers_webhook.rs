@@ -38,6 +38,7 @@ fn message(port: u16, secrets: &[WebhookSecret]) -> OutboundMessage {
         data: Some(JsonObject::parse(json!({"code": "384921"}), 1024).unwrap()),
         headers: Vec::new(),
         signing_secrets: secrets.to_vec(),
+        attachments: Vec::new(),
     }
 }
 

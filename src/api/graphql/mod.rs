@@ -1,12 +1,17 @@
 //! The GraphQL schema: queries and mutations, confined to the caller's tenant.
 
 mod analytics;
+mod campaigns;
 mod delivery;
 mod feed;
 mod limits;
 mod notification;
 mod projections;
+mod recipients;
 mod subscription;
+mod suppressions;
+mod templates;
+mod tracking;
 mod types;
 mod webhooks;
 
@@ -47,6 +52,9 @@ pub struct ApiContext {
     pub live: LiveHub,
     /// Tenants whose ops keys may run system-wide operations (`Config::operator_tenants`).
     pub operator_tenants: Arc<[String]>,
+    /// Signs and verifies unsubscribe, preference and tracking links.
+    pub links: Arc<commands::links::Links>,
+    pub attachments: Arc<crate::domain::attachment::AttachmentsConfig>,
 }
 
 impl ApiContext {
@@ -54,6 +62,7 @@ impl ApiContext {
         commands::notifications::SendPolicy {
             idempotency_window: self.idempotency_window,
             limits: self.limits.clone(),
+            attachments: self.attachments.clone(),
         }
     }
 }
@@ -145,11 +154,16 @@ fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
 pub struct QueryRoot(
     CoreQuery,
     analytics::AnalyticsQuery,
+    campaigns::CampaignsQuery,
     limits::LimitsQuery,
     delivery::DeliveryQuery,
     webhooks::WebhooksQuery,
     projections::ProjectionsQuery,
     feed::FeedQuery,
+    recipients::RecipientsQuery,
+    templates::TemplatesQuery,
+    suppressions::SuppressionsQuery,
+    tracking::TrackingQuery,
 );
 
 #[derive(Default)]
@@ -384,11 +398,16 @@ fn item_error(error: ApiError) -> ItemError {
 #[derive(async_graphql::MergedObject, Default)]
 pub struct MutationRoot(
     CoreMutation,
+    campaigns::CampaignsMutation,
     limits::LimitsMutation,
     delivery::DeliveryMutation,
     webhooks::WebhooksMutation,
     projections::ProjectionsMutation,
     feed::FeedMutation,
+    recipients::RecipientsMutation,
+    templates::TemplatesMutation,
+    suppressions::SuppressionsMutation,
+    tracking::TrackingMutation,
 );
 
 #[derive(Default)]

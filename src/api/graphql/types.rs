@@ -121,6 +121,23 @@ pub struct SendNotificationInput {
     pub metadata: Option<Json<Value>>,
     pub trace_id: Option<String>,
     pub source_event: Option<SourceEventInput>,
+    /// Files for the email channel (the email channel must be listed).
+    #[graphql(default)]
+    pub attachments: Vec<AttachmentInput>,
+}
+
+/// A file to attach to the email: give `url` or `contentBase64`, not both.
+#[derive(InputObject, Default)]
+pub struct AttachmentInput {
+    /// As the recipient sees it, without path separators, e.g. `invoice.pdf`.
+    pub filename: Option<String>,
+    /// A MIME type such as `application/pdf`; without it, the type comes from
+    /// the URL's answer or the file name's extension.
+    pub content_type: Option<String>,
+    /// http(s), fetched when the email is sent (a signed URL must outlive the queue).
+    pub url: Option<String>,
+    /// The file's bytes in standard base64, at most 5 MiB decoded.
+    pub content_base64: Option<String>,
 }
 
 impl From<SendNotificationInput> for domain::SendNotification {
@@ -173,6 +190,16 @@ impl From<SendNotificationInput> for domain::SendNotification {
                 occurred_at: s.occurred_at,
                 segment: s.segment,
             }),
+            attachments: input
+                .attachments
+                .into_iter()
+                .map(|a| domain::AttachmentInput {
+                    filename: a.filename,
+                    content_type: a.content_type,
+                    url: a.url,
+                    content_base64: a.content_base64,
+                })
+                .collect(),
         }
     }
 }

@@ -77,8 +77,15 @@ fn command() -> impl Strategy<Value = NotificationCommand> {
             at,
         }),
         1 => time().prop_map(|at| C::RecordComplaint { at }),
-        2 => time().prop_map(|at| C::RecordOpen { at }),
-        1 => time().prop_map(|at| C::RecordClick { url: link(), at }),
+        2 => time().prop_map(|at| C::RecordOpen {
+            at,
+            client: Default::default()
+        }),
+        1 => time().prop_map(|at| C::RecordClick {
+            url: link(),
+            at,
+            client: Default::default()
+        }),
         1 => Just(C::Reject {
             reason: "quota".into()
         }),

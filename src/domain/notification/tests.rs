@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::domain::given_when_then::given;
+use crate::domain::signed_link::ClientContext;
 use crate::domain::test_fixtures::{
     attempted, failed, history, link, minute, notification_id, ranked, request, requested,
     scheduled, sent, t0, tenant,
@@ -462,10 +463,14 @@ fn complaint_before_sent_is_illegal() {
 #[test]
 fn the_first_open_is_first() {
     given::<Notification>(history(S::Delivered))
-        .when(C::RecordOpen { at: minute(2) })
+        .when(C::RecordOpen {
+            at: minute(2),
+            client: ClientContext::default(),
+        })
         .then([E::Opened {
             first: true,
             at: minute(2),
+            client: ClientContext::default(),
         }]);
 }
 
@@ -475,12 +480,17 @@ fn a_later_open_is_not_first() {
     events.push(E::Opened {
         first: true,
         at: minute(2),
+        client: ClientContext::default(),
     });
     given::<Notification>(events)
-        .when(C::RecordOpen { at: minute(3) })
+        .when(C::RecordOpen {
+            at: minute(3),
+            client: ClientContext::default(),
+        })
         .then([E::Opened {
             first: false,
             at: minute(3),
+            client: ClientContext::default(),
         }]);
 }
 
@@ -490,16 +500,19 @@ fn clicks_count_their_own_first() {
     events.push(E::Opened {
         first: true,
         at: minute(2),
+        client: ClientContext::default(),
     });
     given::<Notification>(events)
         .when(C::RecordClick {
             url: link(),
             at: minute(3),
+            client: ClientContext::default(),
         })
         .then([E::Clicked {
             first: true,
             url: link(),
             at: minute(3),
+            client: ClientContext::default(),
         }]);
 }
 
@@ -507,7 +520,10 @@ fn clicks_count_their_own_first() {
 fn engagement_only_after_sent_or_delivered() {
     for status in [S::Scheduled, S::Sending, S::Bounced, S::Cancelled] {
         given::<Notification>(history(status))
-            .when(C::RecordOpen { at: minute(2) })
+            .when(C::RecordOpen {
+                at: minute(2),
+                client: ClientContext::default(),
+            })
             .then_error(illegal(status, "RecordOpen"));
     }
 }
@@ -518,11 +534,13 @@ fn engagement_leaves_the_status_alone() {
     notification.apply(&E::Opened {
         first: true,
         at: minute(2),
+        client: ClientContext::default(),
     });
     notification.apply(&E::Clicked {
         first: true,
         url: link(),
         at: minute(2),
+        client: ClientContext::default(),
     });
     let state = notification.state().unwrap();
     assert_eq!(

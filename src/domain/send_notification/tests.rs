@@ -117,6 +117,19 @@ fn each_channel_needs_its_address() {
 }
 
 #[test]
+fn a_recipient_named_by_id_may_leave_its_addresses_to_the_stored_profile() {
+    let request = input(json!({
+        "recipient": {"id": "user-1"},
+        "channels": ["email", "sms"],
+        "content": {"text": "hello"}
+    }))
+    .parse(t0())
+    .unwrap();
+    assert_eq!(request.recipient.email, None);
+    assert_eq!(request.channels.len(), 2);
+}
+
+#[test]
 fn channels_are_required_and_bounded() {
     let none = input(json!({"content": {"text": "x"}}))
         .parse(t0())
@@ -336,5 +349,140 @@ fn the_parsed_request_round_trips_through_serde() {
     assert_eq!(
         serde_json::from_value::<NotificationRequest>(json).unwrap(),
         request
+    );
+}
+
+fn with_attachments(
+    channels: Value,
+    attachments: Value,
+) -> Result<NotificationRequest, ValidationErrors> {
+    input(json!({
+        "recipient": {"email": "user@x.com", "phone": "+447700900123"},
+        "channels": channels,
+        "content": {"title": "Your invoice", "text": "Attached."},
+        "attachments": attachments
+    }))
+    .parse(t0())
+}
+
+#[test]
+fn attachments_by_url_or_inline_base64() {
+    let request = with_attachments(
+        json!(["email", "sms"]),
+        json!([
+            {"filename": "invoice.pdf", "url": "https://files.example.com/r-123.pdf?sig=abc"},
+            {"filename": "notes.txt", "content_type": "Text/Plain", "content_base64": "aGVsbG8="}
+        ]),
+    )
+    .unwrap();
+    let [invoice, notes] = request.attachments.as_slice() else {
+        panic!("expected two attachments");
+    };
+    assert_eq!(invoice.filename.as_str(), "invoice.pdf");
+    assert_eq!(invoice.content_type, None);
+    assert!(matches!(&invoice.source, AttachmentSource::Url(url)
+        if url.as_str() == "https://files.example.com/r-123.pdf?sig=abc"));
+    assert_eq!(
+        notes.content_type.as_ref().map(MediaType::as_str),
+        Some("text/plain")
+    );
+    assert!(matches!(&notes.source, AttachmentSource::Inline(data) if data.as_bytes() == b"hello"));
+}
+
+#[test]
+fn each_bad_attachment_field_is_named() {
+    let errors = with_attachments(
+        json!(["email"]),
+        json!([
+            {"filename": "../../etc/passwd", "content_base64": "aGVsbG8="},
+            {"filename": "a.pdf", "content_type": "pdf", "url": "file:///etc/passwd"},
+            {"filename": "b.pdf", "content_base64": "not base64!"},
+            {"filename": "c.pdf"},
+            {"filename": "d.pdf", "url": "https://example.com/d", "content_base64": "aGVsbG8="},
+            {"content_base64": "aGVsbG8="}
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        [
+            "attachments[0].filename",
+            "attachments[1].content_type",
+            "attachments[1].url",
+            "attachments[2].content_base64",
+            "attachments[3].url",
+            "attachments[4].url",
+            "attachments[5].filename",
+        ]
+    );
+    assert_eq!(
+        errors.at("attachments[2].content_base64")[0],
+        "is not valid base64 (standard alphabet, padded)"
+    );
+}
+
+#[test]
+fn attachments_are_bounded_in_number_and_inline_size() {
+    let one = json!({"filename": "a.txt", "content_base64": "aGVsbG8="});
+    let errors =
+        with_attachments(json!(["email"]), json!(vec![one; MAX_ATTACHMENTS + 1])).unwrap_err();
+    assert_eq!(
+        errors.at("attachments"),
+        [format!("at most {MAX_ATTACHMENTS} attachments")]
+    );
+
+    let too_big = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        vec![0u8; crate::domain::attachment::MAX_INLINE_ATTACHMENT_BYTES + 1],
+    );
+    let errors = with_attachments(
+        json!(["email"]),
+        json!([{"filename": "big.pdf", "content_base64": too_big}]),
+    )
+    .unwrap_err();
+    assert_eq!(paths(&errors), ["attachments[0].content_base64"]);
+
+    let largest = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        vec![0u8; crate::domain::attachment::MAX_INLINE_ATTACHMENT_BYTES],
+    );
+    let three = vec![json!({"filename": "big.pdf", "content_base64": largest}); 3];
+    let errors = with_attachments(json!(["email"]), json!(three)).unwrap_err();
+    assert_eq!(paths(&errors), ["attachments"]);
+    assert!(errors.at("attachments")[0].contains("send larger files by url"));
+}
+
+#[test]
+fn attachments_need_the_email_channel() {
+    let errors = with_attachments(
+        json!(["sms"]),
+        json!([{"filename": "a.pdf", "url": "https://example.com/a.pdf"}]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors.at("attachments"),
+        ["need the email channel in channels"]
+    );
+}
+
+#[test]
+fn requests_without_attachments_keep_their_fingerprint() {
+    let json = serde_json::to_value(request()).unwrap();
+    assert!(json.get("attachments").is_none());
+    let with = with_attachments(
+        json!(["email"]),
+        json!([{"filename": "a.txt", "content_base64": "aGVs\nbG8="}]),
+    )
+    .unwrap();
+    let same = with_attachments(
+        json!(["email"]),
+        json!([{"filename": "a.txt", "content_base64": "aGVsbG8="}]),
+    )
+    .unwrap();
+    assert_eq!(with.fingerprint(), same.fingerprint());
+    assert_eq!(
+        serde_json::from_value::<NotificationRequest>(serde_json::to_value(&with).unwrap())
+            .unwrap(),
+        with
     );
 }

@@ -1,0 +1,84 @@
+//! `POST /api/campaigns/{id}/recipients`: a CSV body (`text/csv`) imported
+//! into a campaign as it arrives, never whole, like `/api/events/bulk`. The
+//! answer counts the good and refused rows and lists the first refused ones
+//! by line.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use tokio_util::io::StreamReader;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::rest::caller;
+use crate::commands::Actor;
+use crate::commands::campaigns::{self, ImportProgress};
+use crate::domain::Scope;
+
+const CSV: &str = "text/csv";
+
+/// This route has no body limit and no overall timeout (it sits beside the
+/// bulk route); a body that stalls for the request timeout fails.
+pub async fn recipients(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let principal = match caller(&state, &headers, Scope::Send).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let Ok(campaign_id) = Uuid::parse_str(&id) else {
+        return ApiError::field("id", "is not a campaign id").into_response();
+    };
+    if !is_csv(&headers) {
+        return ApiError::UnsupportedMediaType(CSV).into_response();
+    }
+    let idle = state.request_timeout;
+    let chunks = body.into_data_stream().map_err(std::io::Error::other);
+    let chunks = Box::pin(async_stream::stream! {
+        let mut chunks = std::pin::pin!(chunks);
+        loop {
+            match tokio::time::timeout(idle, chunks.try_next()).await {
+                Ok(Ok(Some(chunk))) => yield Ok(chunk),
+                Ok(Ok(None)) => break,
+                Ok(Err(error)) => {
+                    yield Err(error);
+                    break;
+                }
+                Err(_) => {
+                    yield Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+                    break;
+                }
+            }
+        }
+    });
+    let actor = Actor::new(format!("api-key:{}", principal.key_id));
+    match campaigns::import_csv(
+        &state.api.store,
+        &principal.tenant_id,
+        campaign_id,
+        StreamReader::new(chunks),
+        "http",
+        &actor,
+        &ImportProgress::default(),
+    )
+    .await
+    {
+        Ok(summary) => (StatusCode::OK, Json(summary)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+fn is_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(CSV))
+}

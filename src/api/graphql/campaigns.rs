@@ -1,0 +1,562 @@
+//! Campaigns (seed 004): `campaign`, `campaigns`, `createCampaign`,
+//! recipients from a list, a CSV URL or an uploaded CSV, and
+//! `pauseCampaign` / `resumeCampaign` / `cancelCampaign`. The CSV body
+//! route is `POST /api/campaigns/{id}/recipients` (src/api/campaigns.rs).
+
+use async_graphql::types::Json;
+use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject, Upload};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::types::PageInfo;
+use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
+use crate::commands::campaigns::{
+    self, CallbackRow, CampaignRow, ImportError, ImportProgress, ImportSummary,
+};
+use crate::domain::Scope;
+use crate::domain::campaign::{CampaignRecipient, CampaignSummary, CreateCampaign};
+
+/// A campaign: its definition, where it stands, and its messages counted.
+pub struct Campaign(CampaignRow);
+
+#[derive(SimpleObject)]
+pub struct CampaignTemplate {
+    pub key: String,
+    /// Pinned when the campaign was created.
+    pub version: Option<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct CampaignStatusCount {
+    /// A message status of seed 004: CREATED, READY_TO_SEND, SENDING, SENT,
+    /// DELIVERED, BOUNCED, COMPLAINED, FAILED, CANCELLED, REJECTED.
+    pub status: String,
+    pub count: i64,
+}
+
+/// The counts callbacks carry.
+#[derive(SimpleObject)]
+pub struct CampaignSummaryObject {
+    pub total_messages: i64,
+    pub pending: i64,
+    pub sent: i64,
+    pub delivered: i64,
+    pub bounced: i64,
+    pub complained: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Messages with an outcome, in percent.
+    pub percent_done: i32,
+}
+
+impl From<CampaignSummary> for CampaignSummaryObject {
+    fn from(s: CampaignSummary) -> Self {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        CampaignSummaryObject {
+            percent_done: i32::from(s.percent_done()),
+            total_messages: n(s.total_messages),
+            pending: n(s.pending),
+            sent: n(s.sent),
+            delivered: n(s.delivered),
+            bounced: n(s.bounced),
+            complained: n(s.complained),
+            failed: n(s.failed),
+            cancelled: n(s.cancelled),
+        }
+    }
+}
+
+/// One signed callback to the campaign's URL and how its delivery went.
+#[derive(SimpleObject)]
+pub struct CampaignCallback {
+    pub id: ID,
+    /// campaign.started, campaign.progress, campaign.completed, campaign.cancelled.
+    pub event: String,
+    /// PENDING, RETRYING, DELIVERED or FAILED.
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The JSON body as sent (the `webhook-id` header is this callback's id).
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<CallbackRow> for CampaignCallback {
+    fn from(row: CallbackRow) -> Self {
+        CampaignCallback {
+            id: ID(row.callback_id.to_string()),
+            event: row.event,
+            status: row.status,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at,
+            delivered_at: row.delivered_at,
+            body: row.body,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// A refused recipient row.
+#[derive(SimpleObject)]
+pub struct CampaignImportError {
+    /// The CSV line (the header is line 1), or the list position from 1.
+    pub line: i64,
+    pub reason: String,
+}
+
+impl From<ImportError> for CampaignImportError {
+    fn from(error: ImportError) -> Self {
+        CampaignImportError {
+            line: error.line,
+            reason: error.reason,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CampaignImport {
+    pub import_id: ID,
+    pub accepted: i64,
+    pub rejected: i64,
+    pub batches: i32,
+    /// The first refused rows (at most 100); all are in `campaign.importErrors`.
+    pub errors: Vec<CampaignImportError>,
+    /// Why the import stopped early; the rows stored before stay.
+    pub stopped: Option<String>,
+    pub campaign: Option<Campaign>,
+}
+
+#[Object]
+impl Campaign {
+    async fn id(&self) -> ID {
+        ID(self.0.campaign_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// ACCEPTED, PROCESSING, SCHEDULED, SENDING, PAUSED, SENT, COMPLETED or CANCELLED.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    async fn template(&self) -> CampaignTemplate {
+        CampaignTemplate {
+            key: self.0.spec.template_key.as_str().to_string(),
+            version: self.0.spec.template_version.map(|v| v.get() as i32),
+        }
+    }
+    async fn channel(&self) -> &str {
+        self.0.spec.channel.as_str()
+    }
+    async fn category(&self) -> &str {
+        self.0.spec.category.as_str()
+    }
+    async fn schedule_at(&self) -> Option<DateTime<Utc>> {
+        self.0.spec.schedule_at
+    }
+    async fn callback_url(&self) -> Option<&str> {
+        self.0.spec.callback_url.as_ref().map(|url| url.as_str())
+    }
+    async fn address_column(&self) -> &str {
+        &self.0.spec.address_column
+    }
+    async fn progress_steps(&self) -> Vec<i32> {
+        self.0
+            .spec
+            .progress_steps
+            .iter()
+            .map(|s| i32::from(*s))
+            .collect()
+    }
+    async fn batch_size(&self) -> i32 {
+        self.0.spec.batch_size as i32
+    }
+    async fn batches(&self) -> i32 {
+        self.0.batches
+    }
+    async fn released_batches(&self) -> i32 {
+        self.0.released_batches
+    }
+    async fn total_messages(&self) -> i64 {
+        self.0.total_messages
+    }
+    async fn rejected_rows(&self) -> i64 {
+        self.0.rejected_rows
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    async fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.completed_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// Messages per status, released ones by their notification's status.
+    async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<CampaignStatusCount>> {
+        let (counts, _) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(counts
+            .into_iter()
+            .map(|(status, count)| CampaignStatusCount {
+                status: status.to_string(),
+                count,
+            })
+            .collect())
+    }
+    async fn summary(&self, ctx: &Context<'_>) -> Result<CampaignSummaryObject> {
+        let (_, summary) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(summary.into())
+    }
+    async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>> {
+        let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+    /// Rows refused by the imports, by line (up to `first`, at most 1000).
+    async fn import_errors(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] first: i32,
+    ) -> Result<Vec<CampaignImportError>> {
+        let rows = campaigns::import_errors(
+            api(ctx)?.store.pool(),
+            self.0.campaign_id,
+            i64::from(first.clamp(1, 1_000)),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CampaignEdge {
+    pub cursor: String,
+    pub node: Campaign,
+}
+
+#[derive(SimpleObject)]
+pub struct CampaignConnection {
+    pub edges: Vec<CampaignEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(InputObject)]
+pub struct CampaignTemplateInput {
+    pub key: String,
+    /// Default: the latest published version, pinned now.
+    pub version: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct CreateCampaignInput {
+    pub name: String,
+    pub template: CampaignTemplateInput,
+    /// `email` or `sms`.
+    pub channel: String,
+    /// Default `marketing`.
+    pub category: Option<String>,
+    /// Default: as soon as the recipients are in.
+    pub schedule_at: Option<DateTime<Utc>>,
+    /// Receives signed callbacks on start, each progress step and completion.
+    pub callback_url: Option<String>,
+    /// The CSV column holding the address (default `email`).
+    pub address_column: Option<String>,
+    /// Percentages of messages with an outcome that trigger a callback, e.g. [25, 50, 75].
+    #[graphql(default)]
+    pub progress_steps: Vec<i32>,
+    /// Messages per batch (default 1000).
+    pub batch_size: Option<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct CreateCampaignPayload {
+    pub campaign: Campaign,
+    /// The tenant's campaign signing secret (`whsec_...`), shown only by
+    /// the call that created it: it signs callbacks to URLs that are not a
+    /// registered webhook endpoint.
+    pub signing_secret: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct CampaignRecipientInput {
+    pub address: String,
+    /// A JSON object of template variables.
+    pub variables: Option<Json<Value>>,
+}
+
+fn parse_campaign_id(field: &str, id: &ID) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field(field, "is not a campaign id"))
+}
+
+async fn import_payload(
+    ctx: &Context<'_>,
+    tenant_id: &crate::domain::values::TenantId,
+    summary: ImportSummary,
+    id: Uuid,
+) -> Result<CampaignImport> {
+    let campaign = campaigns::get(api(ctx)?.store.pool(), tenant_id, id)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(CampaignImport {
+        import_id: ID(summary.import_id.to_string()),
+        accepted: summary.accepted as i64,
+        rejected: summary.rejected as i64,
+        batches: summary.batches as i32,
+        errors: summary.errors.into_iter().map(Into::into).collect(),
+        stopped: summary.stopped,
+        campaign: campaign.map(Campaign),
+    })
+}
+
+#[derive(Default)]
+pub struct CampaignsQuery;
+
+#[Object]
+impl CampaignsQuery {
+    async fn campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Campaign>> {
+        let principal = require(ctx, Scope::Read)?;
+        let id = parse_campaign_id("id", &id)?;
+        let row = campaigns::get(api(ctx)?.store.pool(), &principal.tenant_id, id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(row.map(Campaign))
+    }
+
+    /// The tenant's campaigns, newest first.
+    async fn campaigns(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<CampaignConnection> {
+        let principal = require(ctx, Scope::Read)?;
+        if !(1..=MAX_PAGE as i32).contains(&first) {
+            return Err(
+                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
+            );
+        }
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let mut rows = campaigns::list(
+            api(ctx)?.store.pool(),
+            &principal.tenant_id,
+            after,
+            i64::from(first) + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let has_next_page = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        let end_cursor = rows.last().map(|row| encode_cursor(&row.campaign_id));
+        Ok(CampaignConnection {
+            edges: rows
+                .into_iter()
+                .map(|row| CampaignEdge {
+                    cursor: encode_cursor(&row.campaign_id),
+                    node: Campaign(row),
+                })
+                .collect(),
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor,
+            },
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct CampaignsMutation;
+
+#[Object]
+impl CampaignsMutation {
+    /// Creates a campaign (requires `send`); add recipients next.
+    async fn create_campaign(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCampaignInput,
+    ) -> Result<CreateCampaignPayload> {
+        let principal = require(ctx, Scope::Send)?;
+        let version = match input.template.version {
+            Some(v) => Some(
+                u32::try_from(v)
+                    .map_err(|_| ApiError::field("template.version", "must be positive"))?,
+            ),
+            None => None,
+        };
+        let batch_size = match input.batch_size {
+            Some(size) => Some(
+                u32::try_from(size)
+                    .map_err(|_| ApiError::field("batchSize", "must be positive"))?,
+            ),
+            None => None,
+        };
+        let created = campaigns::create(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            CreateCampaign {
+                name: input.name,
+                template_key: input.template.key,
+                template_version: version,
+                channel: input.channel,
+                category: input.category,
+                schedule_at: input.schedule_at,
+                callback_url: input.callback_url,
+                address_column: input.address_column,
+                progress_steps: input.progress_steps,
+                batch_size,
+            },
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(CreateCampaignPayload {
+            campaign: Campaign(created.campaign),
+            signing_secret: created.signing_secret,
+        })
+    }
+
+    /// Adds listed recipients (at most 10,000 per call), checked like CSV rows.
+    async fn add_campaign_recipients(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        recipients: Vec<CampaignRecipientInput>,
+    ) -> Result<CampaignImport> {
+        let principal = require(ctx, Scope::Send)?;
+        let campaign_id = parse_campaign_id("id", &id)?;
+        let mut listed = Vec::with_capacity(recipients.len());
+        for (index, recipient) in recipients.into_iter().enumerate() {
+            let variables = match recipient.variables.map(|v| v.0) {
+                None | Some(Value::Null) => serde_json::Map::new(),
+                Some(Value::Object(map)) => map,
+                Some(_) => {
+                    return Err(ApiError::field(
+                        &format!("recipients[{index}].variables"),
+                        "must be a JSON object",
+                    )
+                    .into());
+                }
+            };
+            listed.push(CampaignRecipient {
+                address: recipient.address,
+                variables,
+            });
+        }
+        let summary = campaigns::add_recipients(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            campaign_id,
+            listed,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
+    }
+
+    /// Fetches the CSV at `csvUrl` and imports it as it arrives.
+    async fn import_campaign_recipients(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        csv_url: String,
+    ) -> Result<CampaignImport> {
+        let principal = require(ctx, Scope::Send)?;
+        let campaign_id = parse_campaign_id("id", &id)?;
+        let summary = campaigns::import_url(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            campaign_id,
+            &csv_url,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
+    }
+
+    /// Imports an uploaded CSV (GraphQL multipart request); the upload is
+    /// spooled to a temporary file by the server and read from there.
+    async fn upload_campaign_recipients(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        file: Upload,
+    ) -> Result<CampaignImport> {
+        let principal = require(ctx, Scope::Send)?;
+        let campaign_id = parse_campaign_id("id", &id)?;
+        let upload = file
+            .value(ctx)
+            .map_err(|error| ApiError::field("file", error.to_string()))?;
+        let reader = tokio::io::BufReader::new(tokio::fs::File::from_std(upload.content));
+        let summary = campaigns::import_csv(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            campaign_id,
+            reader,
+            &upload.filename,
+            &actor(principal),
+            &ImportProgress::default(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
+    }
+
+    async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign> {
+        let principal = require(ctx, Scope::Send)?;
+        let id = parse_campaign_id("id", &id)?;
+        let row = campaigns::pause(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            id,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Campaign(row))
+    }
+
+    async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign> {
+        let principal = require(ctx, Scope::Send)?;
+        let id = parse_campaign_id("id", &id)?;
+        let row = campaigns::resume(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            id,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Campaign(row))
+    }
+
+    /// Cancels every message not sent yet; sent ones are kept.
+    async fn cancel_campaign(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> Result<Campaign> {
+        let principal = require(ctx, Scope::Send)?;
+        let id = parse_campaign_id("id", &id)?;
+        let row = campaigns::cancel(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            id,
+            reason,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Campaign(row))
+    }
+}

@@ -1,0 +1,229 @@
+//! The suppression list: `suppressions`, `addSuppression`,
+//! `removeSuppression`. Hard bounces, complaints and unsubscribes arrive on
+//! their own; these are for reading the list and for manual entries.
+
+use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+use super::types::{Channel, PageInfo};
+use super::{ApiError, MAX_PAGE, actor, api, require};
+use crate::commands::suppressions::{
+    self, SuppressionCursor, SuppressionFilter as Filter, SuppressionRow,
+};
+use crate::domain::Scope;
+use crate::domain::suppression::{AddSuppression, SuppressedAddress};
+use crate::domain::values::Channel as DomainChannel;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::suppression::SuppressionReason")]
+pub enum SuppressionReason {
+    /// The provider reported a permanent bounce.
+    HardBounce,
+    /// The recipient marked a message as spam.
+    Complaint,
+    /// Added through the API.
+    Manual,
+    /// The recipient followed an unsubscribe link of a message sent to a
+    /// bare address (with a recipient id, a preference is recorded instead).
+    Unsubscribe,
+}
+
+/// An address Herald will not send to.
+#[derive(SimpleObject)]
+pub struct Suppression {
+    pub address: String,
+    /// `EMAIL` or `SMS`.
+    pub channel: Channel,
+    pub reason: SuppressionReason,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<SuppressionRow> for Suppression {
+    type Error = ApiError;
+
+    fn try_from(row: SuppressionRow) -> Result<Self, ApiError> {
+        let channel = DomainChannel::parse(&row.channel).map_err(ApiError::internal)?;
+        let reason = crate::domain::suppression::SuppressionReason::parse(&row.reason)
+            .map_err(ApiError::internal)?;
+        Ok(Suppression {
+            address: row.address,
+            channel: channel.into(),
+            reason: reason.into(),
+            note: row.note,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct SuppressionEdge {
+    pub cursor: String,
+    pub node: Suppression,
+}
+
+#[derive(SimpleObject)]
+pub struct SuppressionConnection {
+    pub edges: Vec<SuppressionEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(InputObject, Default)]
+pub struct SuppressionFilter {
+    pub channel: Option<Channel>,
+    pub reason: Option<SuppressionReason>,
+    /// Case-insensitive part of the address.
+    pub address_contains: Option<String>,
+}
+
+fn encode_cursor(row: &SuppressionRow) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        row.created_at.timestamp_micros(),
+        row.address_key
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<SuppressionCursor, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (micros, key) = text.split_once(':')?;
+            Some(SuppressionCursor {
+                created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                address_key: key.to_string(),
+            })
+        })
+        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
+}
+
+/// A channel named for the list is one of its two.
+fn list_channel(channel: Channel) -> Result<DomainChannel, ApiError> {
+    match DomainChannel::from(channel) {
+        channel @ (DomainChannel::Email | DomainChannel::Sms) => Ok(channel),
+        other => Err(ApiError::field(
+            "filter.channel",
+            format!("only email and sms addresses can be suppressed, not {other}"),
+        )),
+    }
+}
+
+#[derive(Default)]
+pub struct SuppressionsQuery;
+
+#[Object]
+impl SuppressionsQuery {
+    /// The tenant's suppression list, newest first (requires `read`).
+    async fn suppressions(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<SuppressionFilter>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<SuppressionConnection> {
+        let principal = require(ctx, Scope::Read)?;
+        if !(1..=MAX_PAGE as i32).contains(&first) {
+            return Err(
+                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
+            );
+        }
+        let filter = filter.unwrap_or_default();
+        let filter = Filter {
+            channel: filter.channel.map(list_channel).transpose()?,
+            reason: filter.reason.map(Into::into),
+            address_contains: filter
+                .address_contains
+                .map(|text| text.trim().to_string())
+                .filter(|text| !text.is_empty()),
+        };
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let (rows, has_next_page) = suppressions::list(
+            api(ctx)?.store.pool(),
+            &principal.tenant_id,
+            &filter,
+            first as usize,
+            after.as_ref(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let end_cursor = rows.last().map(encode_cursor);
+        let edges = rows
+            .into_iter()
+            .map(|row| {
+                Ok(SuppressionEdge {
+                    cursor: encode_cursor(&row),
+                    node: row.try_into()?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(SuppressionConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor,
+            },
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct SuppressionsMutation;
+
+#[Object]
+impl SuppressionsMutation {
+    /// Puts an address on the list (requires `admin`). Without `channel`, an
+    /// address starting with `+` is a phone number, anything else an email
+    /// address; the reason defaults to `MANUAL`. Adding an address already
+    /// on the list changes nothing and returns its entry.
+    async fn add_suppression(
+        &self,
+        ctx: &Context<'_>,
+        address: String,
+        channel: Option<Channel>,
+        reason: Option<SuppressionReason>,
+        note: Option<String>,
+    ) -> Result<Suppression> {
+        let principal = require(ctx, Scope::Admin)?;
+        let row = suppressions::add_manual(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            AddSuppression {
+                address,
+                channel: channel.map(Into::into),
+                reason: reason.map(Into::into),
+                note,
+            },
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(row.try_into()?)
+    }
+
+    /// Takes an address off the list (requires `admin`); `NOT_FOUND` when it
+    /// is not on it. A recipient's own opt-outs are preferences, not
+    /// suppressions, and stay.
+    async fn remove_suppression(
+        &self,
+        ctx: &Context<'_>,
+        address: String,
+        channel: Option<Channel>,
+    ) -> Result<bool> {
+        let principal = require(ctx, Scope::Admin)?;
+        let address = SuppressedAddress::parse(&address, channel.map(Into::into))
+            .map_err(|error| ApiError::field("address", error.to_string()))?;
+        suppressions::remove(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            &address,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(true)
+    }
+}

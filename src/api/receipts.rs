@@ -1,0 +1,271 @@
+//! Inbound delivery receipts: `POST /webhooks/sns` and signed `POST /webhooks/{provider}`.
+//!
+//! Every receipt that verifies is answered 2xx, even one that matches no
+//! notification or that the notification's state ignores: providers retry
+//! anything else for days. Refusals are plain text saying why.
+
+mod signed;
+mod sns;
+mod sns_payload;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use self::sns::{SnsKind, SnsMessage, SnsVerifier};
+use self::sns_payload::Parsed;
+use super::{ApiError, ApiState};
+use crate::commands::receipts::{self, Receipt, ReceiptsConfig, Recorded};
+use crate::commands::{Actor, CommandError};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/webhooks/sns", post(sns_receipt))
+        .route("/webhooks/{provider}", post(provider_receipt))
+}
+
+/// What the receipt routes keep between requests.
+pub struct Receivers {
+    config: ReceiptsConfig,
+    sns: SnsVerifier,
+}
+
+impl Receivers {
+    pub fn new(config: &ReceiptsConfig) -> Receivers {
+        Receivers {
+            config: config.clone(),
+            sns: SnsVerifier::new(config.sns.clone()),
+        }
+    }
+}
+
+/// Why a receipt was not taken.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Unreadable: not worth sending again.
+    BadRequest(String),
+    /// A signed-webhook signature or timestamp that does not verify.
+    Unauthorized(String),
+    /// An SNS signature, certificate or topic that is not accepted.
+    Forbidden(String),
+    NotFound(String),
+    /// Something Herald needs (the certificate, the subscribe URL) did not
+    /// answer; the sender may try again.
+    Unavailable(String),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::Unavailable(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Refusal::BadRequest(reason)
+            | Refusal::Unauthorized(reason)
+            | Refusal::Forbidden(reason)
+            | Refusal::NotFound(reason)
+            | Refusal::Unavailable(reason) => reason,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status(), format!("{}\n", self.reason())).into_response()
+    }
+}
+
+/// A refusal, logged and counted; or an internal error, answered 500 so the
+/// provider tries again.
+fn refused(provider: &str, refusal: Refusal) -> Response {
+    tracing::info!(provider, status = %refusal.status(), reason = refusal.reason(), "receipt refused");
+    metrics::counter!(
+        "receipts_refused_total",
+        "provider" => provider.to_string(),
+        "status" => refusal.status().as_u16().to_string()
+    )
+    .increment(1);
+    refusal.into_response()
+}
+
+fn failed(error: CommandError) -> Response {
+    ApiError::from(error).into_response()
+}
+
+/// SNS posts JSON as `text/plain`, so the body is read as bytes.
+async fn sns_receipt(State(state): State<ApiState>, body: Bytes) -> Response {
+    let verifier = &state.receipts.sns;
+    let message = match SnsMessage::parse(&body) {
+        Ok(message) => message,
+        Err(refusal) => return refused("sns", refusal),
+    };
+    let kind = match message.kind() {
+        Ok(kind) => kind,
+        Err(refusal) => return refused("sns", refusal),
+    };
+    if let Err(refusal) = verifier.verify(&message).await {
+        return refused("sns", refusal);
+    }
+    match kind {
+        SnsKind::SubscriptionConfirmation => confirm(&state, verifier, &message).await,
+        SnsKind::UnsubscribeConfirmation => {
+            tracing::info!(topic_arn = %message.topic_arn, "SNS unsubscribed this endpoint");
+            match note_subscription(&state, &message, "unsubscribed").await {
+                Ok(()) => answer(json!({ "status": "unsubscribed" })),
+                Err(error) => failed(error),
+            }
+        }
+        SnsKind::Notification => {
+            let sent_at = DateTime::parse_from_rfc3339(&message.timestamp)
+                .map(|at| at.with_timezone(&Utc))
+                .unwrap_or_else(|_| Utc::now());
+            match sns_payload::parse(&message.message, sent_at) {
+                Ok(Parsed::Receipt(receipt)) => record(&state, &receipt, "receipts:sns").await,
+                Ok(Parsed::Ignored(what)) => {
+                    tracing::debug!(message_id = %message.message_id, "ignoring {what}");
+                    answer(json!({ "status": "ignored" }))
+                }
+                Err(refusal) => refused("sns", refusal),
+            }
+        }
+    }
+}
+
+/// Subscribes this endpoint by visiting the `SubscribeURL`, when its host
+/// is allowed; a failed visit is answered 502 so SNS asks again.
+async fn confirm(state: &ApiState, verifier: &SnsVerifier, message: &SnsMessage) -> Response {
+    let url = match message
+        .subscribe_url
+        .as_deref()
+        .ok_or_else(|| Refusal::BadRequest("the confirmation has no SubscribeURL".into()))
+        .and_then(|raw| sns::allowed_url(raw, &verifier.config().subscribe_hosts, "SubscribeURL"))
+    {
+        Ok(url) => url,
+        Err(refusal) => return refused("sns", refusal),
+    };
+    let client = match verifier.client() {
+        Ok(client) => client,
+        Err(refusal) => return refused("sns", refusal),
+    };
+    match client.get(url.as_str()).send().await {
+        Ok(response) if response.status().is_success() => {}
+        Ok(response) => {
+            return refused(
+                "sns",
+                Refusal::Unavailable(format!("the SubscribeURL answered {}", response.status())),
+            );
+        }
+        Err(error) => {
+            return refused(
+                "sns",
+                Refusal::Unavailable(format!(
+                    "the SubscribeURL did not answer: {}",
+                    error.without_url()
+                )),
+            );
+        }
+    }
+    tracing::info!(topic_arn = %message.topic_arn, "confirmed the SNS subscription");
+    match note_subscription(state, message, "confirmed").await {
+        Ok(()) => answer(json!({ "status": "confirmed" })),
+        Err(error) => failed(error),
+    }
+}
+
+/// Keeps `sns_subscriptions` saying which topics this installation listens to.
+async fn note_subscription(
+    state: &ApiState,
+    message: &SnsMessage,
+    status: &str,
+) -> Result<(), CommandError> {
+    sqlx::query(
+        "INSERT INTO sns_subscriptions (topic_arn, status, message_id, updated_at) \
+         VALUES ($1, $2, $3, now()) \
+         ON CONFLICT (topic_arn) DO UPDATE \
+             SET status = EXCLUDED.status, message_id = EXCLUDED.message_id, updated_at = now()",
+    )
+    .bind(&message.topic_arn)
+    .bind(status)
+    .bind(&message.message_id)
+    .execute(state.api.store.pool())
+    .await?;
+    Ok(())
+}
+
+/// `POST /webhooks/{provider}`: a receipt signed per Standard Webhooks with
+/// the provider's configured secret.
+async fn provider_receipt(
+    State(state): State<ApiState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(config) = state.receipts.config.providers.get(&provider) else {
+        return Refusal::NotFound(format!("no receipt provider named {provider:?}"))
+            .into_response();
+    };
+    if let Err(refusal) = signed::verify(&config.secret, &headers, &body, Utc::now()) {
+        return refused(&provider, refusal);
+    }
+    match signed::parse(&provider, &body) {
+        Ok(receipt) => record(&state, &receipt, &format!("receipts:{provider}")).await,
+        Err(refusal) => refused(&provider, refusal),
+    }
+}
+
+async fn record(state: &ApiState, receipt: &Receipt, actor: &str) -> Response {
+    match receipts::record(&state.api.store, receipt, &Actor::new(actor)).await {
+        Ok(Recorded::Recorded {
+            notification_id, ..
+        }) => answer(json!({ "status": "recorded", "notificationId": notification_id })),
+        Ok(Recorded::Ignored {
+            notification_id,
+            reason,
+            ..
+        }) => answer(
+            json!({ "status": "ignored", "notificationId": notification_id, "reason": reason }),
+        ),
+        Ok(Recorded::Unmatched) => answer(json!({ "status": "unmatched" })),
+        Ok(Recorded::TooEarly { notification_id }) => {
+            tracing::debug!(%notification_id, "receipt arrived while the notification is being sent");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "30")],
+                "the notification is still being sent; send the receipt again later\n",
+            )
+                .into_response()
+        }
+        Err(error) => failed(error),
+    }
+}
+
+/// 200 with a small JSON body saying what became of the receipt.
+fn answer(body: Value) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_their_statuses() {
+        assert_eq!(Refusal::BadRequest("x".into()).status(), 400);
+        assert_eq!(Refusal::Unauthorized("x".into()).status(), 401);
+        assert_eq!(Refusal::Forbidden("x".into()).status(), 403);
+        assert_eq!(Refusal::NotFound("x".into()).status(), 404);
+        assert_eq!(Refusal::Unavailable("x".into()).status(), 502);
+    }
+}

@@ -1,0 +1,626 @@
+//! Campaigns (seed 004): events in `campaign-<uuid>` streams, with the
+//! `campaigns`, `campaign_batches` and `campaign_messages` tables kept in
+//! step in the same transaction as each append.
+//!
+//! Recipients arrive as a CSV stream ([`import_csv`]), from a URL
+//! ([`import_url`]) or as a list ([`add_recipients`]). Rows are parsed one at
+//! a time and stored a batch at a time, so a file of any size never sits in
+//! memory; each stored batch is one `CampaignBatchCreated`.
+//!
+//! Released messages are plain notifications, sent with the idempotency key
+//! `campaign:<id>:<row>`: releasing a batch twice (a crash between the sends
+//! and the append, or two workers) finds the first notifications again.
+
+mod callbacks;
+mod import;
+mod release;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use self::callbacks::{
+    CallbackOutcome, CallbackRow, callbacks, claim_due, next_due, record, signing_secrets,
+};
+pub use self::import::{
+    ImportError, ImportProgress, ImportSummary, add_recipients, import_csv, import_errors,
+    import_url,
+};
+pub use self::release::{Released, check_progress, release_next_batch, start};
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
+use crate::domain::campaign::{
+    Campaign, CampaignCommand, CampaignEvent, CampaignSpec, CampaignStatus, CampaignSummary,
+    CreateCampaign,
+};
+use crate::domain::template::VariableSpec;
+use crate::domain::values::{NotificationId, TemplateVersion, TenantId};
+use crate::domain::{Aggregate, NotificationStatus, ValidationErrors};
+use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
+
+pub fn stream_id(campaign_id: Uuid) -> String {
+    format!("campaign-{campaign_id}")
+}
+
+/// A campaign as listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CampaignRow {
+    pub campaign_id: Uuid,
+    pub tenant_id: String,
+    pub name: String,
+    pub status: String,
+    pub spec: Json<CampaignSpec>,
+    pub batches: i32,
+    pub released_batches: i32,
+    pub total_messages: i64,
+    pub rejected_rows: i64,
+    pub progress_reached: i16,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "campaign_id, tenant_id, name, status, spec, batches, released_batches, \
+     total_messages, rejected_rows, progress_reached, started_at, completed_at, created_at, updated_at";
+
+/// A new campaign; `signing_secret` is the tenant's campaign secret, shown
+/// only when this call created it.
+#[derive(Debug, Clone)]
+pub struct CreatedCampaign {
+    pub campaign: CampaignRow,
+    pub signing_secret: Option<String>,
+}
+
+pub async fn create(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    input: CreateCampaign,
+    actor: &Actor,
+) -> Result<CreatedCampaign, CommandError> {
+    let mut spec = input.parse()?;
+    spec.template_version = Some(pin_version(store.pool(), tenant_id, &spec).await?);
+    let id = Uuid::now_v7();
+    let events = Campaign::default().decide(
+        CampaignCommand::Create {
+            tenant_id: tenant_id.clone(),
+            id,
+            spec: spec.clone(),
+        },
+        Utc::now(),
+    )?;
+    let mut tx = store.begin().await?;
+    let appended = commit_in(
+        &mut tx,
+        tenant_id,
+        id,
+        ExpectedVersion::NoStream,
+        &Campaign::default(),
+        &events,
+        actor,
+    )
+    .await;
+    if let Err(error) = appended {
+        tx.rollback().await.ok();
+        return Err(error);
+    }
+    tx.commit().await?;
+    let signing_secret = match &spec.callback_url {
+        Some(url) => callbacks::ensure_tenant_secret(store.pool(), tenant_id, url).await?,
+        None => None,
+    };
+    let campaign = get(store.pool(), tenant_id, id)
+        .await?
+        .ok_or(CommandError::NotFound("campaign"))?;
+    Ok(CreatedCampaign {
+        campaign,
+        signing_secret,
+    })
+}
+
+/// Holds back every batch not yet released; a batch being released
+/// finishes its current chunk of sends.
+pub async fn pause(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<CampaignRow, CommandError> {
+    decide_and_commit(store, tenant_id, id, actor, || CampaignCommand::Pause).await
+}
+
+pub async fn resume(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<CampaignRow, CommandError> {
+    decide_and_commit(store, tenant_id, id, actor, || CampaignCommand::Resume).await
+}
+
+/// Cancels the campaign: messages never released are marked cancelled with
+/// the event, then each released notification not yet sent is cancelled
+/// through its own Cancel command. Sent ones are kept.
+pub async fn cancel(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    reason: Option<String>,
+    actor: &Actor,
+) -> Result<CampaignRow, CommandError> {
+    let row = decide_and_commit(store, tenant_id, id, actor, || CampaignCommand::Cancel {
+        reason: reason.clone(),
+    })
+    .await?;
+    cancel_released(store, tenant_id, id, actor).await?;
+    Ok(row)
+}
+
+/// Cancels the campaign's released notifications that are still waiting to
+/// go out; one that went out meanwhile stays as it is.
+pub(crate) async fn cancel_released(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<u64, CommandError> {
+    let waiting: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT m.notification_id FROM campaign_messages m \
+         JOIN notification_status ns ON ns.notification_id = m.notification_id \
+         WHERE m.campaign_id = $1 AND m.status = 'RELEASED' \
+           AND ns.status IN ('REQUESTED', 'RANKED', 'SCHEDULED', 'RETRY_PENDING')",
+    )
+    .bind(id)
+    .fetch_all(store.pool())
+    .await?;
+    let mut cancelled = 0;
+    for notification_id in waiting {
+        let reason = Some(format!("campaign {id} cancelled"));
+        match super::notifications::cancel(
+            store,
+            tenant_id,
+            &NotificationId::from(notification_id),
+            reason,
+            actor,
+        )
+        .await
+        {
+            Ok(_) => cancelled += 1,
+            // It went out or ended between the query and the command.
+            Err(CommandError::Domain(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(cancelled)
+}
+
+pub async fn get(
+    pool: &PgPool,
+    tenant_id: &TenantId,
+    id: Uuid,
+) -> Result<Option<CampaignRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM campaigns WHERE campaign_id = $1 AND tenant_id = $2"
+    )))
+    .bind(id)
+    .bind(tenant_id.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
+/// The tenant's campaigns, newest first, `limit` after the `after` id.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: &TenantId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<CampaignRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM campaigns WHERE tenant_id = $1 \
+           AND ($2::uuid IS NULL OR campaign_id < $2) \
+         ORDER BY campaign_id DESC LIMIT $3"
+    )))
+    .bind(tenant_id.as_str())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The seed's message statuses a campaign's messages are counted by: a
+/// message not released is `CREATED` (or `CANCELLED`), a released one
+/// takes its notification's status.
+pub const MESSAGE_STATUSES: [&str; 10] = [
+    "CREATED",
+    "READY_TO_SEND",
+    "SENDING",
+    "SENT",
+    "DELIVERED",
+    "BOUNCED",
+    "COMPLAINED",
+    "FAILED",
+    "CANCELLED",
+    "REJECTED",
+];
+
+/// Counts of the campaign's messages per message status, in
+/// [`MESSAGE_STATUSES`] order, and the summary callbacks carry. One
+/// aggregate over the campaign's rows joined to `notification_status` by
+/// primary key.
+pub async fn counts(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<(Vec<(&'static str, i64)>, CampaignSummary), sqlx::Error> {
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT m.status, ns.status, count(*) FROM campaign_messages m \
+         LEFT JOIN notification_status ns ON ns.notification_id = m.notification_id \
+         WHERE m.campaign_id = $1 GROUP BY 1, 2",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let mut by_status: BTreeMap<&'static str, i64> = BTreeMap::new();
+    let mut summary = CampaignSummary::default();
+    for (message, notification, count) in rows {
+        let status = message_status(&message, notification.as_deref());
+        *by_status.entry(status).or_default() += count;
+        let count = count.max(0) as u64;
+        summary.total_messages += count;
+        match status {
+            "CREATED" | "READY_TO_SEND" | "SENDING" => summary.pending += count,
+            "SENT" => summary.sent += count,
+            "DELIVERED" => summary.delivered += count,
+            "BOUNCED" => summary.bounced += count,
+            "COMPLAINED" => summary.complained += count,
+            "CANCELLED" => summary.cancelled += count,
+            _ => summary.failed += count,
+        }
+    }
+    let counts = MESSAGE_STATUSES
+        .iter()
+        .map(|status| (*status, by_status.get(status).copied().unwrap_or(0)))
+        .collect();
+    Ok((counts, summary))
+}
+
+fn message_status(message: &str, notification: Option<&str>) -> &'static str {
+    let Some(notification) = notification else {
+        return match message {
+            "CANCELLED" => "CANCELLED",
+            "REJECTED" => "REJECTED",
+            // Released, and its notification row not visible yet.
+            "RELEASED" => "READY_TO_SEND",
+            _ => "CREATED",
+        };
+    };
+    match NotificationStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == notification)
+    {
+        Some(
+            NotificationStatus::Requested
+            | NotificationStatus::Ranked
+            | NotificationStatus::Scheduled
+            | NotificationStatus::RetryPending,
+        ) => "READY_TO_SEND",
+        Some(NotificationStatus::Sending) => "SENDING",
+        Some(NotificationStatus::Sent) => "SENT",
+        Some(NotificationStatus::Delivered) => "DELIVERED",
+        Some(NotificationStatus::Bounced) => "BOUNCED",
+        Some(NotificationStatus::Complained) => "COMPLAINED",
+        Some(NotificationStatus::Cancelled) => "CANCELLED",
+        Some(
+            NotificationStatus::DeadLettered
+            | NotificationStatus::Rejected
+            | NotificationStatus::Suppressed
+            | NotificationStatus::Expired,
+        )
+        | None => "FAILED",
+    }
+}
+
+/// The template version a campaign sends: the one asked for, else the
+/// latest published, fixed at creation so a later publish changes nothing.
+async fn pin_version(
+    pool: &PgPool,
+    tenant_id: &TenantId,
+    spec: &CampaignSpec,
+) -> Result<TemplateVersion, CommandError> {
+    let number: Option<i32> = sqlx::query_scalar(
+        "SELECT v.version FROM templates t JOIN template_versions v \
+             ON v.tenant_id = t.tenant_id AND v.template_key = t.template_key \
+         WHERE t.tenant_id = $1 AND t.template_key = $2 \
+             AND v.version = COALESCE($3, t.latest_version)",
+    )
+    .bind(tenant_id.as_str())
+    .bind(spec.template_key.as_str())
+    .bind(spec.template_version.map(|v| v.get() as i32))
+    .fetch_optional(pool)
+    .await?;
+    let mut errors = ValidationErrors::default();
+    match number
+        .and_then(|n| u32::try_from(n).ok())
+        .and_then(|n| TemplateVersion::parse(n).ok())
+    {
+        Some(version) => Ok(version),
+        None => {
+            match spec.template_version {
+                Some(version) => errors.add(
+                    "template.version",
+                    format!(
+                        "template {} has no published version {}",
+                        spec.template_key,
+                        version.get()
+                    ),
+                ),
+                None => errors.add(
+                    "template.key",
+                    format!("no published template {}", spec.template_key),
+                ),
+            }
+            Err(errors.into())
+        }
+    }
+}
+
+/// The variable schema of the campaign's pinned template version.
+async fn variable_schema(
+    pool: &PgPool,
+    tenant_id: &TenantId,
+    spec: &CampaignSpec,
+) -> Result<BTreeMap<String, VariableSpec>, CommandError> {
+    let schema: Option<Json<BTreeMap<String, VariableSpec>>> = sqlx::query_scalar(
+        "SELECT COALESCE(definition -> 'variables', '{}'::jsonb) FROM template_versions \
+         WHERE tenant_id = $1 AND template_key = $2 AND version = $3",
+    )
+    .bind(tenant_id.as_str())
+    .bind(spec.template_key.as_str())
+    .bind(spec.template_version.map(|v| v.get() as i32))
+    .fetch_optional(pool)
+    .await?;
+    schema
+        .map(|schema| schema.0)
+        .ok_or(CommandError::NotFound("campaign template version"))
+}
+
+/// The tenant's campaign as its events have it, and the stream's version.
+async fn load(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+) -> Result<(Campaign, i64), CommandError> {
+    let recorded = store.read_stream(&stream_id(id), 1).await?;
+    let campaign = Campaign::fold(&decode(&recorded, CampaignEvent::upcast)?);
+    if campaign.tenant_id() != Some(tenant_id) {
+        return Err(CommandError::NotFound("campaign"));
+    }
+    Ok((campaign, recorded.len() as i64))
+}
+
+/// Loads, decides, appends with the table rows in step; retries when
+/// another writer moved the stream first.
+async fn decide_and_commit(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    actor: &Actor,
+    command: impl Fn() -> CampaignCommand,
+) -> Result<CampaignRow, CommandError> {
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let (campaign, version) = load(store, tenant_id, id).await?;
+        let events = campaign.decide(command(), Utc::now())?;
+        if !events.is_empty() {
+            let mut tx = store.begin().await?;
+            let committed = commit_in(
+                &mut tx,
+                tenant_id,
+                id,
+                ExpectedVersion::Exact(version),
+                &campaign,
+                &events,
+                actor,
+            )
+            .await;
+            match committed {
+                Ok(_) => tx.commit().await?,
+                Err(CommandError::Store(error)) if error.is_conflict() => {
+                    tx.rollback().await.ok();
+                    continue;
+                }
+                Err(error) => {
+                    tx.rollback().await.ok();
+                    return Err(error);
+                }
+            }
+        }
+        return get(store.pool(), tenant_id, id)
+            .await?
+            .ok_or(CommandError::NotFound("campaign"));
+    }
+    Err(CommandError::Store(StoreError::TransactionAborted))
+}
+
+/// Appends `events` to the campaign `before` was folded from and brings
+/// its rows in step, inside `tx`: the `campaigns` row, batch rows, messages
+/// cancelled, and a callback queued for each event that has one. Returns
+/// the state after.
+async fn commit_in(
+    tx: &mut StoreTransaction,
+    tenant_id: &TenantId,
+    id: Uuid,
+    expected: ExpectedVersion,
+    before: &Campaign,
+    events: &[CampaignEvent],
+    actor: &Actor,
+) -> Result<Campaign, CommandError> {
+    let new_events = envelopes(
+        events,
+        CampaignEvent::event_type,
+        CampaignEvent::SCHEMA_VERSION,
+        tenant_id.as_str(),
+        actor,
+    )?;
+    tx.append(&[StreamAppend {
+        stream_id: stream_id(id),
+        expected,
+        events: new_events,
+    }])
+    .await?;
+    let mut state = before.clone();
+    for event in events {
+        state.apply(event);
+    }
+    let version = match expected {
+        ExpectedVersion::Exact(version) => version + events.len() as i64,
+        _ => events.len() as i64,
+    };
+    let now = Utc::now();
+    let conn = tx.connection();
+    upsert_row(conn, tenant_id, id, &state, version, now).await?;
+    for event in events {
+        in_step(conn, tenant_id, id, &state, event, now).await?;
+    }
+    Ok(state)
+}
+
+async fn upsert_row(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    id: Uuid,
+    state: &Campaign,
+    version: i64,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let spec = state
+        .spec()
+        .expect("a row is written only after the campaign was created");
+    let status = state.status().unwrap_or(CampaignStatus::Accepted);
+    let completed_at = matches!(
+        status,
+        CampaignStatus::Completed | CampaignStatus::Cancelled
+    )
+    .then_some(now);
+    sqlx::query(
+        "INSERT INTO campaigns (campaign_id, tenant_id, name, status, spec, schedule_at, batches, \
+             released_batches, total_messages, rejected_rows, progress_reached, started_at, \
+             completed_at, created_at, updated_at, stream_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) \
+         ON CONFLICT (campaign_id) DO UPDATE SET status = EXCLUDED.status, \
+             batches = EXCLUDED.batches, released_batches = EXCLUDED.released_batches, \
+             total_messages = EXCLUDED.total_messages, rejected_rows = EXCLUDED.rejected_rows, \
+             progress_reached = EXCLUDED.progress_reached, started_at = EXCLUDED.started_at, \
+             completed_at = COALESCE(campaigns.completed_at, EXCLUDED.completed_at), \
+             updated_at = EXCLUDED.updated_at, stream_version = EXCLUDED.stream_version",
+    )
+    .bind(id)
+    .bind(tenant_id.as_str())
+    .bind(&spec.name)
+    .bind(status.as_str())
+    .bind(Json(spec))
+    .bind(spec.schedule_at)
+    .bind(state.batches() as i32)
+    .bind(state.released() as i32)
+    .bind(state.messages() as i64)
+    .bind(state.rejected() as i64)
+    .bind(i16::from(state.progress_reached()))
+    .bind(state.started_at())
+    .bind(completed_at)
+    .bind(now)
+    .bind(version as i32)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What one event changes besides the campaign's own row.
+async fn in_step(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    id: Uuid,
+    state: &Campaign,
+    event: &CampaignEvent,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let callback = |name: &str, extra: Value| {
+        let mut body = serde_json::json!({
+            "transaction_id": id,
+            "campaign_id": id,
+            "event": name,
+            "status": state.status().map(|s| s.as_str()),
+            "timestamp": now,
+        });
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        (name.to_string(), body)
+    };
+    let queued = match event {
+        CampaignEvent::BatchCreated {
+            batch, messages, ..
+        } => {
+            sqlx::query(
+                "INSERT INTO campaign_batches (campaign_id, batch_no, message_count, status, created_at) \
+                 VALUES ($1, $2, $3, 'READY', $4)",
+            )
+            .bind(id)
+            .bind(*batch as i32)
+            .bind(*messages as i32)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            None
+        }
+        CampaignEvent::BatchReleased { batch } => {
+            sqlx::query(
+                "UPDATE campaign_batches SET status = 'SENT', released_at = $3 \
+                 WHERE campaign_id = $1 AND batch_no = $2",
+            )
+            .bind(id)
+            .bind(*batch as i32)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            None
+        }
+        CampaignEvent::Cancelled { .. } => {
+            sqlx::query(
+                "UPDATE campaign_messages SET status = 'CANCELLED' \
+                 WHERE campaign_id = $1 AND status = 'CREATED'",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE campaign_batches SET status = 'CANCELLED' \
+                 WHERE campaign_id = $1 AND status = 'READY'",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            Some(callback("campaign.cancelled", serde_json::json!({})))
+        }
+        CampaignEvent::Started { .. } => Some(callback(
+            "campaign.started",
+            serde_json::json!({ "summary": { "total_messages": state.messages() } }),
+        )),
+        CampaignEvent::ProgressReached { step, summary } => Some(callback(
+            "campaign.progress",
+            serde_json::json!({ "progress_step": step, "summary": summary }),
+        )),
+        CampaignEvent::Completed { summary } => Some(callback(
+            "campaign.completed",
+            serde_json::json!({ "summary": summary }),
+        )),
+        _ => None,
+    };
+    if let (Some((name, body)), Some(url)) = (
+        queued,
+        state.spec().and_then(|spec| spec.callback_url.as_ref()),
+    ) {
+        callbacks::queue(conn, tenant_id, id, &name, url, &body, now).await?;
+    }
+    Ok(())
+}

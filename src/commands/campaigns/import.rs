@@ -1,0 +1,504 @@
+//! Recipients into a campaign: a CSV read as a stream (a body, a file, a
+//! URL) or a list. Good rows are stored a batch at a time, each batch with
+//! its `CampaignBatchCreated` in one transaction; bad rows are recorded by
+//! line with the reason, and the import goes on.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::io::AsyncRead;
+use uuid::Uuid;
+
+use super::{commit_in, load, variable_schema};
+use crate::commands::{Actor, CommandError, MAX_CONFLICT_RETRIES};
+use crate::domain::campaign::{
+    Campaign, CampaignCommand, CampaignRecipient, CampaignSpec, RowParser, check_listed,
+};
+use crate::domain::template::VariableSpec;
+use crate::domain::values::TenantId;
+use crate::domain::{Aggregate, ValidationErrors};
+use crate::eventstore::{EventStore, ExpectedVersion, StoreError};
+
+/// At most this many refused rows are kept per import (all are counted).
+pub const MAX_STORED_ERRORS: usize = 10_000;
+/// At most this many refused rows are returned in an import's answer.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+/// At most this many recipients per `addCampaignRecipients` call.
+pub const MAX_LISTED: usize = 10_000;
+
+/// Counters an importer updates as it goes, for a progress display.
+#[derive(Debug, Default)]
+pub struct ImportProgress {
+    pub rows: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ImportError {
+    /// The CSV line (1 is the header), or the list index + 1.
+    pub line: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportSummary {
+    pub import_id: Uuid,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub batches: u32,
+    /// The first refused rows, by line.
+    pub errors: Vec<ImportError>,
+    /// Why the import stopped early; what was stored stays.
+    pub stopped: Option<String>,
+}
+
+/// Imports a CSV with a header row from `input`, read as it arrives.
+/// Errors before any row is read (unknown campaign, a started one, a bad
+/// header) refuse the whole import; after that, a failing read ends it with
+/// `stopped` set and the batches stored so far kept.
+pub async fn import_csv(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    campaign_id: Uuid,
+    input: impl AsyncRead + Unpin + Send,
+    source: &str,
+    actor: &Actor,
+    progress: &ImportProgress,
+) -> Result<ImportSummary, CommandError> {
+    let mut reader = csv_async::AsyncReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .create_reader(input);
+    let headers = match reader.byte_headers().await {
+        Ok(headers) => headers.clone(),
+        Err(error) => {
+            return Err(field_error(
+                "body",
+                format!("cannot read the header: {error}"),
+            ));
+        }
+    };
+    let headers: Vec<String> = headers
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
+        .collect();
+    let mut import = Import::begin(store, tenant_id, campaign_id, source, actor).await?;
+    let parser = RowParser::new(
+        headers,
+        &import.spec.address_column,
+        import.spec.channel,
+        import.schema.clone(),
+    )
+    .map_err(|reason| field_error("body", reason));
+    let parser = match parser {
+        Ok(parser) => parser,
+        Err(error) => {
+            import.finish(Some("the header was refused".into())).await?;
+            return Err(error);
+        }
+    };
+    let mut record = csv_async::ByteRecord::new();
+    let mut stopped = None;
+    loop {
+        match reader.read_byte_record(&mut record).await {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map(|p| p.line() as i64).unwrap_or(0);
+                let fields: Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
+                let parsed = match fields {
+                    Ok(fields) => parser.parse(fields.into_iter()),
+                    Err(_) => Err("the row is not valid UTF-8".to_string()),
+                };
+                progress.rows.fetch_add(1, Ordering::Relaxed);
+                match parsed {
+                    Ok(recipient) => import.push(line, recipient).await?,
+                    Err(reason) => {
+                        progress.rejected.fetch_add(1, Ordering::Relaxed);
+                        import.reject(line, reason);
+                    }
+                }
+            }
+            Err(error) => {
+                stopped = Some(format!("reading the CSV failed: {error}"));
+                break;
+            }
+        }
+    }
+    import.finish(stopped).await
+}
+
+/// Imports the CSV at `url`, fetched and read as it arrives.
+pub async fn import_url(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    campaign_id: Uuid,
+    url: &str,
+    actor: &Actor,
+) -> Result<ImportSummary, CommandError> {
+    let url = crate::domain::values::HttpUrl::parse(url.trim())
+        .map_err(|error| field_error("csvUrl", error.to_string()))?;
+    let client = crate::workers::callbacks::client(60)
+        .map_err(|error| field_error("csvUrl", error.to_string()))?;
+    let response = client
+        .get(url.as_str())
+        .send()
+        .await
+        .and_then(|response| response.error_for_status())
+        .map_err(|error| field_error("csvUrl", format!("fetching the CSV failed: {error}")))?;
+    // Chunk by chunk as it arrives: the file is never held whole.
+    let body = Box::pin(async_stream::stream! {
+        let mut response = response;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => yield Ok(chunk),
+                Ok(None) => break,
+                Err(error) => {
+                    yield Err(std::io::Error::other(error));
+                    break;
+                }
+            }
+        }
+    });
+    let reader = tokio_util::io::StreamReader::new(body);
+    import_csv(
+        store,
+        tenant_id,
+        campaign_id,
+        reader,
+        url.as_str(),
+        actor,
+        &ImportProgress::default(),
+    )
+    .await
+}
+
+/// Adds listed recipients, each checked like a CSV row.
+pub async fn add_recipients(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    campaign_id: Uuid,
+    recipients: Vec<CampaignRecipient>,
+    actor: &Actor,
+) -> Result<ImportSummary, CommandError> {
+    if recipients.len() > MAX_LISTED {
+        return Err(field_error(
+            "recipients",
+            format!("at most {MAX_LISTED} per call; import a CSV for more"),
+        ));
+    }
+    let mut import = Import::begin(store, tenant_id, campaign_id, "list", actor).await?;
+    for (index, mut recipient) in recipients.into_iter().enumerate() {
+        let line = index as i64 + 1;
+        recipient.address = recipient.address.trim().to_string();
+        match check_listed(&recipient, import.spec.channel, &import.schema) {
+            Ok(()) => import.push(line, recipient).await?,
+            Err(reason) => import.reject(line, reason),
+        }
+    }
+    import.finish(None).await
+}
+
+/// The rows an import refused, by line.
+pub async fn import_errors(
+    pool: &PgPool,
+    campaign_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ImportError>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT line, reason FROM campaign_import_errors WHERE campaign_id = $1 \
+         ORDER BY import_id, line LIMIT $2",
+    )
+    .bind(campaign_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+fn field_error(path: &str, message: impl Into<String>) -> CommandError {
+    let mut errors = ValidationErrors::default();
+    errors.add(path, message);
+    CommandError::Validation(errors)
+}
+
+/// One import in progress: the batch being filled and the refused rows not
+/// yet stored.
+struct Import<'a> {
+    store: &'a EventStore,
+    tenant_id: &'a TenantId,
+    campaign_id: Uuid,
+    actor: &'a Actor,
+    import_id: Uuid,
+    spec: CampaignSpec,
+    schema: BTreeMap<String, VariableSpec>,
+    /// The campaign as of the last append, and its stream version.
+    state: Campaign,
+    version: i64,
+    batch: Vec<(i64, CampaignRecipient)>,
+    errors: Vec<ImportError>,
+    reported: Vec<ImportError>,
+    stored_errors: usize,
+    accepted: u64,
+    rejected: u64,
+    batches: u32,
+}
+
+impl<'a> Import<'a> {
+    async fn begin(
+        store: &'a EventStore,
+        tenant_id: &'a TenantId,
+        campaign_id: Uuid,
+        source: &str,
+        actor: &'a Actor,
+    ) -> Result<Import<'a>, CommandError> {
+        let import_id = Uuid::now_v7();
+        let mut import = None;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (campaign, version) = load(store, tenant_id, campaign_id).await?;
+            let events = campaign.decide(
+                CampaignCommand::BeginImport {
+                    import_id,
+                    source: source.chars().take(500).collect(),
+                },
+                Utc::now(),
+            )?;
+            let mut tx = store.begin().await?;
+            let committed = commit_in(
+                &mut tx,
+                tenant_id,
+                campaign_id,
+                ExpectedVersion::Exact(version),
+                &campaign,
+                &events,
+                actor,
+            )
+            .await;
+            match committed {
+                Ok(state) => {
+                    tx.commit().await?;
+                    import = Some((state, version + events.len() as i64));
+                    break;
+                }
+                Err(CommandError::Store(error)) if error.is_conflict() => {
+                    tx.rollback().await.ok();
+                }
+                Err(error) => {
+                    tx.rollback().await.ok();
+                    return Err(error);
+                }
+            }
+        }
+        let (state, version) = import.ok_or(CommandError::Store(StoreError::TransactionAborted))?;
+        let spec = state
+            .spec()
+            .cloned()
+            .ok_or(CommandError::NotFound("campaign"))?;
+        let schema = variable_schema(store.pool(), tenant_id, &spec).await?;
+        Ok(Import {
+            store,
+            tenant_id,
+            campaign_id,
+            actor,
+            import_id,
+            spec,
+            schema,
+            state,
+            version,
+            batch: Vec::new(),
+            errors: Vec::new(),
+            reported: Vec::new(),
+            stored_errors: 0,
+            accepted: 0,
+            rejected: 0,
+            batches: 0,
+        })
+    }
+
+    async fn push(&mut self, line: i64, recipient: CampaignRecipient) -> Result<(), CommandError> {
+        self.batch.push((line, recipient));
+        if self.batch.len() >= self.spec.batch_size as usize {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, line: i64, reason: String) {
+        self.rejected += 1;
+        let error = ImportError { line, reason };
+        if self.reported.len() < MAX_REPORTED_ERRORS {
+            self.reported.push(error.clone());
+        }
+        if self.stored_errors < MAX_STORED_ERRORS {
+            self.stored_errors += 1;
+            self.errors.push(error);
+        }
+    }
+
+    /// Stores the filled batch and the refused rows so far, with the
+    /// batch's event; on a concurrent change, numbers the rows again after
+    /// what the other writer stored.
+    async fn flush(&mut self) -> Result<(), CommandError> {
+        if self.batch.is_empty() && self.errors.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut tx = self.store.begin().await?;
+            let stored = self.store_in(&mut tx).await;
+            match stored {
+                Ok(Some((state, appended))) => {
+                    tx.commit().await?;
+                    self.state = state;
+                    self.version += appended;
+                    if appended > 0 {
+                        self.accepted += self.batch.len() as u64;
+                        self.batches += 1;
+                    }
+                    self.batch.clear();
+                    self.errors.clear();
+                    return Ok(());
+                }
+                Ok(None) => {
+                    tx.rollback().await.ok();
+                    let (state, version) =
+                        load(self.store, self.tenant_id, self.campaign_id).await?;
+                    self.state = state;
+                    self.version = version;
+                }
+                Err(error) => {
+                    tx.rollback().await.ok();
+                    return Err(error);
+                }
+            }
+        }
+        Err(CommandError::Store(StoreError::TransactionAborted))
+    }
+
+    /// `None` when another writer moved the stream first.
+    async fn store_in(
+        &self,
+        tx: &mut crate::eventstore::StoreTransaction,
+    ) -> Result<Option<(Campaign, i64)>, CommandError> {
+        let mut state = self.state.clone();
+        let mut appended = 0;
+        if !self.batch.is_empty() {
+            let events = self.state.decide(
+                CampaignCommand::AddBatch {
+                    import_id: self.import_id,
+                    messages: self.batch.len() as u32,
+                },
+                Utc::now(),
+            )?;
+            let first_row = self.state.messages() as i64;
+            let batch_no = self.state.batches() as i32;
+            match commit_in(
+                tx,
+                self.tenant_id,
+                self.campaign_id,
+                ExpectedVersion::Exact(self.version),
+                &self.state,
+                &events,
+                self.actor,
+            )
+            .await
+            {
+                Ok(after) => state = after,
+                Err(CommandError::Store(error)) if error.is_conflict() => return Ok(None),
+                Err(error) => return Err(error),
+            }
+            appended = events.len() as i64;
+            let mut rows = Vec::with_capacity(self.batch.len());
+            let mut lines = Vec::with_capacity(self.batch.len());
+            let mut addresses = Vec::with_capacity(self.batch.len());
+            let mut variables = Vec::with_capacity(self.batch.len());
+            for (index, (line, recipient)) in self.batch.iter().enumerate() {
+                rows.push(first_row + index as i64);
+                lines.push(*line);
+                addresses.push(recipient.address.as_str());
+                variables.push(Value::Object(recipient.variables.clone()).to_string());
+            }
+            sqlx::query(
+                "INSERT INTO campaign_messages (campaign_id, row_no, batch_no, line, address, variables) \
+                 SELECT $1, r.row_no, $2, r.line, r.address, r.variables::jsonb \
+                 FROM unnest($3::int8[], $4::int8[], $5::text[], $6::text[]) \
+                     AS r(row_no, line, address, variables)",
+            )
+            .bind(self.campaign_id)
+            .bind(batch_no)
+            .bind(&rows)
+            .bind(&lines)
+            .bind(&addresses)
+            .bind(&variables)
+            .execute(tx.connection())
+            .await?;
+        }
+        if !self.errors.is_empty() {
+            let lines: Vec<i64> = self.errors.iter().map(|e| e.line).collect();
+            let reasons: Vec<&str> = self.errors.iter().map(|e| e.reason.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO campaign_import_errors (campaign_id, import_id, line, reason) \
+                 SELECT $1, $2, r.line, r.reason FROM unnest($3::int8[], $4::text[]) AS r(line, reason) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(self.campaign_id)
+            .bind(self.import_id)
+            .bind(&lines)
+            .bind(&reasons)
+            .execute(tx.connection())
+            .await?;
+        }
+        Ok(Some((state, appended)))
+    }
+
+    async fn finish(mut self, stopped: Option<String>) -> Result<ImportSummary, CommandError> {
+        self.flush().await?;
+        let command = || CampaignCommand::FinishImport {
+            import_id: self.import_id,
+            accepted: self.accepted,
+            rejected: self.rejected,
+            error: stopped.clone(),
+        };
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (campaign, version) = load(self.store, self.tenant_id, self.campaign_id).await?;
+            let events = campaign.decide(command(), Utc::now())?;
+            let mut tx = self.store.begin().await?;
+            match commit_in(
+                &mut tx,
+                self.tenant_id,
+                self.campaign_id,
+                ExpectedVersion::Exact(version),
+                &campaign,
+                &events,
+                self.actor,
+            )
+            .await
+            {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok(ImportSummary {
+                        import_id: self.import_id,
+                        accepted: self.accepted,
+                        rejected: self.rejected,
+                        batches: self.batches,
+                        errors: self.reported,
+                        stopped,
+                    });
+                }
+                Err(CommandError::Store(error)) if error.is_conflict() => {
+                    tx.rollback().await.ok();
+                }
+                Err(error) => {
+                    tx.rollback().await.ok();
+                    return Err(error);
+                }
+            }
+        }
+        Err(CommandError::Store(StoreError::TransactionAborted))
+    }
+}

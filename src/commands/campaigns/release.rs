@@ -1,0 +1,285 @@
+//! The worker's side of a campaign: start it when due, release its batches
+//! into notifications, report progress and completion.
+
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{commit_in, counts, load};
+use crate::commands::notifications::{self, SendPolicy};
+use crate::commands::{Actor, CommandError};
+use crate::domain::campaign::{
+    Campaign, CampaignCommand, CampaignEvent, CampaignSpec, CampaignStatus,
+};
+use crate::domain::values::TenantId;
+use crate::domain::{Aggregate, RecipientInput, SendNotification, TemplateRefInput};
+use crate::eventstore::{EventStore, ExpectedVersion};
+
+/// Sends of one batch run this many at a time.
+const SEND_CONCURRENCY: usize = 16;
+/// The campaign's status is looked at again after this many sends, so a
+/// pause or cancel stops a batch part way.
+const STATUS_CHECK_EVERY: usize = 100;
+
+/// Starts the campaign if it is scheduled and due; `false` when it was not.
+pub async fn start(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<bool, CommandError> {
+    let (campaign, version) = load(store, tenant_id, id).await?;
+    let Ok(events) = campaign.decide(CampaignCommand::Start, Utc::now()) else {
+        return Ok(false);
+    };
+    append(store, tenant_id, id, version, &campaign, &events, actor).await?;
+    Ok(true)
+}
+
+/// What releasing a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Released {
+    /// Notifications created now (not found again by their key).
+    pub sent: u64,
+    /// The whole batch went out and `CampaignBatchReleased` is recorded.
+    pub batch_done: bool,
+}
+
+/// Releases the campaign's next batch: each message not yet released
+/// becomes a LOW-priority notification with the campaign's category, keyed
+/// `campaign:<id>:<row>`. Stops part way when the campaign is paused or
+/// cancelled meanwhile; the rest goes out on resume.
+pub async fn release_next_batch(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    policy: &SendPolicy,
+    actor: &Actor,
+) -> Result<Released, CommandError> {
+    let (campaign, _) = load(store, tenant_id, id).await?;
+    if campaign.status() != Some(CampaignStatus::Sending)
+        || campaign.released() >= campaign.batches()
+    {
+        return Ok(Released::default());
+    }
+    let spec = campaign
+        .spec()
+        .cloned()
+        .ok_or(CommandError::NotFound("campaign"))?;
+    let batch = campaign.released();
+    let pending: Vec<(i64, String, sqlx::types::Json<Value>)> = sqlx::query_as(
+        "SELECT row_no, address, variables FROM campaign_messages \
+         WHERE campaign_id = $1 AND batch_no = $2 AND status = 'CREATED' ORDER BY row_no",
+    )
+    .bind(id)
+    .bind(batch as i32)
+    .fetch_all(store.pool())
+    .await?;
+    let mut released = Released::default();
+    for chunk in pending.chunks(STATUS_CHECK_EVERY) {
+        if !still_sending(store, id).await? {
+            return Ok(released);
+        }
+        let mut sends = Vec::with_capacity(chunk.len());
+        for wave in chunk.chunks(SEND_CONCURRENCY) {
+            let mut calls = Vec::with_capacity(wave.len());
+            for (row, address, variables) in wave {
+                calls.push(send_one(
+                    store,
+                    tenant_id,
+                    id,
+                    &spec,
+                    *row,
+                    address,
+                    &variables.0,
+                    policy,
+                    actor,
+                ));
+            }
+            sends.extend(futures::future::join_all(calls).await);
+        }
+        let mut rows = Vec::with_capacity(sends.len());
+        let mut ids = Vec::with_capacity(sends.len());
+        let mut rejected = Vec::new();
+        let mut failure = None;
+        for outcome in sends {
+            match outcome {
+                (row, Ok(Some((notification_id, duplicate)))) => {
+                    rows.push(row);
+                    ids.push(notification_id);
+                    if !duplicate {
+                        released.sent += 1;
+                    }
+                }
+                (row, Ok(None)) => rejected.push(row),
+                (_, Err(error)) => failure = Some(error),
+            }
+        }
+        sqlx::query(
+            "UPDATE campaign_messages m SET status = 'RELEASED', notification_id = r.id \
+             FROM unnest($2::int8[], $3::uuid[]) AS r(row_no, id) \
+             WHERE m.campaign_id = $1 AND m.row_no = r.row_no",
+        )
+        .bind(id)
+        .bind(&rows)
+        .bind(&ids)
+        .execute(store.pool())
+        .await?;
+        sqlx::query(
+            "UPDATE campaign_messages SET status = 'REJECTED' \
+             WHERE campaign_id = $1 AND row_no = ANY($2)",
+        )
+        .bind(id)
+        .bind(&rejected)
+        .execute(store.pool())
+        .await?;
+        if let Some(error) = failure {
+            // What went out is recorded; the rest is tried on the next round.
+            return Err(error);
+        }
+    }
+    // Cancelled between the last check and now: the cancel's sweep may have
+    // run before these notifications existed.
+    if !still_sending(store, id).await? {
+        super::cancel_released(store, tenant_id, id, actor).await?;
+        return Ok(released);
+    }
+    let (campaign, version) = load(store, tenant_id, id).await?;
+    if let Ok(events) = campaign.decide(CampaignCommand::ReleaseBatch { batch }, Utc::now()) {
+        append(store, tenant_id, id, version, &campaign, &events, actor).await?;
+        released.batch_done = true;
+    }
+    Ok(released)
+}
+
+async fn still_sending(store: &EventStore, id: Uuid) -> Result<bool, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM campaigns WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(status.as_deref() == Some(CampaignStatus::Sending.as_str()))
+}
+
+/// One message as a notification: its id and whether it existed already,
+/// or `None` when the send was refused for good (the message is rejected).
+#[allow(clippy::too_many_arguments)]
+async fn send_one(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    spec: &CampaignSpec,
+    row: i64,
+    address: &str,
+    variables: &Value,
+    policy: &SendPolicy,
+    actor: &Actor,
+) -> (i64, Result<Option<(Uuid, bool)>, CommandError>) {
+    let recipient = match spec.channel {
+        crate::domain::values::Channel::Sms => RecipientInput {
+            phone: Some(address.to_string()),
+            ..RecipientInput::default()
+        },
+        _ => RecipientInput {
+            email: Some(address.to_string()),
+            ..RecipientInput::default()
+        },
+    };
+    let input = SendNotification {
+        idempotency_key: Some(format!("campaign:{id}:{row}")),
+        recipient,
+        channels: vec![spec.channel.as_str().to_string()],
+        priority: Some("low".to_string()),
+        template: Some(TemplateRefInput {
+            key: Some(spec.template_key.as_str().to_string()),
+            version: spec.template_version.map(|v| v.get()),
+            locale: None,
+            variables: Some(variables.clone()),
+        }),
+        category: Some(spec.category.as_str().to_string()),
+        tags: vec![format!("campaign:{id}")],
+        ..SendNotification::default()
+    };
+    let outcome = match notifications::send(store, tenant_id, input, policy, actor).await {
+        Ok(sent) => Ok(Some((
+            sent.notification.notification_id.as_uuid(),
+            sent.duplicate,
+        ))),
+        Err(CommandError::Validation(errors)) => {
+            tracing::warn!(campaign_id = %id, row, %errors, "a campaign message was refused");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    };
+    (row, outcome)
+}
+
+/// Reports a progress step the campaign passed, and completes it once every
+/// batch is out and no message is pending; each with its callback.
+pub async fn check_progress(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<Option<CampaignStatus>, CommandError> {
+    let (campaign, version) = load(store, tenant_id, id).await?;
+    if !matches!(
+        campaign.status(),
+        Some(CampaignStatus::Sending | CampaignStatus::Sent)
+    ) {
+        return Ok(campaign.status());
+    }
+    let (_, summary) = counts(store.pool(), id).await?;
+    let mut events = campaign.decide(
+        CampaignCommand::ReachProgress {
+            summary: summary.clone(),
+        },
+        Utc::now(),
+    )?;
+    let mut after = campaign.clone();
+    for event in &events {
+        after.apply(event);
+    }
+    if let Ok(completed) = after.decide(CampaignCommand::Complete { summary }, Utc::now()) {
+        events.extend(completed);
+    }
+    if let Some(completed) = events
+        .iter()
+        .find(|e| matches!(e, CampaignEvent::Completed { .. }))
+    {
+        after.apply(completed);
+    }
+    if !events.is_empty() {
+        append(store, tenant_id, id, version, &campaign, &events, actor).await?;
+    }
+    Ok(after.status())
+}
+
+async fn append(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+    version: i64,
+    campaign: &Campaign,
+    events: &[CampaignEvent],
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    let mut tx = store.begin().await?;
+    match commit_in(
+        &mut tx,
+        tenant_id,
+        id,
+        ExpectedVersion::Exact(version),
+        campaign,
+        events,
+        actor,
+    )
+    .await
+    {
+        Ok(_) => Ok(tx.commit().await?),
+        Err(error) => {
+            tx.rollback().await.ok();
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Campaigns end to end: CSV imports over HTTP with bad rows reported by
+//! line, control (pause, resume, cancel), release into notifications that a
+//! provider sends, and signed progress callbacks verified by the Standard
+//! Webhooks reference library, with a retry after a failure.
+
+use std::time::{Duration, Instant};
+
+use herald::commands::Actor;
+use herald::commands::campaigns;
+use herald::commands::notifications::SendPolicy;
+use herald::config::Config;
+use herald::domain::values::TenantId;
+use herald::workers::campaigns::CampaignsConfig;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::peers::{free_port, webhook_answer_next, webhook_receiver, webhook_requests};
+use crate::support::{TestApp, error_codes};
+
+const PUBLISH: &str =
+    r#"mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { key number } }"#;
+const CREATE: &str = r#"mutation($input: CreateCampaignInput!) {
+  createCampaign(input: $input) { signingSecret campaign { id status template { key version } } }
+}"#;
+const ADD: &str = r#"mutation($id: ID!, $recipients: [CampaignRecipientInput!]!) {
+  addCampaignRecipients(id: $id, recipients: $recipients) { accepted rejected errors { line reason } }
+}"#;
+const CAMPAIGN: &str = r#"query($id: ID!) {
+  campaign(id: $id) {
+    id status totalMessages rejectedRows batches releasedBatches
+    counts { status count }
+    summary { totalMessages pending sent cancelled percentDone }
+    callbacks { event status attempts lastError deliveredAt body }
+    importErrors { line reason }
+  }
+}"#;
+const ENDPOINT: &str = r#"mutation($input: CreateWebhookEndpointInput!) {
+  createWebhookEndpoint(input: $input) { secret }
+}"#;
+
+struct Campaigns {
+    app: TestApp,
+    key: String,
+    tenant: TenantId,
+    stop: CancellationToken,
+}
+
+impl Drop for Campaigns {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Campaigns {
+    async fn start() -> Campaigns {
+        let app = TestApp::start().await;
+        let (tenant, key) = app.tenant().await;
+        let c = Campaigns {
+            app,
+            key,
+            tenant: TenantId::parse(&tenant).expect("tenant id"),
+            stop: CancellationToken::new(),
+        };
+        let template = json!({
+            "key": "spring_sale",
+            "defaultLocale": "en",
+            "variables": [
+                { "name": "name", "type": "STRING" },
+                { "name": "points", "type": "NUMBER", "required": false }
+            ],
+            "locales": [{
+                "locale": "en",
+                "email": {
+                    "subject": "Hello {{ name }}",
+                    "html": "<p>Hello {{ name }}, {{ points }} points</p>",
+                    "text": "Hello {{ name }}, {{ points }} points"
+                }
+            }]
+        });
+        c.graphql(PUBLISH, json!({ "input": template })).await;
+        c
+    }
+
+    /// The dispatcher, the callback sender and the campaign worker, as
+    /// `herald serve` runs them, with fast campaign rounds and retries.
+    async fn run_workers(&self) {
+        let config = Config {
+            campaigns: CampaignsConfig {
+                callback_retry_seconds: vec![0.5, 0.5, 0.5],
+                poll_millis: 50,
+                progress_every_millis: 50,
+                ..CampaignsConfig::default()
+            },
+            ..Config::default()
+        };
+        let providers = herald::providers::build(&config.providers)
+            .await
+            .expect("providers");
+        herald::workers::spawn(
+            self.app.store.clone(),
+            providers,
+            &config,
+            self.stop.clone(),
+        )
+        .await
+        .expect("workers");
+    }
+
+    async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self.app.graphql(Some(&self.key), query, variables).await;
+        assert!(response["errors"].is_null(), "{response}");
+        response["data"].clone()
+    }
+
+    async fn create(&self, input: Value) -> (Uuid, Value) {
+        let mut full = json!({
+            "name": "Spring sale",
+            "template": { "key": "spring_sale" },
+            "channel": "email",
+        });
+        for (k, v) in input.as_object().expect("object") {
+            full[k] = v.clone();
+        }
+        let created =
+            self.graphql(CREATE, json!({ "input": full })).await["createCampaign"].clone();
+        let id = created["campaign"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid");
+        (id, created)
+    }
+
+    async fn add(&self, id: Uuid, count: usize) -> Value {
+        let recipients: Vec<Value> = (0..count)
+            .map(|i| json!({ "address": format!("user{i}@example.com"), "variables": { "name": format!("User {i}") } }))
+            .collect();
+        self.graphql(ADD, json!({ "id": id, "recipients": recipients }))
+            .await["addCampaignRecipients"]
+            .clone()
+    }
+
+    async fn campaign(&self, id: Uuid) -> Value {
+        self.graphql(CAMPAIGN, json!({ "id": id })).await["campaign"].clone()
+    }
+
+    async fn wait_for_status(&self, id: Uuid, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let campaign = self.campaign(id).await;
+            if campaign["status"] == status {
+                return campaign;
+            }
+            if Instant::now() >= deadline {
+                let events: Vec<(String, Value)> = sqlx::query_as(
+                    "SELECT event_type, payload FROM events WHERE stream_id LIKE 'notification-%' ORDER BY global_position LIMIT 12",
+                )
+                .fetch_all(self.app.store.pool())
+                .await
+                .unwrap();
+                panic!("never {status}: {events:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn count(campaign: &Value, status: &str) -> i64 {
+    campaign["counts"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .find(|c| c["status"] == status)
+        .and_then(|c| c["count"].as_i64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_csv_with_bad_rows_reports_them_by_line_and_keeps_the_good_ones() {
+    let c = Campaigns::start().await;
+    let (id, created) = c.create(json!({ "batchSize": 2 })).await;
+    assert_eq!(created["campaign"]["status"], "ACCEPTED");
+    assert_eq!(created["campaign"]["template"]["version"], 1, "pinned");
+    let csv = "email,name,points,city\n\
+               ada@example.com,Ada,12,London\n\
+               not-an-email,Bob,1,Paris\n\
+               cy@example.com,Cy\n\
+               dee@example.com,Dee,lots,Rome\n\
+               eve@example.com,Eve,,Oslo\n\
+               fay@example.com,\"Fay, Jr.\",3,\"New\nYork\"\n";
+    let response = c
+        .app
+        .http
+        .post(format!("{}/api/campaigns/{id}/recipients", c.app.base))
+        .bearer_auth(&c.key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let summary: Value = response.json().await.expect("JSON");
+    assert_eq!(summary["accepted"], 3, "{summary:#}");
+    assert_eq!(summary["rejected"], 3, "{summary:#}");
+    let errors = summary["errors"].as_array().expect("errors");
+    let lines: Vec<i64> = errors.iter().map(|e| e["line"].as_i64().unwrap()).collect();
+    assert_eq!(lines, [3, 4, 5]);
+    let reason = |i: usize| errors[i]["reason"].as_str().unwrap().to_string();
+    assert!(reason(0).contains("invalid address"), "{}", reason(0));
+    assert!(reason(1).contains("missing column"), "{}", reason(1));
+    assert!(reason(2).contains("points: type mismatch"), "{}", reason(2));
+
+    let campaign = c.campaign(id).await;
+    assert_eq!(campaign["status"], "SCHEDULED");
+    assert_eq!(campaign["totalMessages"], 3);
+    assert_eq!(campaign["rejectedRows"], 3);
+    assert_eq!(campaign["batches"], 2, "3 rows in batches of 2");
+    assert_eq!(count(&campaign, "CREATED"), 3);
+    assert_eq!(campaign["importErrors"].as_array().unwrap().len(), 3);
+
+    // A quoted multi-line field is one row: the variables are as written.
+    let variables: Value = sqlx::query_scalar(
+        "SELECT variables FROM campaign_messages WHERE campaign_id = $1 AND address = 'fay@example.com'",
+    )
+    .bind(id)
+    .fetch_one(c.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        variables,
+        json!({ "name": "Fay, Jr.", "points": 3, "city": "New\nYork" })
+    );
+
+    // A header without the address column refuses the body whole.
+    let refused = c
+        .app
+        .http
+        .post(format!("{}/api/campaigns/{id}/recipients", c.app.base))
+        .bearer_auth(&c.key)
+        .header("content-type", "text/csv")
+        .body("mail,name\nx@example.com,X\n")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 400);
+}
+
+#[tokio::test]
+async fn create_campaign_refuses_an_unknown_template_by_field() {
+    let c = Campaigns::start().await;
+    let response = c
+        .app
+        .graphql(
+            Some(&c.key),
+            CREATE,
+            json!({ "input": { "name": "X", "template": { "key": "nope" }, "channel": "email" } }),
+        )
+        .await;
+    assert_eq!(error_codes(&response), ["VALIDATION"], "{response}");
+    assert_eq!(
+        response["errors"][0]["extensions"]["fields"][0]["path"],
+        "template.key"
+    );
+}
+
+#[tokio::test]
+async fn pause_holds_batches_resume_releases_them_and_cancel_stops_the_rest() {
+    let c = Campaigns::start().await;
+    let (id, _) = c.create(json!({ "batchSize": 2 })).await;
+    c.add(id, 6).await;
+    let store = &c.app.store;
+    let actor = Actor::new("test");
+    let policy = SendPolicy::unlimited(Duration::from_secs(3600));
+    assert!(
+        campaigns::start(store, &c.tenant, id, &actor)
+            .await
+            .unwrap()
+    );
+    let first = campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+        .await
+        .unwrap();
+    assert_eq!((first.sent, first.batch_done), (2, true));
+
+    let paused = c
+        .graphql(
+            "mutation($id: ID!) { pauseCampaign(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(paused["pauseCampaign"]["status"], "PAUSED");
+    let held = campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+        .await
+        .unwrap();
+    assert_eq!(held.sent, 0, "a paused campaign releases nothing");
+
+    let resumed = c
+        .graphql(
+            "mutation($id: ID!) { resumeCampaign(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(resumed["resumeCampaign"]["status"], "SENDING");
+    let second = campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+        .await
+        .unwrap();
+    assert_eq!(second.sent, 2);
+    let notifications: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notification_status WHERE $1 = ANY(tags)")
+            .bind(format!("campaign:{id}"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(notifications, 4);
+
+    let cancelled = c
+        .graphql(
+            "mutation($id: ID!) { cancelCampaign(id: $id, reason: \"oops\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(cancelled["cancelCampaign"]["status"], "CANCELLED");
+    let campaign = c.campaign(id).await;
+    assert_eq!(count(&campaign, "CANCELLED"), 6, "{campaign:#}");
+    assert_eq!(campaign["summary"]["pending"], 0);
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT status FROM notification_status WHERE $1 = ANY(tags)")
+            .bind(format!("campaign:{id}"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        ["CANCELLED"],
+        "released notifications are cancelled too"
+    );
+    let again = campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+        .await
+        .unwrap();
+    assert_eq!(again.sent, 0);
+}
+
+#[tokio::test]
+async fn a_campaign_reaches_the_provider_and_reports_signed_callbacks_with_a_retry() {
+    let c = Campaigns::start().await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/campaigns");
+    let secret = c
+        .graphql(ENDPOINT, json!({ "input": { "url": url } }))
+        .await["createWebhookEndpoint"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let peer = webhook_receiver(port, &herald::providers::WebhookSecret::new(secret)).await;
+    webhook_answer_next(&peer, json!([{ "status": 500, "body": "down" }])).await;
+
+    let (id, created) = c
+        .create(json!({ "batchSize": 2, "callbackUrl": url, "progressSteps": [50] }))
+        .await;
+    assert!(
+        created["signingSecret"].is_null(),
+        "a registered endpoint signs with its own secret"
+    );
+    let added = c.add(id, 5).await;
+    assert_eq!(added["accepted"], 5);
+    c.run_workers().await;
+
+    let campaign = c
+        .wait_for_status(id, "COMPLETED", Duration::from_secs(30))
+        .await;
+    assert_eq!(count(&campaign, "SENT"), 5, "{campaign:#}");
+    assert_eq!(campaign["releasedBatches"], 3);
+    let provider: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT e.payload ->> 'provider' FROM events e \
+         WHERE e.event_type = 'NotificationSent' AND e.tenant_id = $1",
+    )
+    .bind(c.tenant.as_str())
+    .fetch_all(c.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(provider.len(), 5);
+
+    // Every callback delivered, the first after one failure.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let callbacks = loop {
+        let campaign = c.campaign(id).await;
+        let callbacks = campaign["callbacks"].as_array().unwrap().clone();
+        if callbacks.iter().all(|cb| cb["status"] == "DELIVERED") && callbacks.len() >= 2 {
+            break callbacks;
+        }
+        assert!(Instant::now() < deadline, "{campaign:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events: Vec<&str> = callbacks
+        .iter()
+        .map(|cb| cb["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"campaign.started"));
+    assert_eq!(events.last(), Some(&"campaign.completed"));
+    assert_eq!(callbacks[0]["attempts"], 2, "{callbacks:#?}");
+    assert!(callbacks[0]["lastError"].is_string(), "{callbacks:#?}");
+    let completed: Value =
+        serde_json::from_str(callbacks.last().unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(completed["summary"]["total_messages"], 5);
+    assert_eq!(completed["summary"]["sent"], 5);
+    assert_eq!(completed["transaction_id"], id.to_string());
+
+    let requests = webhook_requests(&peer).await;
+    assert_eq!(requests.len(), callbacks.len() + 1, "one retry");
+    for request in &requests {
+        assert_eq!(request["verified"], true, "{request:#}");
+        assert_eq!(request["tampered_verified"], false, "{request:#}");
+    }
+    // The retry carries the same webhook-id, so the receiver can drop repeats.
+    let first_id = &requests[0]["headers"]["webhook-id"];
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| &r["headers"]["webhook-id"] == first_id)
+            .count(),
+        2
+    );
+}
