@@ -264,6 +264,7 @@ fn template(event_type: &str, attempt: u32) -> anyhow::Result<Value> {
             attempt,
             provider: "ses".into(),
             provider_message_id: Some("0100018c-bench".into()),
+            content: None,
         },
         "DeliveryFailed" => NotificationEvent::DeliveryFailed {
             attempt,

@@ -44,7 +44,7 @@ pub use notification::{
     MAX_BREAKDOWN_BYTES, MAX_EVENT_TEXT_CHARS, Notification, NotificationState,
 };
 pub use notification_command::NotificationCommand;
-pub use notification_event::NotificationEvent;
+pub use notification_event::{DeliveredContent, NotificationEvent};
 pub use notification_request::{
     Content, EventOrigin, Expiry, InlineContent, NotificationRequest, Recipient, TemplateRef,
 };

@@ -312,6 +312,7 @@ impl NotificationState {
                 attempt,
                 provider,
                 provider_message_id,
+                content,
             } => match status {
                 S::Sending => {
                     self.ensure_current(attempt)?;
@@ -319,6 +320,7 @@ impl NotificationState {
                         attempt,
                         provider: clip(provider),
                         provider_message_id: provider_message_id.map(clip),
+                        content,
                     }])
                 }
                 S::Sent | S::Delivered | S::Bounced | S::Complained if attempt == self.attempts => {

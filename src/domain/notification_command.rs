@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::notification_event::DeliveredContent;
 use super::notification_request::NotificationRequest;
 use super::signed_link::ClientContext;
 use super::values::{Channel, HttpUrl, NotificationId, TenantId};
@@ -35,6 +36,7 @@ pub enum NotificationCommand {
         attempt: u32,
         provider: String,
         provider_message_id: Option<String>,
+        content: Option<DeliveredContent>,
     },
     /// With `retry_at`, the notification waits for a retry or a failover
     /// (`permanent` marks this provider as not to be tried again); without,

@@ -13,7 +13,7 @@ use super::notification_request::NotificationRequest;
 use super::notification_status::NotificationStatus;
 use super::signed_link::ClientContext;
 use super::tagged_payload::upcast_current;
-use super::values::{Channel, HttpUrl, NotificationId, TenantId};
+use super::values::{Channel, HttpUrl, JsonObject, NotificationId, TenantId};
 
 // Requested carries the whole request. Values live for one decision and one
 // append, so the size is harmless; a Box would leak into every constructor.
@@ -51,6 +51,10 @@ pub enum NotificationEvent {
         attempt: u32,
         provider: String,
         provider_message_id: Option<String>,
+        /// What a templated in-app message showed: the in-app feed is
+        /// rebuilt from the log, and a template's words are not in the request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<DeliveredContent>,
     },
     #[serde(rename = "DeliveryFailed")]
     DeliveryFailed {
@@ -99,6 +103,17 @@ pub enum NotificationEvent {
     Expired,
     #[serde(rename = "NotificationCancelled")]
     Cancelled { reason: Option<String> },
+}
+
+/// Rendered words a delivery showed, kept where the log must remember them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveredContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<JsonObject>,
 }
 
 impl NotificationEvent {

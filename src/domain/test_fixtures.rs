@@ -81,6 +81,7 @@ pub(crate) fn sent(attempt: u32) -> NotificationEvent {
         attempt,
         provider: "console".into(),
         provider_message_id: Some("m-1".into()),
+        content: None,
     }
 }
 

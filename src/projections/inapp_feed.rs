@@ -85,8 +85,8 @@ impl Source {
             return None;
         }
         let recipient_id = request.recipient.id.as_ref()?;
-        // A template's words are rendered at dispatch and not kept: only
-        // inline content has any to show.
+        // A template's words are rendered at dispatch and recorded on its
+        // NotificationSent (see `delivered`).
         let inline = match &request.content {
             Content::Inline(inline) => Some(inline),
             Content::Template(_) => None,
@@ -111,15 +111,24 @@ impl Source {
         })
     }
 
+    /// A templated message's words come with its `NotificationSent`.
     fn delivered(&self, sent: &RecordedEvent) -> Delivery {
+        let rendered = sent.payload.get("content");
+        let field = |name: &str| rendered.and_then(|c| c.get(name)).filter(|v| !v.is_null());
         Delivery {
             notification_id: self.notification_id,
             tenant_id: self.tenant_id.clone(),
             recipient_id: self.recipient_id.clone(),
-            title: self.title.clone(),
-            text: self.text.clone(),
+            title: field("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| self.title.clone()),
+            text: field("text")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| self.text.clone()),
             cta_url: self.cta_url.clone(),
-            data: self.data.clone(),
+            data: field("data").cloned().or_else(|| self.data.clone()),
             category: self.category.clone(),
             delivered_at: sent.recorded_at,
             position: sent.global_position,

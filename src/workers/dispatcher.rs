@@ -35,8 +35,8 @@ use crate::domain::values::NotificationId;
 use crate::domain::values::{Channel, Locale};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::{
-    DomainError, Notification, NotificationCommand, NotificationEvent, NotificationState,
-    NotificationStatus,
+    Content, DeliveredContent, DomainError, Notification, NotificationCommand, NotificationEvent,
+    NotificationState, NotificationStatus,
 };
 use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
@@ -149,7 +149,13 @@ struct Outcome {
     route: Route,
     /// Where else the recipient can be reached, should this route fail.
     reach: Vec<(Channel, Destination)>,
-    result: Result<Receipt, SendError>,
+    result: Result<Delivered, SendError>,
+}
+
+/// A provider's acceptance, and the words to remember with it.
+struct Delivered {
+    receipt: Receipt,
+    content: Option<DeliveredContent>,
 }
 
 /// What a dispatcher is built from (see `workers::spawn` for the real one).
@@ -780,7 +786,7 @@ impl Dispatcher {
         } = outcome;
         let attempt = state.attempts;
         let command = match result {
-            Ok(receipt) => {
+            Ok(Delivered { receipt, content }) => {
                 metrics::counter!("notifications_sent_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "tenant" => state.tenant_id.to_string()).increment(1);
                 let latency = (now - state.requested_at).to_std().unwrap_or_default();
                 // From the request to the provider's acceptance (seed 002's delivery_latency_ms).
@@ -789,6 +795,7 @@ impl Dispatcher {
                     attempt,
                     provider: route.provider.clone(),
                     provider_message_id: receipt.provider_message_id,
+                    content,
                 }
             }
             Err(error) => {
@@ -871,7 +878,7 @@ async fn call_provider(
     state: &NotificationState,
     route: &Route,
     profile_locale: Option<&Locale>,
-) -> Result<Receipt, SendError> {
+) -> Result<Delivered, SendError> {
     let Some(provider) = inner.providers.get(&route.provider) else {
         return Err(SendError::permanent(format!(
             "provider {} is not configured",
@@ -899,8 +906,17 @@ async fn call_provider(
         None => None,
     };
     let timeout = Duration::from_secs(inner.delivery.provider_timeout_seconds.max(1));
+    // The in-app feed is folded from the log, which holds a template's name
+    // and variables but not its rendered words.
+    let content = (route.channel == Channel::InApp
+        && matches!(state.request.content, Content::Template(_)))
+    .then(|| DeliveredContent {
+        title: message.title.clone(),
+        text: message.text.clone(),
+        data: message.data.clone(),
+    });
     match tokio::time::timeout(timeout, provider.send(&message)).await {
-        Ok(result) => result,
+        Ok(result) => result.map(|receipt| Delivered { receipt, content }),
         Err(_) => Err(SendError::transient(format!(
             "{} did not answer within {} s",
             route.provider,

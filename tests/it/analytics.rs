@@ -165,6 +165,7 @@ fn sent(attempt: u32, provider: &str) -> NotificationEvent {
         attempt,
         provider: provider.into(),
         provider_message_id: Some("m-1".into()),
+        content: None,
     }
 }
 

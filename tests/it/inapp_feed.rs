@@ -495,3 +495,43 @@ async fn a_subscriber_gets_its_recipients_items_live_and_can_resume() {
     let leaked = next(&mut theirs, Duration::from_millis(1500)).await;
     assert!(leaked.is_none(), "another tenant saw {leaked:?}");
 }
+
+#[tokio::test]
+async fn a_templated_in_app_message_shows_its_rendered_words_in_the_feed() {
+    let f = Feed::start().await;
+    let published = f
+        .app
+        .graphql(
+            Some(&f.key),
+            "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { number } }",
+            json!({ "input": {
+                "key": "invoice.ready",
+                "defaultLocale": "en",
+                "variables": [{ "name": "number", "type": "NUMBER" }],
+                "locales": [{ "locale": "en", "inApp": {
+                    "title": "Invoice {{ number }} is ready",
+                    "body": "Open it to pay invoice {{ number }}." } }]
+            }}),
+        )
+        .await;
+    assert!(published["errors"].is_null(), "{published}");
+    let sent = f
+        .app
+        .graphql(
+            Some(&f.key),
+            "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
+            json!({ "input": {
+                "recipient": { "id": "user-9" },
+                "channels": ["IN_APP"],
+                "template": { "key": "invoice.ready", "variables": { "number": 42 } },
+            }}),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    let feed = f
+        .feed_until("user-9", |feed| feed["unreadCount"] == 1)
+        .await;
+    let item = &feed["edges"][0]["node"];
+    assert_eq!(item["title"], "Invoice 42 is ready");
+    assert_eq!(item["text"], "Open it to pay invoice 42.");
+}

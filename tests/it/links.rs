@@ -90,6 +90,7 @@ async fn sent_notification(app: &TestApp, key: &str, tenant: &TenantId) -> Notif
             attempt: 1,
             provider: "console".into(),
             provider_message_id: None,
+            content: None,
         },
         &actor,
     )

@@ -96,6 +96,7 @@ impl Harness {
                 attempt: 1,
                 provider: provider(channel).into(),
                 provider_message_id: Some(provider_message_id.into()),
+                content: None,
             },
             &Actor::new("test"),
         )

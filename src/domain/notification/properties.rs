@@ -54,6 +54,7 @@ fn command() -> impl Strategy<Value = NotificationCommand> {
             attempt,
             provider: "console".into(),
             provider_message_id: Some(format!("m-{attempt}")),
+            content: None,
         }),
         2 => (attempt(), any::<bool>(), prop::option::of(time())).prop_map(
             |(attempt, permanent, retry_at)| C::RecordFailure {

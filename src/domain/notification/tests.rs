@@ -31,6 +31,7 @@ fn record_sent(attempt: u32) -> NotificationCommand {
         attempt,
         provider: "console".into(),
         provider_message_id: Some("m-1".into()),
+        content: None,
     }
 }
 
