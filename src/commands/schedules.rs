@@ -113,7 +113,16 @@ pub async fn create(
         },
         now,
     )?;
-    append(store, tenant_id, id, ExpectedVersion::NoStream, &[], &events, actor).await
+    append(
+        store,
+        tenant_id,
+        id,
+        ExpectedVersion::NoStream,
+        &[],
+        &events,
+        actor,
+    )
+    .await
 }
 
 pub async fn pause(
@@ -132,7 +141,14 @@ pub async fn resume(
     schedule_id: Uuid,
     actor: &Actor,
 ) -> Result<ScheduleRow, CommandError> {
-    decide_and_append(store, tenant_id, schedule_id, actor, ScheduleCommand::Resume).await
+    decide_and_append(
+        store,
+        tenant_id,
+        schedule_id,
+        actor,
+        ScheduleCommand::Resume,
+    )
+    .await
 }
 
 pub async fn delete(
@@ -141,7 +157,14 @@ pub async fn delete(
     schedule_id: Uuid,
     actor: &Actor,
 ) -> Result<(), CommandError> {
-    decide_and_append(store, tenant_id, schedule_id, actor, ScheduleCommand::Delete).await?;
+    decide_and_append(
+        store,
+        tenant_id,
+        schedule_id,
+        actor,
+        ScheduleCommand::Delete,
+    )
+    .await?;
     Ok(())
 }
 
@@ -152,7 +175,9 @@ pub async fn get(
     schedule_id: Uuid,
 ) -> Result<Option<ScheduleRow>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT ", columns!(), " FROM schedules WHERE tenant_id = $1 AND schedule_id = $2"
+        "SELECT ",
+        columns!(),
+        " FROM schedules WHERE tenant_id = $1 AND schedule_id = $2"
     ))
     .bind(tenant_id.as_str())
     .bind(schedule_id)
@@ -169,7 +194,9 @@ pub async fn page(
     after: Option<Uuid>,
 ) -> Result<(Vec<ScheduleRow>, bool), sqlx::Error> {
     let mut rows: Vec<ScheduleRow> = sqlx::query_as(concat!(
-        "SELECT ", columns!(), " FROM schedules \
+        "SELECT ",
+        columns!(),
+        " FROM schedules \
          WHERE tenant_id = $1 AND ($2::uuid IS NULL OR schedule_id > $2) \
          ORDER BY schedule_id LIMIT $3"
     ))
@@ -185,11 +212,7 @@ pub async fn page(
 
 /// Schedules with a slot due by `now`, most overdue first: one short
 /// statement, no transaction held.
-pub async fn due(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    limit: u32,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn due(pool: &PgPool, now: DateTime<Utc>, limit: u32) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT schedule_id FROM schedules WHERE next_fire_at <= $1 \
          ORDER BY next_fire_at LIMIT $2",
@@ -258,7 +281,17 @@ pub async fn fire(
         };
     }
     let expected = ExpectedVersion::Exact(recorded.len() as i64);
-    match append(store, tenant_id, schedule_id, expected, &past, &events, actor).await {
+    match append(
+        store,
+        tenant_id,
+        schedule_id,
+        expected,
+        &past,
+        &events,
+        actor,
+    )
+    .await
+    {
         Ok(_) => Ok(outcome),
         Err(CommandError::Store(error)) if error.is_conflict() => Ok(FireOutcome::LostRace),
         Err(error) => Err(error),
@@ -278,7 +311,10 @@ fn under_notification(error: CommandError) -> CommandError {
         CommandError::Validation(errors) => {
             let mut prefixed = ValidationErrors::default();
             for error in errors.errors() {
-                prefixed.add(format!("notification.{}", error.path), error.message.clone());
+                prefixed.add(
+                    format!("notification.{}", error.path),
+                    error.message.clone(),
+                );
             }
             CommandError::Validation(prefixed)
         }
@@ -305,7 +341,17 @@ async fn decide_and_append(
         }
         let events = schedule.decide(command.clone(), Utc::now())?;
         let expected = ExpectedVersion::Exact(recorded.len() as i64);
-        match append(store, tenant_id, schedule_id, expected, &past, &events, actor).await {
+        match append(
+            store,
+            tenant_id,
+            schedule_id,
+            expected,
+            &past,
+            &events,
+            actor,
+        )
+        .await
+        {
             Err(CommandError::Store(error)) if error.is_conflict() => continue,
             result => return result,
         }
@@ -368,7 +414,8 @@ async fn keep_table_in_step(
     let spec = state.spec().ok_or(CommandError::NotFound("schedule"))?;
     if !state.is_live() {
         return Ok(sqlx::query_as(concat!(
-            "DELETE FROM schedules WHERE schedule_id = $1 RETURNING ", columns!()
+            "DELETE FROM schedules WHERE schedule_id = $1 RETURNING ",
+            columns!()
         ))
         .bind(schedule_id)
         .fetch_one(conn)
@@ -384,7 +431,8 @@ async fn keep_table_in_step(
              SET paused = EXCLUDED.paused, next_fire_at = EXCLUDED.next_fire_at, \
                  last_fired_at = EXCLUDED.last_fired_at, last_failure = EXCLUDED.last_failure, \
                  version = EXCLUDED.version, updated_at = EXCLUDED.updated_at \
-         RETURNING ", columns!()
+         RETURNING ",
+        columns!()
     ))
     .bind(schedule_id)
     .bind(tenant_id.as_str())

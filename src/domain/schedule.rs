@@ -49,7 +49,8 @@ pub const MAX_COUNTED_SLOTS: u32 = 100_000;
 #[derive(Clone)]
 pub struct CronExpression {
     source: String,
-    cron: Cron,
+    /// Boxed: the parsed pattern is large and rides in events and commands.
+    cron: Box<Cron>,
 }
 
 impl CronExpression {
@@ -71,7 +72,10 @@ impl CronExpression {
             .build()
             .parse(&source)
             .map_err(|error| ValueError::Invalid(format!("is not a cron expression: {error}")))?;
-        Ok(CronExpression { source, cron })
+        Ok(CronExpression {
+            source,
+            cron: Box::new(cron),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -191,9 +195,14 @@ pub struct ScheduleSpec {
 
 impl ScheduleSpec {
     /// The send of one firing, under its slot's idempotency key.
-    pub fn notification_for(&self, idempotency_key: String) -> Result<SendNotification, DomainError> {
+    pub fn notification_for(
+        &self,
+        idempotency_key: String,
+    ) -> Result<SendNotification, DomainError> {
         let mut send: SendNotification = serde_json::from_value(self.notification.clone())
-            .map_err(|_| DomainError::InvalidCommand("the schedule's notification cannot be read"))?;
+            .map_err(|_| {
+                DomainError::InvalidCommand("the schedule's notification cannot be read")
+            })?;
         send.idempotency_key = Some(idempotency_key);
         Ok(send)
     }
@@ -212,7 +221,10 @@ impl CreateSchedule {
         if name.is_empty() {
             errors.add("name", ValueError::Empty.to_string());
         } else if name.chars().count() > MAX_NAME_CHARS {
-            errors.add("name", ValueError::too_many_chars(MAX_NAME_CHARS).to_string());
+            errors.add(
+                "name",
+                ValueError::too_many_chars(MAX_NAME_CHARS).to_string(),
+            );
         } else if name.chars().any(char::is_control) {
             errors.add("name", "must not contain control characters");
         }
@@ -246,7 +258,10 @@ impl CreateSchedule {
             },
             Err(refused) => {
                 for error in refused.errors() {
-                    errors.add(format!("notification.{}", error.path), error.message.clone());
+                    errors.add(
+                        format!("notification.{}", error.path),
+                        error.message.clone(),
+                    );
                 }
                 None
             }
@@ -425,7 +440,9 @@ pub enum ScheduleCommand {
     /// The scheduler's tick: settle every slot due by `now`. A slot more
     /// than `grace` late counts as missed and follows the missed policy;
     /// one within `grace` is merely late and fires.
-    Fire { grace: TimeDelta },
+    Fire {
+        grace: TimeDelta,
+    },
 }
 
 /// A schedule's state; `Default` is one not yet created.
@@ -553,7 +570,9 @@ impl Schedule {
             ScheduleCommand::Pause => {
                 self.require_live()?;
                 if self.paused {
-                    return Err(DomainError::InvalidCommand("the schedule is already paused"));
+                    return Err(DomainError::InvalidCommand(
+                        "the schedule is already paused",
+                    ));
                 }
                 Ok(vec![ScheduleEvent::Paused])
             }
@@ -665,5 +684,333 @@ impl Aggregate for Schedule {
         now: DateTime<Utc>,
     ) -> Result<Vec<ScheduleEvent>, DomainError> {
         Schedule::decide(self, command, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::given_when_then::given;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    fn paris() -> Timezone {
+        Timezone::parse("Europe/Paris").unwrap()
+    }
+
+    fn cron(raw: &str) -> CronExpression {
+        CronExpression::parse(raw).unwrap()
+    }
+
+    fn send() -> SendNotification {
+        serde_json::from_value(json!({
+            "recipient": { "ntfy_topic": "alerts" },
+            "channels": ["ntfy"],
+            "content": { "title": "Daily digest", "text": "Good morning" },
+            "ttl_seconds": 3600,
+        }))
+        .unwrap()
+    }
+
+    fn spec(raw: &str, missed_policy: MissedPolicy) -> ScheduleSpec {
+        CreateSchedule {
+            name: "digest".into(),
+            cron: raw.into(),
+            timezone: "Europe/Paris".into(),
+            missed_policy,
+            notification: send(),
+        }
+        .parse(utc(2026, 1, 1, 0, 0, 0))
+        .unwrap()
+        .0
+    }
+
+    fn created(raw: &str, missed_policy: MissedPolicy, next_slot: DateTime<Utc>) -> ScheduleEvent {
+        let spec = spec(raw, missed_policy);
+        ScheduleEvent::Created {
+            tenant_id: TenantId::parse("acme").unwrap(),
+            id: Uuid::from_u128(7),
+            name: spec.name,
+            cron: spec.cron,
+            timezone: spec.timezone,
+            missed_policy,
+            notification: spec.notification,
+            next_slot: Some(next_slot),
+        }
+    }
+
+    const GRACE: TimeDelta = TimeDelta::seconds(60);
+
+    #[test]
+    fn five_or_six_fields_and_nothing_else() {
+        let every_minute = cron("*/1 * * * *");
+        let after = utc(2026, 1, 1, 10, 0, 30);
+        assert_eq!(
+            every_minute.next_after(paris(), after),
+            Some(utc(2026, 1, 1, 10, 1, 0))
+        );
+        let every_second = cron("*/1 * * * * *");
+        assert_eq!(
+            every_second.upcoming(paris(), after, 2),
+            [utc(2026, 1, 1, 10, 0, 31), utc(2026, 1, 1, 10, 0, 32)]
+        );
+        assert_eq!(cron("  0  9 * *   MON ").as_str(), "0 9 * * MON");
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 0 * * * 2030",
+            "61 * * * *",
+            "nonsense x y z w",
+        ] {
+            assert!(CronExpression::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_slot_lost_to_spring_forward_fires_right_after_the_gap() {
+        // Paris skips 02:00-03:00 on 2026-03-29: a 02:30 daily schedule fires
+        // at 03:00 local that day, once, and at 02:30 again the next.
+        let daily = cron("30 2 * * *");
+        let slots = daily.upcoming(paris(), utc(2026, 3, 27, 12, 0, 0), 3);
+        assert_eq!(
+            slots,
+            [
+                utc(2026, 3, 28, 1, 30, 0), // 02:30 CET
+                utc(2026, 3, 29, 1, 0, 0),  // 03:00 CEST, right after the gap
+                utc(2026, 3, 30, 0, 30, 0), // 02:30 CEST
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slot_repeated_by_fall_back_fires_once() {
+        // 02:00-03:00 happens twice in Paris on 2026-10-25.
+        let daily = cron("30 2 * * *");
+        let slots = daily.upcoming(paris(), utc(2026, 10, 24, 12, 0, 0), 2);
+        assert_eq!(
+            slots,
+            [
+                utc(2026, 10, 25, 0, 30, 0), // the first 02:30, CEST
+                utc(2026, 10, 26, 1, 30, 0), // 02:30 CET the next day
+            ]
+        );
+    }
+
+    #[test]
+    fn create_records_the_first_slot_in_the_time_zone() {
+        let now = utc(2026, 1, 5, 6, 0, 0);
+        given::<Schedule>([])
+            .at(now)
+            .when(ScheduleCommand::Create {
+                tenant_id: TenantId::parse("acme").unwrap(),
+                id: Uuid::from_u128(7),
+                spec: spec("0 9 * * *", MissedPolicy::Skip),
+            })
+            // 09:00 in Paris in winter is 08:00 UTC.
+            .then([created(
+                "0 9 * * *",
+                MissedPolicy::Skip,
+                utc(2026, 1, 5, 8, 0, 0),
+            )]);
+    }
+
+    #[test]
+    fn a_due_slot_fires_once_and_moves_on() {
+        let first = utc(2026, 1, 5, 8, 0, 0);
+        let history = [created("0 9 * * *", MissedPolicy::Skip, first)];
+        given::<Schedule>(history.clone())
+            .at(first - TimeDelta::seconds(1))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then_nothing();
+        let fired = ScheduleEvent::Fired {
+            slot: first,
+            failure: None,
+            next_slot: Some(utc(2026, 1, 6, 8, 0, 0)),
+        };
+        given::<Schedule>(history.clone())
+            .at(first + TimeDelta::seconds(59))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then([fired.clone()]);
+        given::<Schedule>([history[0].clone(), fired])
+            .at(first + TimeDelta::seconds(59))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then_nothing();
+    }
+
+    #[test]
+    fn missed_slots_are_skipped_by_default() {
+        let first = utc(2026, 1, 5, 8, 0, 0);
+        // Down from before the 5th's slot until 08:30 UTC on the 8th.
+        given::<Schedule>([created("0 9 * * *", MissedPolicy::Skip, first)])
+            .at(utc(2026, 1, 8, 8, 30, 0))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then([ScheduleEvent::SlotsSkipped {
+                count: 4,
+                from: first,
+                to: utc(2026, 1, 8, 8, 0, 0),
+                next_slot: Some(utc(2026, 1, 9, 8, 0, 0)),
+            }]);
+    }
+
+    #[test]
+    fn catch_up_once_fires_the_latest_missed_slot_only() {
+        let first = utc(2026, 1, 5, 8, 0, 0);
+        let history = [created("0 9 * * *", MissedPolicy::CatchUpOnce, first)];
+        given::<Schedule>(history.clone())
+            .at(utc(2026, 1, 8, 8, 30, 0))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then([
+                ScheduleEvent::SlotsSkipped {
+                    count: 3,
+                    from: first,
+                    to: utc(2026, 1, 7, 8, 0, 0),
+                    next_slot: Some(utc(2026, 1, 8, 8, 0, 0)),
+                },
+                ScheduleEvent::Fired {
+                    slot: utc(2026, 1, 8, 8, 0, 0),
+                    failure: None,
+                    next_slot: Some(utc(2026, 1, 9, 8, 0, 0)),
+                },
+            ]);
+        // One missed slot: it fires, nothing is skipped.
+        given::<Schedule>(history)
+            .at(first + TimeDelta::hours(1))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then([ScheduleEvent::Fired {
+                slot: first,
+                failure: None,
+                next_slot: Some(utc(2026, 1, 6, 8, 0, 0)),
+            }]);
+    }
+
+    #[test]
+    fn a_paused_schedule_never_fires_and_resumes_after_now() {
+        let first = utc(2026, 1, 5, 8, 0, 0);
+        let history = [
+            created("0 9 * * *", MissedPolicy::CatchUpOnce, first),
+            ScheduleEvent::Paused,
+        ];
+        given::<Schedule>(history.clone())
+            .at(first + TimeDelta::days(3))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then_nothing();
+        given::<Schedule>(history.clone())
+            .at(utc(2026, 1, 8, 8, 30, 0))
+            .when(ScheduleCommand::Resume)
+            .then([ScheduleEvent::Resumed {
+                next_slot: Some(utc(2026, 1, 9, 8, 0, 0)),
+            }]);
+        given::<Schedule>(history.clone())
+            .when(ScheduleCommand::Pause)
+            .then_error(DomainError::InvalidCommand(
+                "the schedule is already paused",
+            ));
+        given::<Schedule>([history[0].clone()])
+            .when(ScheduleCommand::Resume)
+            .then_error(DomainError::InvalidCommand("the schedule is not paused"));
+    }
+
+    #[test]
+    fn nothing_after_delete() {
+        let first = utc(2026, 1, 5, 8, 0, 0);
+        let gone = DomainError::InvalidCommand("the schedule does not exist or was deleted");
+        let history = [
+            created("0 9 * * *", MissedPolicy::Skip, first),
+            ScheduleEvent::Deleted,
+        ];
+        for command in [
+            ScheduleCommand::Pause,
+            ScheduleCommand::Resume,
+            ScheduleCommand::Delete,
+        ] {
+            given::<Schedule>(history.clone())
+                .when(command.clone())
+                .then_error(gone.clone());
+            given::<Schedule>([]).when(command).then_error(gone.clone());
+        }
+        given::<Schedule>(history)
+            .at(first + TimeDelta::seconds(1))
+            .when(ScheduleCommand::Fire { grace: GRACE })
+            .then_nothing();
+    }
+
+    #[test]
+    fn parse_names_every_bad_field_with_the_notification_prefixed() {
+        let mut notification = send();
+        notification.idempotency_key = Some("mine".into());
+        notification.channels = vec!["pigeon".into()];
+        let errors = CreateSchedule {
+            name: " ".into(),
+            cron: "* * *".into(),
+            timezone: "Mars/Olympus".into(),
+            missed_policy: MissedPolicy::Skip,
+            notification,
+        }
+        .parse(utc(2026, 1, 1, 0, 0, 0))
+        .unwrap_err();
+        for path in [
+            "name",
+            "cron",
+            "timezone",
+            "notification.idempotency_key",
+            "notification.channels[0]",
+        ] {
+            assert_eq!(errors.at(path).len(), 1, "{path}: {errors}");
+        }
+        let never = CreateSchedule {
+            name: "leap".into(),
+            cron: "0 0 30 2 *".into(),
+            timezone: "UTC".into(),
+            missed_policy: MissedPolicy::Skip,
+            notification: send(),
+        }
+        .parse(utc(2026, 1, 1, 0, 0, 0));
+        assert!(never.is_err());
+    }
+
+    #[test]
+    fn the_notification_replays_with_the_slot_key() {
+        let spec = spec("0 9 * * *", MissedPolicy::Skip);
+        let key = Schedule::idempotency_key(Uuid::from_u128(7), utc(2026, 1, 5, 8, 0, 0));
+        assert_eq!(
+            key,
+            "schedule:00000000-0000-0000-0000-000000000007:2026-01-05T08:00:00Z"
+        );
+        let replayed = spec.notification_for(key.clone()).unwrap();
+        assert_eq!(replayed.idempotency_key, Some(key));
+        assert!(replayed.parse(utc(2026, 1, 5, 8, 0, 0)).is_ok());
+    }
+
+    #[test]
+    fn every_event_round_trips_through_upcast() {
+        let slot = utc(2026, 1, 5, 8, 0, 0);
+        for event in [
+            created("0 9 * * *", MissedPolicy::CatchUpOnce, slot),
+            ScheduleEvent::Paused,
+            ScheduleEvent::Resumed { next_slot: None },
+            ScheduleEvent::Deleted,
+            ScheduleEvent::Fired {
+                slot,
+                failure: Some("quota".into()),
+                next_slot: Some(slot),
+            },
+            ScheduleEvent::SlotsSkipped {
+                count: 2,
+                from: slot,
+                to: slot,
+                next_slot: None,
+            },
+        ] {
+            let payload = serde_json::to_value(&event).unwrap();
+            assert_eq!(
+                ScheduleEvent::upcast(event.event_type(), ScheduleEvent::SCHEMA_VERSION, payload),
+                Ok(event)
+            );
+        }
     }
 }

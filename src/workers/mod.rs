@@ -27,9 +27,9 @@ use crate::domain::values::Channel;
 use crate::eventstore::EventStore;
 use crate::providers::Providers;
 
-/// Starts the worker loops of a `--roles workers` process (the dispatcher
-/// and the status-callback sender); the handle ends when they have stopped
-/// after `shutdown`.
+/// Starts the worker loops of a `--roles workers` process (the dispatcher,
+/// the status-callback sender, the campaign worker and the scheduler); the
+/// handle ends when they have stopped after `shutdown`.
 pub async fn spawn(
     store: EventStore,
     providers: Providers,

@@ -81,10 +81,7 @@ pub fn spawn(
     })
 }
 
-fn record(
-    schedule_id: uuid::Uuid,
-    fired: Result<FireOutcome, crate::commands::CommandError>,
-) {
+fn record(schedule_id: uuid::Uuid, fired: Result<FireOutcome, crate::commands::CommandError>) {
     let (outcome, count) = match &fired {
         Ok(FireOutcome::NotDue) => return,
         Ok(FireOutcome::Fired {

@@ -1,0 +1,277 @@
+//! Recurring schedules: `schedules`, `schedule`, `createSchedule`,
+//! `pauseSchedule`, `resumeSchedule`, `deleteSchedule`. Each firing sends
+//! the schedule's notification through the ordinary send path.
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::types::{PageInfo, SendNotificationInput};
+use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
+use crate::commands::schedules::{self, ScheduleRow};
+use crate::domain::Scope;
+use crate::domain::schedule::{self as domain, CreateSchedule};
+
+/// Most firing times one `nextFirings` lists.
+const MAX_NEXT_FIRINGS: i32 = 50;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::schedule::MissedPolicy")]
+pub enum MissedPolicy {
+    /// Fire none of the slots missed while no scheduler ran.
+    Skip,
+    /// Fire once, for the latest missed slot.
+    CatchUpOnce,
+}
+
+#[derive(InputObject)]
+pub struct CreateScheduleInput {
+    pub name: String,
+    /// 5 fields (minute hour day-of-month month day-of-week), or 6 with
+    /// seconds first, e.g. `30 2 * * *` or `*/10 * * * * *`.
+    pub cron: String,
+    /// The IANA time zone the expression is read in, e.g. `Europe/Paris`.
+    pub timezone: String,
+    #[graphql(default_with = "MissedPolicy::Skip")]
+    pub missed_policy: MissedPolicy,
+    /// What each firing sends. Without `idempotencyKey`, `scheduleAt` and
+    /// `expiresAt` (set per firing; use `ttlSeconds`). A template is checked
+    /// now and its latest published version taken at each firing.
+    pub notification: SendNotificationInput,
+}
+
+/// One slot: the same instant in UTC and in the schedule's time zone.
+#[derive(SimpleObject)]
+pub struct Firing {
+    pub at: DateTime<Utc>,
+    /// RFC 3339 with the zone's offset at that instant.
+    pub local: String,
+}
+
+pub struct Schedule(ScheduleRow);
+
+#[Object]
+impl Schedule {
+    async fn id(&self) -> ID {
+        ID(self.0.schedule_id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn cron(&self) -> &str {
+        &self.0.cron
+    }
+
+    async fn timezone(&self) -> &str {
+        &self.0.timezone
+    }
+
+    async fn missed_policy(&self) -> MissedPolicy {
+        match self.0.missed_policy.as_str() {
+            "CATCH_UP_ONCE" => MissedPolicy::CatchUpOnce,
+            _ => MissedPolicy::Skip,
+        }
+    }
+
+    async fn paused(&self) -> bool {
+        self.0.paused
+    }
+
+    /// The send input each firing replays (snake_case, as the REST API takes it).
+    async fn notification(&self) -> Json<Value> {
+        Json(self.0.notification.0.clone())
+    }
+
+    /// The next slots, the first being the one due next; empty while paused.
+    async fn next_firings(
+        &self,
+        #[graphql(default = 5)] count: i32,
+    ) -> Result<Vec<Firing>, ApiError> {
+        if !(1..=MAX_NEXT_FIRINGS).contains(&count) {
+            return Err(ApiError::field(
+                "count",
+                format!("must be between 1 and {MAX_NEXT_FIRINGS}"),
+            ));
+        }
+        let timezone = self.0.timezone.parse::<chrono_tz::Tz>().ok();
+        Ok(self
+            .0
+            .upcoming(count as usize)
+            .into_iter()
+            .map(|at| Firing {
+                at,
+                local: match timezone {
+                    Some(tz) => at.with_timezone(&tz).to_rfc3339(),
+                    None => at.to_rfc3339(),
+                },
+            })
+            .collect())
+    }
+
+    /// The latest slot fired (or refused), if any.
+    async fn last_fired_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_fired_at
+    }
+
+    /// Why the latest firing's send was refused; null when it was sent.
+    async fn last_failure(&self) -> Option<&str> {
+        self.0.last_failure.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ScheduleEdge {
+    pub cursor: String,
+    pub node: Schedule,
+}
+
+#[derive(SimpleObject)]
+pub struct ScheduleConnection {
+    pub edges: Vec<ScheduleEdge>,
+    pub page_info: PageInfo,
+}
+
+fn parse_schedule_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field("id", "is not a schedule id"))
+}
+
+#[derive(Default)]
+pub struct SchedulesQuery;
+
+#[Object]
+impl SchedulesQuery {
+    /// The tenant's schedules, oldest first (requires `read`).
+    async fn schedules(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<ScheduleConnection> {
+        let principal = require(ctx, Scope::Read)?;
+        if !(1..=MAX_PAGE as i32).contains(&first) {
+            return Err(
+                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
+            );
+        }
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let (rows, has_next_page) = schedules::page(
+            api(ctx)?.store.pool(),
+            &principal.tenant_id,
+            first as usize,
+            after,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let end_cursor = rows.last().map(|row| encode_cursor(&row.schedule_id));
+        let edges = rows
+            .into_iter()
+            .map(|row| ScheduleEdge {
+                cursor: encode_cursor(&row.schedule_id),
+                node: Schedule(row),
+            })
+            .collect();
+        Ok(ScheduleConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor,
+            },
+        })
+    }
+
+    /// One of the tenant's schedules (requires `read`); null if there is none.
+    async fn schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Schedule>> {
+        let principal = require(ctx, Scope::Read)?;
+        let schedule_id = parse_schedule_id(&id)?;
+        let row = schedules::get(api(ctx)?.store.pool(), &principal.tenant_id, schedule_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(row.map(Schedule))
+    }
+}
+
+#[derive(Default)]
+pub struct SchedulesMutation;
+
+#[Object]
+impl SchedulesMutation {
+    /// Sends `notification` at every slot of `cron` in `timezone` (requires
+    /// `send`). Invalid input is a VALIDATION error naming the field, the
+    /// notification's under `notification.`.
+    async fn create_schedule(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateScheduleInput,
+    ) -> Result<Schedule> {
+        let principal = require(ctx, Scope::Send)?;
+        let row = schedules::create(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            CreateSchedule {
+                name: input.name,
+                cron: input.cron,
+                timezone: input.timezone,
+                missed_policy: domain::MissedPolicy::from(input.missed_policy),
+                notification: input.notification.into(),
+            },
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Schedule(row))
+    }
+
+    /// Stops firing until resumed (requires `send`).
+    async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule> {
+        let principal = require(ctx, Scope::Send)?;
+        let row = schedules::pause(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            parse_schedule_id(&id)?,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Schedule(row))
+    }
+
+    /// Fires again from the first slot after now; slots passed while paused
+    /// are not fired (requires `send`).
+    async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule> {
+        let principal = require(ctx, Scope::Send)?;
+        let row = schedules::resume(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            parse_schedule_id(&id)?,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Schedule(row))
+    }
+
+    /// Stops the schedule for good (requires `send`); notifications already
+    /// sent are kept.
+    async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let principal = require(ctx, Scope::Send)?;
+        schedules::delete(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            parse_schedule_id(&id)?,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(true)
+    }
+}
