@@ -43,6 +43,9 @@ CREATE TABLE campaign_messages (
 );
 
 CREATE INDEX campaign_messages_batch ON campaign_messages (campaign_id, batch_no);
+-- The pacing check walks the (small) delivery queue into a campaign's messages.
+CREATE INDEX campaign_messages_notification ON campaign_messages (notification_id)
+    WHERE notification_id IS NOT NULL;
 
 CREATE TABLE campaign_batches (
     campaign_id   uuid        NOT NULL,

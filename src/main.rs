@@ -52,6 +52,9 @@ enum Command {
     /// Replay an entity's events in a time window, or a position range, as NDJSON;
     /// or re-run a position range through an idempotent projection (--into).
     Replay(herald::cli::replay::ReplayArgs),
+    /// Create CSV email campaigns from the shell, with a progress display.
+    #[command(subcommand)]
+    Campaigns(herald::cli::campaigns::CampaignsCommand),
     /// Load generators that print throughput and latency figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,6 +108,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenants(command) => herald::cli::tenants::run(&config, command).await,
             Command::Ingest(args) => herald::cli::ingest::run(&config, args).await,
             Command::Replay(args) => herald::cli::replay::run(&config, args).await,
+            Command::Campaigns(command) => herald::cli::campaigns::run(&config, command).await,
             Command::Projections(command) => herald::cli::projections::run(&config, command).await,
             Command::DeadLetters(command) => herald::cli::dead_letters::run(&config, command).await,
             Command::Bench(command) => bench::run(&config, command).await,

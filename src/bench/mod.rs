@@ -3,6 +3,7 @@
 
 mod api;
 mod append;
+mod campaign;
 mod e2e;
 mod rebuild;
 mod report;
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     /// Sends over GraphQL through a `herald serve` process to a webhook sink:
     /// accepted/s, delivered/s, accept-to-receipt latency, service RSS.
     E2e(e2e::E2eArgs),
+    /// A generated CSV campaign imported and sent through a `herald serve`
+    /// process: rows/s imported, messages/s sent, service RSS.
+    Campaign(campaign::CampaignArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -41,6 +45,7 @@ pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Subscribe(args) => subscribe::run(&scratch, args).await,
         BenchCommand::Rebuild(args) => rebuild::run(&scratch, args).await,
         BenchCommand::E2e(args) => e2e::run(&scratch, args).await,
+        BenchCommand::Campaign(args) => campaign::run(&scratch, args).await,
     };
     scratch.drop_database().await;
     result

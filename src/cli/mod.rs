@@ -1,5 +1,6 @@
 //! Administration from the shell: the subcommands beyond `serve`.
 
+pub mod campaigns;
 pub mod dead_letters;
 pub mod ingest;
 pub mod projections;

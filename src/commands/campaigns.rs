@@ -88,7 +88,7 @@ pub async fn create(
         CampaignCommand::Create {
             tenant_id: tenant_id.clone(),
             id,
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
         },
         Utc::now(),
     )?;

@@ -270,7 +270,7 @@ pub enum CampaignEvent {
     Created {
         tenant_id: TenantId,
         id: Uuid,
-        spec: CampaignSpec,
+        spec: Box<CampaignSpec>,
     },
     #[serde(rename = "CampaignImportStarted")]
     ImportStarted { import_id: Uuid, source: String },
@@ -362,7 +362,7 @@ pub enum CampaignCommand {
     Create {
         tenant_id: TenantId,
         id: Uuid,
-        spec: CampaignSpec,
+        spec: Box<CampaignSpec>,
     },
     BeginImport {
         import_id: Uuid,
@@ -476,7 +476,7 @@ impl Aggregate for Campaign {
                 id,
                 spec,
             } => {
-                self.created = Some((tenant_id.clone(), *id, spec.clone()));
+                self.created = Some((tenant_id.clone(), *id, (**spec).clone()));
                 self.status = Some(S::Accepted);
             }
             CampaignEvent::ImportStarted { import_id, .. } => {

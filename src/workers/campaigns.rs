@@ -184,9 +184,9 @@ impl Worker {
         let limit =
             i64::from(size.unwrap_or(1_000).max(1)) * i64::from(self.config.queued_batches.max(1));
         let queued: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM campaign_messages m \
-                 JOIN delivery_queue q ON q.notification_id = m.notification_id \
-                 WHERE m.campaign_id = $1 AND m.status = 'RELEASED' LIMIT $2) queued",
+            "SELECT count(*) FROM (SELECT 1 FROM delivery_queue q \
+                 JOIN campaign_messages m ON m.notification_id = q.notification_id \
+                 WHERE m.campaign_id = $1 LIMIT $2) queued",
         )
         .bind(id)
         .bind(limit)

@@ -289,7 +289,10 @@ async fn a_template_in_two_locales_reaches_a_french_recipient_whose_unsubscribe_
         "{text}"
     );
     let link = unsubscribe_link(&email);
-    assert!(text.contains(&link), "the footer carries the link {link}: {text}");
+    assert!(
+        text.contains(&link),
+        "the footer carries the link {link}: {text}"
+    );
     assert_eq!(
         email["headers"]["list-unsubscribe-post"],
         "List-Unsubscribe=One-Click"

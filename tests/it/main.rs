@@ -25,6 +25,7 @@ mod providers_sns;
 mod providers_webhook;
 mod receipts;
 mod replay;
+mod schedules;
 mod subscriptions;
 mod templates;
 mod torture;

@@ -8,6 +8,7 @@ mod limits;
 mod notification;
 mod projections;
 mod recipients;
+mod schedules;
 mod subscription;
 mod suppressions;
 mod templates;
@@ -161,6 +162,7 @@ pub struct QueryRoot(
     projections::ProjectionsQuery,
     feed::FeedQuery,
     recipients::RecipientsQuery,
+    schedules::SchedulesQuery,
     templates::TemplatesQuery,
     suppressions::SuppressionsQuery,
     tracking::TrackingQuery,
@@ -405,6 +407,7 @@ pub struct MutationRoot(
     projections::ProjectionsMutation,
     feed::FeedMutation,
     recipients::RecipientsMutation,
+    schedules::SchedulesMutation,
     templates::TemplatesMutation,
     suppressions::SuppressionsMutation,
     tracking::TrackingMutation,

@@ -24,7 +24,7 @@ fn created() -> CampaignEvent {
     CampaignEvent::Created {
         tenant_id: tenant(),
         id: Uuid::nil(),
-        spec: spec(),
+        spec: Box::new(spec()),
     }
 }
 
