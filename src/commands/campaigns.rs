@@ -624,3 +624,78 @@ async fn in_step(
     }
     Ok(())
 }
+
+/// Engagement of a campaign's messages, each message counted once per
+/// measure (a message opened twice is one open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CampaignAnalytics {
+    /// Messages that left for the provider: SENT, DELIVERED, BOUNCED or COMPLAINED.
+    pub sent: i64,
+    /// DELIVERED or COMPLAINED (a complaint implies delivery).
+    pub delivered: i64,
+    pub opened: i64,
+    pub clicked: i64,
+    pub bounced: i64,
+    pub complained: i64,
+    /// Addresses of the campaign put on the suppression list by an
+    /// unsubscribe since the campaign started.
+    pub unsubscribed: i64,
+}
+
+/// A campaign's analytics in one query: statuses from `notification_status`
+/// by primary key; opens and clicks from each sent message's own stream
+/// (one index range scan each: no read model keeps them per notification);
+/// unsubscribes from `suppressions` by the address's key (campaign messages
+/// go to bare addresses, so an unsubscribe link suppresses the address).
+pub async fn analytics(pool: &PgPool, id: Uuid) -> Result<CampaignAnalytics, sqlx::Error> {
+    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           count(*) FILTER (WHERE ns.status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED')), \
+           count(*) FILTER (WHERE ns.status IN ('DELIVERED', 'COMPLAINED')), \
+           count(*) FILTER (WHERE ev.opened), \
+           count(*) FILTER (WHERE ev.clicked), \
+           count(*) FILTER (WHERE ns.status = 'BOUNCED'), \
+           count(*) FILTER (WHERE ns.status = 'COMPLAINED'), \
+           count(*) FILTER (WHERE EXISTS ( \
+             SELECT 1 FROM suppressions s \
+             WHERE s.tenant_id = c.tenant_id AND s.reason = 'unsubscribe' \
+               AND s.address_key = CASE WHEN c.spec ->> 'channel' = 'sms' \
+                 THEN 'sms:' || m.address ELSE 'email:' || lower(m.address) END \
+               AND s.created_at >= COALESCE(c.started_at, c.created_at))) \
+         FROM campaign_messages m \
+         JOIN campaigns c ON c.campaign_id = m.campaign_id \
+         LEFT JOIN notification_status ns ON ns.notification_id = m.notification_id \
+         LEFT JOIN LATERAL ( \
+           SELECT bool_or(e.event_type = 'NotificationOpened') AS opened, \
+                  bool_or(e.event_type = 'NotificationClicked') AS clicked \
+           FROM events e \
+           WHERE e.stream_id = 'notification-' || m.notification_id::text \
+             AND ns.status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED') \
+         ) ev ON true \
+         WHERE m.campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?;
+    let (sent, delivered, opened, clicked, bounced, complained, unsubscribed) = row;
+    Ok(CampaignAnalytics {
+        sent,
+        delivered,
+        opened,
+        clicked,
+        bounced,
+        complained,
+        unsubscribed,
+    })
+}
+
+/// The notifications the campaign's released messages became.
+pub async fn notification_ids(pool: &PgPool, id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT notification_id FROM campaign_messages \
+         WHERE campaign_id = $1 AND notification_id IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

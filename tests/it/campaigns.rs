@@ -5,13 +5,20 @@
 
 use std::time::{Duration, Instant};
 
+use futures::{SinkExt, StreamExt};
 use herald::commands::Actor;
 use herald::commands::campaigns;
 use herald::commands::notifications::SendPolicy;
 use herald::config::Config;
+use herald::domain::NotificationCommand;
+use herald::domain::values::NotificationId;
 use herald::domain::values::TenantId;
 use herald::workers::campaigns::CampaignsConfig;
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -468,4 +475,184 @@ async fn the_cli_creates_a_campaign_from_a_csv_file() {
     assert_eq!(node["status"], "SCHEDULED");
     assert_eq!(node["totalMessages"], 1);
     assert_eq!(node["rejectedRows"], 1);
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A graphql-transport-ws connection, acknowledged.
+async fn connect(app: &TestApp, key: &str) -> Socket {
+    let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "apiKey": key } });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    let ack = next_message(&mut socket).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
+async fn subscribe_progress(socket: &mut Socket, id: Uuid) {
+    let query = format!(
+        "subscription {{ campaignProgress(id: \"{id}\") {{ totalMessages pending sent cancelled percentDone }} }}"
+    );
+    let message = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON message, within 30 s.
+async fn next_message(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn campaign_progress_sends_the_counts_at_once_and_ends_with_the_final_ones() {
+    let c = Campaigns::start().await;
+    let (id, _) = c.create(json!({ "batchSize": 2 })).await;
+    assert_eq!(c.add(id, 3).await["accepted"], 3);
+
+    // Another tenant cannot watch it.
+    let (_, other_key) = c.app.tenant().await;
+    let mut other = connect(&c.app, &other_key).await;
+    subscribe_progress(&mut other, id).await;
+    let refused = next_message(&mut other).await;
+    // async-graphql sends a failed subscribe as a `next` with errors.
+    assert_eq!(refused["type"], "next", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{refused}"
+    );
+
+    let mut socket = connect(&c.app, &c.key).await;
+    subscribe_progress(&mut socket, id).await;
+    let first = next_message(&mut socket).await;
+    assert_eq!(first["type"], "next", "{first}");
+    let first = &first["payload"]["data"]["campaignProgress"];
+    assert_eq!(first["totalMessages"], 3, "{first}");
+    assert_eq!(first["pending"], 3, "{first}");
+    assert_eq!(first["percentDone"], 0, "{first}");
+
+    c.run_workers().await;
+    let mut items = Vec::new();
+    loop {
+        let message = next_message(&mut socket).await;
+        match message["type"].as_str() {
+            Some("next") => items.push(message["payload"]["data"]["campaignProgress"].clone()),
+            Some("complete") => break,
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    let last = items.last().expect("the final counts");
+    assert_eq!(last["sent"], 3, "{items:#?}");
+    assert_eq!(last["pending"], 0, "{items:#?}");
+    assert_eq!(last["percentDone"], 100, "{items:#?}");
+    // Only changes are sent.
+    assert!(items.windows(2).all(|w| w[0] != w[1]), "{items:#?}");
+    assert_eq!(c.campaign(id).await["status"], "COMPLETED");
+
+    // A finished campaign: its counts, then the end.
+    subscribe_progress(&mut socket, id).await;
+    let again = next_message(&mut socket).await;
+    assert_eq!(&again["payload"]["data"]["campaignProgress"], last);
+    assert_eq!(next_message(&mut socket).await["type"], "complete");
+}
+
+const ANALYTICS: &str = r#"query($id: ID!) {
+  campaign(id: $id) {
+    analytics {
+      sent delivered opened clicked bounced complained unsubscribed
+      deliveryRate openRate clickRate bounceRate unsubscribeRate
+    }
+  }
+}"#;
+
+#[tokio::test]
+async fn campaign_analytics_count_opens_bounces_and_unsubscribes_of_its_messages() {
+    let c = Campaigns::start().await;
+    let (id, _) = c.create(json!({})).await;
+    assert_eq!(c.add(id, 4).await["accepted"], 4);
+    c.run_workers().await;
+    c.wait_for_status(id, "COMPLETED", Duration::from_secs(30))
+        .await;
+
+    let notifications: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT notification_id FROM campaign_messages WHERE campaign_id = $1 ORDER BY row_no",
+    )
+    .bind(id)
+    .fetch_all(c.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(notifications.len(), 4);
+    let ids: Vec<NotificationId> = notifications
+        .iter()
+        .map(|n| NotificationId::parse(&n.to_string()).expect("id"))
+        .collect();
+    let store = &c.app.store;
+    let actor = Actor::new("test");
+    // Two opens of the first message count once; one of the second.
+    for id in [&ids[0], &ids[0], &ids[1]] {
+        herald::commands::links::record_open(store, &c.tenant, id, Default::default(), &actor)
+            .await
+            .expect("open");
+    }
+    herald::commands::notifications::handle(
+        store,
+        &c.tenant,
+        &ids[2],
+        || NotificationCommand::RecordBounce {
+            hard: true,
+            reason: "550 no such user".to_string(),
+            at: chrono::Utc::now(),
+        },
+        &actor,
+    )
+    .await
+    .expect("bounce");
+    herald::commands::suppressions::add(
+        store,
+        &c.tenant,
+        herald::domain::suppression::SuppressedAddress::parse("User3@example.com", None)
+            .expect("address"),
+        herald::domain::suppression::SuppressionReason::Unsubscribe,
+        None,
+        &actor,
+    )
+    .await
+    .expect("unsubscribe");
+
+    // The bounce reaches `notification_status` through its projection.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let analytics = loop {
+        let analytics =
+            c.graphql(ANALYTICS, json!({ "id": id })).await["campaign"]["analytics"].clone();
+        if analytics["bounced"] == 1 {
+            break analytics;
+        }
+        assert!(Instant::now() < deadline, "{analytics:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        analytics,
+        json!({
+            "sent": 4, "delivered": 0, "opened": 2, "clicked": 0, "bounced": 1,
+            "complained": 0, "unsubscribed": 1,
+            "deliveryRate": 0.0, "openRate": 0.5, "clickRate": 0.0,
+            "bounceRate": 0.25, "unsubscribeRate": 0.25
+        })
+    );
 }

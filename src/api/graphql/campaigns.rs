@@ -2,17 +2,25 @@
 //! recipients from a list, a CSV URL or an uploaded CSV, and
 //! `pauseCampaign` / `resumeCampaign` / `cancelCampaign`. The CSV body
 //! route is `POST /api/campaigns/{id}/recipients` (src/api/campaigns.rs).
+//! The `campaignProgress` subscription lives here too; the subscription
+//! root only registers it.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use async_graphql::types::Json;
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject, Upload};
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use serde_json::Value;
+use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::types::PageInfo;
 use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
+use crate::api::live::LiveError;
 use crate::commands::campaigns::{
-    self, CallbackRow, CampaignRow, ImportError, ImportProgress, ImportSummary,
+    self, CallbackRow, CampaignAnalytics, CampaignRow, ImportError, ImportProgress, ImportSummary,
 };
 use crate::domain::Scope;
 use crate::domain::campaign::{CampaignRecipient, CampaignSummary, CreateCampaign};
@@ -36,7 +44,7 @@ pub struct CampaignStatusCount {
 }
 
 /// The counts callbacks carry.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone, PartialEq)]
 pub struct CampaignSummaryObject {
     pub total_messages: i64,
     pub pending: i64,
@@ -64,6 +72,68 @@ impl From<CampaignSummary> for CampaignSummaryObject {
             failed: n(s.failed),
             cancelled: n(s.cancelled),
         }
+    }
+}
+
+/// Engagement of a campaign's messages; each rate is a fraction (0 to 1)
+/// of `sent`, 0 while nothing is sent.
+pub struct CampaignAnalyticsObject(CampaignAnalytics);
+
+fn rate(part: i64, whole: i64) -> f64 {
+    if whole <= 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+#[Object(name = "CampaignAnalytics")]
+impl CampaignAnalyticsObject {
+    /// Messages handed to the provider (SENT, DELIVERED, BOUNCED or COMPLAINED).
+    async fn sent(&self) -> i64 {
+        self.0.sent
+    }
+    /// Messages with a delivery report (a complaint counts as delivered).
+    async fn delivered(&self) -> i64 {
+        self.0.delivered
+    }
+    /// Messages opened at least once (tracking pixel).
+    async fn opened(&self) -> i64 {
+        self.0.opened
+    }
+    /// Messages with at least one tracked link followed.
+    async fn clicked(&self) -> i64 {
+        self.0.clicked
+    }
+    async fn bounced(&self) -> i64 {
+        self.0.bounced
+    }
+    async fn complained(&self) -> i64 {
+        self.0.complained
+    }
+    /// The campaign's addresses suppressed by an unsubscribe since it started.
+    async fn unsubscribed(&self) -> i64 {
+        self.0.unsubscribed
+    }
+    /// `delivered` / `sent`, from 0 to 1 (0 while nothing is sent).
+    async fn delivery_rate(&self) -> f64 {
+        rate(self.0.delivered, self.0.sent)
+    }
+    /// `opened` / `sent`, from 0 to 1 (0 while nothing is sent).
+    async fn open_rate(&self) -> f64 {
+        rate(self.0.opened, self.0.sent)
+    }
+    /// `clicked` / `sent`, from 0 to 1 (0 while nothing is sent).
+    async fn click_rate(&self) -> f64 {
+        rate(self.0.clicked, self.0.sent)
+    }
+    /// `bounced` / `sent`, from 0 to 1 (0 while nothing is sent).
+    async fn bounce_rate(&self) -> f64 {
+        rate(self.0.bounced, self.0.sent)
+    }
+    /// `unsubscribed` / `sent`, from 0 to 1 (0 while nothing is sent).
+    async fn unsubscribe_rate(&self) -> f64 {
+        rate(self.0.unsubscribed, self.0.sent)
     }
 }
 
@@ -213,6 +283,14 @@ impl Campaign {
             .await
             .map_err(ApiError::from)?;
         Ok(summary.into())
+    }
+    /// Sent, delivered, opened, clicked, bounced, complained and
+    /// unsubscribed messages, and their rates.
+    async fn analytics(&self, ctx: &Context<'_>) -> Result<CampaignAnalyticsObject> {
+        let analytics = campaigns::analytics(api(ctx)?.store.pool(), self.0.campaign_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(CampaignAnalyticsObject(analytics))
     }
     async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>> {
         let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id)
@@ -559,4 +637,149 @@ impl CampaignsMutation {
         .map_err(ApiError::from)?;
         Ok(Campaign(row))
     }
+}
+
+/// How often `campaignProgress` recomputes at most while the campaign's
+/// events arrive.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How long after the campaign's last event it keeps recomputing: the
+/// counts read `notification_status`, a projection a little behind the log.
+const PROGRESS_SETTLE: Duration = Duration::from_secs(2);
+
+/// The summary now, and whether the campaign is over (COMPLETED or
+/// CANCELLED).
+async fn progress(
+    pool: &sqlx::PgPool,
+    tenant_id: &crate::domain::values::TenantId,
+    id: Uuid,
+) -> Result<(CampaignSummaryObject, bool), ApiError> {
+    let (_, summary) = campaigns::counts(pool, id).await?;
+    let over = campaigns::get(pool, tenant_id, id)
+        .await?
+        .is_none_or(|row| matches!(row.status.as_str(), "COMPLETED" | "CANCELLED"));
+    Ok((summary.into(), over))
+}
+
+fn live_error(error: LiveError) -> ApiError {
+    match error {
+        LiveError::Store(store) => ApiError::from(store),
+        other => ApiError::Conflict(other.to_string()),
+    }
+}
+
+/// Which of the tenant's events touch one campaign: its own stream, and
+/// the streams of the notifications it released (known ones loaded at
+/// subscribe, new ones recognised by their `campaign:<id>` tag).
+struct CampaignWatch {
+    stream: String,
+    tag: String,
+    notifications: HashSet<Uuid>,
+}
+
+impl CampaignWatch {
+    fn touches(&mut self, event: &crate::eventstore::RecordedEvent) -> bool {
+        if event.stream_id == self.stream {
+            return true;
+        }
+        let Some(id) = event
+            .stream_id
+            .strip_prefix("notification-")
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            return false;
+        };
+        if self.notifications.contains(&id) {
+            return true;
+        }
+        let tagged = event.event_type == "NotificationRequested"
+            && event
+                .payload
+                .pointer("/request/tags")
+                .and_then(Value::as_array)
+                .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(&self.tag)));
+        if tagged {
+            self.notifications.insert(id);
+        }
+        tagged
+    }
+}
+
+enum Woke<E> {
+    Event(Option<E>),
+    Tick,
+}
+
+/// `campaignProgress(id)`: the campaign's summary at once, then again
+/// whenever it changed, recomputed at most every [`PROGRESS_EVERY`] while
+/// the campaign's events arrive (never a query per event); ends after the
+/// final counts of a COMPLETED or CANCELLED campaign.
+pub(super) async fn campaign_progress(
+    ctx: &Context<'_>,
+    id: ID,
+) -> Result<impl Stream<Item = Result<CampaignSummaryObject>> + use<>> {
+    let principal = require(ctx, Scope::Read)?;
+    let id = parse_campaign_id("id", &id)?;
+    let api = api(ctx)?;
+    let tenant_id = principal.tenant_id.clone();
+    // Listen before the first read, so no change falls in between.
+    let events = api.live.events(None);
+    let pool = api.store.pool().clone();
+    if campaigns::get(&pool, &tenant_id, id)
+        .await
+        .map_err(ApiError::from)?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("campaign").into());
+    }
+    let mut watch = CampaignWatch {
+        stream: campaigns::stream_id(id),
+        tag: format!("campaign:{id}"),
+        notifications: campaigns::notification_ids(&pool, id)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .collect(),
+    };
+    let tenant = tenant_id.to_string();
+    Ok(async_stream::try_stream! {
+        let mut events = std::pin::pin!(events);
+        let (mut last, over) = progress(&pool, &tenant_id, id).await?;
+        yield last.clone();
+        if over {
+            return;
+        }
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut settle_until: Option<Instant> = None;
+        loop {
+            // `?` works in the stream's body, not inside `select!`.
+            let woke = tokio::select! {
+                event = events.next() => Woke::Event(event),
+                _ = tick.tick(), if settle_until.is_some() => Woke::Tick,
+            };
+            match woke {
+                Woke::Event(None) => break,
+                Woke::Event(Some(event)) => {
+                    let event = event.map_err(live_error)?;
+                    if event.tenant_id == tenant && watch.touches(&event) {
+                        settle_until = Some(Instant::now() + PROGRESS_SETTLE);
+                    }
+                }
+                Woke::Tick => {
+                    let (summary, over) = progress(&pool, &tenant_id, id).await?;
+                    if summary != last {
+                        yield summary.clone();
+                        last = summary;
+                    }
+                    if over {
+                        break;
+                    }
+                    if settle_until.is_some_and(|until| Instant::now() >= until) {
+                        settle_until = None;
+                    }
+                }
+            }
+        }
+    }
+    .map(|item: Result<CampaignSummaryObject, ApiError>| item.map_err(Into::into)))
 }

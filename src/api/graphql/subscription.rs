@@ -181,6 +181,17 @@ impl SubscriptionRoot {
         )
     }
 
+    /// One campaign's summary counts: at once, then whenever they change
+    /// (looked at most every 500 ms while its events arrive); ends after
+    /// the final counts once the campaign is COMPLETED or CANCELLED.
+    async fn campaign_progress(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<impl Stream<Item = Result<super::campaigns::CampaignSummaryObject>> + use<>> {
+        super::campaigns::campaign_progress(ctx, id).await
+    }
+
     /// A recipient's in-app feed as it changes: items as they are
     /// delivered, marks as they are recorded. From `after` (a position
     /// received before, 0 for the beginning) through the log, then live;
