@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
 
 use super::ScratchDatabase;
-use super::report::peak_rss_mib_of;
+use super::service::Service;
 use crate::commands::{Actor, tenants};
 use crate::eventstore::EventStore;
 
@@ -55,7 +54,7 @@ pub async fn run(scratch: &ScratchDatabase, args: CampaignArgs) -> anyhow::Resul
         }
         file.flush()?;
     }
-    let service = Service::start(scratch).await?;
+    let service = Service::start(scratch, "api,workers,projections").await?;
     println!(
         "herald bench campaign: {} rows, batches of {}; service pid {}",
         args.rows, args.batch_size, service.pid
@@ -196,73 +195,4 @@ async fn measure(
         send_seconds,
         summary["campaign"]["summary"].clone(),
     ))
-}
-
-/// `herald serve` as a child process on the scratch database.
-struct Service {
-    child: tokio::process::Child,
-    pid: u32,
-    address: std::net::SocketAddr,
-}
-
-impl Service {
-    async fn start(scratch: &ScratchDatabase) -> anyhow::Result<Service> {
-        let address = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-            probe.local_addr()?
-        };
-        let config =
-            std::env::temp_dir().join(format!("herald-bench-campaign-{}.toml", std::process::id()));
-        std::fs::write(&config, "log_filter = \"warn\"\n")?;
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", &address.to_string()])
-            .env("DATABASE_URL", scratch.target.to_url_lossy().to_string())
-            .env("HERALD_CONFIG", &config)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting herald serve")?;
-        let pid = child.id().context("the service exited at once")?;
-        let ready = format!("http://{address}/ready");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = reqwest::get(&ready).await
-                && response.status().is_success()
-            {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("herald serve exited with {status} before it was ready");
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "herald serve was not ready within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        std::fs::remove_file(&config).ok();
-        Ok(Service {
-            child,
-            pid,
-            address,
-        })
-    }
-
-    fn peak_rss_mib(&self) -> Option<f64> {
-        peak_rss_mib_of(&self.pid.to_string())
-    }
-
-    async fn stop(mut self) {
-        if let Ok(pid) = i32::try_from(self.pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
 }

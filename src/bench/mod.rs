@@ -7,6 +7,7 @@ mod campaign;
 mod e2e;
 mod rebuild;
 mod report;
+mod service;
 mod subscribe;
 
 use std::time::Duration;
