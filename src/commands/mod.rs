@@ -21,7 +21,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::domain::{DomainError, ValidationErrors};
-use crate::eventstore::{NewEvent, RecordedEvent, StoreError};
+use crate::eventstore::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StoreTransaction,
+    StreamAppend,
+};
 
 /// Commands retry this often when another writer moved the stream first.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -101,6 +104,29 @@ fn envelope<E: Serialize>(
         payload,
         metadata: actor.metadata(),
     })
+}
+
+/// A transaction that has appended `events` to `stream`, for the caller to
+/// write its read tables in and commit; nothing is kept if the append fails.
+async fn begin_with_append(
+    store: &EventStore,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<StoreTransaction, CommandError> {
+    let mut tx = store.begin().await?;
+    if let Err(error) = tx
+        .append(&[StreamAppend {
+            stream_id: stream.to_string(),
+            expected,
+            events,
+        }])
+        .await
+    {
+        tx.rollback().await.ok();
+        return Err(error.into());
+    }
+    Ok(tx)
 }
 
 /// Domain events of one aggregate in the log's envelope, in order.

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, begin_with_append, decode, envelopes};
 use crate::domain::template::{
     CompiledTemplate, PartialCommand, PartialEvent, PartialKind, PartialLibrary, PublishTemplate,
     PublishedTemplate, RenderedTemplate, TemplateCommand, TemplateDefinition, TemplateEvent,
@@ -22,7 +22,7 @@ use crate::domain::template::{
 };
 use crate::domain::values::{Locale, TemplateKey, TemplateVersion, TenantId};
 use crate::domain::{Aggregate, TemplateRef, ValidationErrors};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StreamAppend};
+use crate::eventstore::{EventStore, ExpectedVersion, StoreError};
 
 pub fn stream_id(tenant_id: &TenantId, key: &TemplateKey) -> String {
     format!("template-{tenant_id}:{key}")
@@ -139,18 +139,7 @@ async fn append_published(
         tenant_id.as_str(),
         actor,
     )?;
-    let mut tx = store.begin().await?;
-    if let Err(error) = tx
-        .append(&[StreamAppend {
-            stream_id: stream.to_string(),
-            expected,
-            events: new_events,
-        }])
-        .await
-    {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
+    let mut tx = begin_with_append(store, stream, expected, new_events).await?;
     let mut stored = None;
     for event in events {
         match write_version(tx.connection(), event).await {
@@ -267,18 +256,7 @@ async fn append_partial(
         tenant_id.as_str(),
         actor,
     )?;
-    let mut tx = store.begin().await?;
-    if let Err(error) = tx
-        .append(&[StreamAppend {
-            stream_id: stream.to_string(),
-            expected,
-            events: new_events,
-        }])
-        .await
-    {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
+    let mut tx = begin_with_append(store, stream, expected, new_events).await?;
     let mut row = None;
     for event in events {
         let PartialEvent::Upserted {
