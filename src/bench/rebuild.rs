@@ -132,7 +132,7 @@ pub async fn run(scratch: &ScratchDatabase, args: RebuildArgs) -> anyhow::Result
     println!("{:<34} {:>10} {:>9} {:>8}", "", "events", "ev/s", "vs COPY");
     for (label, events, rate) in [
         ("raw COPY ordered export", copied as u64, copy_rate),
-        ("read_all in batches (no handler)", read, read_rate),
+        ("read_all, notification_status filter", read, read_rate),
         ("rebuild notification_status", status.events, status_rate),
         ("rebuild analytics", analytics.events, analytics_rate),
     ] {

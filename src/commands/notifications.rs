@@ -1,11 +1,13 @@
 //! Sending, cancelling and reading notifications.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::limits::{Charge, Limits, LimitsConfig, consume_quota};
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes, recipients, templates};
+use super::limits::{Charge, EffectiveLimits, Limits, LimitsConfig, QuotaOutcome, consume_quota};
+use super::templates::Pins;
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes, recipients};
 use crate::domain::attachment::AttachmentsConfig;
 use crate::domain::values::{Channel, NotificationId, TenantId};
 use crate::domain::{
@@ -67,25 +69,108 @@ pub async fn send(
     policy: &SendPolicy,
     actor: &Actor,
 ) -> Result<Sent, CommandError> {
-    let idempotency_window = policy.idempotency_window;
+    let prepared = prepare(store, tenant_id, input, policy, &mut Pins::default()).await?;
+    tracing::Span::current().record(
+        "notification_id",
+        tracing::field::display(prepared.notification_id.as_uuid()),
+    );
+    let mut sent = commit_sends(store, tenant_id, vec![prepared], policy, actor).await?;
+    sent.pop().ok_or(CommandError::NotFound("notification"))?
+}
+
+/// Accepts many sends of one tenant, each succeeding or failing on its own,
+/// in as few transactions as it can: one for the whole batch, or one per
+/// send when the batch as a whole is refused (a quota that cannot take all
+/// of it, a lost race), so each send gets its own answer. A key repeated
+/// within the batch is sent after the first, which it then finds.
+#[tracing::instrument(name = "send_notifications", skip_all, fields(tenant_id = %tenant_id, count = inputs.len()))]
+pub async fn send_many(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    inputs: Vec<SendNotification>,
+    policy: &SendPolicy,
+    actor: &Actor,
+) -> Vec<Result<Sent, CommandError>> {
+    let mut results: Vec<Option<Result<Sent, CommandError>>> =
+        std::iter::repeat_with(|| None).take(inputs.len()).collect();
+    let mut pins = Pins::default();
+    let mut keys = HashSet::new();
+    let mut batch = Vec::new();
+    let mut repeated = Vec::new();
+    for (index, input) in inputs.into_iter().enumerate() {
+        let given_key = input.idempotency_key.clone();
+        if given_key
+            .as_ref()
+            .is_some_and(|key| !keys.insert(key.clone()))
+        {
+            repeated.push((index, input));
+            continue;
+        }
+        match prepare(store, tenant_id, input, policy, &mut pins).await {
+            Ok(prepared) => batch.push((index, prepared)),
+            Err(error) => results[index] = Some(Err(error)),
+        }
+    }
+    let (indexes, prepared): (Vec<usize>, Vec<Prepared>) = batch.into_iter().unzip();
+    let single = prepared.len() == 1;
+    match commit_sends(store, tenant_id, prepared.clone(), policy, actor).await {
+        Ok(sent) => {
+            for (index, outcome) in indexes.iter().zip(sent) {
+                results[*index] = Some(outcome);
+            }
+        }
+        Err(error) if single => results[indexes[0]] = Some(Err(error)),
+        Err(error) => {
+            tracing::debug!(%error, "a batch of sends was refused as a whole; sending one by one");
+            for (index, one) in indexes.iter().zip(prepared) {
+                let outcome = commit_sends(store, tenant_id, vec![one], policy, actor)
+                    .await
+                    .and_then(|mut sent| {
+                        sent.pop().ok_or(CommandError::NotFound("notification"))?
+                    });
+                results[*index] = Some(outcome);
+            }
+        }
+    }
+    for (index, input) in repeated {
+        results[index] = Some(send(store, tenant_id, input, policy, actor).await);
+    }
+    results
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Err(CommandError::NotFound("notification"))))
+        .collect()
+}
+
+/// A send checked and decided, not yet stored.
+#[derive(Clone)]
+struct Prepared {
+    /// As given, before the template was pinned: what a retry is compared with.
+    given: NotificationRequest,
+    request: NotificationRequest,
+    notification_id: NotificationId,
+    events: Vec<NotificationEvent>,
+}
+
+async fn prepare(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    input: SendNotification,
+    policy: &SendPolicy,
+    pins: &mut Pins,
+) -> Result<Prepared, CommandError> {
     // The idempotency fingerprint is of the request as given: a retry after
     // a new template version is published is still the same send.
     let given = input.parse(Utc::now())?;
     let mut request = given.clone();
     if let Content::Template(template) = &request.content {
         // Fixed now, so a later publish never changes a queued message.
-        request.content =
-            Content::Template(templates::pin(store.pool(), tenant_id, template).await?);
+        request.content = Content::Template(pins.pin(store.pool(), tenant_id, template).await?);
     }
     require_stored_addresses(store, tenant_id, &request).await?;
     policy
         .attachments
         .validate(tenant_id, &request.attachments)?;
     let notification_id = NotificationId::new();
-    tracing::Span::current().record(
-        "notification_id",
-        tracing::field::display(notification_id.as_uuid()),
-    );
     let events = Notification::default().decide(
         NotificationCommand::Request {
             tenant_id: tenant_id.clone(),
@@ -94,89 +179,162 @@ pub async fn send(
         },
         Utc::now(),
     )?;
+    Ok(Prepared {
+        given,
+        request,
+        notification_id,
+        events,
+    })
+}
+
+/// Stores prepared sends in one transaction. `Err` refuses the whole batch
+/// (nothing is stored); an item's own refusal (its key names a different
+/// request) is its `Err` in the list.
+async fn commit_sends(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    prepared: Vec<Prepared>,
+    policy: &SendPolicy,
+    actor: &Actor,
+) -> Result<Vec<Result<Sent, CommandError>>, CommandError> {
+    if prepared.is_empty() {
+        return Ok(Vec::new());
+    }
     let limits = policy.limits.effective(store.pool(), tenant_id).await?;
     let mut tx = store.begin().await?;
-    if let Some(key) = &request.idempotency_key {
-        match reserve(
-            &mut tx,
-            tenant_id,
-            key.as_str(),
-            &notification_id,
-            &given,
-            idempotency_window,
-        )
-        .await
-        {
-            Ok(Reservation::Reserved) => {}
-            Ok(Reservation::Taken(original)) => {
-                tx.rollback().await?;
-                let notification = get(store, tenant_id, &original)
-                    .await?
-                    .ok_or(CommandError::NotFound("notification"))?;
-                return Ok(Sent {
-                    notification: notification.state,
-                    duplicate: true,
-                });
-            }
-            Ok(Reservation::Conflict) => {
-                tx.rollback().await?;
-                return Err(CommandError::IdempotencyConflict);
-            }
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error);
-            }
+    let stored = store_sends(&mut tx, tenant_id, &prepared, policy, &limits, actor).await;
+    let (outcomes, quota) = match stored {
+        Ok(stored) => stored,
+        Err(error) => {
+            tx.rollback().await.ok();
+            return Err(error);
         }
-    }
-    let positions = append_in(
-        &mut tx,
-        tenant_id,
-        &notification_id,
-        ExpectedVersion::NoStream,
-        &events,
-        actor,
-    )
-    .await;
-    if let Err(error) = positions {
-        tx.rollback().await.ok();
-        return Err(error);
-    }
-    let state = Notification::fold(&events);
-    let state = state
-        .state()
-        .ok_or(CommandError::NotFound("notification"))?;
-    notification_status::upsert(tx.connection(), state, events.len() as i64).await?;
-    sync_queue(tx.connection(), &[state]).await?;
-    // Last: the charge locks the tenant's usage row until the commit.
-    let quota = if limits.has_quota() {
-        let charge = Charge {
-            messages: 1,
-            estimated_cost: policy.limits.costs().estimate(&request),
-        };
-        match consume_quota(&mut tx, tenant_id, &limits, charge, Utc::now(), actor).await {
-            Ok(outcome) => Some(outcome),
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error);
-            }
-        }
-    } else {
-        None
     };
     tx.commit().await?;
     if let Some(quota) = quota {
         quota.record_metrics(tenant_id);
     }
-    metrics::counter!(
-        "notifications_enqueued_total",
-        "channel" => state.request.channels.first().map(|c| c.as_str()).unwrap_or("none"),
-        "tenant" => tenant_id.to_string()
-    )
-    .increment(1);
-    Ok(Sent {
-        notification: state.clone(),
-        duplicate: false,
-    })
+    let originals: Vec<NotificationId> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Stored::Duplicate(original) => Some(*original),
+            _ => None,
+        })
+        .collect();
+    let mut originals: HashMap<NotificationId, NotificationState> = load_many(store, &originals)
+        .await?
+        .into_iter()
+        .filter_map(|loaded| loaded.notification.state().cloned())
+        .filter(|state| &state.tenant_id == tenant_id)
+        .map(|state| (state.notification_id, state))
+        .collect();
+    let mut sent = Vec::with_capacity(outcomes.len());
+    for (outcome, item) in outcomes.into_iter().zip(prepared) {
+        sent.push(match outcome {
+            Stored::New => {
+                let state = Notification::fold(&item.events);
+                let state = state
+                    .state()
+                    .ok_or(CommandError::NotFound("notification"))?;
+                metrics::counter!(
+                    "notifications_enqueued_total",
+                    "channel" => state.request.channels.first().map(|c| c.as_str()).unwrap_or("none"),
+                    "tenant" => tenant_id.to_string()
+                )
+                .increment(1);
+                Ok(Sent {
+                    notification: state.clone(),
+                    duplicate: false,
+                })
+            }
+            Stored::Duplicate(original) => originals
+                .remove(&original)
+                .map(|notification| Sent {
+                    notification,
+                    duplicate: true,
+                })
+                .ok_or(CommandError::NotFound("notification")),
+            Stored::Conflict => Err(CommandError::IdempotencyConflict),
+        });
+    }
+    Ok(sent)
+}
+
+/// What became of one prepared send in its transaction.
+enum Stored {
+    New,
+    /// Its key named this earlier send of the same request.
+    Duplicate(NotificationId),
+    /// Its key named an earlier send of a different request.
+    Conflict,
+}
+
+async fn store_sends(
+    tx: &mut StoreTransaction,
+    tenant_id: &TenantId,
+    prepared: &[Prepared],
+    policy: &SendPolicy,
+    limits: &EffectiveLimits,
+    actor: &Actor,
+) -> Result<(Vec<Stored>, Option<QuotaOutcome>), CommandError> {
+    let keyed: Vec<&Prepared> = prepared
+        .iter()
+        .filter(|p| p.request.idempotency_key.is_some())
+        .collect();
+    let mut taken = reserve(tx, tenant_id, &keyed, policy.idempotency_window).await?;
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut appends = Vec::with_capacity(prepared.len());
+    let mut states = Vec::with_capacity(prepared.len());
+    let mut charge = Charge {
+        messages: 0,
+        estimated_cost: 0.0,
+    };
+    for item in prepared {
+        let refused = item
+            .request
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| taken.remove(key.as_str()));
+        if let Some(refused) = refused {
+            outcomes.push(refused);
+            continue;
+        }
+        appends.push(StreamAppend {
+            stream_id: stream_id(&item.notification_id),
+            expected: ExpectedVersion::NoStream,
+            events: envelopes(
+                &item.events,
+                NotificationEvent::event_type,
+                NotificationEvent::SCHEMA_VERSION,
+                tenant_id.as_str(),
+                actor,
+            )?,
+        });
+        let state = Notification::fold(&item.events);
+        let state = state
+            .state()
+            .ok_or(CommandError::NotFound("notification"))?
+            .clone();
+        states.push((state, item.events.len() as i64));
+        charge.messages += 1;
+        charge.estimated_cost += policy.limits.costs().estimate(&item.request);
+        outcomes.push(Stored::New);
+    }
+    if appends.is_empty() {
+        return Ok((outcomes, None));
+    }
+    tx.append(&appends).await?;
+    let rows: Vec<(&NotificationState, i64)> = states.iter().map(|(s, v)| (s, *v)).collect();
+    notification_status::upsert(tx.connection(), &rows).await?;
+    let states: Vec<&NotificationState> = states.iter().map(|(s, _)| s).collect();
+    sync_queue(tx.connection(), &states).await?;
+    // Last: the charge locks the tenant's usage row until the commit.
+    let quota = if limits.has_quota() {
+        Some(consume_quota(tx, tenant_id, limits, charge, Utc::now(), actor).await?)
+    } else {
+        None
+    };
+    Ok((outcomes, quota))
 }
 
 /// A send naming a recipient by id may leave addresses to the stored
@@ -241,54 +399,76 @@ async fn require_stored_addresses(
     }
 }
 
-enum Reservation {
-    Reserved,
-    Taken(NotificationId),
-    Conflict,
-}
-
-/// Claims an idempotency key, unless a live reservation already holds it. A
+/// Claims the sends' idempotency keys, unless live reservations already
+/// hold them; returns the keys already held, with what each send becomes. A
 /// concurrent claim of the same key waits here until the first one commits.
 async fn reserve(
     tx: &mut StoreTransaction,
     tenant_id: &TenantId,
-    key: &str,
-    notification_id: &NotificationId,
-    request: &NotificationRequest,
+    keyed: &[&Prepared],
     window: Duration,
-) -> Result<Reservation, CommandError> {
-    let fingerprint = request.fingerprint();
-    let claimed: Option<uuid::Uuid> = sqlx::query_scalar(
+) -> Result<HashMap<String, Stored>, CommandError> {
+    if keyed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut keys = Vec::with_capacity(keyed.len());
+    let mut ids = Vec::with_capacity(keyed.len());
+    let mut fingerprints = Vec::with_capacity(keyed.len());
+    for item in keyed {
+        if let Some(key) = &item.request.idempotency_key {
+            keys.push(key.as_str().to_string());
+            ids.push(item.notification_id.as_uuid());
+            fingerprints.push(item.given.fingerprint());
+        }
+    }
+    // In key order, so two batches sharing keys wait on each other instead
+    // of deadlocking.
+    let claimed: Vec<String> = sqlx::query_scalar(
         "INSERT INTO idempotency_keys (tenant_id, idempotency_key, notification_id, fingerprint, created_at) \
-         VALUES ($1, $2, $3, $4, now()) \
+         SELECT $1, k, id, fp, now() FROM unnest($2::text[], $3::uuid[], $4::text[]) AS i(k, id, fp) ORDER BY k \
          ON CONFLICT (tenant_id, idempotency_key) DO UPDATE \
              SET notification_id = EXCLUDED.notification_id, fingerprint = EXCLUDED.fingerprint, \
                  created_at = EXCLUDED.created_at \
              WHERE idempotency_keys.created_at < now() - make_interval(secs => $5) \
-         RETURNING notification_id",
+         RETURNING idempotency_key",
     )
     .bind(tenant_id.as_str())
-    .bind(key)
-    .bind(notification_id.as_uuid())
-    .bind(&fingerprint)
+    .bind(&keys)
+    .bind(&ids)
+    .bind(&fingerprints)
     .bind(window.as_secs_f64())
-    .fetch_optional(tx.connection())
+    .fetch_all(tx.connection())
     .await?;
-    if claimed.is_some() {
-        return Ok(Reservation::Reserved);
+    if claimed.len() == keys.len() {
+        return Ok(HashMap::new());
     }
-    let (original, original_fingerprint): (uuid::Uuid, String) = sqlx::query_as(
-        "SELECT notification_id, fingerprint FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2",
+    let claimed: HashSet<String> = claimed.into_iter().collect();
+    let mut asked = HashMap::new();
+    for (key, fingerprint) in keys.into_iter().zip(fingerprints) {
+        if !claimed.contains(&key) {
+            asked.insert(key, fingerprint);
+        }
+    }
+    let held: Vec<(String, uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT idempotency_key, notification_id, fingerprint FROM idempotency_keys \
+         WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
     )
     .bind(tenant_id.as_str())
-    .bind(key)
-    .fetch_one(tx.connection())
+    .bind(asked.keys().collect::<Vec<_>>())
+    .fetch_all(tx.connection())
     .await?;
-    Ok(if original_fingerprint == fingerprint {
-        Reservation::Taken(NotificationId::from(original))
-    } else {
-        Reservation::Conflict
-    })
+    Ok(held
+        .into_iter()
+        .filter_map(|(key, original, fingerprint)| {
+            let asked = asked.get(&key)?;
+            let outcome = if *asked == fingerprint {
+                Stored::Duplicate(NotificationId::from(original))
+            } else {
+                Stored::Conflict
+            };
+            Some((key, outcome))
+        })
+        .collect())
 }
 
 async fn append_in(
@@ -382,7 +562,8 @@ pub async fn handle(
         let state = notification
             .state()
             .ok_or(CommandError::NotFound("notification"))?;
-        notification_status::upsert(tx.connection(), state, version + events.len() as i64).await?;
+        notification_status::upsert(tx.connection(), &[(state, version + events.len() as i64)])
+            .await?;
         sync_queue(tx.connection(), &[state]).await?;
         tx.commit().await?;
         return get(store, tenant_id, id)

@@ -416,8 +416,50 @@ pub async fn pin(
     tenant: &TenantId,
     template: &TemplateRef,
 ) -> Result<TemplateRef, CommandError> {
+    Pins::default().pin(pool, tenant, template).await
+}
+
+/// Pins many sends of one tenant (a batch, a campaign's chunk): each
+/// template version's schema is read once.
+#[derive(Default)]
+pub struct Pins {
+    schemas: HashMap<(TemplateKey, Option<TemplateVersion>), (TemplateVersion, Arc<Schema>)>,
+}
+
+type Schema = BTreeMap<String, VariableSpec>;
+
+impl Pins {
+    /// As [`pin`].
+    pub async fn pin(
+        &mut self,
+        pool: &PgPool,
+        tenant: &TenantId,
+        template: &TemplateRef,
+    ) -> Result<TemplateRef, CommandError> {
+        let asked = (template.key.clone(), template.version);
+        let (version, schema) = match self.schemas.get(&asked) {
+            Some(found) => found.clone(),
+            None => {
+                let found = schema_of(pool, tenant, template).await?;
+                self.schemas.insert(asked, found.clone());
+                found
+            }
+        };
+        check_variables(&schema, template.variables.as_map())?;
+        Ok(TemplateRef {
+            version: Some(version),
+            ..template.clone()
+        })
+    }
+}
+
+async fn schema_of(
+    pool: &PgPool,
+    tenant: &TenantId,
+    template: &TemplateRef,
+) -> Result<(TemplateVersion, Arc<Schema>), CommandError> {
     // Only the schema: a send need not read every part of every locale.
-    let row: Option<(i32, Json<BTreeMap<String, VariableSpec>>)> = sqlx::query_as(
+    let row: Option<(i32, Json<Schema>)> = sqlx::query_as(
         "SELECT v.version, v.definition -> 'variables' \
          FROM templates t JOIN template_versions v \
              ON v.tenant_id = t.tenant_id AND v.template_key = t.template_key \
@@ -443,17 +485,13 @@ pub async fn pin(
         }
         return Err(errors.into());
     };
-    check_variables(&schema.0, template.variables.as_map())?;
     let version = u32::try_from(number)
         .ok()
         .and_then(|n| TemplateVersion::parse(n).ok())
         .ok_or_else(|| {
             CommandError::Database(sqlx::Error::Decode("template_versions: version".into()))
         })?;
-    Ok(TemplateRef {
-        version: Some(version),
-        ..template.clone()
-    })
+    Ok((version, Arc::new(schema.0)))
 }
 
 #[derive(Debug, thiserror::Error)]

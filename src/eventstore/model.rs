@@ -113,6 +113,10 @@ impl RecordedEvent {
 pub struct ReadFilter {
     pub tenant_id: Option<String>,
     pub event_types: Option<Vec<String>>,
+    /// Only events of these types come with their payload and metadata; the
+    /// others carry `null` in both. For readers that need the payloads of a
+    /// few types: the database encodes, and the reader parses, far less.
+    pub payload_types: Option<Vec<String>>,
 }
 
 /// One page of `read_all`.

@@ -27,8 +27,12 @@ fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
         tenant_id: row.try_get("tenant_id")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
+        payload: row
+            .try_get::<Option<serde_json::Value>, _>("payload")?
+            .unwrap_or_default(),
+        metadata: row
+            .try_get::<Option<serde_json::Value>, _>("metadata")?
+            .unwrap_or_default(),
         recorded_at: row.try_get("recorded_at")?,
     })
 }
@@ -79,7 +83,10 @@ FROM horizon h
 LEFT JOIN LATERAL (
     SELECT global_position, transaction_id::text::int8 AS transaction_id, stream_id,
            stream_version::int8 AS stream_version, event_id, event_type, schema_version,
-           tenant_id, payload, metadata, recorded_at
+           tenant_id,
+           CASE WHEN $6::text[] IS NULL OR event_type = ANY($6) THEN payload END AS payload,
+           CASE WHEN $6::text[] IS NULL OR event_type = ANY($6) THEN metadata END AS metadata,
+           recorded_at
     FROM events
     WHERE (transaction_id, global_position) > ($1::int8::text::xid8, $2)
       AND transaction_id < h.xmin
@@ -109,6 +116,7 @@ pub(super) async fn read_all(
         .bind(filter.tenant_id.as_deref())
         .bind(filter.event_types.as_deref())
         .bind(limit as i64)
+        .bind(filter.payload_types.as_deref())
         .fetch_all(conn)
         .await?;
     // The LEFT JOIN yields one row of NULL event columns when nothing is readable.

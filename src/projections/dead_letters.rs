@@ -46,6 +46,7 @@ impl Projection for DeadLettersProjection {
                 "NotificationDeadLettered".into(),
                 "NotificationRequeued".into(),
             ]),
+            ..ReadFilter::default()
         }
     }
 

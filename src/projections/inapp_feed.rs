@@ -388,6 +388,7 @@ impl Projection for InAppFeedProjection {
                     .map(String::from)
                     .to_vec(),
             ),
+            ..ReadFilter::default()
         }
     }
 

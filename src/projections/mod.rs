@@ -122,5 +122,6 @@ fn notification_events() -> ReadFilter {
                 .map(|t| t.to_string())
                 .collect(),
         ),
+        ..ReadFilter::default()
     }
 }

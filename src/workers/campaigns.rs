@@ -94,7 +94,8 @@ struct Worker {
     config: CampaignsConfig,
     client: reqwest::Client,
     actor: Actor,
-    last_progress: std::collections::HashMap<Uuid, Instant>,
+    /// When each campaign was last counted, and how long that took.
+    last_progress: std::collections::HashMap<Uuid, (Instant, Duration)>,
 }
 
 impl Worker {
@@ -195,18 +196,20 @@ impl Worker {
         Ok(queued < limit)
     }
 
+    /// Recounts the campaign's messages, at most every
+    /// `progress_every_millis` and never more than a tenth of the time: a
+    /// campaign of a million messages takes a while to count.
     async fn progress(&mut self, id: Uuid, tenant_id: &TenantId) -> Result<(), CommandError> {
         let every = Duration::from_millis(self.config.progress_every_millis);
-        if self
-            .last_progress
-            .get(&id)
-            .is_some_and(|at| at.elapsed() < every)
+        if let Some((at, took)) = self.last_progress.get(&id)
+            && at.elapsed() < every.max(*took * 10)
         {
             return Ok(());
         }
-        self.last_progress.insert(id, Instant::now());
-        campaigns::check_progress(&self.store, tenant_id, id, &self.actor).await?;
-        Ok(())
+        let started = Instant::now();
+        let outcome = campaigns::check_progress(&self.store, tenant_id, id, &self.actor).await;
+        self.last_progress.insert(id, (started, started.elapsed()));
+        outcome.map(|_| ())
     }
 
     async fn send_callbacks(&self) -> Result<bool, CommandError> {

@@ -390,6 +390,7 @@ async fn read_all_pages_and_filters_by_tenant_and_type() {
     let filter = ReadFilter {
         tenant_id: Some("t-a".into()),
         event_types: Some(vec!["Even".into()]),
+        ..ReadFilter::default()
     };
     let (events, next) = read_settled(&store, Checkpoint::ORIGIN, &filter).await;
     let picked: Vec<i64> = events

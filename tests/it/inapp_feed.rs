@@ -356,6 +356,7 @@ async fn a_projection_that_saw_only_the_deliveries_reads_the_rest_from_the_log()
             &ReadFilter {
                 tenant_id: None,
                 event_types: Some(vec!["NotificationSent".into()]),
+                ..ReadFilter::default()
             },
         )
         .await

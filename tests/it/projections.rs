@@ -73,6 +73,7 @@ impl Projection for Counting {
         ReadFilter {
             tenant_id: None,
             event_types: Some(vec![COUNTED.into()]),
+            ..ReadFilter::default()
         }
     }
 
@@ -696,7 +697,8 @@ async fn batches_spanning_many_notifications_write_what_the_inline_path_does() {
     }
     cancel(sent[9]).await;
 
-    let filter = projections::notification_status::NotificationStatusProjection.filter();
+    // Every payload: analytics reads them all, notification_status only the requests'.
+    let filter = projections::analytics::AnalyticsProjection::new().filter();
     let log = store
         .read_all(herald::eventstore::Checkpoint::ORIGIN, 1000, &filter)
         .await

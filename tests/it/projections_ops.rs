@@ -52,6 +52,7 @@ impl Projection for Picky {
         ReadFilter {
             tenant_id: None,
             event_types: Some(vec![PROBE.into()]),
+            ..ReadFilter::default()
         }
     }
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use async_graphql::{Context, ID, Object, Result, Schema};
 use base64::Engine;
-use futures::StreamExt;
 
 use self::notification::NotificationNode;
 pub use self::subscription::SubscriptionRoot;
@@ -462,27 +461,32 @@ impl CoreMutation {
             .into());
         }
         let api = api(ctx)?;
-        let results = futures::stream::iter(inputs.into_iter().enumerate())
-            .map(|(index, input)| async move {
-                match send_one(api, principal, input).await {
-                    Ok(payload) => SendNotificationResult {
-                        index: index as i32,
-                        notification: Some(payload.notification),
-                        duplicate: payload.duplicate,
-                        error: None,
-                    },
-                    Err(error) => SendNotificationResult {
-                        index: index as i32,
-                        notification: None,
-                        duplicate: false,
-                        error: Some(item_error(error)),
-                    },
-                }
+        let sent = commands::notifications::send_many(
+            &api.store,
+            &principal.tenant_id,
+            inputs.into_iter().map(Into::into).collect(),
+            &api.send_policy(),
+            &actor(principal),
+        )
+        .await;
+        Ok(sent
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| match outcome {
+                Ok(sent) => SendNotificationResult {
+                    index: index as i32,
+                    notification: Some(NotificationNode::from_state(sent.notification)),
+                    duplicate: sent.duplicate,
+                    error: None,
+                },
+                Err(error) => SendNotificationResult {
+                    index: index as i32,
+                    notification: None,
+                    duplicate: false,
+                    error: Some(item_error(error.into())),
+                },
             })
-            .buffered(8)
-            .collect()
-            .await;
-        Ok(results)
+            .collect())
     }
 
     /// Stores a raw event from a source system on its entity's stream. A

@@ -119,7 +119,14 @@ pub async fn import_csv(
                 };
                 progress.rows.fetch_add(1, Ordering::Relaxed);
                 match parsed {
-                    Ok(recipient) => import.push(line, recipient).await?,
+                    Ok(recipient) => {
+                        // Ended, not abandoned: the campaign leaves PROCESSING
+                        // with the rows stored so far.
+                        if let Err(error) = import.push(line, recipient).await {
+                            stopped = Some(format!("storing rows failed: {error}"));
+                            break;
+                        }
+                    }
                     Err(reason) => {
                         progress.rejected.fetch_add(1, Ordering::Relaxed);
                         import.reject(line, reason);
@@ -195,15 +202,21 @@ pub async fn add_recipients(
         ));
     }
     let mut import = Import::begin(store, tenant_id, campaign_id, "list", actor).await?;
+    let mut stopped = None;
     for (index, mut recipient) in recipients.into_iter().enumerate() {
         let line = index as i64 + 1;
         recipient.address = recipient.address.trim().to_string();
         match check_listed(&recipient, import.spec.channel, &import.schema) {
-            Ok(()) => import.push(line, recipient).await?,
+            Ok(()) => {
+                if let Err(error) = import.push(line, recipient).await {
+                    stopped = Some(format!("storing rows failed: {error}"));
+                    break;
+                }
+            }
             Err(reason) => import.reject(line, reason),
         }
     }
-    import.finish(None).await
+    import.finish(stopped).await
 }
 
 /// The rows an import refused, by line.

@@ -15,11 +15,9 @@ use crate::domain::values::TenantId;
 use crate::domain::{Aggregate, RecipientInput, SendNotification, TemplateRefInput};
 use crate::eventstore::{EventStore, ExpectedVersion};
 
-/// Sends of one batch run this many at a time.
-const SEND_CONCURRENCY: usize = 16;
-/// The campaign's status is looked at again after this many sends, so a
-/// pause or cancel stops a batch part way.
-const STATUS_CHECK_EVERY: usize = 100;
+/// Messages sent in one transaction; the campaign's status is looked at
+/// again before each, so a pause or cancel stops a batch part way.
+const STATUS_CHECK_EVERY: usize = 250;
 
 /// Starts the campaign if it is scheduled and due; `false` when it was not.
 pub async fn start(
@@ -80,39 +78,29 @@ pub async fn release_next_batch(
         if !still_sending(store, id).await? {
             return Ok(released);
         }
-        let mut sends = Vec::with_capacity(chunk.len());
-        for wave in chunk.chunks(SEND_CONCURRENCY) {
-            let mut calls = Vec::with_capacity(wave.len());
-            for (row, address, variables) in wave {
-                calls.push(send_one(
-                    store,
-                    tenant_id,
-                    id,
-                    &spec,
-                    *row,
-                    address,
-                    &variables.0,
-                    policy,
-                    actor,
-                ));
-            }
-            sends.extend(futures::future::join_all(calls).await);
-        }
+        let inputs = chunk
+            .iter()
+            .map(|(row, address, variables)| message(id, &spec, *row, address, &variables.0))
+            .collect();
+        let sends = notifications::send_many(store, tenant_id, inputs, policy, actor).await;
         let mut rows = Vec::with_capacity(sends.len());
         let mut ids = Vec::with_capacity(sends.len());
         let mut rejected = Vec::new();
         let mut failure = None;
-        for outcome in sends {
+        for ((row, _, _), outcome) in chunk.iter().zip(sends) {
             match outcome {
-                (row, Ok(Some((notification_id, duplicate)))) => {
-                    rows.push(row);
-                    ids.push(notification_id);
-                    if !duplicate {
+                Ok(sent) => {
+                    rows.push(*row);
+                    ids.push(sent.notification.notification_id.as_uuid());
+                    if !sent.duplicate {
                         released.sent += 1;
                     }
                 }
-                (row, Ok(None)) => rejected.push(row),
-                (_, Err(error)) => failure = Some(error),
+                Err(CommandError::Validation(errors)) => {
+                    tracing::warn!(campaign_id = %id, row, %errors, "a campaign message was refused");
+                    rejected.push(*row);
+                }
+                Err(error) => failure = Some(error),
             }
         }
         sqlx::query(
@@ -161,20 +149,14 @@ async fn still_sending(store: &EventStore, id: Uuid) -> Result<bool, sqlx::Error
     Ok(status.as_deref() == Some(CampaignStatus::Sending.as_str()))
 }
 
-/// One message as a notification: its id and whether it existed already,
-/// or `None` when the send was refused for good (the message is rejected).
-#[allow(clippy::too_many_arguments)]
-async fn send_one(
-    store: &EventStore,
-    tenant_id: &TenantId,
+/// One message as a send, keyed by the campaign and its row.
+fn message(
     id: Uuid,
     spec: &CampaignSpec,
     row: i64,
     address: &str,
     variables: &Value,
-    policy: &SendPolicy,
-    actor: &Actor,
-) -> (i64, Result<Option<(Uuid, bool)>, CommandError>) {
+) -> SendNotification {
     let recipient = match spec.channel {
         crate::domain::values::Channel::Sms => RecipientInput {
             phone: Some(address.to_string()),
@@ -185,7 +167,7 @@ async fn send_one(
             ..RecipientInput::default()
         },
     };
-    let input = SendNotification {
+    SendNotification {
         idempotency_key: Some(format!("campaign:{id}:{row}")),
         recipient,
         channels: vec![spec.channel.as_str().to_string()],
@@ -199,19 +181,7 @@ async fn send_one(
         category: Some(spec.category.as_str().to_string()),
         tags: vec![format!("campaign:{id}")],
         ..SendNotification::default()
-    };
-    let outcome = match notifications::send(store, tenant_id, input, policy, actor).await {
-        Ok(sent) => Ok(Some((
-            sent.notification.notification_id.as_uuid(),
-            sent.duplicate,
-        ))),
-        Err(CommandError::Validation(errors)) => {
-            tracing::warn!(campaign_id = %id, row, %errors, "a campaign message was refused");
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    };
-    (row, outcome)
+    }
 }
 
 /// Reports a progress step the campaign passed, and completes it once every
