@@ -5,6 +5,12 @@ use clap::{Parser, Subcommand};
 use herald::config::Config;
 use herald::{Role, bench};
 
+/// mimalloc rather than the system allocator: the log's readers and the
+/// send path allocate many short-lived JSON values, and glibc's malloc
+/// showed up as a tenth of Herald's CPU time in `perf` (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Herald, a notification service on one PostgreSQL event log.
 #[derive(Parser)]
 #[command(version, about)]

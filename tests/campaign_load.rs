@@ -5,7 +5,7 @@
 //!
 //! Its own test binary, so `cargo test` runs it alone, after the others,
 //! and nothing else competes for the two cores while it measures.
-//! `HERALD_CAMPAIGN_LOAD_ROWS` changes the size (default 100,000).
+//! `HERALD_TEST_CAMPAIGN_ROWS` changes the size (default 100,000).
 
 #[allow(dead_code)]
 #[path = "it/peers.rs"]
@@ -181,7 +181,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100k_campaign_reaches_the_smtp_server_while_transactional_sends_keep_their_latency() {
-    let rows: usize = std::env::var("HERALD_CAMPAIGN_LOAD_ROWS")
+    let rows: usize = std::env::var("HERALD_TEST_CAMPAIGN_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_ROWS);
@@ -253,8 +253,8 @@ async fn a_100k_campaign_reaches_the_smtp_server_while_transactional_sends_keep_
                 "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
                 json!({ "input": {
                     "recipient": { "email": to },
-                    "channels": ["email"],
-                    "priority": "high",
+                    "channels": ["EMAIL"],
+                    "priority": "HIGH",
                     "category": "receipts",
                     "content": { "title": "Your receipt", "text": "Thank you for your order." }
                 }}),

@@ -129,7 +129,7 @@ pub async fn run(scratch: &ScratchDatabase, args: RebuildArgs) -> anyhow::Result
     );
 
     println!();
-    println!("{:<34} {:>10} {:>9} {:>8}", "", "events", "ev/s", "vs COPY");
+    println!("{:<36} {:>10} {:>9} {:>8}", "", "events", "ev/s", "vs COPY");
     for (label, events, rate) in [
         ("raw COPY ordered export", copied as u64, copy_rate),
         ("read_all, notification_status filter", read, read_rate),
@@ -137,7 +137,7 @@ pub async fn run(scratch: &ScratchDatabase, args: RebuildArgs) -> anyhow::Result
         ("rebuild analytics", analytics.events, analytics_rate),
     ] {
         println!(
-            "{label:<34} {events:>10} {rate:>9.0} {:>8.2}",
+            "{label:<36} {events:>10} {rate:>9.0} {:>8.2}",
             rate / copy_rate
         );
     }

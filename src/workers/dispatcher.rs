@@ -32,7 +32,7 @@ use crate::commands::webhook_endpoints;
 use crate::commands::{Actor, CommandError};
 use crate::domain::ranking::Ranking;
 use crate::domain::values::NotificationId;
-use crate::domain::values::{Channel, Locale};
+use crate::domain::values::{Channel, Locale, Priority};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::{
     Content, DeliveredContent, DomainError, Notification, NotificationCommand, NotificationEvent,
@@ -74,6 +74,9 @@ struct Inner {
     composer: Composer,
     /// Calls in flight per provider instance.
     provider_slots: HashMap<String, Arc<Semaphore>>,
+    /// What LOW-priority calls take first, per provider instance: their
+    /// share of its slots (`low_priority_share`).
+    low_priority_lanes: HashMap<String, Arc<Semaphore>>,
     /// Claimed rows not yet finished, so claims never outrun the sends.
     in_flight: Arc<Semaphore>,
     actor: Actor,
@@ -180,15 +183,16 @@ impl Dispatcher {
             limits,
             composer,
         } = settings;
-        let provider_slots = providers
-            .names()
-            .map(|name| {
-                (
-                    name.to_string(),
-                    Arc::new(Semaphore::new(delivery.provider_concurrency.max(1))),
-                )
-            })
-            .collect();
+        let slots = |size: usize| {
+            providers
+                .names()
+                .map(|name| (name.to_string(), Arc::new(Semaphore::new(size.max(1)))))
+                .collect::<HashMap<_, _>>()
+        };
+        let provider_slots = slots(delivery.provider_concurrency);
+        let low_share = delivery.low_priority_share.clamp(0.0, 1.0);
+        let low_priority_lanes =
+            slots((delivery.provider_concurrency as f64 * low_share).floor() as usize);
         let in_flight = Arc::new(Semaphore::new((delivery.claim_batch as usize * 2).max(1)));
         Dispatcher {
             inner: Arc::new(Inner {
@@ -204,6 +208,7 @@ impl Dispatcher {
                 composer,
                 worker_id: Uuid::now_v7(),
                 provider_slots,
+                low_priority_lanes,
                 in_flight,
                 actor: Actor::new("dispatcher"),
             }),
@@ -895,6 +900,17 @@ async fn call_provider(
             .get(inner.store.pool(), &state.tenant_id, url)
             .await?;
     }
+    // Held until the call ends; a LOW message waits here, not in the
+    // provider's own queue, so a HIGH one claimed later still finds a slot.
+    let _lane = match inner.low_priority_lanes.get(&route.provider) {
+        Some(lane) if state.request.priority == Priority::Low => Some(
+            lane.clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| SendError::transient("shutting down"))?,
+        ),
+        _ => None,
+    };
     let _slot = match inner.provider_slots.get(&route.provider) {
         Some(slots) => Some(
             slots

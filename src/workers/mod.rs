@@ -114,6 +114,10 @@ pub struct DeliveryConfig {
     pub claim_batch: u32,
     /// Messages in flight per provider instance in one process.
     pub provider_concurrency: usize,
+    /// The part of each provider's concurrency that LOW-priority messages
+    /// (campaigns) may take, so HIGH and NORMAL ones never queue behind a
+    /// bulk send for a provider slot.
+    pub low_priority_share: f64,
     /// A provider call taking longer fails as transient.
     pub provider_timeout_seconds: u64,
     /// Concurrent dispatch loops in one process.
@@ -129,6 +133,7 @@ impl Default for DeliveryConfig {
             lease_seconds: 60,
             claim_batch: 200,
             provider_concurrency: 64,
+            low_priority_share: 0.25,
             provider_timeout_seconds: 10,
             dispatchers: 2,
         }

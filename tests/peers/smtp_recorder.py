@@ -9,6 +9,12 @@ import time
 
 
 class Recorder:
+    @classmethod
+    def from_cli(cls, parser, *args):
+        if len(args) != 1:
+            parser.error("smtp_recorder.Recorder takes one argument: the file to append to")
+        return cls(args[0])
+
     def __init__(self, path):
         # Line-buffered: a reader never sees half a line.
         self.out = open(path, "a", buffering=1)
