@@ -138,7 +138,9 @@ impl Config {
             .merge(
                 Env::prefixed("HERALD_")
                     // HERALD_TEST_* belongs to the test suite, HERALD_CONFIG names the file.
-                    .filter(|key| key != "config" && !key.as_str().starts_with("test_")),
+                    .filter(|key| {
+                        key != "config" && !key.as_str().to_ascii_lowercase().starts_with("test_")
+                    }),
             )
             .merge(Env::raw().only(&["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]))
             .extract()

@@ -69,18 +69,29 @@ impl ApiState {
         options: &ApiOptions,
     ) -> Result<ApiState, crate::eventstore::StoreError> {
         let links = crate::commands::links::Links::new(store.pool(), &options.links).await?;
+        let limits = Arc::new(
+            crate::commands::limits::Limits::new(options.limits.clone())
+                .with_costs(options.costs.clone()),
+        );
+        let attachments = Arc::new(options.attachments.clone());
+        let sends = crate::commands::group_commit::GroupCommit::new(
+            store.clone(),
+            crate::commands::notifications::SendPolicy {
+                idempotency_window: options.idempotency_window,
+                limits: limits.clone(),
+                attachments: attachments.clone(),
+            },
+        );
         let api = ApiContext {
             live: live::LiveHub::start(store.clone()).await?,
             store,
             keys: Arc::new(KeyCache::default()),
             idempotency_window: options.idempotency_window,
-            limits: Arc::new(
-                crate::commands::limits::Limits::new(options.limits.clone())
-                    .with_costs(options.costs.clone()),
-            ),
+            limits,
             operator_tenants: options.operator_tenants.clone().into(),
             links: Arc::new(links),
-            attachments: Arc::new(options.attachments.clone()),
+            attachments,
+            sends,
         };
         Ok(ApiState {
             schema: graphql::build(api.clone()),

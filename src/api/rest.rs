@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::bearer;
 use super::error::ApiError;
-use crate::commands::notifications::{self, NotificationDetails};
+use crate::commands::notifications::NotificationDetails;
 use crate::commands::tenants::Principal;
 use crate::commands::{self, Actor};
 use crate::domain::values::NotificationId;
@@ -79,14 +79,12 @@ pub async fn send(
             .map_err(|_| ApiError::field("Idempotency-Key", "must be printable ASCII"))?;
         input.idempotency_key = Some(key.to_string());
     }
-    let sent = notifications::send(
-        &state.api.store,
-        &principal.tenant_id,
-        input,
-        &state.api.send_policy(),
-        &Actor::new(format!("api-key:{}", principal.key_id)),
-    )
-    .await?;
+    let actor = Actor::new(format!("api-key:{}", principal.key_id));
+    let sent = state
+        .api
+        .sends
+        .send(&principal.tenant_id, input, &actor)
+        .await?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {

@@ -3,6 +3,7 @@
 //! same transaction. Used by the API and by the CLI alike.
 
 pub mod campaigns;
+pub mod group_commit;
 pub mod inapp_feed;
 pub mod ingest;
 pub mod limits;

@@ -69,12 +69,12 @@ pub async fn send(
     policy: &SendPolicy,
     actor: &Actor,
 ) -> Result<Sent, CommandError> {
-    let prepared = prepare(store, tenant_id, input, policy, &mut Pins::default()).await?;
+    let prepared = prepare(store, tenant_id, input, actor, policy, &mut Pins::default()).await?;
     tracing::Span::current().record(
         "notification_id",
         tracing::field::display(prepared.notification_id.as_uuid()),
     );
-    let mut sent = commit_sends(store, tenant_id, vec![prepared], policy, actor).await?;
+    let mut sent = commit_sends(store, tenant_id, vec![prepared], policy).await?;
     sent.pop().ok_or(CommandError::NotFound("notification"))?
 }
 
@@ -83,7 +83,6 @@ pub async fn send(
 /// send when the batch as a whole is refused (a quota that cannot take all
 /// of it, a lost race), so each send gets its own answer. A key repeated
 /// within the batch is sent after the first, which it then finds.
-#[tracing::instrument(name = "send_notifications", skip_all, fields(tenant_id = %tenant_id, count = inputs.len()))]
 pub async fn send_many(
     store: &EventStore,
     tenant_id: &TenantId,
@@ -91,29 +90,45 @@ pub async fn send_many(
     policy: &SendPolicy,
     actor: &Actor,
 ) -> Vec<Result<Sent, CommandError>> {
+    let inputs = inputs
+        .into_iter()
+        .map(|input| (input, actor.clone()))
+        .collect();
+    send_each(store, tenant_id, inputs, policy).await
+}
+
+/// As [`send_many`], each send with its own actor (group commit gathers
+/// the sends of several requests).
+#[tracing::instrument(name = "send_notifications", skip_all, fields(tenant_id = %tenant_id, count = inputs.len()))]
+pub async fn send_each(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    inputs: Vec<(SendNotification, Actor)>,
+    policy: &SendPolicy,
+) -> Vec<Result<Sent, CommandError>> {
     let mut results: Vec<Option<Result<Sent, CommandError>>> =
         std::iter::repeat_with(|| None).take(inputs.len()).collect();
     let mut pins = Pins::default();
     let mut keys = HashSet::new();
     let mut batch = Vec::new();
     let mut repeated = Vec::new();
-    for (index, input) in inputs.into_iter().enumerate() {
+    for (index, (input, actor)) in inputs.into_iter().enumerate() {
         let given_key = input.idempotency_key.clone();
         if given_key
             .as_ref()
             .is_some_and(|key| !keys.insert(key.clone()))
         {
-            repeated.push((index, input));
+            repeated.push((index, input, actor));
             continue;
         }
-        match prepare(store, tenant_id, input, policy, &mut pins).await {
+        match prepare(store, tenant_id, input, &actor, policy, &mut pins).await {
             Ok(prepared) => batch.push((index, prepared)),
             Err(error) => results[index] = Some(Err(error)),
         }
     }
     let (indexes, prepared): (Vec<usize>, Vec<Prepared>) = batch.into_iter().unzip();
     let single = prepared.len() == 1;
-    match commit_sends(store, tenant_id, prepared.clone(), policy, actor).await {
+    match commit_sends(store, tenant_id, prepared.clone(), policy).await {
         Ok(sent) => {
             for (index, outcome) in indexes.iter().zip(sent) {
                 results[*index] = Some(outcome);
@@ -123,7 +138,7 @@ pub async fn send_many(
         Err(error) => {
             tracing::debug!(%error, "a batch of sends was refused as a whole; sending one by one");
             for (index, one) in indexes.iter().zip(prepared) {
-                let outcome = commit_sends(store, tenant_id, vec![one], policy, actor)
+                let outcome = commit_sends(store, tenant_id, vec![one], policy)
                     .await
                     .and_then(|mut sent| {
                         sent.pop().ok_or(CommandError::NotFound("notification"))?
@@ -132,8 +147,8 @@ pub async fn send_many(
             }
         }
     }
-    for (index, input) in repeated {
-        results[index] = Some(send(store, tenant_id, input, policy, actor).await);
+    for (index, input, actor) in repeated {
+        results[index] = Some(send(store, tenant_id, input, policy, &actor).await);
     }
     results
         .into_iter()
@@ -149,12 +164,14 @@ struct Prepared {
     request: NotificationRequest,
     notification_id: NotificationId,
     events: Vec<NotificationEvent>,
+    actor: Actor,
 }
 
 async fn prepare(
     store: &EventStore,
     tenant_id: &TenantId,
     input: SendNotification,
+    actor: &Actor,
     policy: &SendPolicy,
     pins: &mut Pins,
 ) -> Result<Prepared, CommandError> {
@@ -184,6 +201,7 @@ async fn prepare(
         request,
         notification_id,
         events,
+        actor: actor.clone(),
     })
 }
 
@@ -195,14 +213,13 @@ async fn commit_sends(
     tenant_id: &TenantId,
     prepared: Vec<Prepared>,
     policy: &SendPolicy,
-    actor: &Actor,
 ) -> Result<Vec<Result<Sent, CommandError>>, CommandError> {
     if prepared.is_empty() {
         return Ok(Vec::new());
     }
     let limits = policy.limits.effective(store.pool(), tenant_id).await?;
     let mut tx = store.begin().await?;
-    let stored = store_sends(&mut tx, tenant_id, &prepared, policy, &limits, actor).await;
+    let stored = store_sends(&mut tx, tenant_id, &prepared, policy, &limits).await;
     let (outcomes, quota) = match stored {
         Ok(stored) => stored,
         Err(error) => {
@@ -275,7 +292,6 @@ async fn store_sends(
     prepared: &[Prepared],
     policy: &SendPolicy,
     limits: &EffectiveLimits,
-    actor: &Actor,
 ) -> Result<(Vec<Stored>, Option<QuotaOutcome>), CommandError> {
     let keyed: Vec<&Prepared> = prepared
         .iter()
@@ -307,7 +323,7 @@ async fn store_sends(
                 NotificationEvent::event_type,
                 NotificationEvent::SCHEMA_VERSION,
                 tenant_id.as_str(),
-                actor,
+                &item.actor,
             )?,
         });
         let state = Notification::fold(&item.events);
@@ -330,6 +346,8 @@ async fn store_sends(
     sync_queue(tx.connection(), &states).await?;
     // Last: the charge locks the tenant's usage row until the commit.
     let quota = if limits.has_quota() {
+        // The quota's own events name the first send's caller.
+        let actor = &prepared[0].actor;
         Some(consume_quota(tx, tenant_id, limits, charge, Utc::now(), actor).await?)
     } else {
         None

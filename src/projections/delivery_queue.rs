@@ -121,32 +121,44 @@ pub struct Claim {
     pub notification_id: Uuid,
     pub tenant_id: String,
     pub claims: i32,
+    pub priority: i16,
 }
 
-/// Claims up to `limit` due rows, HIGH first then the longest due, skipping
-/// rows another worker is claiming right now. The claim moves each row's due
-/// time forward by the lease: if this worker dies, the rows come back then.
+/// Claims up to `limit` due rows, HIGH first then the longest due, of which
+/// at most `low_limit` LOW ones, skipping rows another worker is claiming
+/// right now. The claim moves each row's due time forward by the lease: if
+/// this worker dies, the rows come back then.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     worker: Uuid,
     limit: u32,
+    low_limit: u32,
     lease_seconds: u64,
 ) -> Result<Vec<Claim>, sqlx::Error> {
     sqlx::query_as(
-        "WITH due AS ( \
+        "WITH urgent AS ( \
              SELECT notification_id FROM delivery_queue \
-             WHERE due_at <= now() \
+             WHERE due_at <= now() AND priority < $4 \
              ORDER BY priority, due_at \
              LIMIT $2 \
-             FOR UPDATE SKIP LOCKED) \
+             FOR UPDATE SKIP LOCKED), \
+         bulk AS ( \
+             SELECT notification_id FROM delivery_queue \
+             WHERE due_at <= now() AND priority >= $4 \
+             ORDER BY priority, due_at \
+             LIMIT GREATEST(0, LEAST($5, $2 - (SELECT count(*) FROM urgent))) \
+             FOR UPDATE SKIP LOCKED), \
+         due AS (SELECT notification_id FROM urgent UNION ALL SELECT notification_id FROM bulk) \
          UPDATE delivery_queue q \
             SET due_at = now() + make_interval(secs => $3), leased_by = $1, claims = q.claims + 1 \
            FROM due WHERE q.notification_id = due.notification_id \
-         RETURNING q.notification_id, q.tenant_id, q.claims",
+         RETURNING q.notification_id, q.tenant_id, q.claims, q.priority",
     )
     .bind(worker)
     .bind(i64::from(limit))
     .bind(lease_seconds as f64)
+    .bind(rank(Priority::Low))
+    .bind(i64::from(low_limit))
     .fetch_all(executor)
     .await
 }

@@ -50,6 +50,10 @@ const BUSY_RECHECK: TimeDelta = TimeDelta::seconds(5);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often each process publishes its provider health and queue depth.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// LOW rows take at most this fraction (1/n) of a claim: a claim of bulk
+/// work is then quick to dispatch, and the next claim, where a HIGH send
+/// that arrived meanwhile goes first, comes soon.
+const LOW_CLAIM_SHARE: u32 = 4;
 /// Outcomes appended together at most.
 const OUTCOME_BATCH: usize = 256;
 
@@ -254,17 +258,28 @@ impl Dispatcher {
                 inner.store.pool(),
                 inner.worker_id,
                 room as u32,
+                (room as u32 / LOW_CLAIM_SHARE).max(1),
                 inner.delivery.lease_seconds,
             )
             .await;
             match claimed {
                 Ok(claims) if !claims.is_empty() => {
-                    let ids: Vec<NotificationId> = claims
-                        .iter()
-                        .map(|c| NotificationId::from(c.notification_id))
-                        .collect();
-                    if let Err(error) = self.dispatch_batch(&ids, &outcomes).await {
-                        tracing::warn!(%error, claimed = ids.len(), "a dispatch batch failed; its claims return when their lease runs out");
+                    // HIGH and NORMAL go out before the LOW rows of the same
+                    // claim are even looked at.
+                    let low = delivery_queue::rank(Priority::Low);
+                    let (bulk, urgent): (Vec<_>, Vec<_>) =
+                        claims.iter().partition(|c| c.priority >= low);
+                    for part in [urgent, bulk] {
+                        if part.is_empty() {
+                            continue;
+                        }
+                        let ids: Vec<NotificationId> = part
+                            .iter()
+                            .map(|c| NotificationId::from(c.notification_id))
+                            .collect();
+                        if let Err(error) = self.dispatch_batch(&ids, &outcomes).await {
+                            tracing::warn!(%error, claimed = ids.len(), "a dispatch batch failed; its claims return when their lease runs out");
+                        }
                     }
                 }
                 Ok(_) => {

@@ -211,6 +211,86 @@ async fn one_tenant_cannot_see_or_touch_another_tenants_data() {
     );
 }
 
+/// Concurrent single sends share transactions (group commit), yet each
+/// gets its own answer: a bad one fails alone, a repeated key finds its
+/// original, the same key with another request is a conflict.
+#[tokio::test]
+async fn concurrent_sends_of_every_kind_each_get_their_own_answer() {
+    let app = TestApp::start().await;
+    let (tenant, key) = app.tenant().await;
+    let mut inputs = Vec::new();
+    for i in 0..30 {
+        inputs.push(("new", email_input(&format!("user{i}@example.com"))));
+    }
+    for _ in 0..5 {
+        inputs.push(("invalid", email_input("not an address")));
+    }
+    let mut keyed = email_input("keyed@example.com");
+    keyed["idempotencyKey"] = json!("invoice-7");
+    for _ in 0..10 {
+        inputs.push(("keyed", keyed.clone()));
+    }
+    let sends: Vec<_> = inputs
+        .into_iter()
+        .map(|(kind, input)| {
+            let (base, key) = (app.base.clone(), key.clone());
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(key)
+                    .json(&json!({ "query": SEND, "variables": { "input": input } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap();
+                (kind, response)
+            })
+        })
+        .collect();
+    let mut new_ids = HashSet::new();
+    let mut keyed_ids = HashSet::new();
+    let mut keyed_originals = 0;
+    for send in sends {
+        let (kind, response) = send.await.unwrap();
+        let payload = &response["data"]["sendNotification"];
+        match kind {
+            "invalid" => assert_eq!(error_codes(&response), vec!["VALIDATION"], "{response}"),
+            "new" => {
+                assert!(response["errors"].is_null(), "{response}");
+                assert_eq!(payload["duplicate"], false);
+                assert_eq!(payload["notification"]["status"], "REQUESTED", "{response}");
+                new_ids.insert(payload["notification"]["id"].as_str().unwrap().to_string());
+            }
+            _ => {
+                assert!(response["errors"].is_null(), "{response}");
+                keyed_ids.insert(payload["notification"]["id"].as_str().unwrap().to_string());
+                keyed_originals += usize::from(payload["duplicate"] == false);
+            }
+        }
+    }
+    assert_eq!(new_ids.len(), 30);
+    assert_eq!((keyed_ids.len(), keyed_originals), (1, 1));
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notification_status WHERE tenant_id = $1")
+            .bind(&tenant)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, 31);
+    // Each notification's events name the request's caller.
+    let actors: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT metadata ->> 'correlation_id') FROM events \
+         WHERE tenant_id = $1 AND event_type = 'NotificationRequested'",
+    )
+    .bind(&tenant)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(actors, 31);
+}
+
 #[tokio::test]
 async fn fifty_concurrent_identical_sends_create_one_notification() {
     let app = TestApp::start().await;

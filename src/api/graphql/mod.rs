@@ -55,6 +55,8 @@ pub struct ApiContext {
     /// Signs and verifies unsubscribe, preference and tracking links.
     pub links: Arc<commands::links::Links>,
     pub attachments: Arc<crate::domain::attachment::AttachmentsConfig>,
+    /// Single sends, committed together with the tenant's concurrent ones.
+    pub sends: commands::group_commit::GroupCommit,
 }
 
 impl ApiContext {
@@ -420,14 +422,10 @@ async fn send_one(
     principal: &Principal,
     input: SendNotificationInput,
 ) -> Result<SendNotificationPayload, ApiError> {
-    let sent = commands::notifications::send(
-        &api.store,
-        &principal.tenant_id,
-        input.into(),
-        &api.send_policy(),
-        &actor(principal),
-    )
-    .await?;
+    let sent = api
+        .sends
+        .send(&principal.tenant_id, input.into(), &actor(principal))
+        .await?;
     Ok(SendNotificationPayload {
         notification: NotificationNode::from_state(sent.notification),
         duplicate: sent.duplicate,
