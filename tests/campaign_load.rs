@@ -11,6 +11,9 @@
 #[path = "it/peers.rs"]
 mod peers;
 #[allow(dead_code)]
+#[path = "it/served.rs"]
+mod served;
+#[allow(dead_code)]
 #[path = "it/support.rs"]
 mod support;
 
@@ -19,24 +22,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
 
-use peers::{Peer, free_port};
-use support::fresh_database;
+use peers::{Peer, aiosmtpd};
+use served::{Served, serve, smtp_config};
 
-const INSTALL: &str = "pip install -r tests/peers/requirements.txt";
 const DEFAULT_ROWS: usize = 100_000;
 /// One transactional send this often while the campaign runs.
 const TRANSACTIONAL_EVERY: Duration = Duration::from_millis(100);
 const P99_LIMIT_MS: f64 = 250.0;
 
 struct Service {
-    _child: tokio::process::Child,
+    served: Served,
     _smtp: Peer,
-    base: String,
-    key: String,
     dir: PathBuf,
-    http: reqwest::Client,
 }
 
 impl Drop for Service {
@@ -47,102 +45,21 @@ impl Drop for Service {
 
 impl Service {
     async fn start() -> Service {
-        let db = fresh_database().await;
-        herald::database::MIGRATOR
-            .run(&db.pool)
-            .await
-            .expect("migrated");
-        let store = herald::eventstore::EventStore::new(db.pool.clone());
-        let tenant = herald::commands::tenants::create_tenant(
-            &store,
-            "Load",
-            &herald::commands::Actor::new("test"),
-        )
-        .await
-        .expect("tenant");
-
         let dir = std::env::temp_dir().join(format!("herald-load-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
-        let smtp_port = free_port();
-        let listen = format!("127.0.0.1:{smtp_port}");
         let received = dir.join("received.txt");
         std::fs::write(&received, "").unwrap();
-        let pythonpath = format!("PYTHONPATH={}/tests/peers", env!("CARGO_MANIFEST_DIR"));
-        let smtp = Peer::spawn(
-            "aiosmtpd",
-            "env",
-            &[
-                &pythonpath,
-                "python3",
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &listen,
-                "-c",
-                "smtp_recorder.Recorder",
-                received.to_str().unwrap(),
-            ],
-            smtp_port,
-            INSTALL,
-        )
-        .await;
-
-        let port = free_port();
-        let config = dir.join("herald.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nlog_filter = \"warn\"\n\
-                 [providers.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\n\
-                 tls = \"none\"\nfrom = \"Herald <no-reply@herald.test>\"\n\
-                 [routing.channels]\nemail = [\"mail\"]\n"
-            ),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("serve")
-            .env("DATABASE_URL", db.options.to_url_lossy().to_string())
-            .env("HERALD_CONFIG", &config)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("herald starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(answer) = http.get(format!("{base}/ready")).send().await
-                && answer.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "herald never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let smtp = aiosmtpd(&["smtp_recorder.Recorder", received.to_str().unwrap()], &[]).await;
+        let served = serve(&dir, "Load", &smtp_config(smtp.port)).await;
         Service {
-            _child: child,
+            served,
             _smtp: smtp,
-            base,
-            key: tenant.api_key,
             dir,
-            http,
         }
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let body: Value = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(&self.key)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("JSON answer");
-        assert!(body["errors"].is_null(), "{body:#}");
-        body["data"].clone()
+        self.served.graphql(query, variables).await
     }
 
     fn received(&self) -> PathBuf {
@@ -222,9 +139,13 @@ async fn a_100k_campaign_reaches_the_smtp_server_while_transactional_sends_keep_
     }
     let started = Instant::now();
     let imported: Value = service
+        .served
         .http
-        .post(format!("{}/api/campaigns/{id}/recipients", service.base))
-        .bearer_auth(&service.key)
+        .post(format!(
+            "{}/api/campaigns/{id}/recipients",
+            service.served.base
+        ))
+        .bearer_auth(&service.served.key)
         .header("content-type", "text/csv")
         .body(csv)
         .send()

@@ -18,7 +18,7 @@ use herald::providers::{Destination, OutboundMessage, Provider};
 use herald::workers::attachments::Attachments;
 use serde_json::{Value, json};
 
-use crate::peers::{INSTALL_HINT, Peer, free_port};
+use crate::peers::{self, Peer};
 use crate::support::{TestApp, error_codes};
 
 /// Every byte value, so a transfer encoding that mangles any of them shows.
@@ -42,19 +42,11 @@ async fn file_server() -> String {
 
 /// aiosmtpd writing what it receives to the maildir `mailbox`.
 async fn aiosmtpd(mailbox: &Path) -> Peer {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "-m",
-        "aiosmtpd",
-        "-n",
-        "-l",
-        &listen,
-        "-c",
-        "aiosmtpd.handlers.Mailbox",
-        mailbox.to_str().unwrap(),
-    ];
-    Peer::spawn("aiosmtpd", "python3", &args, port, INSTALL_HINT).await
+    peers::aiosmtpd(
+        &["aiosmtpd.handlers.Mailbox", mailbox.to_str().unwrap()],
+        &[],
+    )
+    .await
 }
 
 /// The one delivered email as Python's `email` package reads it: the

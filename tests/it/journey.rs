@@ -9,21 +9,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
 
-use crate::peers::{Peer, free_port};
-use crate::support::fresh_database;
-
-const INSTALL: &str = "pip install -r tests/peers/requirements.txt";
+use crate::peers::{Peer, aiosmtpd};
+use crate::served::{Served, serve, smtp_config};
 
 /// A `herald serve` process over a fresh database, mailing through aiosmtpd.
 struct Service {
-    _child: tokio::process::Child,
+    served: Served,
     _smtp: Peer,
-    base: String,
-    key: String,
     dir: PathBuf,
-    http: reqwest::Client,
 }
 
 impl Drop for Service {
@@ -34,101 +28,24 @@ impl Drop for Service {
 
 impl Service {
     async fn start() -> Service {
-        let db = fresh_database().await;
-        herald::database::MIGRATOR
-            .run(&db.pool)
-            .await
-            .expect("migrated");
-        let store = herald::eventstore::EventStore::new(db.pool.clone());
-        let tenant = herald::commands::tenants::create_tenant(
-            &store,
-            "Journey",
-            &herald::commands::Actor::new("test"),
-        )
-        .await
-        .expect("tenant");
-
         let dir = std::env::temp_dir().join(format!("herald-journey-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
-        let smtp_port = free_port();
-        let listen = format!("127.0.0.1:{smtp_port}");
         let maildir = dir.join("mail");
-        let smtp = Peer::spawn(
-            "aiosmtpd",
-            "python3",
-            &[
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &listen,
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-                maildir.to_str().unwrap(),
-            ],
-            smtp_port,
-            INSTALL,
+        let smtp = aiosmtpd(
+            &["aiosmtpd.handlers.Mailbox", maildir.to_str().unwrap()],
+            &[],
         )
         .await;
-
-        let port = free_port();
-        let config = dir.join("herald.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nlog_filter = \"warn\"\n\
-                 [providers.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\n\
-                 tls = \"none\"\nfrom = \"Herald <no-reply@herald.test>\"\n\
-                 [routing.channels]\nemail = [\"mail\"]\n"
-            ),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("serve")
-            .env("DATABASE_URL", db.options.to_url_lossy().to_string())
-            .env("HERALD_CONFIG", &config)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("herald starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(answer) = http.get(format!("{base}/ready")).send().await
-                && answer.status().is_success()
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "herald never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let served = serve(&dir, "Journey", &smtp_config(smtp.port)).await;
         Service {
-            _child: child,
+            served,
             _smtp: smtp,
-            base,
-            key: tenant.api_key,
             dir,
-            http,
         }
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let body: Value = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(&self.key)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("JSON answer");
-        assert!(body["errors"].is_null(), "{body:#}");
-        body["data"].clone()
+        self.served.graphql(query, variables).await
     }
 
     /// Every message the SMTP server kept, decoded.
@@ -299,12 +216,13 @@ async fn a_template_in_two_locales_reaches_a_french_recipient_whose_unsubscribe_
     );
 
     // Opening the link changes nothing; a tampered one is refused in plain words.
-    let page = service.http.get(&link).send().await.unwrap();
+    let page = service.served.http.get(&link).send().await.unwrap();
     assert!(page.status().is_success());
     let mut tampered = link.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     let refused = service
+        .served
         .http
         .post(&tampered)
         .body("List-Unsubscribe=One-Click")
@@ -317,6 +235,7 @@ async fn a_template_in_two_locales_reaches_a_french_recipient_whose_unsubscribe_
 
     // RFC 8058 one-click: the mail client POSTs to the header's URL.
     let clicked = service
+        .served
         .http
         .post(&link)
         .header("content-type", "application/x-www-form-urlencoded")

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step) with a module per room.
 
 mod peers;
+mod served;
 mod support;
 
 mod analytics;

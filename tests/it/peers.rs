@@ -77,6 +77,20 @@ impl Drop for Peer {
 /// How to install the Python peers, for error messages.
 pub const INSTALL_HINT: &str = "pip install -r tests/peers/requirements.txt";
 
+/// aiosmtpd on a free port; `handler` is its `-c CLASS [ARGS]` (handlers of
+/// `tests/peers` are importable), `extra` more flags.
+pub async fn aiosmtpd(handler: &[&str], extra: &[&str]) -> Peer {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pythonpath = format!("PYTHONPATH={}/tests/peers", env!("CARGO_MANIFEST_DIR"));
+    let mut args = vec![pythonpath.as_str(), "python3", "-m", "aiosmtpd", "-n"];
+    args.extend(["-l", listen.as_str()]);
+    args.extend(extra);
+    args.push("-c");
+    args.extend(handler);
+    Peer::spawn("aiosmtpd", "env", &args, port, INSTALL_HINT).await
+}
+
 /// `tests/peers/webhook_receiver.py` on `port`: verifies every POST with the
 /// independent `standardwebhooks` library against `secret` and records it.
 pub async fn webhook_receiver(port: u16, secret: &herald::providers::WebhookSecret) -> Peer {

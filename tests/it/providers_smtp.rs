@@ -8,22 +8,7 @@ use herald::domain::values::{EmailAddress, NotificationId, Priority, TenantId};
 use herald::providers::smtp::{SmtpConfig, SmtpProvider, SmtpTls};
 use herald::providers::{Destination, OutboundMessage, Provider, Secret, SendError};
 
-use crate::peers::{Peer, free_port};
-
-const INSTALL: &str = "pip install -r tests/peers/requirements.txt";
-
-/// aiosmtpd on a free port; `handler` is its `-c CLASS [ARGS]`, `extra` more flags.
-async fn aiosmtpd(handler: &[&str], extra: &[&str]) -> Peer {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let pythonpath = format!("PYTHONPATH={}/tests/peers", env!("CARGO_MANIFEST_DIR"));
-    let mut args = vec![pythonpath.as_str(), "python3", "-m", "aiosmtpd", "-n"];
-    args.extend(["-l", listen.as_str()]);
-    args.extend(extra);
-    args.push("-c");
-    args.extend(handler);
-    Peer::spawn("aiosmtpd", "env", &args, port, INSTALL).await
-}
+use crate::peers::{Peer, aiosmtpd, free_port};
 
 fn config(port: u16) -> SmtpConfig {
     SmtpConfig {

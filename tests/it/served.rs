@@ -1,0 +1,101 @@
+//! A real `herald serve` child process over a fresh database with one
+//! tenant, for the tests that meet Herald as its users do.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::ConnectOptions;
+
+use crate::peers::free_port;
+use crate::support::fresh_database;
+
+pub struct Served {
+    /// Killed when dropped.
+    _child: tokio::process::Child,
+    pub base: String,
+    /// The tenant's API key.
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+/// Writes `dir/herald.toml` (its own `listen`, warnings only, then
+/// `config`), starts `herald serve` with it and waits until it is ready.
+pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
+    let db = fresh_database().await;
+    herald::database::MIGRATOR
+        .run(&db.pool)
+        .await
+        .expect("migrated");
+    let store = herald::eventstore::EventStore::new(db.pool.clone());
+    let tenant = herald::commands::tenants::create_tenant(
+        &store,
+        tenant_name,
+        &herald::commands::Actor::new("test"),
+    )
+    .await
+    .expect("tenant");
+    let port = free_port();
+    let file = dir.join("herald.toml");
+    std::fs::write(
+        &file,
+        format!("listen = \"127.0.0.1:{port}\"\nlog_filter = \"warn\"\n{config}"),
+    )
+    .expect("config written");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .env("DATABASE_URL", db.options.to_url_lossy().to_string())
+        .env("HERALD_CONFIG", &file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("herald starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(answer) = http.get(format!("{base}/ready")).send().await
+            && answer.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "herald never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Served {
+        _child: child,
+        base,
+        key: tenant.api_key,
+        http,
+    }
+}
+
+impl Served {
+    /// The `data` of a GraphQL call that must succeed.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let body: Value = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(&self.key)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON answer");
+        assert!(body["errors"].is_null(), "{body:#}");
+        body["data"].clone()
+    }
+}
+
+/// The SMTP settings of a `mail` provider at `port` that every email uses.
+pub fn smtp_config(port: u16) -> String {
+    format!(
+        "[providers.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         tls = \"none\"\nfrom = \"Herald <no-reply@herald.test>\"\n\
+         [routing.channels]\nemail = [\"mail\"]\n"
+    )
+}
