@@ -24,6 +24,23 @@ fn email_input(to: &str) -> Value {
     })
 }
 
+/// `sendNotification` over HTTP on a task of its own, so many run at once.
+fn spawn_send(app: &TestApp, key: &str, input: Value) -> tokio::task::JoinHandle<Value> {
+    let (base, key) = (app.base.clone(), key.to_string());
+    tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .bearer_auth(key)
+            .json(&json!({ "query": SEND, "variables": { "input": input } }))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    })
+}
+
 async fn issue_key(app: &TestApp, admin: &str, scopes: &[&str]) -> String {
     let response = app
         .graphql(
@@ -233,27 +250,15 @@ async fn concurrent_sends_of_every_kind_each_get_their_own_answer() {
     let sends: Vec<_> = inputs
         .into_iter()
         .map(|(kind, input)| {
-            let (base, key) = (app.base.clone(), key.clone());
-            tokio::spawn(async move {
-                let response = reqwest::Client::new()
-                    .post(format!("{base}/graphql"))
-                    .bearer_auth(key)
-                    .json(&json!({ "query": SEND, "variables": { "input": input } }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap();
-                (kind, response)
-            })
+            let send = spawn_send(&app, &key, input);
+            async move { (kind, send.await.unwrap()) }
         })
         .collect();
     let mut new_ids = HashSet::new();
     let mut keyed_ids = HashSet::new();
     let mut keyed_originals = 0;
     for send in sends {
-        let (kind, response) = send.await.unwrap();
+        let (kind, response) = send.await;
         let payload = &response["data"]["sendNotification"];
         match kind {
             "invalid" => assert_eq!(error_codes(&response), vec!["VALIDATION"], "{response}"),
@@ -298,21 +303,7 @@ async fn fifty_concurrent_identical_sends_create_one_notification() {
     let mut input = email_input("ada@example.com");
     input["idempotencyKey"] = json!("order-42-shipped");
     let sends: Vec<_> = (0..50)
-        .map(|_| {
-            let (base, key, input) = (app.base.clone(), key.clone(), input.clone());
-            tokio::spawn(async move {
-                reqwest::Client::new()
-                    .post(format!("{base}/graphql"))
-                    .bearer_auth(key)
-                    .json(&json!({ "query": SEND, "variables": { "input": input } }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            })
-        })
+        .map(|_| spawn_send(&app, &key, input.clone()))
         .collect();
     let mut ids = HashSet::new();
     let mut originals = 0;
