@@ -73,24 +73,21 @@ impl ApiState {
             crate::commands::limits::Limits::new(options.limits.clone())
                 .with_costs(options.costs.clone()),
         );
-        let attachments = Arc::new(options.attachments.clone());
         let sends = crate::commands::group_commit::GroupCommit::new(
             store.clone(),
             crate::commands::notifications::SendPolicy {
                 idempotency_window: options.idempotency_window,
                 limits: limits.clone(),
-                attachments: attachments.clone(),
+                attachments: Arc::new(options.attachments.clone()),
             },
         );
         let api = ApiContext {
             live: live::LiveHub::start(store.clone()).await?,
             store,
             keys: Arc::new(KeyCache::default()),
-            idempotency_window: options.idempotency_window,
             limits,
             operator_tenants: options.operator_tenants.clone().into(),
             links: Arc::new(links),
-            attachments,
             sends,
         };
         Ok(ApiState {

@@ -53,6 +53,11 @@ impl GroupCommit {
         }
     }
 
+    /// What every send through it is checked against.
+    pub fn policy(&self) -> &SendPolicy {
+        &self.inner.policy
+    }
+
     /// As [`notifications::send`], sharing a transaction with the tenant's
     /// concurrent sends.
     pub async fn send(

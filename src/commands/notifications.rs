@@ -74,7 +74,7 @@ pub async fn send(
         "notification_id",
         tracing::field::display(prepared.notification_id.as_uuid()),
     );
-    let mut sent = commit_sends(store, tenant_id, vec![prepared], policy).await?;
+    let mut sent = commit_sends(store, tenant_id, &[prepared], policy).await?;
     sent.pop().ok_or(CommandError::NotFound("notification"))?
 }
 
@@ -128,7 +128,7 @@ pub async fn send_each(
     }
     let (indexes, prepared): (Vec<usize>, Vec<Prepared>) = batch.into_iter().unzip();
     let single = prepared.len() == 1;
-    match commit_sends(store, tenant_id, prepared.clone(), policy).await {
+    match commit_sends(store, tenant_id, &prepared, policy).await {
         Ok(sent) => {
             for (index, outcome) in indexes.iter().zip(sent) {
                 results[*index] = Some(outcome);
@@ -137,8 +137,8 @@ pub async fn send_each(
         Err(error) if single => results[indexes[0]] = Some(Err(error)),
         Err(error) => {
             tracing::debug!(%error, "a batch of sends was refused as a whole; sending one by one");
-            for (index, one) in indexes.iter().zip(prepared) {
-                let outcome = commit_sends(store, tenant_id, vec![one], policy)
+            for (index, one) in indexes.iter().zip(&prepared) {
+                let outcome = commit_sends(store, tenant_id, std::slice::from_ref(one), policy)
                     .await
                     .and_then(|mut sent| {
                         sent.pop().ok_or(CommandError::NotFound("notification"))?
@@ -157,7 +157,6 @@ pub async fn send_each(
 }
 
 /// A send checked and decided, not yet stored.
-#[derive(Clone)]
 struct Prepared {
     /// As given, before the template was pinned: what a retry is compared with.
     given: NotificationRequest,
@@ -211,7 +210,7 @@ async fn prepare(
 async fn commit_sends(
     store: &EventStore,
     tenant_id: &TenantId,
-    prepared: Vec<Prepared>,
+    prepared: &[Prepared],
     policy: &SendPolicy,
 ) -> Result<Vec<Result<Sent, CommandError>>, CommandError> {
     if prepared.is_empty() {
@@ -219,7 +218,7 @@ async fn commit_sends(
     }
     let limits = policy.limits.effective(store.pool(), tenant_id).await?;
     let mut tx = store.begin().await?;
-    let stored = store_sends(&mut tx, tenant_id, &prepared, policy, &limits).await;
+    let stored = store_sends(&mut tx, tenant_id, prepared, policy, &limits).await;
     let (outcomes, quota) = match stored {
         Ok(stored) => stored,
         Err(error) => {
@@ -238,21 +237,21 @@ async fn commit_sends(
             _ => None,
         })
         .collect();
-    let mut originals: HashMap<NotificationId, NotificationState> = load_many(store, &originals)
-        .await?
-        .into_iter()
-        .filter_map(|loaded| loaded.notification.state().cloned())
-        .filter(|state| &state.tenant_id == tenant_id)
-        .map(|state| (state.notification_id, state))
-        .collect();
+    let mut originals: HashMap<NotificationId, NotificationState> = if originals.is_empty() {
+        HashMap::new()
+    } else {
+        load_many(store, &originals)
+            .await?
+            .into_iter()
+            .filter_map(|loaded| loaded.notification.state().cloned())
+            .filter(|state| &state.tenant_id == tenant_id)
+            .map(|state| (state.notification_id, state))
+            .collect()
+    };
     let mut sent = Vec::with_capacity(outcomes.len());
-    for (outcome, item) in outcomes.into_iter().zip(prepared) {
+    for outcome in outcomes {
         sent.push(match outcome {
-            Stored::New => {
-                let state = Notification::fold(&item.events);
-                let state = state
-                    .state()
-                    .ok_or(CommandError::NotFound("notification"))?;
+            Stored::New { state, .. } => {
                 metrics::counter!(
                     "notifications_enqueued_total",
                     "channel" => state.request.channels.first().map(|c| c.as_str()).unwrap_or("none"),
@@ -260,7 +259,7 @@ async fn commit_sends(
                 )
                 .increment(1);
                 Ok(Sent {
-                    notification: state.clone(),
+                    notification: *state,
                     duplicate: false,
                 })
             }
@@ -279,7 +278,11 @@ async fn commit_sends(
 
 /// What became of one prepared send in its transaction.
 enum Stored {
-    New,
+    /// Appended: the notification's state after its `version` events.
+    New {
+        state: Box<NotificationState>,
+        version: i64,
+    },
     /// Its key named this earlier send of the same request.
     Duplicate(NotificationId),
     /// Its key named an earlier send of a different request.
@@ -300,7 +303,6 @@ async fn store_sends(
     let mut taken = reserve(tx, tenant_id, &keyed, policy.idempotency_window).await?;
     let mut outcomes = Vec::with_capacity(prepared.len());
     let mut appends = Vec::with_capacity(prepared.len());
-    let mut states = Vec::with_capacity(prepared.len());
     let mut charge = Charge {
         messages: 0,
         estimated_cost: 0.0,
@@ -326,23 +328,32 @@ async fn store_sends(
                 &item.actor,
             )?,
         });
-        let state = Notification::fold(&item.events);
-        let state = state
-            .state()
-            .ok_or(CommandError::NotFound("notification"))?
-            .clone();
-        states.push((state, item.events.len() as i64));
+        let state = Box::new(
+            Notification::fold(&item.events)
+                .state()
+                .ok_or(CommandError::NotFound("notification"))?
+                .clone(),
+        );
         charge.messages += 1;
         charge.estimated_cost += policy.limits.costs().estimate(&item.request);
-        outcomes.push(Stored::New);
+        outcomes.push(Stored::New {
+            state,
+            version: item.events.len() as i64,
+        });
     }
     if appends.is_empty() {
         return Ok((outcomes, None));
     }
     tx.append(&appends).await?;
-    let rows: Vec<(&NotificationState, i64)> = states.iter().map(|(s, v)| (s, *v)).collect();
+    let rows: Vec<(&NotificationState, i64)> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Stored::New { state, version } => Some((state.as_ref(), *version)),
+            _ => None,
+        })
+        .collect();
     notification_status::upsert(tx.connection(), &rows).await?;
-    let states: Vec<&NotificationState> = states.iter().map(|(s, _)| s).collect();
+    let states: Vec<&NotificationState> = rows.iter().map(|(state, _)| *state).collect();
     sync_queue(tx.connection(), &states).await?;
     // Last: the charge locks the tenant's usage row until the commit.
     let quota = if limits.has_quota() {

@@ -17,7 +17,6 @@ mod types;
 mod webhooks;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_graphql::{Context, ID, Object, Result, Schema};
 use base64::Engine;
@@ -46,7 +45,6 @@ const MAX_PAGE: usize = 100;
 pub struct ApiContext {
     pub store: EventStore,
     pub keys: Arc<KeyCache>,
-    pub idempotency_window: Duration,
     pub limits: Arc<commands::limits::Limits>,
     /// The process's one log tailer, shared by every subscription.
     pub live: LiveHub,
@@ -54,18 +52,14 @@ pub struct ApiContext {
     pub operator_tenants: Arc<[String]>,
     /// Signs and verifies unsubscribe, preference and tracking links.
     pub links: Arc<commands::links::Links>,
-    pub attachments: Arc<crate::domain::attachment::AttachmentsConfig>,
     /// Single sends, committed together with the tenant's concurrent ones.
     pub sends: commands::group_commit::GroupCommit,
 }
 
 impl ApiContext {
+    /// The one policy of this process's sends, single or batched.
     pub fn send_policy(&self) -> commands::notifications::SendPolicy {
-        commands::notifications::SendPolicy {
-            idempotency_window: self.idempotency_window,
-            limits: self.limits.clone(),
-            attachments: self.attachments.clone(),
-        }
+        self.sends.policy().clone()
     }
 }
 
