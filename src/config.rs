@@ -115,6 +115,9 @@ pub enum ConfigError {
     MissingFile { path: PathBuf },
     #[error("invalid configuration: {0}")]
     Invalid(Box<figment::Error>),
+    /// Settings that are each valid but do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Inconsistent(&'static str),
 }
 
 impl Config {
@@ -134,7 +137,7 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment
+        let config: Config = figment
             .merge(
                 Env::prefixed("HERALD_")
                     // HERALD_TEST_* belongs to the test suite, HERALD_CONFIG names the file.
@@ -144,7 +147,11 @@ impl Config {
             )
             .merge(Env::raw().only(&["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]))
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        match config.receipts.sns.problem() {
+            Some(problem) => Err(ConfigError::Inconsistent(problem)),
+            None => Ok(config),
+        }
     }
 
     pub fn api_options(&self) -> crate::api::ApiOptions {
@@ -239,6 +246,21 @@ mod tests {
                 error.contains("log_format") || error.contains("LOG_FORMAT"),
                 "{error}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn sns_receipts_refuse_to_start_without_a_topic_allow_list() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("herald.toml", "[receipts.sns]\nenabled = true\n")?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("receipts.sns.topic_arns"), "{error}");
+            jail.create_file(
+                "herald.toml",
+                "[receipts.sns]\nenabled = true\ntopic_arns = [\"arn:aws:sns:eu-west-1:1:t\"]\n",
+            )?;
+            assert!(Config::load(None).expect("valid").receipts.sns.enabled);
             Ok(())
         });
     }

@@ -29,15 +29,17 @@ impl Default for KeyCache {
 
 impl KeyCache {
     pub async fn authenticate(&self, pool: &PgPool, secret: &str) -> Result<Principal, ApiError> {
-        let hash = hash_api_key(secret);
-        let principal = match self.entries.get(&hash) {
-            Some(principal) => principal,
-            None => {
-                let principal = tenants::authenticate(pool, secret).await?;
-                self.entries.insert(hash, principal.clone());
-                principal
-            }
-        };
+        match self.entries.get(&hash_api_key(secret)) {
+            Some(principal) => principal.ok_or(ApiError::Unauthenticated),
+            None => self.refresh(pool, secret).await,
+        }
+    }
+
+    /// Looks the key up in the database even when it is cached, and caches
+    /// the answer: for a socket, which holds on to its key for hours.
+    pub async fn refresh(&self, pool: &PgPool, secret: &str) -> Result<Principal, ApiError> {
+        let principal = tenants::authenticate(pool, secret).await?;
+        self.entries.insert(hash_api_key(secret), principal.clone());
         principal.ok_or(ApiError::Unauthenticated)
     }
 

@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     IdempotencyConflict,
     RateLimited,
+    /// The tenant holds as many of something (sockets, subscriptions) as it
+    /// may; ending one makes room.
+    LimitExceeded(String),
     /// A hard cap of the tenant's; retrying before `resets_at` is pointless.
     QuotaExceeded {
         message: String,
@@ -60,6 +63,7 @@ impl ApiError {
                 "the idempotency key was already used for a different request".into()
             }
             ApiError::RateLimited => "too many requests".into(),
+            ApiError::LimitExceeded(message) => message.clone(),
             ApiError::QuotaExceeded { message, .. } => message.clone(),
             ApiError::UnsupportedMediaType(expected) => {
                 format!("send the body as Content-Type: {expected}")
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Timeout => "TIMEOUT",
@@ -92,7 +97,9 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
-            ApiError::RateLimited | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited | ApiError::LimitExceeded(_) | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,6 +1,8 @@
 //! Live events for subscriptions: one log tailer per process fans out to every
 //! subscriber through a bounded broadcast channel, so a subscriber costs no
 //! query per event, and one too slow to keep up is dropped, not buffered.
+//! Every subscriber sees one tenant's events only; its catch-up reads only
+//! that tenant's from the log.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -11,10 +13,14 @@ use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::domain::TenantEvent;
+use crate::domain::values::{ApiKeyId, TenantId};
 use crate::eventstore::{Checkpoint, EventStore, ReadFilter, RecordedEvent, StoreError};
 
 /// Events a subscriber may fall behind by before it is closed.
 const CAPACITY: usize = 4096;
+/// Revocations a socket may fall behind by before it looks its key up again.
+const REVOCATIONS_CAPACITY: usize = 256;
 const CATCH_UP_BATCH: usize = 500;
 
 #[derive(Clone)]
@@ -24,6 +30,8 @@ pub struct LiveHub {
 
 struct Inner {
     sender: broadcast::Sender<Arc<RecordedEvent>>,
+    /// Keys revoked, as the log records them (in any process).
+    revoked: broadcast::Sender<ApiKeyId>,
     /// The checkpoint of the last event broadcast; set before it is sent.
     last: Mutex<Checkpoint>,
     store: EventStore,
@@ -50,9 +58,11 @@ impl LiveHub {
     pub async fn start(store: EventStore) -> Result<LiveHub, StoreError> {
         let start = store.horizon().await?;
         let (sender, _) = broadcast::channel(CAPACITY);
+        let (revoked, _) = broadcast::channel(REVOCATIONS_CAPACITY);
         let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
             sender,
+            revoked,
             last: Mutex::new(start),
             store: store.clone(),
             shared: Mutex::default(),
@@ -75,11 +85,18 @@ impl LiveHub {
             .expect("stored under its own type id")
     }
 
-    /// Every event after `after` (from the log, then live), or only live
-    /// events when `after` is `None`; in log order, with no gap and no
+    /// API keys revoked from now on, in this process or any other: the log
+    /// tells every process, so a socket needs no polling to learn of it.
+    pub fn revocations(&self) -> broadcast::Receiver<ApiKeyId> {
+        self.inner.revoked.subscribe()
+    }
+
+    /// `tenant`'s events after `after` (from the log, then live), or only
+    /// live ones when `after` is `None`; in log order, with no gap and no
     /// duplicate where the catch-up meets the live feed.
     pub fn events(
         &self,
+        tenant: &TenantId,
         after: Option<Checkpoint>,
     ) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + use<> {
         // Subscribe before reading the catch-up target, so that every event
@@ -87,12 +104,18 @@ impl LiveHub {
         let mut live = self.inner.sender.subscribe();
         let target = *self.inner.last.lock().unwrap_or_else(|p| p.into_inner());
         let store = self.inner.store.clone();
+        let tenant = tenant.to_string();
         async_stream::try_stream! {
             let mut delivered = after.unwrap_or(target);
             if let Some(after) = after {
+                // The database filters: other tenants' events never leave it.
+                let filter = ReadFilter {
+                    tenant_id: Some(tenant.clone()),
+                    ..ReadFilter::default()
+                };
                 let mut checkpoint = after;
                 while checkpoint < target {
-                    let batch = store.read_all(checkpoint, CATCH_UP_BATCH, &ReadFilter::default()).await?;
+                    let batch = store.read_all(checkpoint, CATCH_UP_BATCH, &filter).await?;
                     for event in batch.events {
                         delivered = event.checkpoint();
                         yield Arc::new(event);
@@ -107,7 +130,7 @@ impl LiveHub {
             }
             loop {
                 match live.recv().await {
-                    Ok(event) if event.checkpoint() > delivered => {
+                    Ok(event) if event.checkpoint() > delivered && event.tenant_id == tenant => {
                         delivered = event.checkpoint();
                         yield event;
                     }
@@ -136,7 +159,10 @@ async fn tail(
         match next {
             Some(Ok(event)) => {
                 *hub.last.lock().unwrap_or_else(|p| p.into_inner()) = event.checkpoint();
-                // No receivers is fine: nobody is subscribed right now.
+                if let Some(key_id) = revoked_key(&event) {
+                    // No receivers is fine: no socket is open right now.
+                    let _ = hub.revoked.send(key_id);
+                }
                 let _ = hub.sender.send(Arc::new(event));
             }
             Some(Err(error)) => {
@@ -147,5 +173,19 @@ async fn tail(
             }
             None => return,
         }
+    }
+}
+
+fn revoked_key(event: &RecordedEvent) -> Option<ApiKeyId> {
+    if event.event_type != "ApiKeyRevoked" {
+        return None;
+    }
+    match TenantEvent::upcast(
+        &event.event_type,
+        event.schema_version,
+        event.payload.clone(),
+    ) {
+        Ok(TenantEvent::ApiKeyRevoked { key_id }) => Some(key_id),
+        _ => None,
     }
 }

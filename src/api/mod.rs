@@ -10,12 +10,14 @@ mod links;
 pub mod live;
 mod receipts;
 mod rest;
+mod sockets;
+pub mod tenant_slots;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// The receipt routes' configuration and certificate cache.
     receipts: Arc<receipts::Receivers>,
+    /// GraphQL WebSockets each tenant holds open in this process.
+    sockets: tenant_slots::TenantSlots,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +93,9 @@ impl ApiState {
             operator_tenants: options.operator_tenants.clone().into(),
             links: Arc::new(links),
             sends,
+            subscriptions: tenant_slots::TenantSlots::new(
+                options.limits.max_subscriptions_per_tenant,
+            ),
         };
         Ok(ApiState {
             schema: graphql::build(api.clone()),
@@ -96,6 +103,7 @@ impl ApiState {
             metrics,
             request_timeout: options.request_timeout,
             receipts: Arc::new(receipts::Receivers::new(&options.receipts)),
+            sockets: tenant_slots::TenantSlots::new(options.limits.max_sockets_per_tenant),
         })
     }
 }
@@ -141,9 +149,8 @@ async fn graphiql() -> impl IntoResponse {
     )
 }
 
-/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The API
-/// key goes in the `connection_init` payload, as `{"apiKey": "..."}` or
-/// `{"authorization": "Bearer ..."}`; without a valid one the socket closes.
+/// Subscriptions over graphql-transport-ws (and the older graphql-ws); see
+/// [`sockets`] for who may hold one.
 async fn graphql_ws(
     State(state): State<ApiState>,
     protocol: GraphQLProtocol,
@@ -151,36 +158,7 @@ async fn graphql_ws(
 ) -> axum::response::Response {
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let (keys, pool) = (state.api.keys.clone(), state.api.store.pool().clone());
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = connection_key(&payload).ok_or_else(|| {
-                        async_graphql::Error::new("connection_init needs {\"apiKey\": \"...\"}")
-                    })?;
-                    let principal = keys
-                        .authenticate(&pool, &token)
-                        .await
-                        .map_err(|error| async_graphql::Error::new(error.message()))?;
-                    let mut data = async_graphql::Data::default();
-                    data.insert(Caller(Some(principal)));
-                    Ok(data)
-                })
-                .serve()
-        })
-}
-
-fn connection_key(payload: &serde_json::Value) -> Option<String> {
-    if let Some(key) = payload.get("apiKey").and_then(|k| k.as_str()) {
-        return Some(key.to_string());
-    }
-    let header = ["authorization", "Authorization"]
-        .iter()
-        .find_map(|name| payload.get(*name).and_then(|v| v.as_str()))?;
-    let (scheme, token) = header.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+        .on_upgrade(move |socket| sockets::serve(state, socket, protocol))
 }
 
 async fn graphql(

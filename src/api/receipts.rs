@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 
 use self::sns::{SnsKind, SnsMessage, SnsVerifier};
@@ -115,9 +115,13 @@ async fn sns_receipt(State(state): State<ApiState>, body: Bytes) -> Response {
         Ok(kind) => kind,
         Err(refusal) => return refused("sns", refusal),
     };
-    if let Err(refusal) = verifier.verify(&message).await {
-        return refused("sns", refusal);
+    if !verifier.config().enabled {
+        return Refusal::NotFound("SNS receipts are not enabled here".into()).into_response();
     }
+    let sent_at = match verifier.verify(&message, Utc::now()).await {
+        Ok(sent_at) => sent_at,
+        Err(refusal) => return refused("sns", refusal),
+    };
     match kind {
         SnsKind::SubscriptionConfirmation => confirm(&state, verifier, &message).await,
         SnsKind::UnsubscribeConfirmation => {
@@ -127,19 +131,14 @@ async fn sns_receipt(State(state): State<ApiState>, body: Bytes) -> Response {
                 Err(error) => failed(error),
             }
         }
-        SnsKind::Notification => {
-            let sent_at = DateTime::parse_from_rfc3339(&message.timestamp)
-                .map(|at| at.with_timezone(&Utc))
-                .unwrap_or_else(|_| Utc::now());
-            match sns_payload::parse(&message.message, sent_at) {
-                Ok(Parsed::Receipt(receipt)) => record(&state, &receipt, "receipts:sns").await,
-                Ok(Parsed::Ignored(what)) => {
-                    tracing::debug!(message_id = %message.message_id, "ignoring {what}");
-                    answer(json!({ "status": "ignored" }))
-                }
-                Err(refusal) => refused("sns", refusal),
+        SnsKind::Notification => match sns_payload::parse(&message.message, sent_at) {
+            Ok(Parsed::Receipt(receipt)) => record(&state, &receipt, "receipts:sns").await,
+            Ok(Parsed::Ignored(what)) => {
+                tracing::debug!(message_id = %message.message_id, "ignoring {what}");
+                answer(json!({ "status": "ignored" }))
             }
-        }
+            Err(refusal) => refused("sns", refusal),
+        },
     }
 }
 

@@ -40,6 +40,12 @@ pub struct LimitsConfig {
     pub provider_rates: BTreeMap<String, RateLimit>,
     /// Messages per recipient and category, e.g. `marketing = { count = 3, period_seconds = 86400 }`.
     pub frequency_caps: BTreeMap<Category, FrequencyCap>,
+    /// GraphQL WebSockets one tenant may hold open in each API process;
+    /// past it a new one is closed with 4429.
+    pub max_sockets_per_tenant: usize,
+    /// Live subscriptions one tenant may hold in each API process, over all
+    /// its sockets; past it a new one fails with `LIMIT_EXCEEDED`.
+    pub max_subscriptions_per_tenant: usize,
 }
 
 impl Default for LimitsConfig {
@@ -53,6 +59,8 @@ impl Default for LimitsConfig {
             channel_rates: BTreeMap::new(),
             provider_rates: BTreeMap::new(),
             frequency_caps: BTreeMap::new(),
+            max_sockets_per_tenant: 100,
+            max_subscriptions_per_tenant: 1_000,
         }
     }
 }

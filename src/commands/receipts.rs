@@ -2,7 +2,8 @@
 //!
 //! Receipts arrive unauthenticated as far as tenants go (the provider signs
 //! them, not a tenant), so the tenant is always the one of the notification
-//! found, never anything the receipt claims.
+//! found, never anything the receipt claims, and the only address a
+//! bounce or complaint can suppress is the one that notification went to.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,9 @@ pub struct ReceiptsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnsReceiptsConfig {
+    /// Off (the default), the route answers 404. On, `topic_arns` must name
+    /// at least one topic: Herald refuses to start otherwise.
+    pub enabled: bool,
     /// Off, anyone who can reach the route can claim deliveries and bounces.
     pub verify_signatures: bool,
     /// Hosts a `SigningCertURL` may point at; `*` stands for one DNS label.
@@ -39,8 +43,20 @@ pub struct SnsReceiptsConfig {
     pub cert_hosts: Vec<String>,
     /// Hosts a `SubscribeURL` may point at; others are not confirmed.
     pub subscribe_hosts: Vec<String>,
-    /// Topics whose messages are accepted; empty accepts any topic.
+    /// The only topics whose messages are accepted (and whose subscriptions
+    /// are confirmed). A valid signature proves only that some AWS account
+    /// sent the message, so without this list any account's topic would do.
     pub topic_arns: Vec<String>,
+}
+
+impl SnsReceiptsConfig {
+    /// Why this configuration cannot serve SNS receipts, if it cannot.
+    pub fn problem(&self) -> Option<&'static str> {
+        (self.enabled && self.topic_arns.is_empty()).then_some(
+            "receipts.sns.enabled is set but receipts.sns.topic_arns is empty: \
+             list the ARNs of the SNS topics your receipts are published to",
+        )
+    }
 }
 
 impl Default for SnsReceiptsConfig {
@@ -50,6 +66,7 @@ impl Default for SnsReceiptsConfig {
             "sns.*.amazonaws.com.cn".to_string(),
         ];
         SnsReceiptsConfig {
+            enabled: false,
             verify_signatures: true,
             cert_hosts: sns_hosts.clone(),
             subscribe_hosts: sns_hosts,
@@ -113,8 +130,9 @@ pub struct Receipt {
     /// When the provider says it happened.
     pub at: DateTime<Utc>,
     /// Addresses the provider names (bounced or complaining recipients, the
-    /// SMS destination), as written; the notification's own address is used
-    /// when there are none.
+    /// SMS destination), as written. A receipt that names addresses counts
+    /// only when the notification's own address is among them, and only
+    /// that address is ever suppressed.
     pub addresses: Vec<String>,
 }
 
@@ -159,6 +177,20 @@ pub async fn record(
         tracing::info!(targets = ?receipt.targets, "receipt matches no notification");
         return Ok(Recorded::Unmatched);
     };
+    let Some(details) = notifications::get(store, &tenant_id, &notification_id).await? else {
+        return Ok(Recorded::Unmatched);
+    };
+    let own = sent_address(&details.state);
+    if !names_own_address(receipt, own.as_ref()) {
+        metrics::counter!("receipts_foreign_address_total", "provider" => receipt.provider.clone())
+            .increment(1);
+        tracing::warn!(%notification_id, "receipt names no address the notification was sent to; ignored");
+        return Ok(Recorded::Ignored {
+            tenant_id,
+            notification_id,
+            reason: "the receipt names no address this notification was sent to".into(),
+        });
+    }
     let command = || match &receipt.outcome {
         ReceiptOutcome::Delivered => NotificationCommand::RecordDelivered { at: receipt.at },
         ReceiptOutcome::Bounced { hard, reason } => NotificationCommand::RecordBounce {
@@ -168,77 +200,62 @@ pub async fn record(
         },
         ReceiptOutcome::Complained => NotificationCommand::RecordComplaint { at: receipt.at },
     };
-    let (recorded, state) = match notifications::handle(
-        store,
-        &tenant_id,
-        &notification_id,
-        command,
-        actor,
-    )
-    .await
+    let recorded = match notifications::handle(store, &tenant_id, &notification_id, command, actor)
+        .await
     {
-        Ok(details) => (
-            Recorded::Recorded {
-                tenant_id: tenant_id.clone(),
-                notification_id,
-            },
-            Some(details.state),
-        ),
+        Ok(_) => Recorded::Recorded {
+            tenant_id: tenant_id.clone(),
+            notification_id,
+        },
         Err(CommandError::Domain(DomainError::IllegalTransition {
             from: NotificationStatus::Sending,
             ..
         })) => return Ok(Recorded::TooEarly { notification_id }),
         Err(CommandError::Domain(error @ DomainError::IllegalTransition { .. })) => {
             tracing::debug!(%notification_id, %error, "receipt does not apply to the notification's state");
-            let state = notifications::get(store, &tenant_id, &notification_id)
-                .await?
-                .map(|details| details.state);
-            let ignored = Recorded::Ignored {
+            Recorded::Ignored {
                 tenant_id: tenant_id.clone(),
                 notification_id,
                 reason: error.to_string(),
-            };
-            (ignored, state)
+            }
         }
         Err(error) => return Err(error),
     };
     // The address is suppressed even when the notification had already
     // ended otherwise: the report is about the address, not the message.
     if receipt.outcome.suppresses() {
-        suppress(store, &tenant_id, receipt, state.as_ref(), actor).await?;
+        suppress(store, &tenant_id, receipt, own, actor).await?;
     }
     Ok(recorded)
 }
 
-/// Puts the addresses a hard bounce or complaint names on the tenant's
-/// suppression list; without any, the address the notification went to.
+/// Whether the addresses a receipt names (if it names any that can be
+/// read) include the one the notification went to. A receipt about some
+/// other address is not about this notification, whatever id it carries.
+fn names_own_address(receipt: &Receipt, own: Option<&SuppressedAddress>) -> bool {
+    let mut named = receipt
+        .addresses
+        .iter()
+        // SNS masks digits of SMS destinations: such a number says nothing.
+        .filter_map(|raw| SuppressedAddress::parse(raw, None).ok())
+        .peekable();
+    named.peek().is_none() || own.is_some_and(|own| named.any(|address| &address == own))
+}
+
+/// Puts the address the notification went to on its tenant's suppression
+/// list after a hard bounce or complaint: never any other address the
+/// receipt names.
 async fn suppress(
     store: &EventStore,
     tenant_id: &TenantId,
     receipt: &Receipt,
-    state: Option<&NotificationState>,
+    own: Option<SuppressedAddress>,
     actor: &Actor,
 ) -> Result<(), CommandError> {
-    let mut addresses: Vec<SuppressedAddress> = Vec::new();
-    for raw in &receipt.addresses {
-        match SuppressedAddress::parse(raw, None) {
-            Ok(address) if !addresses.contains(&address) => addresses.push(address),
-            Ok(_) => {}
-            Err(error) => {
-                // SNS masks digits of SMS destinations; the notification's
-                // own number stands in. The address is personal data: not logged.
-                tracing::debug!(%error, "receipt names an address that cannot be suppressed")
-            }
-        }
-    }
-    if addresses.is_empty()
-        && let Some(address) = state.and_then(sent_address)
-    {
-        addresses.push(address);
-    }
-    if addresses.is_empty() {
+    let Some(address) = own else {
         tracing::info!("no email or phone address to suppress for this receipt");
-    }
+        return Ok(());
+    };
     let (reason, why) = match &receipt.outcome {
         ReceiptOutcome::Complained => (SuppressionReason::Complaint, "complaint".to_string()),
         ReceiptOutcome::Bounced { reason, .. } => (
@@ -248,9 +265,7 @@ async fn suppress(
         ReceiptOutcome::Delivered => return Ok(()),
     };
     let note = note(&format!("{} {why}", receipt.provider));
-    for address in addresses {
-        suppressions::add(store, tenant_id, address, reason, Some(note.clone()), actor).await?;
-    }
+    suppressions::add(store, tenant_id, address, reason, Some(note), actor).await?;
     Ok(())
 }
 
@@ -365,6 +380,30 @@ mod tests {
         let shown = toml::to_string(&config).expect("serialises");
         assert!(!shown.contains("MfKQ9r8G"), "{shown}");
         assert!(toml::from_str::<ReceiptsConfig>("[sns]\nverify = true\n").is_err());
+    }
+
+    #[test]
+    fn a_receipt_counts_only_when_it_names_the_notifications_own_address() {
+        let receipt = |addresses: &[&str]| Receipt {
+            provider: "ses".into(),
+            targets: Vec::new(),
+            outcome: ReceiptOutcome::Complained,
+            at: Utc::now(),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        };
+        let own = SuppressedAddress::parse("Ada@Example.com", None).unwrap();
+        assert!(names_own_address(&receipt(&[]), Some(&own)));
+        assert!(names_own_address(
+            &receipt(&["eve@example.com", "ada@example.com"]),
+            Some(&own)
+        ));
+        assert!(!names_own_address(
+            &receipt(&["eve@example.com"]),
+            Some(&own)
+        ));
+        assert!(!names_own_address(&receipt(&["eve@example.com"]), None));
+        // A masked SMS destination names nobody in particular.
+        assert!(names_own_address(&receipt(&["+1425XXX0100"]), Some(&own)));
     }
 
     #[test]

@@ -20,22 +20,22 @@ use herald::providers::Secret;
 use crate::peers::{INSTALL_HINT, Peer, free_port};
 use crate::support::{TestDatabase, fresh_database};
 
-const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:herald-receipts";
+pub const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:herald-receipts";
 const ACME_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-struct Harness {
+pub struct Harness {
     _db: TestDatabase,
     base: String,
-    store: EventStore,
-    tenant: TenantId,
+    pub store: EventStore,
+    pub tenant: TenantId,
     http: reqwest::Client,
-    signer: Peer,
+    pub signer: Peer,
 }
 
 impl Harness {
     /// Herald accepting SNS certificates and subscribe URLs from loopback
     /// (where the signer peer serves them) and receipts from provider `acme`.
-    async fn start() -> Harness {
+    pub async fn start() -> Harness {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/sns_signer.py");
         let signer = Peer::spawn(
@@ -53,6 +53,8 @@ impl Harness {
             .expect("migrated");
         let store = EventStore::new(db.pool.clone());
         let mut config = herald::config::Config::default();
+        config.receipts.sns.enabled = true;
+        config.receipts.sns.topic_arns = vec![TOPIC.into()];
         config.receipts.sns.cert_hosts.push("127.0.0.1".into());
         config.receipts.sns.subscribe_hosts.push("127.0.0.1".into());
         config.receipts.providers.insert(
@@ -86,11 +88,22 @@ impl Harness {
     }
 
     /// A notification the provider took, answering `provider_message_id`.
-    async fn sent(&self, channel: Channel, provider_message_id: &str) -> NotificationId {
-        let id = self.sending(channel).await;
+    pub async fn sent(&self, channel: Channel, provider_message_id: &str) -> NotificationId {
+        self.sent_for(&self.tenant, channel, provider_message_id)
+            .await
+    }
+
+    /// [`Harness::sent`] for another tenant.
+    pub async fn sent_for(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        provider_message_id: &str,
+    ) -> NotificationId {
+        let id = self.sending_for(tenant, channel).await;
         notifications::handle(
             &self.store,
-            &self.tenant,
+            tenant,
             &id,
             || NotificationCommand::RecordSent {
                 attempt: 1,
@@ -106,7 +119,11 @@ impl Harness {
     }
 
     /// A notification handed to its provider, which has not answered yet.
-    async fn sending(&self, channel: Channel) -> NotificationId {
+    pub async fn sending(&self, channel: Channel) -> NotificationId {
+        self.sending_for(&self.tenant, channel).await
+    }
+
+    async fn sending_for(&self, tenant: &TenantId, channel: Channel) -> NotificationId {
         let recipient = match channel {
             Channel::Sms => json!({ "phone": "+14255550100" }),
             _ => json!({ "email": "ada@example.com" }),
@@ -120,7 +137,7 @@ impl Harness {
         let actor = Actor::new("test");
         let id = notifications::send(
             &self.store,
-            &self.tenant,
+            tenant,
             input,
             &notifications::SendPolicy::unlimited(Duration::from_secs(3600)),
             &actor,
@@ -133,14 +150,14 @@ impl Harness {
             channel,
             provider: provider(channel).into(),
         };
-        notifications::handle(&self.store, &self.tenant, &id, attempt, &actor)
+        notifications::handle(&self.store, tenant, &id, attempt, &actor)
             .await
             .expect("attempted");
         id
     }
 
     /// The event types of a notification's stream, in order.
-    async fn timeline(&self, id: &NotificationId) -> Vec<String> {
+    pub async fn timeline(&self, id: &NotificationId) -> Vec<String> {
         notifications::get(&self.store, &self.tenant, id)
             .await
             .expect("read")
@@ -151,7 +168,7 @@ impl Harness {
             .collect()
     }
 
-    async fn status(&self, id: &NotificationId) -> NotificationStatus {
+    pub async fn status(&self, id: &NotificationId) -> NotificationStatus {
         notifications::get(&self.store, &self.tenant, id)
             .await
             .expect("read")
@@ -161,7 +178,7 @@ impl Harness {
     }
 
     /// `message` signed by the peer as SNS signs (SignatureVersion `version`).
-    async fn signed(&self, message: Value, version: &str) -> Value {
+    pub async fn signed(&self, message: Value, version: &str) -> Value {
         self.signer_call(
             "/_peer/sign",
             json!({ "message": message, "version": version }),
@@ -181,7 +198,7 @@ impl Harness {
             .expect("JSON")
     }
 
-    async fn signer_log(&self) -> Value {
+    pub async fn signer_log(&self) -> Value {
         self.http
             .get(format!("http://127.0.0.1:{}/_peer/log", self.signer.port))
             .send()
@@ -193,7 +210,7 @@ impl Harness {
     }
 
     /// Posts to `/webhooks/sns` as SNS does (JSON sent as text/plain).
-    async fn post_sns(&self, message: &Value) -> (u16, String) {
+    pub async fn post_sns(&self, message: &Value) -> (u16, String) {
         let response = self
             .http
             .post(format!("{}/webhooks/sns", self.base))
@@ -259,7 +276,7 @@ impl Harness {
             .to_string()
     }
 
-    async fn suppression_reason(&self, address: SuppressedAddress) -> Option<String> {
+    pub async fn suppression_reason(&self, address: SuppressedAddress) -> Option<String> {
         suppressions::get(self.store.pool(), &self.tenant, &address)
             .await
             .expect("read the suppression list")
@@ -275,18 +292,23 @@ fn provider(channel: Channel) -> &'static str {
     }
 }
 
-fn notification(message: Value) -> Value {
+pub fn notification(message: Value) -> Value {
     json!({
         "Type": "Notification",
         "MessageId": uuid::Uuid::new_v4().to_string(),
         "TopicArn": TOPIC,
         "Message": message.to_string(),
-        "Timestamp": "2026-11-23T19:00:00.000Z",
+        "Timestamp": now_timestamp(),
         "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
     })
 }
 
-fn sms_status(message_id: &str, status: &str, response: &str) -> Value {
+/// An SNS `Timestamp` of now: Herald refuses messages older than an hour.
+pub fn now_timestamp() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn sms_status(message_id: &str, status: &str, response: &str) -> Value {
     json!({
         "notification": { "messageId": message_id, "timestamp": "2026-11-23 18:59:58.120" },
         "delivery": {
@@ -297,7 +319,7 @@ fn sms_status(message_id: &str, status: &str, response: &str) -> Value {
     })
 }
 
-fn email(address: &str) -> SuppressedAddress {
+pub fn email(address: &str) -> SuppressedAddress {
     SuppressedAddress::Email(EmailAddress::parse(address).expect("an email address"))
 }
 
@@ -518,7 +540,7 @@ async fn a_subscription_confirmation_visits_an_allowed_subscribe_url_only() {
             "TopicArn": TOPIC,
             "Message": format!("You have chosen to subscribe to the topic {TOPIC}."),
             "SubscribeURL": subscribe_url,
-            "Timestamp": "2026-11-23T19:00:00.000Z",
+            "Timestamp": now_timestamp(),
         })
     };
     let local = format!(

@@ -153,7 +153,8 @@ async fn resuming_from_a_position_has_no_gap_and_no_duplicate_at_the_seam() {
         .await
         .unwrap();
     let resume_after = all.events[39].checkpoint();
-    let mut events = Box::pin(hub.events(Some(resume_after)));
+    let tenant = herald::domain::values::TenantId::parse("t1").unwrap();
+    let mut events = Box::pin(hub.events(&tenant, Some(resume_after)));
     writer.await.unwrap();
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(store.pool())

@@ -722,7 +722,7 @@ pub(super) async fn campaign_progress(
     let api = api(ctx)?;
     let tenant_id = principal.tenant_id.clone();
     // Listen before the first read, so no change falls in between.
-    let events = api.live.events(None);
+    let events = api.live.events(&tenant_id, None);
     let pool = api.store.pool().clone();
     if campaigns::get(&pool, &tenant_id, id)
         .await
@@ -740,7 +740,6 @@ pub(super) async fn campaign_progress(
             .into_iter()
             .collect(),
     };
-    let tenant = tenant_id.to_string();
     Ok(async_stream::try_stream! {
         let mut events = std::pin::pin!(events);
         let (mut last, over) = progress(&pool, &tenant_id, id).await?;
@@ -761,7 +760,7 @@ pub(super) async fn campaign_progress(
                 Woke::Event(None) => break,
                 Woke::Event(Some(event)) => {
                     let event = event.map_err(live_error)?;
-                    if event.tenant_id == tenant && watch.touches(&event) {
+                    if watch.touches(&event) {
                         settle_until = Some(Instant::now() + PROGRESS_SETTLE);
                     }
                 }

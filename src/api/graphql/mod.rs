@@ -54,6 +54,8 @@ pub struct ApiContext {
     pub links: Arc<commands::links::Links>,
     /// Single sends, committed together with the tenant's concurrent ones.
     pub sends: commands::group_commit::GroupCommit,
+    /// Live subscriptions each tenant holds in this process.
+    pub subscriptions: super::tenant_slots::TenantSlots,
 }
 
 impl ApiContext {

@@ -1,5 +1,6 @@
 //! Live subscriptions over graphql-transport-ws, fed by the process's one
-//! log tailer and confined to the caller's tenant.
+//! log tailer and confined to the caller's tenant, which may hold at most
+//! `limits.max_subscriptions_per_tenant` of them at once in this process.
 
 use std::sync::Arc;
 
@@ -11,7 +12,9 @@ use super::feed::{FeedWatch, InAppFeedUpdate};
 use super::types::NotificationStatus;
 use super::{ApiContext, ApiError, api, require};
 use crate::api::live::LiveError;
+use crate::api::tenant_slots::Slot;
 use crate::commands::notifications::stream_id;
+use crate::commands::tenants::Principal;
 use crate::domain::{NotificationEvent, Scope};
 use crate::eventstore::{Checkpoint, RecordedEvent};
 
@@ -88,13 +91,35 @@ async fn resume_point(
     }
 }
 
+/// The caller's tenant's events, counted against its cap of live
+/// subscriptions for as long as the stream lives.
 fn tenant_events(
-    api: &ApiContext,
-    tenant: String,
+    ctx: &Context<'_>,
+    principal: &Principal,
     after: Option<Checkpoint>,
-) -> impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + use<> {
-    api.live.events(after).filter(move |event| {
-        futures::future::ready(event.as_ref().map_or(true, |e| e.tenant_id == tenant))
+) -> Result<impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + use<>, ApiError> {
+    let api = api(ctx)?;
+    let slot = subscription_slot(api, principal)?;
+    Ok(held(slot, api.live.events(&principal.tenant_id, after)))
+}
+
+/// One of the tenant's subscription slots, or `LIMIT_EXCEEDED`.
+fn subscription_slot(api: &ApiContext, principal: &Principal) -> Result<Slot, ApiError> {
+    api.subscriptions
+        .try_take(&principal.tenant_id)
+        .ok_or_else(|| {
+            ApiError::LimitExceeded(format!(
+                "this tenant already has {} live subscriptions here; end one first",
+                api.subscriptions.cap()
+            ))
+        })
+}
+
+/// `stream`, holding `slot` until it is dropped.
+fn held<S: Stream>(slot: Slot, stream: S) -> impl Stream<Item = S::Item> {
+    stream.map(move |item| {
+        let _held = &slot;
+        item
     })
 }
 
@@ -118,10 +143,9 @@ impl SubscriptionRoot {
         types: Option<Vec<String>>,
     ) -> Result<impl Stream<Item = Result<LogEvent>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
-        let api = api(ctx)?;
-        let after = resume_point(api, after).await?;
+        let after = resume_point(api(ctx)?, after).await?;
         Ok(
-            tenant_events(api, principal.tenant_id.to_string(), after).filter_map(move |item| {
+            tenant_events(ctx, principal, after)?.filter_map(move |item| {
                 let wanted = match &item {
                     Ok(event) => types
                         .as_ref()
@@ -140,11 +164,10 @@ impl SubscriptionRoot {
         id: ID,
     ) -> Result<impl Stream<Item = Result<NotificationUpdate>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
-        let api = api(ctx)?;
         let notification = super::parse_id("id", &id)?;
         let stream = stream_id(&notification);
         Ok(
-            tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
+            tenant_events(ctx, principal, None)?.filter_map(move |item| {
                 let update = match item {
                     Ok(event) if event.stream_id == stream => notification_update(&event).map(Ok),
                     Ok(_) => None,
@@ -163,9 +186,8 @@ impl SubscriptionRoot {
         statuses: Option<Vec<NotificationStatus>>,
     ) -> Result<impl Stream<Item = Result<NotificationUpdate>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
-        let api = api(ctx)?;
         Ok(
-            tenant_events(api, principal.tenant_id.to_string(), None).filter_map(move |item| {
+            tenant_events(ctx, principal, None)?.filter_map(move |item| {
                 let update = match item {
                     Ok(event) => notification_update(&event)
                         .filter(|u| {
@@ -189,7 +211,11 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<impl Stream<Item = Result<super::campaigns::CampaignSummaryObject>> + use<>> {
-        super::campaigns::campaign_progress(ctx, id).await
+        let slot = subscription_slot(api(ctx)?, require(ctx, Scope::Read)?)?;
+        Ok(held(
+            slot,
+            super::campaigns::campaign_progress(ctx, id).await?,
+        ))
     }
 
     /// A recipient's in-app feed as it changes: items as they are
@@ -204,9 +230,8 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = Result<InAppFeedUpdate>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
         let watch = Arc::new(FeedWatch::new(ctx, &principal.tenant_id, &recipient_id)?);
-        let api = api(ctx)?;
-        let after = resume_point(api, after).await?;
-        Ok(tenant_events(api, principal.tenant_id.to_string(), after)
+        let after = resume_point(api(ctx)?, after).await?;
+        Ok(tenant_events(ctx, principal, after)?
             .then(move |item| {
                 let watch = Arc::clone(&watch);
                 async move {

@@ -11,6 +11,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -26,6 +27,11 @@ const MAX_CERT_BYTES: usize = 64 * 1024;
 /// allowed host).
 const MAX_CACHED_CERTS: usize = 32;
 const HTTP_TIMEOUT_SECONDS: u64 = 10;
+/// A message signed longer ago than this is refused: SNS delivers within
+/// its retry policy (at most an hour), so an older one is a replay.
+const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// How far ahead of this clock a `Timestamp` may be (clock skew).
+const MAX_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// The JSON body SNS posts. Only the fields Herald reads or signs.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,20 +153,28 @@ impl SnsVerifier {
             .map_err(|error| Refusal::Unavailable(format!("no HTTP client: {error}")))
     }
 
-    /// Refuses a message whose topic is not configured, or whose signature
-    /// does not verify (when verification is on).
-    pub async fn verify(&self, message: &SnsMessage) -> Result<(), Refusal> {
-        if !self.config.topic_arns.is_empty()
-            && !self.config.topic_arns.contains(&message.topic_arn)
-        {
+    /// Refuses a message whose topic is not on the allow-list (an empty
+    /// list accepts none), or whose signature does not verify (when
+    /// verification is on); answers when it was sent.
+    pub async fn verify(
+        &self,
+        message: &SnsMessage,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Refusal> {
+        if !self.config.topic_arns.contains(&message.topic_arn) {
             return Err(Refusal::Forbidden(format!(
                 "topic {} is not accepted here",
                 message.topic_arn
             )));
         }
-        if !self.config.verify_signatures {
-            return Ok(());
+        if self.config.verify_signatures {
+            self.verify_signature(message).await?;
         }
+        // Checked after the signature, which covers the Timestamp.
+        sent_at(&message.timestamp, now)
+    }
+
+    async fn verify_signature(&self, message: &SnsMessage) -> Result<(), Refusal> {
         let algorithm = match message.signature_version.as_deref() {
             Some("1") => &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
             Some("2") => &RSA_PKCS1_2048_8192_SHA256,
@@ -224,6 +238,25 @@ impl SnsVerifier {
             .get(url)
             .cloned()
     }
+}
+
+/// When the message was sent, if that is within [`MAX_AGE`] before `now`
+/// (and not more than [`MAX_AHEAD`] after it).
+fn sent_at(timestamp: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Refusal> {
+    let at = DateTime::parse_from_rfc3339(timestamp)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| Refusal::BadRequest(format!("the Timestamp {timestamp:?} is not RFC 3339")))?;
+    if at < now - MAX_AGE {
+        return Err(Refusal::Forbidden(format!(
+            "the message was sent at {timestamp}, more than an hour ago"
+        )));
+    }
+    if at > now + MAX_AHEAD {
+        return Err(Refusal::Forbidden(format!(
+            "the message claims to be sent at {timestamp}, in the future"
+        )));
+    }
+    Ok(at)
 }
 
 /// The SubjectPublicKeyInfo of a PEM certificate.
@@ -382,6 +415,50 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn only_messages_of_the_last_hour_are_fresh() {
+        let now: DateTime<Utc> = "2026-11-23T19:00:00Z".parse().unwrap();
+        assert_eq!(
+            sent_at("2026-11-23T18:01:00.000Z", now).unwrap(),
+            "2026-11-23T18:01:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(sent_at("2026-11-23T19:04:00.000Z", now).is_ok());
+        for stale_or_future in ["2026-11-23T17:59:59.000Z", "2026-11-23T19:06:00.000Z"] {
+            assert!(
+                matches!(sent_at(stale_or_future, now), Err(Refusal::Forbidden(_))),
+                "{stale_or_future}"
+            );
+        }
+        assert!(matches!(
+            sent_at("yesterday", now),
+            Err(Refusal::BadRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_topic_not_on_the_list_is_refused_with_or_without_signature_checks() {
+        let now: DateTime<Utc> = "2026-11-23T19:00:00Z".parse().unwrap();
+        let mut config = SnsReceiptsConfig {
+            verify_signatures: false,
+            ..SnsReceiptsConfig::default()
+        };
+        let verifier = SnsVerifier::new(config.clone());
+        let notification = message("Notification");
+        assert!(matches!(
+            verifier.verify(&notification, now).await,
+            Err(Refusal::Forbidden(_))
+        ));
+        config.topic_arns = vec![notification.topic_arn.clone()];
+        let verifier = SnsVerifier::new(config);
+        assert!(verifier.verify(&notification, now).await.is_ok());
+        let mut elsewhere = notification;
+        elsewhere.topic_arn = "arn:aws:sns:eu-west-1:999999999999:receipts".into();
+        assert!(matches!(
+            verifier.verify(&elsewhere, now).await,
+            Err(Refusal::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! `/graphql/ws`: async-graphql speaks graphql-transport-ws; this file
+//! decides who may hold a socket, and for how long.
+//!
+//! - `connection_init` must come within [`INIT_TIMEOUT`] (else 4408), with a
+//!   valid key (else 4403), as `{"apiKey": "..."}` or
+//!   `{"authorization": "Bearer ..."}`.
+//! - A tenant holds at most `limits.max_sockets_per_tenant` sockets in this
+//!   process; past it a new socket is closed with 4429.
+//! - A revoked key's sockets close with 4403. The log tells every process
+//!   of a revocation (`ApiKeyRevoked`, through the [`LiveHub`]), so an open
+//!   socket costs nothing until one happens: cheaper than every socket
+//!   looking its key up every couple of seconds, and as fast in other
+//!   processes as in the one that revoked it.
+//!
+//! [`LiveHub`]: super::live::LiveHub
+
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{broadcast, oneshot};
+
+use super::graphql::Caller;
+use super::tenant_slots::Slot;
+use super::{ApiError, ApiState};
+use crate::commands::tenants::Principal;
+use crate::domain::values::ApiKeyId;
+
+/// How long a socket may stay open without a `connection_init`.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages for the client queued while the socket is busy sending.
+const OUTGOING: usize = 16;
+
+/// The graphql-transport-ws close codes Herald sends.
+const FORBIDDEN: u16 = 4403;
+const INIT_TIMED_OUT: u16 = 4408;
+const TOO_MANY: u16 = 4429;
+const INTERNAL: u16 = 1011;
+
+/// An admitted socket: what it needs to learn that its key was revoked,
+/// and the tenant's socket slot it holds.
+struct Admitted {
+    key: String,
+    key_id: ApiKeyId,
+    revocations: broadcast::Receiver<ApiKeyId>,
+    _slot: Slot,
+}
+
+pub(super) async fn serve(state: ApiState, socket: WebSocket, protocol: GraphQLProtocol) {
+    let (mut sink, incoming) = socket.split();
+    // The protocol writes into a channel rather than the socket, so that a
+    // close decided here can go out ahead of its own answers.
+    let (to_client, mut outgoing) = futures::channel::mpsc::channel::<Message>(OUTGOING);
+    let (admit, mut admission) = oneshot::channel();
+    let (keys, pool) = (state.api.keys.clone(), state.api.store.pool().clone());
+    let graphql =
+        GraphQLWebSocket::new_with_pair(to_client, incoming, state.schema.clone(), protocol)
+            .on_connection_init(move |payload| connection_init(state, payload, admit))
+            .serve();
+    let mut graphql = std::pin::pin!(graphql);
+    let mut serving = true;
+    let mut admitted: Option<Admitted> = None;
+    let mut waiting = true;
+    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+    let mut init_deadline = std::pin::pin!(init_deadline);
+    let close = loop {
+        tokio::select! {
+            // A decision about the socket goes out before anything the
+            // protocol queued after it (its own answer to a refused init).
+            biased;
+            decision = &mut admission, if waiting => {
+                waiting = false;
+                match decision {
+                    Ok(Ok(socket)) => admitted = Some(socket),
+                    Ok(Err(close)) => break close,
+                    // The client left before it sent a connection_init.
+                    Err(_) => {}
+                }
+            }
+            () = &mut init_deadline, if waiting => {
+                break frame(INIT_TIMED_OUT, "connection initialisation timeout");
+            }
+            () = revoked(&mut admitted, &keys, &pool) => {
+                break frame(FORBIDDEN, "the API key was revoked");
+            }
+            message = outgoing.next() => match message {
+                Some(message) => {
+                    if sink.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                // The protocol is done and everything it said is sent.
+                None => return,
+            },
+            () = &mut graphql, if serving => serving = false,
+        }
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+}
+
+/// Admits the socket (telling [`serve`] through `admit`) or refuses it.
+async fn connection_init(
+    state: ApiState,
+    payload: serde_json::Value,
+    admit: oneshot::Sender<Result<Admitted, CloseFrame>>,
+) -> async_graphql::Result<Data> {
+    match admission(&state, &payload).await {
+        Ok((principal, admitted)) => {
+            let _ = admit.send(Ok(admitted));
+            let mut data = Data::default();
+            data.insert(Caller(Some(principal)));
+            Ok(data)
+        }
+        Err(close) => {
+            let reason = close.reason.to_string();
+            let _ = admit.send(Err(close));
+            Err(async_graphql::Error::new(reason))
+        }
+    }
+}
+
+async fn admission(
+    state: &ApiState,
+    payload: &serde_json::Value,
+) -> Result<(Principal, Admitted), CloseFrame> {
+    let key = connection_key(payload)
+        .ok_or_else(|| frame(FORBIDDEN, "connection_init needs {\"apiKey\": \"...\"}"))?;
+    // Listen first and look the key up in the database, not the cache: a
+    // revocation the lookup does not see is then certain to be heard.
+    let revocations = state.api.live.revocations();
+    let principal = state
+        .api
+        .keys
+        .refresh(state.api.store.pool(), &key)
+        .await
+        .map_err(refusal)?;
+    let slot = state
+        .sockets
+        .try_take(&principal.tenant_id)
+        .ok_or_else(|| {
+            metrics::counter!("websocket_refused_total", "reason" => "too_many").increment(1);
+            frame(TOO_MANY, "too many sockets open for this tenant")
+        })?;
+    let admitted = Admitted {
+        key,
+        key_id: principal.key_id,
+        revocations,
+        _slot: slot,
+    };
+    Ok((principal, admitted))
+}
+
+/// Resolves once the admitted socket's key is revoked; never before admission.
+async fn revoked(admitted: &mut Option<Admitted>, keys: &super::KeyCache, pool: &sqlx::PgPool) {
+    let Some(admitted) = admitted else {
+        return std::future::pending().await;
+    };
+    loop {
+        match admitted.revocations.recv().await {
+            Ok(key_id) if key_id == admitted.key_id => return,
+            Ok(_) => {}
+            // Some revocations went by unseen: ask the database.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                if let Err(ApiError::Unauthenticated) = keys.refresh(pool, &admitted.key).await {
+                    return;
+                }
+            }
+            // The hub is gone with the server: the socket goes with it.
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
+
+fn refusal(error: ApiError) -> CloseFrame {
+    let code = match error {
+        ApiError::Unauthenticated => FORBIDDEN,
+        _ => INTERNAL,
+    };
+    frame(code, &error.message())
+}
+
+/// A close frame; reasons stay under the protocol's 123 bytes.
+fn frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
+}
+
+fn connection_key(payload: &serde_json::Value) -> Option<String> {
+    if let Some(key) = payload.get("apiKey").and_then(|k| k.as_str()) {
+        return Some(key.to_string());
+    }
+    let header = ["authorization", "Authorization"]
+        .iter()
+        .find_map(|name| payload.get(*name).and_then(|v| v.as_str()))?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
