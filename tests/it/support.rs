@@ -201,14 +201,19 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> TestApp {
+        TestApp::start_with(&herald::config::Config::default()).await
+    }
+
+    /// The API as `config` sets it up.
+    pub async fn start_with(config: &herald::config::Config) -> TestApp {
         let db = fresh_database().await;
         herald::database::MIGRATOR
             .run(&db.pool)
             .await
             .expect("migrated");
         let store = herald::eventstore::EventStore::new(db.pool.clone());
-        let options = herald::config::Config::default().api_options();
-        let state = herald::api::ApiState::new(store.clone(), None, &options)
+        let options = config.api_options();
+        let state = herald::api::ApiState::new(store.clone(), &options)
             .await
             .expect("API state");
         let app = herald::api::router(state, &options);

@@ -7,7 +7,7 @@ use async_graphql::{Context, ID, Json, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
-use super::feed::{FeedWatch, InAppFeedUpdate};
+use super::feed::{FeedWatch, InAppFeedUpdate, feed_caller};
 use super::types::NotificationStatus;
 use super::{ApiContext, ApiError, api, require};
 use crate::api::live::LiveError;
@@ -195,18 +195,30 @@ impl SubscriptionRoot {
     /// A recipient's in-app feed as it changes: items as they are
     /// delivered, marks as they are recorded. From `after` (a position
     /// received before, 0 for the beginning) through the log, then live;
-    /// only live ones without `after`.
+    /// only live ones without `after`. On a socket opened with a feed
+    /// token, only that token's recipient, ending when the token expires.
     async fn inapp_feed(
         &self,
         ctx: &Context<'_>,
         recipient_id: String,
         after: Option<i64>,
     ) -> Result<impl Stream<Item = Result<InAppFeedUpdate>> + use<>> {
-        let principal = require(ctx, Scope::Read)?;
-        let watch = Arc::new(FeedWatch::new(ctx, &principal.tenant_id, &recipient_id)?);
+        let recipient = super::feed::recipient(&recipient_id)?;
+        let (tenant_id, _, grant) = feed_caller(ctx, &recipient, Scope::Read)?;
+        let watch = Arc::new(FeedWatch::new(ctx, &tenant_id, &recipient_id)?);
         let api = api(ctx)?;
         let after = resume_point(api, after).await?;
-        Ok(tenant_events(api, principal.tenant_id.to_string(), after)
+        // A feed token's socket reads no longer than the token lives.
+        let lifetime = grant.map(|grant| (grant.expires_at - chrono::Utc::now()).to_std());
+        let expired = async move {
+            match lifetime {
+                Some(Ok(left)) => tokio::time::sleep(left).await,
+                Some(Err(_)) => {}
+                None => futures::future::pending().await,
+            }
+        };
+        Ok(tenant_events(api, tenant_id.to_string(), after)
+            .take_until(expired)
             .then(move |item| {
                 let watch = Arc::clone(&watch);
                 async move {
