@@ -259,8 +259,13 @@ async fn feed_tokens_are_short_lived_and_issued_by_send_keys_only() {
     let hour = expires_at - chrono::Utc::now();
     assert!(hour <= chrono::TimeDelta::hours(1) && hour > chrono::TimeDelta::minutes(59));
 
-    // A one-second token stops working once it expires.
-    let token = token_of(&feed_token(&f, &f.key, "user-a", Some(1)).await);
+    // A short-lived token stops working once it expires, and so does a
+    // subscription opened with it.
+    let token = token_of(&feed_token(&f, &f.key, "user-a", Some(2)).await);
+    let mut socket = open_socket(&f.app, json!({ "feedToken": token })).await;
+    let ack = next(&mut socket, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    subscribe(&mut socket, "a", "recipientId: \"user-a\"").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let answer = f
@@ -277,6 +282,8 @@ async fn feed_tokens_are_short_lived_and_issued_by_send_keys_only() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let ended = next(&mut socket, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(ended["type"], "complete", "{ended}");
 }
 
 /// A subscription refused at its start: a `next` carrying only a
