@@ -282,6 +282,41 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_and_cors_origins_are_checked() {
+        assert_eq!(
+            Config::default().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "metrics_listen = \"off\"\ncors_origins = [\"https://app.example.com:8443\"]\n",
+            )?;
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.metrics_listen, None);
+            assert_eq!(
+                config.cors_origins,
+                [crate::api::CorsOrigin::parse("https://app.example.com:8443").unwrap()]
+            );
+            // "off" survives `herald config`'s rendering.
+            assert!(config.redacted_toml().contains("metrics_listen = \"off\""));
+            Ok(())
+        });
+        for bad in [
+            "metrics_listen = \"nowhere\"",
+            "cors_origins = [\"https://app.example.com/path\"]",
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("herald.toml", bad)?;
+                let error = Config::load(None).unwrap_err().to_string();
+                let key = bad.split(' ').next().unwrap();
+                assert!(error.contains(key), "{error}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
