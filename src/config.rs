@@ -32,6 +32,12 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Address of the HTTP API.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served, apart from the API: they describe every
+    /// tenant's traffic. `"off"` serves none.
+    #[serde(with = "address_or_off")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Browser origins allowed to call `/graphql` (with a feed token).
+    pub cors_origins: Vec<crate::api::CorsOrigin>,
     /// Where Herald keeps its own files (the embedded cluster lives in `pg/`).
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -85,6 +91,8 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            cors_origins: Vec::new(),
             data_dir: PathBuf::from("./.herald"),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
@@ -165,6 +173,7 @@ impl Config {
             receipts: self.receipts.clone(),
             links: self.links(),
             attachments: self.attachments.clone(),
+            cors_origins: self.cors_origins.clone(),
         }
     }
 
@@ -189,6 +198,35 @@ impl Config {
 }
 
 /// Masks the password of a connection URL (and any `password=` parameter).
+/// An address, or `"off"` for none (TOML has no null).
+mod address_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        address: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match address {
+            Some(address) => serializer.collect_str(address),
+            None => serializer.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        if raw == "off" {
+            return Ok(None);
+        }
+        raw.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{raw:?} is neither host:port nor \"off\""))
+        })
+    }
+}
+
 pub fn redact_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return "<unparsable URL, not shown>".into();
@@ -263,6 +301,41 @@ mod tests {
             assert!(Config::load(None).expect("valid").receipts.sns.enabled);
             Ok(())
         });
+    }
+
+    #[test]
+    fn metrics_listen_and_cors_origins_are_checked() {
+        assert_eq!(
+            Config::default().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "metrics_listen = \"off\"\ncors_origins = [\"https://app.example.com:8443\"]\n",
+            )?;
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.metrics_listen, None);
+            assert_eq!(
+                config.cors_origins,
+                [crate::api::CorsOrigin::parse("https://app.example.com:8443").unwrap()]
+            );
+            // "off" survives `herald config`'s rendering.
+            assert!(config.redacted_toml().contains("metrics_listen = \"off\""));
+            Ok(())
+        });
+        for bad in [
+            "metrics_listen = \"nowhere\"",
+            "cors_origins = [\"https://app.example.com/path\"]",
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("herald.toml", bad)?;
+                let error = Config::load(None).unwrap_err().to_string();
+                let key = bad.split(' ').next().unwrap();
+                assert!(error.contains(key), "{error}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

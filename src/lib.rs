@@ -84,6 +84,10 @@ async fn run(
     let store = EventStore::new(db.pool.clone());
     tracing::info!(?roles, "herald is starting");
 
+    if let Some(address) = config.metrics_listen {
+        serve_metrics(address, metrics, shutdown.clone()).await;
+    }
+
     let server = if roles.contains(&Role::Api) {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -94,10 +98,7 @@ async fn run(
                 )
             })?;
         let options = config.api_options();
-        let app = api::router(
-            api::ApiState::new(store.clone(), Some(metrics), &options).await?,
-            &options,
-        );
+        let app = api::router(api::ApiState::new(store.clone(), &options).await?, &options);
         tracing::info!("listening on http://{}", config.listen);
         let graceful = shutdown.clone().cancelled_owned();
         Some(tokio::spawn(async move {
@@ -156,6 +157,35 @@ async fn run(
     }
     tracing::info!("herald stopped");
     Ok(())
+}
+
+/// Serves `/metrics` on `address` until shutdown. A port already taken
+/// (another process on this host) costs the metrics, not the service.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                %address,
+                "metrics are not served: cannot listen (set metrics_listen, or \"off\")"
+            );
+            return;
+        }
+    };
+    tracing::info!("metrics on http://{address}/metrics");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, api::metrics_router(metrics))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the metrics server failed");
+        }
+    });
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

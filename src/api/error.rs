@@ -20,6 +20,8 @@ use crate::eventstore::StoreError;
 pub enum ApiError {
     Unauthenticated,
     Forbidden(&'static str),
+    /// A feed token used beyond its one recipient's in-app feed.
+    FeedTokenOnly,
     Validation(Vec<FieldError>),
     NotFound(&'static str),
     Conflict(String),
@@ -56,6 +58,9 @@ impl ApiError {
                 "a valid API key is required (Authorization: Bearer <key>)".into()
             }
             ApiError::Forbidden(scope) => format!("this API key lacks the {scope} scope"),
+            ApiError::FeedTokenOnly => {
+                "a feed token only reads and marks its own recipient's in-app feed".into()
+            }
             ApiError::Validation(fields) => format!("invalid input: {}", summary(fields)),
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::Conflict(message) => message.clone(),
@@ -76,7 +81,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated => "UNAUTHENTICATED",
-            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::Forbidden(_) | ApiError::FeedTokenOnly => "FORBIDDEN",
             ApiError::Validation(_) => "VALIDATION",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
@@ -93,7 +98,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::FeedTokenOnly => StatusCode::FORBIDDEN,
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,

@@ -1,5 +1,5 @@
-//! The HTTP surface: GraphQL (with GraphiQL), the REST twin, health,
-//! readiness and metrics.
+//! The HTTP surface: GraphQL (with GraphiQL), the REST twin, health and
+//! readiness; and, on a listener of its own, metrics.
 
 mod auth;
 mod campaigns;
@@ -20,18 +20,20 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use self::auth::KeyCache;
 pub use self::error::ApiError;
 use self::graphql::{ApiContext, Caller, HeraldSchema};
+use crate::commands::links::{FEED_TOKEN_PREFIX, FeedGrant};
 use crate::database;
 use crate::eventstore::EventStore;
 
@@ -39,7 +41,6 @@ use crate::eventstore::EventStore;
 pub struct ApiState {
     pub api: ApiContext,
     pub schema: HeraldSchema,
-    pub metrics: Option<PrometheusHandle>,
     /// The streaming bulk route fails when its body stalls this long.
     pub request_timeout: Duration,
     /// The receipt routes' configuration and certificate cache.
@@ -64,12 +65,42 @@ pub struct ApiOptions {
     pub links: crate::commands::links::LinksConfig,
     /// `[attachments]`: the tenant caps inline attachments are checked against.
     pub attachments: crate::domain::attachment::AttachmentsConfig,
+    /// Browser origins allowed to call `/graphql` (CORS); none by default.
+    pub cors_origins: Vec<CorsOrigin>,
+}
+
+/// A browser origin (`https://app.example.com`, no path), checked when the
+/// configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    pub fn parse(raw: &str) -> Result<CorsOrigin, String> {
+        let origin = url::Url::parse(raw)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .map(|url| url.origin().ascii_serialization());
+        match origin {
+            Some(origin) if origin == raw => Ok(CorsOrigin(origin)),
+            _ => Err(format!(
+                "cors_origins: {raw:?} is not an origin like \"https://app.example.com\" \
+                 (scheme, host and optional port; no path or trailing slash)"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CorsOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        CorsOrigin::parse(&raw).map_err(serde::de::Error::custom)
+    }
 }
 
 impl ApiState {
     pub async fn new(
         store: EventStore,
-        metrics: Option<PrometheusHandle>,
         options: &ApiOptions,
     ) -> Result<ApiState, crate::eventstore::StoreError> {
         let links = crate::commands::links::Links::new(store.pool(), &options.links).await?;
@@ -100,7 +131,6 @@ impl ApiState {
         Ok(ApiState {
             schema: graphql::build(api.clone()),
             api,
-            metrics,
             request_timeout: options.request_timeout,
             receipts: Arc::new(receipts::Receivers::new(&options.receipts)),
             sockets: tenant_slots::TenantSlots::new(options.limits.max_sockets_per_tenant),
@@ -118,15 +148,21 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
             axum::routing::post(campaigns::recipients),
         )
         .layer(DefaultBodyLimit::disable());
+    // Browsers holding a feed token call /graphql from the tenant's own
+    // origins; no other route answers a cross-origin browser.
+    let graphql_routes = Router::new().route("/graphql", get(graphiql).post(graphql));
+    let graphql_routes = match cors(&options.cors_origins) {
+        Some(cors) => graphql_routes.layer(cors),
+        None => graphql_routes,
+    };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .merge(graphql_routes)
         .route("/graphql/ws", get(graphql_ws))
         .route("/api/notifications", axum::routing::post(rest::send))
         .route("/api/notifications/{id}", get(rest::get))
         .route("/schemas/event.json", get(ingest::event_schema))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .merge(links::routes())
         .merge(receipts::routes())
         .layer(DefaultBodyLimit::max(options.max_request_bytes))
@@ -138,6 +174,34 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
         ))
         .merge(streaming)
         .with_state(state)
+}
+
+/// Preflights and answers for the configured origins only; `None` when
+/// there are none, so no CORS header is ever sent.
+fn cors(origins: &[CorsOrigin]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(&origin.0).ok())
+        .collect();
+    (!origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(60 * 60))
+    })
+}
+
+/// Prometheus metrics, for a listener of their own (`metrics_listen`):
+/// they describe every tenant's traffic, so they stay off the public API.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = handle.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    )
 }
 
 async fn graphiql() -> impl IntoResponse {
@@ -161,25 +225,41 @@ async fn graphql_ws(
         .on_upgrade(move |socket| sockets::serve(state, socket, protocol))
 }
 
+/// Who a bearer token speaks for: an API key's principal, or (for a token
+/// with the feed prefix) no principal and the feed token's grant.
+async fn authenticate(
+    api: &ApiContext,
+    token: &str,
+) -> Result<(Caller, Option<FeedGrant>), ApiError> {
+    if token.starts_with(FEED_TOKEN_PREFIX) {
+        let grant = api
+            .links
+            .verify_feed_token(token)
+            .map_err(|_| ApiError::Unauthenticated)?;
+        return Ok((Caller(None), Some(grant)));
+    }
+    let principal = api.keys.authenticate(api.store.pool(), token).await?;
+    Ok((Caller(Some(principal)), None))
+}
+
 async fn graphql(
     State(state): State<ApiState>,
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
-    // An unknown or revoked key is treated as no key: resolvers answer UNAUTHENTICATED.
-    let principal = match auth::bearer(&headers) {
-        Some(token) => state
-            .api
-            .keys
-            .authenticate(state.api.store.pool(), token)
+    // An unknown or revoked key, or an expired or altered feed token, is
+    // treated as no credential: resolvers answer UNAUTHENTICATED.
+    let (caller, grant) = match auth::bearer(&headers) {
+        Some(token) => authenticate(&state.api, token)
             .await
-            .ok(),
-        None => None,
+            .unwrap_or((Caller(None), None)),
+        None => (Caller(None), None),
     };
-    let mut response = state
-        .schema
-        .execute(request.into_inner().data(Caller(principal)))
-        .await;
+    let mut request = request.into_inner().data(caller);
+    if let Some(grant) = grant {
+        request = request.data(grant);
+    }
+    let mut response = state.schema.execute(request).await;
     // Errors raised by the GraphQL layer itself (syntax, unknown fields, input
     // coercion, depth and complexity limits) are the request's fault.
     for error in &mut response.errors {
@@ -212,19 +292,4 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
             )
         }
     }
-}
-
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let body = state
-        .metrics
-        .as_ref()
-        .map(|handle| handle.render())
-        .unwrap_or_default();
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
 }

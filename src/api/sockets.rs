@@ -2,7 +2,8 @@
 //! decides who may hold a socket, and for how long.
 //!
 //! - `connection_init` must come within [`INIT_TIMEOUT`] (else 4408), with a
-//!   valid key (else 4403), as `{"apiKey": "..."}` or
+//!   valid credential (else 4403): an API key as `{"apiKey": "..."}`, a feed
+//!   token as `{"feedToken": "..."}`, or either as
 //!   `{"authorization": "Bearer ..."}`.
 //! - A tenant holds at most `limits.max_sockets_per_tenant` sockets in this
 //!   process; past it a new socket is closed with 4429.
@@ -10,7 +11,8 @@
 //!   of a revocation (`ApiKeyRevoked`, through the [`LiveHub`]), so an open
 //!   socket costs nothing until one happens: cheaper than every socket
 //!   looking its key up every couple of seconds, and as fast in other
-//!   processes as in the one that revoked it.
+//!   processes as in the one that revoked it. A feed token has no key to
+//!   revoke: its subscriptions end when it expires.
 //!
 //! [`LiveHub`]: super::live::LiveHub
 
@@ -25,8 +27,8 @@ use tokio::sync::{broadcast, oneshot};
 use super::graphql::Caller;
 use super::tenant_slots::Slot;
 use super::{ApiError, ApiState};
-use crate::commands::tenants::Principal;
-use crate::domain::values::ApiKeyId;
+use crate::commands::links::FEED_TOKEN_PREFIX;
+use crate::domain::values::{ApiKeyId, TenantId};
 
 /// How long a socket may stay open without a `connection_init`.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,13 +41,17 @@ const INIT_TIMED_OUT: u16 = 4408;
 const TOO_MANY: u16 = 4429;
 const INTERNAL: u16 = 1011;
 
-/// An admitted socket: what it needs to learn that its key was revoked,
-/// and the tenant's socket slot it holds.
+/// An admitted socket: what it needs to learn that its key was revoked
+/// (none for a feed token), and the tenant's socket slot it holds.
 struct Admitted {
-    key: String,
+    key: Option<WatchedKey>,
+    _slot: Slot,
+}
+
+struct WatchedKey {
+    secret: String,
     key_id: ApiKeyId,
     revocations: broadcast::Receiver<ApiKeyId>,
-    _slot: Slot,
 }
 
 pub(super) async fn serve(state: ApiState, socket: WebSocket, protocol: GraphQLProtocol) {
@@ -107,10 +113,8 @@ async fn connection_init(
     admit: oneshot::Sender<Result<Admitted, CloseFrame>>,
 ) -> async_graphql::Result<Data> {
     match admission(&state, &payload).await {
-        Ok((principal, admitted)) => {
+        Ok((data, admitted)) => {
             let _ = admit.send(Ok(admitted));
-            let mut data = Data::default();
-            data.insert(Caller(Some(principal)));
             Ok(data)
         }
         Err(close) => {
@@ -124,46 +128,76 @@ async fn connection_init(
 async fn admission(
     state: &ApiState,
     payload: &serde_json::Value,
-) -> Result<(Principal, Admitted), CloseFrame> {
-    let key = connection_key(payload)
-        .ok_or_else(|| frame(FORBIDDEN, "connection_init needs {\"apiKey\": \"...\"}"))?;
+) -> Result<(Data, Admitted), CloseFrame> {
+    let token = connection_key(payload).ok_or_else(|| {
+        frame(
+            FORBIDDEN,
+            "connection_init needs {\"apiKey\": \"...\"} or {\"feedToken\": \"...\"}",
+        )
+    })?;
+    let mut data = Data::default();
+    if token.starts_with(FEED_TOKEN_PREFIX) {
+        let grant = state
+            .api
+            .links
+            .verify_feed_token(&token)
+            .map_err(|_| refusal(ApiError::Unauthenticated))?;
+        let slot = socket_slot(state, &grant.tenant_id)?;
+        data.insert(Caller(None));
+        data.insert(grant);
+        return Ok((
+            data,
+            Admitted {
+                key: None,
+                _slot: slot,
+            },
+        ));
+    }
     // Listen first and look the key up in the database, not the cache: a
     // revocation the lookup does not see is then certain to be heard.
     let revocations = state.api.live.revocations();
     let principal = state
         .api
         .keys
-        .refresh(state.api.store.pool(), &key)
+        .refresh(state.api.store.pool(), &token)
         .await
         .map_err(refusal)?;
-    let slot = state
-        .sockets
-        .try_take(&principal.tenant_id)
-        .ok_or_else(|| {
-            metrics::counter!("websocket_refused_total", "reason" => "too_many").increment(1);
-            frame(TOO_MANY, "too many sockets open for this tenant")
-        })?;
-    let admitted = Admitted {
-        key,
+    let slot = socket_slot(state, &principal.tenant_id)?;
+    let key = WatchedKey {
+        secret: token,
         key_id: principal.key_id,
         revocations,
-        _slot: slot,
     };
-    Ok((principal, admitted))
+    data.insert(Caller(Some(principal)));
+    Ok((
+        data,
+        Admitted {
+            key: Some(key),
+            _slot: slot,
+        },
+    ))
+}
+
+/// One of the tenant's socket slots in this process, or a 4429 close.
+fn socket_slot(state: &ApiState, tenant_id: &TenantId) -> Result<Slot, CloseFrame> {
+    state.sockets.try_take(tenant_id).ok_or_else(|| {
+        metrics::counter!("websocket_refused_total", "reason" => "too_many").increment(1);
+        frame(TOO_MANY, "too many sockets open for this tenant")
+    })
 }
 
 /// Resolves once the admitted socket's key is revoked; never before admission.
 async fn revoked(admitted: &mut Option<Admitted>, keys: &super::KeyCache, pool: &sqlx::PgPool) {
-    let Some(admitted) = admitted else {
+    let Some(Admitted { key: Some(key), .. }) = admitted else {
         return std::future::pending().await;
     };
     loop {
-        match admitted.revocations.recv().await {
-            Ok(key_id) if key_id == admitted.key_id => return,
+        match key.revocations.recv().await {
+            Ok(key_id) if key_id == key.key_id => return,
             Ok(_) => {}
             // Some revocations went by unseen: ask the database.
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                if let Err(ApiError::Unauthenticated) = keys.refresh(pool, &admitted.key).await {
+                if let Err(ApiError::Unauthenticated) = keys.refresh(pool, &key.secret).await {
                     return;
                 }
             }
@@ -190,7 +224,10 @@ fn frame(code: u16, reason: &str) -> CloseFrame {
 }
 
 fn connection_key(payload: &serde_json::Value) -> Option<String> {
-    if let Some(key) = payload.get("apiKey").and_then(|k| k.as_str()) {
+    if let Some(key) = ["apiKey", "feedToken"]
+        .iter()
+        .find_map(|name| payload.get(*name).and_then(|k| k.as_str()))
+    {
         return Some(key.to_string());
     }
     let header = ["authorization", "Authorization"]

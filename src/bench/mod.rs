@@ -148,7 +148,7 @@ struct ApiUnderTest {
 impl ApiUnderTest {
     async fn start(store: &crate::eventstore::EventStore) -> anyhow::Result<ApiUnderTest> {
         let options = Config::default().api_options();
-        let state = crate::api::ApiState::new(store.clone(), None, &options).await?;
+        let state = crate::api::ApiState::new(store.clone(), &options).await?;
         let app = crate::api::router(state, &options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;

@@ -24,7 +24,8 @@ impl Service {
             probe.local_addr()?
         };
         let config = std::env::temp_dir().join(format!("herald-bench-{}.toml", std::process::id()));
-        std::fs::write(&config, "log_filter = \"warn\"\n")?;
+        // Metrics are not measured here; their default port may be taken.
+        std::fs::write(&config, "log_filter = \"warn\"\nmetrics_listen = \"off\"\n")?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--roles", roles, "--listen", &address.to_string()])
             .env("DATABASE_URL", scratch.target.to_url_lossy().to_string())

@@ -40,6 +40,8 @@ pub struct LinksConfig {
     pub unsubscribe_ttl_days: u32,
     /// How long open pixels, tracked links and short links work.
     pub tracking_ttl_days: u32,
+    /// The longest life `issueFeedToken` may give a browser's feed token.
+    pub feed_token_max_ttl_seconds: u32,
 }
 
 impl Default for LinksConfig {
@@ -49,6 +51,7 @@ impl Default for LinksConfig {
             public_base_url: None,
             unsubscribe_ttl_days: 60,
             tracking_ttl_days: 180,
+            feed_token_max_ttl_seconds: 24 * 60 * 60,
         }
     }
 }
@@ -142,13 +145,27 @@ pub async fn signing_key(pool: &PgPool, config: &LinksConfig) -> Result<LinkKey,
     LinkKey::new(bytes).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
-/// Signs and verifies the links Herald puts in messages.
+/// What a feed token starts with, so a bearer is told from an API key
+/// (`hk_`) before any lookup.
+pub const FEED_TOKEN_PREFIX: &str = "hf_";
+
+/// What a valid feed token lets its holder do: read and mark one
+/// recipient's in-app feed until it expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedGrant {
+    pub tenant_id: TenantId,
+    pub recipient_id: RecipientId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Signs and verifies the links Herald puts in messages, and feed tokens.
 #[derive(Debug, Clone)]
 pub struct Links {
     key: LinkKey,
     base: Url,
     unsubscribe_ttl: TimeDelta,
     tracking_ttl: TimeDelta,
+    feed_token_max_ttl: TimeDelta,
 }
 
 impl Links {
@@ -162,7 +179,42 @@ impl Links {
             base: config.base_url(),
             unsubscribe_ttl: TimeDelta::days(config.unsubscribe_ttl_days.into()),
             tracking_ttl: TimeDelta::days(config.tracking_ttl_days.into()),
+            feed_token_max_ttl: TimeDelta::seconds(config.feed_token_max_ttl_seconds.into()),
         }
+    }
+
+    /// The longest `ttl` `feed_token` takes.
+    pub fn feed_token_max_ttl(&self) -> TimeDelta {
+        self.feed_token_max_ttl
+    }
+
+    /// A token for `recipient`'s in-app feed and when it expires: after
+    /// `ttl`, cut to `feed_token_max_ttl`.
+    pub fn issue_feed_token(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        ttl: TimeDelta,
+    ) -> (String, DateTime<Utc>) {
+        let expires_at = Utc::now() + ttl.min(self.feed_token_max_ttl);
+        let claims = LinkClaims::feed(tenant.clone(), recipient.clone(), expires_at);
+        (
+            format!("{FEED_TOKEN_PREFIX}{}", claims.sign(&self.key)),
+            expires_at,
+        )
+    }
+
+    /// What a feed token grants, if Herald sealed it and it has not expired.
+    pub fn verify_feed_token(&self, token: &str) -> Result<FeedGrant, LinkError> {
+        let sealed = token
+            .strip_prefix(FEED_TOKEN_PREFIX)
+            .ok_or(LinkError::Malformed)?;
+        let claims = self.verify(sealed, LinkKind::Feed)?;
+        Ok(FeedGrant {
+            tenant_id: claims.tenant_id,
+            recipient_id: claims.recipient_id.ok_or(LinkError::Malformed)?,
+            expires_at: claims.expires_at,
+        })
     }
 
     /// The one-click unsubscribe page for a message to `address`.
@@ -584,6 +636,39 @@ mod tests {
     }
 
     #[test]
+    fn a_feed_token_grants_its_one_recipient_until_it_expires() {
+        let links = Links::with_key(key(), &LinksConfig::default());
+        let tenant = TenantId::parse("acme").unwrap();
+        let ada = RecipientId::parse("ada").unwrap();
+        let (token, expires_at) = links.issue_feed_token(&tenant, &ada, TimeDelta::hours(1));
+        assert!(token.starts_with(FEED_TOKEN_PREFIX), "{token}");
+        let grant = links.verify_feed_token(&token).unwrap();
+        assert_eq!(
+            (grant.tenant_id, grant.recipient_id),
+            (tenant.clone(), ada.clone())
+        );
+        assert_eq!(grant.expires_at.timestamp(), expires_at.timestamp());
+        // Longer than allowed is cut to the maximum.
+        let (_, capped) = links.issue_feed_token(&tenant, &ada, TimeDelta::days(30));
+        assert!(capped <= Utc::now() + TimeDelta::days(1));
+        // Without the prefix, or a link token of another kind: refused.
+        let bare = token.strip_prefix(FEED_TOKEN_PREFIX).unwrap();
+        assert_eq!(links.verify_feed_token(bare), Err(LinkError::Malformed));
+        let open = links.open_url(&tenant, NotificationId::new());
+        let open = open.path_segments().unwrap().next_back().unwrap();
+        assert_eq!(
+            links.verify_feed_token(&format!("{FEED_TOKEN_PREFIX}{open}")),
+            Err(LinkError::WrongKind)
+        );
+        // Expired: a zero lifetime is over at once.
+        let (expired, _) = links.issue_feed_token(&tenant, &ada, TimeDelta::zero());
+        assert!(matches!(
+            links.verify_feed_token(&expired),
+            Err(LinkError::Expired { .. })
+        ));
+    }
+
+    #[test]
     fn a_short_secret_is_refused_by_name() {
         let error = toml::from_str::<LinksConfig>("secret = \"too short\"")
             .unwrap_err()
@@ -618,7 +703,7 @@ mod tests {
         let url = links.open_url(&tenant, NotificationId::new());
         assert!(
             url.as_str()
-                .starts_with("https://mail.example/herald/t/o/1."),
+                .starts_with("https://mail.example/herald/t/o/2."),
             "{url}"
         );
         assert_eq!(

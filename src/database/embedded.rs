@@ -73,7 +73,7 @@ pub enum EmbeddedError {
     )]
     SocketPathTooLong { path: PathBuf, len: usize },
     #[error(
-        "herald runs as root, and PostgreSQL refuses to, but neither user `postgres` nor `nobody` exists to run it as"
+        "herald runs as root, and PostgreSQL refuses to, but neither user `postgres` nor `herald-pg` exists to run it as (herald does not use `nobody`, which other services share): create one with `useradd --system --no-create-home --shell /usr/sbin/nologin herald-pg`, run herald as a non-root user, or set DATABASE_URL"
     )]
     NoServerUser,
     #[error(
@@ -715,16 +715,31 @@ fn parse_major(version: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// initdb and postgres refuse to run as root: as root, run them as
-/// `postgres`, else `nobody`.
+/// Who runs the cluster when herald runs as root, in order of preference.
+/// Never `nobody`: other daemons run as it too, and could then read and
+/// write the cluster's data. Herald does not create a user itself: adding
+/// accounts is the operator's call, so the error says how.
+const SERVER_USERS: [&str; 2] = ["postgres", "herald-pg"];
+
+/// initdb and postgres refuse to run as root: as root, run them as the
+/// first of `SERVER_USERS` that exists.
 fn server_user() -> Result<Option<User>, EmbeddedError> {
     if !geteuid().is_root() {
         return Ok(None);
     }
-    for name in ["postgres", "nobody"] {
-        let user = User::from_name(name)
-            .map_err(|e| io_err(format!("could not look up user {name}"))(e.into()))?;
-        if user.is_some() {
+    first_existing(|name| {
+        User::from_name(name)
+            .map_err(|e| io_err(format!("could not look up user {name}"))(e.into()))
+    })
+    .map(Some)
+}
+
+/// The first of `SERVER_USERS` that `lookup` finds.
+fn first_existing<U>(
+    mut lookup: impl FnMut(&str) -> Result<Option<U>, EmbeddedError>,
+) -> Result<U, EmbeddedError> {
+    for name in SERVER_USERS {
+        if let Some(user) = lookup(name)? {
             return Ok(user);
         }
     }
@@ -1127,6 +1142,21 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("HERALD_DATA_DIR"), "{err}");
+    }
+
+    #[test]
+    fn the_server_user_is_postgres_or_a_dedicated_one_never_nobody() {
+        let among = |present: &'static [&'static str]| {
+            first_existing(|name| Ok(present.contains(&name).then(|| name.to_string())))
+        };
+        assert_eq!(
+            among(&["nobody", "postgres", "herald-pg"]).unwrap(),
+            "postgres"
+        );
+        assert_eq!(among(&["nobody", "herald-pg"]).unwrap(), "herald-pg");
+        let err = among(&["nobody"]).expect_err("nobody is not enough");
+        assert!(matches!(err, EmbeddedError::NoServerUser), "{err}");
+        assert!(err.to_string().contains("useradd --system"), "{err}");
     }
 
     #[tokio::test]

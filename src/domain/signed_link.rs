@@ -2,15 +2,25 @@
 //! tracking links; the tenant's tracking settings and short links; and what a
 //! tracking request may keep about its client.
 //!
-//! A token is `1.<payload>.<mac>`: a version, the claims as compact JSON in
-//! base64url, and the HMAC-SHA256 of `1.<payload>` in base64url. Everything a
-//! link acts on (tenant, notification, recipient, address, category, target
-//! URL) is inside the signed payload, so a link can only do what Herald
-//! signed; nothing is read from the query string.
+//! A token is `2.<sealed>`: a version, then in base64url a 12-byte nonce and
+//! the claims as compact JSON sealed with AES-256-GCM-SIV. The claims are
+//! encrypted, not only signed, so a link in a forwarded email shows nobody
+//! the address, recipient or tenant it acts on. The nonce is an HMAC of the
+//! claims (a synthetic IV), which keeps signing pure and deterministic;
+//! GCM-SIV stays safe if two equal claims meet the same nonce. Both keys are
+//! derived from the one link key. Everything a link acts on (tenant,
+//! notification, recipient, address, category, target URL) is inside the
+//! sealed payload, so a link can only do what Herald sealed; nothing is read
+//! from the query string.
+//!
+//! Version 1 tokens (`1.<payload>.<mac>`, claims in clear under an
+//! HMAC-SHA256) are still accepted until they expire, because unsubscribe
+//! links already delivered must keep working; they are no longer issued.
 
 use std::fmt;
 use std::net::IpAddr;
 
+use aws_lc_rs::aead::{self, AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeZone, Utc};
@@ -24,8 +34,14 @@ use super::suppression::SuppressedAddress;
 use super::tagged_payload::upcast_current;
 use super::values::{Category, HttpUrl, NotificationId, RecipientId, TenantId};
 
-/// The token format this code writes; older ones are refused by name.
-const VERSION: &str = "1";
+/// The token format this code writes.
+const VERSION: &str = "2";
+/// The format before claims were encrypted: still verified, never written.
+const LEGACY_VERSION: &str = "1";
+/// Bound to every sealed token, so a ciphertext made for another purpose
+/// with the same key never opens as a link.
+const AAD: &[u8] = b"herald-link-2";
+const NONCE_BYTES: usize = aead::NONCE_LEN;
 /// A key shorter than the hash's output weakens the MAC.
 pub const MIN_KEY_BYTES: usize = 32;
 /// The longest token accepted before any decoding work.
@@ -50,6 +66,31 @@ impl LinkKey {
     fn mac(&self) -> Hmac<Sha256> {
         Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
     }
+
+    /// A subkey for one purpose, HMAC(key, purpose): the sealing and nonce
+    /// keys never equal each other or the legacy MAC key.
+    fn subkey(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
+    fn sealing_key(&self) -> LessSafeKey {
+        let key = UnboundKey::new(&AES_256_GCM_SIV, &self.subkey(b"herald-link-2 seal"))
+            .expect("32 bytes is an AES-256 key");
+        LessSafeKey::new(key)
+    }
+
+    /// The synthetic nonce of `plaintext`.
+    fn nonce_for(&self, plaintext: &[u8]) -> [u8; NONCE_BYTES] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.subkey(b"herald-link-2 nonce"))
+            .expect("HMAC takes a key of any length");
+        mac.update(plaintext);
+        let digest = mac.finalize().into_bytes();
+        let mut nonce = [0u8; NONCE_BYTES];
+        nonce.copy_from_slice(&digest[..NONCE_BYTES]);
+        nonce
+    }
 }
 
 impl fmt::Debug for LinkKey {
@@ -73,6 +114,9 @@ pub enum LinkKind {
     /// `/t/c/{token}`: a tracked click, redirecting to the signed URL.
     #[serde(rename = "c")]
     Click,
+    /// A browser's credential for one recipient's in-app feed (never a page).
+    #[serde(rename = "f")]
+    Feed,
 }
 
 /// What a token says; built by the constructors, which keep each kind's
@@ -131,6 +175,24 @@ impl LinkClaims {
         }
     }
 
+    /// Lets a browser read and mark `recipient_id`'s in-app feed, nothing else.
+    pub fn feed(
+        tenant_id: TenantId,
+        recipient_id: RecipientId,
+        expires_at: DateTime<Utc>,
+    ) -> LinkClaims {
+        LinkClaims {
+            kind: LinkKind::Feed,
+            tenant_id,
+            notification_id: None,
+            recipient_id: Some(recipient_id),
+            address: None,
+            category: None,
+            url: None,
+            expires_at,
+        }
+    }
+
     pub fn open(
         tenant_id: TenantId,
         notification_id: NotificationId,
@@ -179,17 +241,23 @@ impl LinkClaims {
             u: self.url.clone(),
             e: self.expires_at.timestamp(),
         };
-        let json = serde_json::to_vec(&wire).expect("claims always serialise");
-        let signed = format!("{VERSION}.{}", URL_SAFE_NO_PAD.encode(json));
-        let mut mac = key.mac();
-        mac.update(signed.as_bytes());
-        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{signed}.{tag}")
+        let mut sealed = serde_json::to_vec(&wire).expect("claims always serialise");
+        let nonce = key.nonce_for(&sealed);
+        key.sealing_key()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(AAD),
+                &mut sealed,
+            )
+            .expect("sealing a short payload cannot fail");
+        let mut blob = nonce.to_vec();
+        blob.append(&mut sealed);
+        format!("{VERSION}.{}", URL_SAFE_NO_PAD.encode(blob))
     }
 
     /// The claims of a token Herald signed with `key` for a link of `kind`,
-    /// still valid at `now`. The signature is checked (in constant time)
-    /// before anything in the payload is read.
+    /// still valid at `now`. The seal (or a legacy token's signature) is
+    /// checked before anything in the payload is read.
     pub fn verify(
         token: &str,
         kind: LinkKind,
@@ -199,21 +267,12 @@ impl LinkClaims {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(LinkError::Malformed);
         }
-        let (signed, tag) = token.rsplit_once('.').ok_or(LinkError::Malformed)?;
-        let (version, payload) = signed.split_once('.').ok_or(LinkError::Malformed)?;
-        if version != VERSION {
-            return Err(LinkError::UnsupportedVersion);
-        }
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| LinkError::Malformed)?;
-        let mut mac = key.mac();
-        mac.update(signed.as_bytes());
-        mac.verify_slice(&tag)
-            .map_err(|_| LinkError::BadSignature)?;
-        let json = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| LinkError::Malformed)?;
+        let (version, rest) = token.split_once('.').ok_or(LinkError::Malformed)?;
+        let json = match version {
+            VERSION => open(rest, key)?,
+            LEGACY_VERSION => verify_legacy(token, key)?,
+            _ => return Err(LinkError::UnsupportedVersion),
+        };
         let wire: Wire = serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
         let claims = wire.into_claims().ok_or(LinkError::Malformed)?;
         if claims.kind != kind {
@@ -226,6 +285,40 @@ impl LinkClaims {
         }
         Ok(claims)
     }
+}
+
+/// The claims' JSON of a version 2 token's sealed part.
+fn open(sealed: &str, key: &LinkKey) -> Result<Vec<u8>, LinkError> {
+    let mut blob = URL_SAFE_NO_PAD
+        .decode(sealed)
+        .map_err(|_| LinkError::Malformed)?;
+    if blob.len() < NONCE_BYTES + AES_256_GCM_SIV.tag_len() {
+        return Err(LinkError::Malformed);
+    }
+    let mut sealed = blob.split_off(NONCE_BYTES);
+    let nonce = Nonce::try_assume_unique_for_key(&blob).map_err(|_| LinkError::Malformed)?;
+    let json = key
+        .sealing_key()
+        .open_in_place(nonce, Aad::from(AAD), &mut sealed)
+        .map_err(|_| LinkError::BadSignature)?;
+    Ok(json.to_vec())
+}
+
+/// The claims' JSON of a version 1 token (`1.<payload>.<mac>`), whose
+/// HMAC is checked in constant time first.
+fn verify_legacy(token: &str, key: &LinkKey) -> Result<Vec<u8>, LinkError> {
+    let (signed, tag) = token.rsplit_once('.').ok_or(LinkError::Malformed)?;
+    let (_, payload) = signed.split_once('.').ok_or(LinkError::Malformed)?;
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| LinkError::Malformed)?;
+    let mut mac = key.mac();
+    mac.update(signed.as_bytes());
+    mac.verify_slice(&tag)
+        .map_err(|_| LinkError::BadSignature)?;
+    URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| LinkError::Malformed)
 }
 
 /// The signed payload: short keys keep links short.
@@ -257,7 +350,7 @@ impl Wire {
         };
         let complete = match self.k {
             LinkKind::Unsubscribe => address.is_some(),
-            LinkKind::Preferences => self.r.is_some(),
+            LinkKind::Preferences | LinkKind::Feed => self.r.is_some(),
             LinkKind::Open => self.n.is_some(),
             LinkKind::Click => self.u.is_some(),
         };
@@ -451,9 +544,14 @@ mod tests {
                 None,
                 t0() + TimeDelta::days(1),
             ),
+            LinkClaims::feed(
+                tenant(),
+                RecipientId::parse("user-1").unwrap(),
+                t0() + TimeDelta::hours(1),
+            ),
         ] {
             let token = claims.sign(&key());
-            assert!(token.starts_with("1."), "{token}");
+            assert!(token.starts_with("2."), "{token}");
             assert!(
                 token
                     .bytes()
@@ -468,24 +566,91 @@ mod tests {
     }
 
     #[test]
-    fn a_tampered_token_is_refused() {
-        let token = click().sign(&key());
+    fn a_token_shows_nothing_of_what_it_acts_on() {
+        let token = unsubscribe().sign(&key());
+        let (_, sealed) = token.split_once('.').unwrap();
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [
+            "ada@example.com",
+            "ada",
+            "user-1",
+            "billing",
+            tenant().as_str(),
+        ] {
+            assert!(!text.contains(secret), "{secret} readable in {text:?}");
+        }
+        // Deterministic: the same claims make the same token.
+        assert_eq!(token, unsubscribe().sign(&key()));
+    }
+
+    /// A token as Herald wrote them before claims were encrypted.
+    fn legacy_token(claims: &LinkClaims) -> String {
+        let wire = Wire {
+            k: claims.kind,
+            t: claims.tenant_id.clone(),
+            n: claims.notification_id,
+            r: claims.recipient_id.clone(),
+            a: claims.address.as_ref().map(|a| a.as_str().to_string()),
+            c: claims.category.clone(),
+            u: claims.url.clone(),
+            e: claims.expires_at.timestamp(),
+        };
+        let signed = format!(
+            "1.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap())
+        );
+        let mut mac = key().mac();
+        mac.update(signed.as_bytes());
+        format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn legacy_tokens_verify_until_they_expire_and_only_untampered() {
+        let token = legacy_token(&unsubscribe());
+        assert_eq!(
+            LinkClaims::verify(&token, LinkKind::Unsubscribe, &key(), t0()),
+            Ok(unsubscribe())
+        );
         let (signed, tag) = token.rsplit_once('.').unwrap();
         let (_, payload) = signed.split_once('.').unwrap();
-        // Another URL, re-encoded: the signature no longer matches.
         let json = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        let forged = json.replace("example.com", "evil.example");
+        let forged = json.replace("ada@example.com", "eve@example.com");
         let forged = format!("1.{}.{tag}", URL_SAFE_NO_PAD.encode(forged));
         assert_eq!(
-            LinkClaims::verify(&forged, LinkKind::Click, &key(), t0()),
+            LinkClaims::verify(&forged, LinkKind::Unsubscribe, &key(), t0()),
             Err(LinkError::BadSignature)
         );
-        // One flipped character of the signature.
-        let mut flipped = token.clone().into_bytes();
-        let last = flipped.len() - 1;
-        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-        let flipped = String::from_utf8(flipped).unwrap();
-        assert!(LinkClaims::verify(&flipped, LinkKind::Click, &key(), t0()).is_err());
+        assert!(matches!(
+            LinkClaims::verify(
+                &token,
+                LinkKind::Unsubscribe,
+                &key(),
+                t0() + TimeDelta::days(61)
+            ),
+            Err(LinkError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tampered_token_is_refused() {
+        let token = click().sign(&key());
+        let (_, sealed) = token.split_once('.').unwrap();
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).unwrap();
+        // Any flipped bit, in the nonce, the ciphertext or the tag.
+        for at in [0, NONCE_BYTES + 3, bytes.len() - 1] {
+            let mut forged = bytes.clone();
+            forged[at] ^= 1;
+            let forged = format!("2.{}", URL_SAFE_NO_PAD.encode(forged));
+            assert_eq!(
+                LinkClaims::verify(&forged, LinkKind::Click, &key(), t0()),
+                Err(LinkError::BadSignature),
+                "bit flipped at {at}"
+            );
+        }
         // Another key.
         let other = LinkKey::new(vec![7; 32]).unwrap();
         assert_eq!(
@@ -494,12 +659,13 @@ mod tests {
         );
         for junk in [
             "",
-            "1",
-            "1.x",
+            "2",
+            "2.x",
+            "2.",
             "1..",
-            "2.abc.def",
+            "3.abc",
             "not a token",
-            &"1.a".repeat(2000),
+            &"2.a".repeat(2000),
         ] {
             assert!(
                 LinkClaims::verify(junk, LinkKind::Click, &key(), t0()).is_err(),
@@ -507,7 +673,7 @@ mod tests {
             );
         }
         assert_eq!(
-            LinkClaims::verify("2.abc.def", LinkKind::Click, &key(), t0()),
+            LinkClaims::verify("3.abc", LinkKind::Click, &key(), t0()),
             Err(LinkError::UnsupportedVersion)
         );
     }

@@ -30,7 +30,7 @@ use herald::workers::{DeliveryConfig, RoutingConfig};
 
 use crate::support::{TestApp, error_codes};
 
-const FEED: &str = "query($r: String!, $s: [InAppItemState!]) { inappFeed(recipientId: $r, states: $s) { \
+pub(crate) const FEED: &str = "query($r: String!, $s: [InAppItemState!]) { inappFeed(recipientId: $r, states: $s) { \
     unreadCount edges { cursor node { id recipientId title text ctaUrl data category state deliveredAt readAt archivedAt position } } \
     pageInfo { hasNextPage endCursor } } }";
 const MARK: &str = "mutation($r: String!, $ids: [ID!]!, $s: InAppItemState!) { \
@@ -38,15 +38,15 @@ const MARK: &str = "mutation($r: String!, $ids: [ID!]!, $s: InAppItemState!) { \
 
 /// The service with a dispatcher delivering in-app through the `inapp`
 /// provider (the default routing) and the feed's projection running.
-struct Feed {
-    app: TestApp,
-    key: String,
+pub(crate) struct Feed {
+    pub(crate) app: TestApp,
+    pub(crate) key: String,
     tenant: String,
     shutdown: CancellationToken,
 }
 
 impl Feed {
-    async fn start() -> Feed {
+    pub(crate) async fn start() -> Feed {
         let app = TestApp::start().await;
         let (tenant, key) = app.tenant().await;
         let shutdown = CancellationToken::new();
@@ -85,7 +85,7 @@ impl Feed {
         }
     }
 
-    async fn send(&self, recipient: &str, title: &str) -> String {
+    pub(crate) async fn send(&self, recipient: &str, title: &str) -> String {
         let sent = self
             .app
             .graphql(
@@ -110,7 +110,7 @@ impl Feed {
             .to_string()
     }
 
-    async fn feed(&self, key: &str, recipient: &str, states: Option<&[&str]>) -> Value {
+    pub(crate) async fn feed(&self, key: &str, recipient: &str, states: Option<&[&str]>) -> Value {
         let response = self
             .app
             .graphql(Some(key), FEED, json!({ "r": recipient, "s": states }))
@@ -120,7 +120,11 @@ impl Feed {
     }
 
     /// Polls the feed until `ready` holds (the projection follows the log).
-    async fn feed_until(&self, recipient: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn feed_until(
+        &self,
+        recipient: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let feed = self.feed(&self.key, recipient, None).await;
@@ -135,7 +139,13 @@ impl Feed {
         }
     }
 
-    async fn mark(&self, key: &str, recipient: &str, ids: &[&str], state: &str) -> Value {
+    pub(crate) async fn mark(
+        &self,
+        key: &str,
+        recipient: &str,
+        ids: &[&str],
+        state: &str,
+    ) -> Value {
         self.app
             .graphql(
                 Some(key),
@@ -381,10 +391,19 @@ async fn a_projection_that_saw_only_the_deliveries_reads_the_rest_from_the_log()
     assert_eq!(rebuilt, live);
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A graphql-transport-ws connection, acknowledged.
 async fn connect(app: &TestApp, key: &str) -> Socket {
+    let mut socket = open_socket(app, json!({ "apiKey": key })).await;
+    let ack = next(&mut socket, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
+/// A graphql-transport-ws connection that sent `connection_init` with
+/// `payload`, before any answer.
+pub(crate) async fn open_socket(app: &TestApp, payload: Value) -> Socket {
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert(
@@ -394,22 +413,20 @@ async fn connect(app: &TestApp, key: &str) -> Socket {
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     send(
         &mut socket,
-        json!({ "type": "connection_init", "payload": { "apiKey": key } }),
+        json!({ "type": "connection_init", "payload": payload }),
     )
     .await;
-    let ack = next(&mut socket, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
     socket
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub(crate) async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::text(message.to_string()))
         .await
         .unwrap();
 }
 
-async fn subscribe(socket: &mut Socket, id: &str, arguments: &str) {
+pub(crate) async fn subscribe(socket: &mut Socket, id: &str, arguments: &str) {
     let query = format!(
         "subscription {{ inappFeed({arguments}) {{ position change ids state at item {{ id title state recipientId }} }} }}"
     );
@@ -421,7 +438,7 @@ async fn subscribe(socket: &mut Socket, id: &str, arguments: &str) {
 }
 
 /// The next JSON message within `within`, or `None`.
-async fn next(socket: &mut Socket, within: Duration) -> Option<Value> {
+pub(crate) async fn next(socket: &mut Socket, within: Duration) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(within, socket.next()).await.ok()??;
         if let Message::Text(text) = message.unwrap() {
@@ -431,7 +448,7 @@ async fn next(socket: &mut Socket, within: Duration) -> Option<Value> {
 }
 
 /// The next feed update; panics on anything else.
-async fn update(socket: &mut Socket) -> Value {
+pub(crate) async fn update(socket: &mut Socket) -> Value {
     let message = next(socket, Duration::from_secs(15))
         .await
         .expect("an update in time");

@@ -550,9 +550,7 @@ async fn the_bulk_route_outlives_the_request_timeout_but_not_an_idle_body() {
     let mut options = herald::config::Config::default().api_options();
     options.request_timeout = std::time::Duration::from_millis(600);
     let app = herald::api::router(
-        herald::api::ApiState::new(store, None, &options)
-            .await
-            .unwrap(),
+        herald::api::ApiState::new(store, &options).await.unwrap(),
         &options,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -14,8 +14,8 @@ use crate::peers::{Peer, aiosmtpd};
 use crate::served::{Served, serve, smtp_config};
 
 /// A `herald serve` process over a fresh database, mailing through aiosmtpd.
-struct Service {
-    served: Served,
+pub(crate) struct Service {
+    pub(crate) served: Served,
     _smtp: Peer,
     dir: PathBuf,
 }
@@ -27,7 +27,7 @@ impl Drop for Service {
 }
 
 impl Service {
-    async fn start() -> Service {
+    pub(crate) async fn start() -> Service {
         let dir = std::env::temp_dir().join(format!("herald-journey-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let maildir = dir.join("mail");
@@ -44,7 +44,7 @@ impl Service {
         }
     }
 
-    async fn graphql(&self, query: &str, variables: Value) -> Value {
+    pub(crate) async fn graphql(&self, query: &str, variables: Value) -> Value {
         self.served.graphql(query, variables).await
     }
 
@@ -67,7 +67,7 @@ impl Service {
     }
 
     /// The one message addressed to `to`, once it has arrived.
-    async fn email_to(&self, to: &str) -> Value {
+    pub(crate) async fn email_to(&self, to: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let found: Vec<Value> = self
@@ -87,7 +87,7 @@ impl Service {
         }
     }
 
-    async fn send(&self, input: Value) -> String {
+    pub(crate) async fn send(&self, input: Value) -> String {
         let data = self
             .graphql(
                 "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
@@ -101,7 +101,7 @@ impl Service {
     }
 
     /// The notification once its status is `status`, with its timeline.
-    async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+    pub(crate) async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let data = self
@@ -149,7 +149,7 @@ impl Service {
     }
 }
 
-fn unsubscribe_link(email: &Value) -> String {
+pub(crate) fn unsubscribe_link(email: &Value) -> String {
     let header = email["headers"]["list-unsubscribe"]
         .as_str()
         .expect("a List-Unsubscribe header");

@@ -90,7 +90,7 @@ async fn start_app(operators: usize) -> (TestApp, Vec<TenantId>) {
         ..herald::config::Config::default()
     };
     let options = config.api_options();
-    let state = herald::api::ApiState::new(store.clone(), None, &options)
+    let state = herald::api::ApiState::new(store.clone(), &options)
         .await
         .unwrap();
     let router = herald::api::router(state, &options);

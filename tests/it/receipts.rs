@@ -64,7 +64,7 @@ impl Harness {
             },
         );
         let options = config.api_options();
-        let state = herald::api::ApiState::new(store.clone(), None, &options)
+        let state = herald::api::ApiState::new(store.clone(), &options)
             .await
             .expect("API state");
         let app = herald::api::router(state, &options);

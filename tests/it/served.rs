@@ -14,13 +14,16 @@ pub struct Served {
     /// Killed when dropped.
     _child: tokio::process::Child,
     pub base: String,
+    /// Where `/metrics` is served, apart from the API.
+    pub metrics_base: String,
     /// The tenant's API key.
     pub key: String,
     pub http: reqwest::Client,
 }
 
-/// Writes `dir/herald.toml` (its own `listen`, warnings only, then
-/// `config`), starts `herald serve` with it and waits until it is ready.
+/// Writes `dir/herald.toml` (its own `listen` and `metrics_listen`,
+/// warnings only, then `config`), starts `herald serve` with it and waits
+/// until it is ready.
 pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
     let db = fresh_database().await;
     herald::database::MIGRATOR
@@ -35,11 +38,14 @@ pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
     )
     .await
     .expect("tenant");
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let file = dir.join("herald.toml");
     std::fs::write(
         &file,
-        format!("listen = \"127.0.0.1:{port}\"\nlog_filter = \"warn\"\n{config}"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+             log_filter = \"warn\"\n{config}"
+        ),
     )
     .expect("config written");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -67,6 +73,7 @@ pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
     Served {
         _child: child,
         base,
+        metrics_base: format!("http://127.0.0.1:{metrics_port}"),
         key: tenant.api_key,
         http,
     }

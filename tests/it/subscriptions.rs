@@ -199,7 +199,7 @@ async fn subscriptions_only_see_the_callers_tenant() {
     let (tenant_a, key_a) = app.tenant().await;
     let (_, key_b) = app.tenant().await;
     let options = herald::config::Config::default().api_options();
-    let state = herald::api::ApiState::new(app.store.clone(), None, &options)
+    let state = herald::api::ApiState::new(app.store.clone(), &options)
         .await
         .unwrap();
     let principal_b = tenants::authenticate(app.store.pool(), &key_b)

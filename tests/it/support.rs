@@ -201,11 +201,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> TestApp {
-        TestApp::start_with(herald::config::Config::default()).await
+        TestApp::start_with(&herald::config::Config::default()).await
     }
 
-    /// [`TestApp::start`] with the API options of `config`.
-    pub async fn start_with(config: herald::config::Config) -> TestApp {
+    /// The API as `config` sets it up.
+    pub async fn start_with(config: &herald::config::Config) -> TestApp {
         let db = fresh_database().await;
         herald::database::MIGRATOR
             .run(&db.pool)
@@ -213,7 +213,7 @@ impl TestApp {
             .expect("migrated");
         let store = herald::eventstore::EventStore::new(db.pool.clone());
         let options = config.api_options();
-        let state = herald::api::ApiState::new(store.clone(), None, &options)
+        let state = herald::api::ApiState::new(store.clone(), &options)
             .await
             .expect("API state");
         let app = herald::api::router(state, &options);

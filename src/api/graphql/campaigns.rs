@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::types::PageInfo;
-use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
+use super::{ApiError, MAX_PAGE, NeedsScope, actor, api, decode_cursor, encode_cursor, require};
 use crate::api::live::LiveError;
 use crate::commands::campaigns::{
     self, CallbackRow, CampaignAnalytics, CampaignRow, ImportError, ImportProgress, ImportSummary,
@@ -266,6 +266,7 @@ impl Campaign {
         self.0.created_at
     }
     /// Messages per status, released ones by their notification's status.
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<CampaignStatusCount>> {
         let (counts, _) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
             .await
@@ -278,6 +279,7 @@ impl Campaign {
             })
             .collect())
     }
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     async fn summary(&self, ctx: &Context<'_>) -> Result<CampaignSummaryObject> {
         let (_, summary) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
             .await
@@ -286,12 +288,14 @@ impl Campaign {
     }
     /// Sent, delivered, opened, clicked, bounced, complained and
     /// unsubscribed messages, and their rates.
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     async fn analytics(&self, ctx: &Context<'_>) -> Result<CampaignAnalyticsObject> {
         let analytics = campaigns::analytics(api(ctx)?.store.pool(), self.0.campaign_id)
             .await
             .map_err(ApiError::from)?;
         Ok(CampaignAnalyticsObject(analytics))
     }
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>> {
         let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id)
             .await
@@ -299,6 +303,7 @@ impl Campaign {
         Ok(rows.into_iter().map(Into::into).collect())
     }
     /// Rows refused by the imports, by line (up to `first`, at most 1000).
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     async fn import_errors(
         &self,
         ctx: &Context<'_>,

@@ -6,6 +6,10 @@
 //! caller is the product backend acting for its signed-in user, the same
 //! party that sends that user notifications. A key is its tenant's: any
 //! recipient of the tenant, none of another's.
+//!
+//! A browser uses a feed token instead (`issueFeedToken`, scope `send`):
+//! it reads and marks its one recipient's feed, here and in the `inappFeed`
+//! subscription, until it expires; every other field refuses it.
 
 use std::sync::Arc;
 
@@ -15,10 +19,12 @@ use chrono::{DateTime, Utc};
 
 use super::types::PageInfo;
 use super::{ApiError, MAX_PAGE, actor, api, require};
+use crate::commands::Actor;
 use crate::commands::inapp_feed as commands;
+use crate::commands::links::FeedGrant;
 use crate::domain::Scope;
 use crate::domain::inapp_feed::{self as domain, InAppFeedEvent, MarkInAppItems};
-use crate::domain::values::RecipientId;
+use crate::domain::values::{RecipientId, TenantId};
 use crate::eventstore::{EventStore, RecordedEvent};
 use crate::projections::inapp_feed::{self, Delivery, FeedItem, SharedDeliveries};
 
@@ -151,8 +157,42 @@ pub struct InAppFeedUpdate {
     pub at: DateTime<Utc>,
 }
 
-fn recipient(raw: &str) -> Result<RecipientId, ApiError> {
+pub(super) fn recipient(raw: &str) -> Result<RecipientId, ApiError> {
     RecipientId::parse(raw).map_err(|e| ApiError::field("recipient_id", e.to_string()))
+}
+
+/// Who works on `recipient`'s feed: an API key with `scope`, or a feed
+/// token for that very recipient (its grant is returned so a subscription
+/// can end when it expires).
+pub(super) fn feed_caller(
+    ctx: &Context<'_>,
+    recipient: &RecipientId,
+    scope: Scope,
+) -> Result<(TenantId, Actor, Option<FeedGrant>), ApiError> {
+    match ctx.data_opt::<FeedGrant>() {
+        Some(grant) if grant.recipient_id == *recipient => Ok((
+            grant.tenant_id.clone(),
+            Actor::new(format!("feed-token:{}", grant.recipient_id)),
+            Some(grant.clone()),
+        )),
+        Some(_) => Err(ApiError::FeedTokenOnly),
+        None => {
+            let principal = require(ctx, scope)?;
+            Ok((principal.tenant_id.clone(), actor(principal), None))
+        }
+    }
+}
+
+/// `issueFeedToken`'s lifetime when none is asked for (or the maximum, if lower).
+const DEFAULT_FEED_TOKEN_TTL_SECONDS: i64 = 60 * 60;
+
+/// A browser's credential for one recipient's in-app feed.
+#[derive(SimpleObject)]
+pub struct FeedToken {
+    /// Send as `Authorization: Bearer <token>` to `/graphql`, or as
+    /// `{"feedToken": "<token>"}` in the socket's `connection_init`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 fn encode_position(position: i64) -> String {
@@ -183,8 +223,8 @@ impl FeedQuery {
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
     ) -> Result<InAppFeedConnection> {
-        let principal = require(ctx, Scope::Read)?;
         let recipient = recipient(&recipient_id)?;
+        let (tenant_id, _, _) = feed_caller(ctx, &recipient, Scope::Read)?;
         if !(1..=MAX_PAGE as i32).contains(&first) {
             return Err(
                 ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
@@ -195,7 +235,7 @@ impl FeedQuery {
             states.map(|s| s.into_iter().map(Into::into).collect());
         let page = inapp_feed::page(
             api(ctx)?.store.pool(),
-            principal.tenant_id.as_str(),
+            tenant_id.as_str(),
             recipient.as_str(),
             states.as_deref(),
             first as usize,
@@ -239,16 +279,16 @@ impl FeedMutation {
         ids: Vec<ID>,
         state: InAppItemState,
     ) -> Result<MarkInAppItemsPayload> {
-        let principal = require(ctx, Scope::Send)?;
+        let (tenant_id, actor, _) = feed_caller(ctx, &recipient(&recipient_id)?, Scope::Send)?;
         let marked = commands::mark(
             &api(ctx)?.store,
-            &principal.tenant_id,
+            &tenant_id,
             MarkInAppItems {
                 recipient_id,
                 ids: ids.into_iter().map(|id| id.0).collect(),
                 state: state.into(),
             },
-            &actor(principal),
+            &actor,
         )
         .await
         .map_err(ApiError::from)?;
@@ -261,16 +301,39 @@ impl FeedMutation {
         ctx: &Context<'_>,
         recipient_id: String,
     ) -> Result<MarkInAppItemsPayload> {
-        let principal = require(ctx, Scope::Send)?;
-        let marked = commands::mark_all_read(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            &recipient_id,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let (tenant_id, actor, _) = feed_caller(ctx, &recipient(&recipient_id)?, Scope::Send)?;
+        let marked = commands::mark_all_read(&api(ctx)?.store, &tenant_id, &recipient_id, &actor)
+            .await
+            .map_err(ApiError::from)?;
         Ok(marked.into())
+    }
+
+    /// A token that lets a browser read and mark `recipientId`'s in-app
+    /// feed, and nothing else, for `ttlSeconds` (default an hour, at most
+    /// `links.feed_token_max_ttl_seconds`; scope `send`). Hand it to the
+    /// signed-in user's browser; a leak exposes that one feed until expiry.
+    async fn issue_feed_token(
+        &self,
+        ctx: &Context<'_>,
+        recipient_id: String,
+        ttl_seconds: Option<i32>,
+    ) -> Result<FeedToken> {
+        let principal = require(ctx, Scope::Send)?;
+        let recipient = recipient(&recipient_id)?;
+        let links = &api(ctx)?.links;
+        let max = links.feed_token_max_ttl().num_seconds();
+        let ttl = ttl_seconds.map_or(DEFAULT_FEED_TOKEN_TTL_SECONDS.min(max), i64::from);
+        if !(1..=max).contains(&ttl) {
+            return Err(
+                ApiError::field("ttl_seconds", format!("must be between 1 and {max}")).into(),
+            );
+        }
+        let (token, expires_at) = links.issue_feed_token(
+            &principal.tenant_id,
+            &recipient,
+            chrono::TimeDelta::seconds(ttl),
+        );
+        Ok(FeedToken { token, expires_at })
     }
 }
 

@@ -27,6 +27,7 @@ use self::types::*;
 use super::auth::KeyCache;
 use super::error::ApiError;
 use super::live::LiveHub;
+use crate::commands::links::FeedGrant;
 use crate::commands::tenants::Principal;
 use crate::commands::{self, Actor};
 use crate::domain::values::{ApiKeyId, NotificationId};
@@ -65,7 +66,9 @@ impl ApiContext {
     }
 }
 
-/// The authenticated caller of one request, if any.
+/// The authenticated caller of one request, if any. A request made with a
+/// feed token has no principal; it carries the token's `FeedGrant` instead,
+/// which only the in-app feed fields accept.
 pub struct Caller(pub Option<Principal>);
 
 pub fn build(api: ApiContext) -> HeraldSchema {
@@ -92,14 +95,25 @@ pub fn sdl() -> String {
 }
 
 fn require<'a>(ctx: &'a Context<'_>, scope: DomainScope) -> Result<&'a Principal, ApiError> {
-    let caller = ctx
-        .data::<Caller>()
-        .map_err(|_| ApiError::Unauthenticated)?;
-    let principal = caller.0.as_ref().ok_or(ApiError::Unauthenticated)?;
-    if principal.allows(scope) {
-        Ok(principal)
-    } else {
-        Err(ApiError::forbidden(scope))
+    let principal = ctx
+        .data_opt::<Caller>()
+        .and_then(|caller| caller.0.as_ref());
+    match principal {
+        Some(principal) if principal.allows(scope) => Ok(principal),
+        Some(_) => Err(ApiError::forbidden(scope)),
+        None if ctx.data_opt::<FeedGrant>().is_some() => Err(ApiError::FeedTokenOnly),
+        None => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// Guards a field that shows what only `scope` may read, on an object a
+/// narrower key also reaches (a `send` mutation's answer).
+struct NeedsScope(DomainScope);
+
+impl async_graphql::Guard for NeedsScope {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        require(ctx, self.0)?;
+        Ok(())
     }
 }
 

@@ -139,8 +139,10 @@ impl NotificationNode {
             serde_json::to_value(&state.request).map_err(super::ApiError::internal)?,
         ))
     }
-    /// Every event of this notification, in order.
+    /// Every event of this notification, in order (the request included;
+    /// needs the read scope).
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>> {
+        require(ctx, Scope::Read)?;
         let timeline = match &self.timeline {
             Some(timeline) => timeline.clone(),
             None => self.load(ctx).await?.timeline,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::types::Channel;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, NeedsScope, actor, api, require};
 use crate::commands::recipients::{self, Audience};
 use crate::domain::quiet_hours::QuietHours as Window;
 use crate::domain::recipient::{
@@ -67,19 +67,27 @@ pub struct PreferenceRule {
 
 /// A recipient's stored profile and preferences. The profile fields are null
 /// until `upsertRecipient`; preferences may come first (an unsubscribe).
+/// Addresses and attributes need the read scope: `setPreferences` answers a
+/// `send` key with this object for any recipient id.
 #[derive(SimpleObject)]
 pub struct Recipient {
     pub id: String,
     pub has_profile: bool,
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     pub email: Option<String>,
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     pub phone: Option<String>,
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     pub push_target: Option<String>,
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     pub webhook_url: Option<String>,
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     pub ntfy_topic: Option<String>,
     pub locale: Option<String>,
     /// IANA name; quiet hours are read in it.
     pub timezone: Option<String>,
     pub segment: Option<String>,
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     pub attributes: Option<Json<Value>>,
     /// The recipient's own window; null means the tenant's default applies.
     pub quiet_hours: Option<QuietHours>,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::types::{PageInfo, SendNotificationInput};
-use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
+use super::{ApiError, MAX_PAGE, NeedsScope, actor, api, decode_cursor, encode_cursor, require};
 use crate::commands::schedules::{self, ScheduleRow};
 use crate::domain::Scope;
 use crate::domain::schedule::{self as domain, CreateSchedule};
@@ -80,6 +80,7 @@ impl Schedule {
     }
 
     /// The send input each firing replays (snake_case, as the REST API takes it).
+    #[graphql(guard = "NeedsScope(Scope::Read)")]
     async fn notification(&self) -> Json<Value> {
         Json(self.0.notification.0.clone())
     }

@@ -8,13 +8,13 @@ use async_graphql::{Context, ID, Json, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
-use super::feed::{FeedWatch, InAppFeedUpdate};
+use super::feed::{FeedWatch, InAppFeedUpdate, feed_caller};
 use super::types::NotificationStatus;
 use super::{ApiContext, ApiError, api, require};
 use crate::api::live::LiveError;
 use crate::api::tenant_slots::Slot;
 use crate::commands::notifications::stream_id;
-use crate::commands::tenants::Principal;
+use crate::domain::values::TenantId;
 use crate::domain::{NotificationEvent, Scope};
 use crate::eventstore::{Checkpoint, RecordedEvent};
 
@@ -95,24 +95,22 @@ async fn resume_point(
 /// subscriptions for as long as the stream lives.
 fn tenant_events(
     ctx: &Context<'_>,
-    principal: &Principal,
+    tenant_id: &TenantId,
     after: Option<Checkpoint>,
 ) -> Result<impl Stream<Item = Result<Arc<RecordedEvent>, LiveError>> + Send + use<>, ApiError> {
     let api = api(ctx)?;
-    let slot = subscription_slot(api, principal)?;
-    Ok(held(slot, api.live.events(&principal.tenant_id, after)))
+    let slot = subscription_slot(api, tenant_id)?;
+    Ok(held(slot, api.live.events(tenant_id, after)))
 }
 
 /// One of the tenant's subscription slots, or `LIMIT_EXCEEDED`.
-fn subscription_slot(api: &ApiContext, principal: &Principal) -> Result<Slot, ApiError> {
-    api.subscriptions
-        .try_take(&principal.tenant_id)
-        .ok_or_else(|| {
-            ApiError::LimitExceeded(format!(
-                "this tenant already has {} live subscriptions here; end one first",
-                api.subscriptions.cap()
-            ))
-        })
+fn subscription_slot(api: &ApiContext, tenant_id: &TenantId) -> Result<Slot, ApiError> {
+    api.subscriptions.try_take(tenant_id).ok_or_else(|| {
+        ApiError::LimitExceeded(format!(
+            "this tenant already has {} live subscriptions here; end one first",
+            api.subscriptions.cap()
+        ))
+    })
 }
 
 /// `stream`, holding `slot` until it is dropped.
@@ -145,7 +143,7 @@ impl SubscriptionRoot {
         let principal = require(ctx, Scope::Read)?;
         let after = resume_point(api(ctx)?, after).await?;
         Ok(
-            tenant_events(ctx, principal, after)?.filter_map(move |item| {
+            tenant_events(ctx, &principal.tenant_id, after)?.filter_map(move |item| {
                 let wanted = match &item {
                     Ok(event) => types
                         .as_ref()
@@ -167,7 +165,7 @@ impl SubscriptionRoot {
         let notification = super::parse_id("id", &id)?;
         let stream = stream_id(&notification);
         Ok(
-            tenant_events(ctx, principal, None)?.filter_map(move |item| {
+            tenant_events(ctx, &principal.tenant_id, None)?.filter_map(move |item| {
                 let update = match item {
                     Ok(event) if event.stream_id == stream => notification_update(&event).map(Ok),
                     Ok(_) => None,
@@ -187,7 +185,7 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = Result<NotificationUpdate>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
         Ok(
-            tenant_events(ctx, principal, None)?.filter_map(move |item| {
+            tenant_events(ctx, &principal.tenant_id, None)?.filter_map(move |item| {
                 let update = match item {
                     Ok(event) => notification_update(&event)
                         .filter(|u| {
@@ -211,7 +209,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<impl Stream<Item = Result<super::campaigns::CampaignSummaryObject>> + use<>> {
-        let slot = subscription_slot(api(ctx)?, require(ctx, Scope::Read)?)?;
+        let slot = subscription_slot(api(ctx)?, &require(ctx, Scope::Read)?.tenant_id)?;
         Ok(held(
             slot,
             super::campaigns::campaign_progress(ctx, id).await?,
@@ -221,17 +219,30 @@ impl SubscriptionRoot {
     /// A recipient's in-app feed as it changes: items as they are
     /// delivered, marks as they are recorded. From `after` (a position
     /// received before, 0 for the beginning) through the log, then live;
-    /// only live ones without `after`.
+    /// only live ones without `after`. On a socket opened with a feed
+    /// token, only that token's recipient, ending when the token expires.
     async fn inapp_feed(
         &self,
         ctx: &Context<'_>,
         recipient_id: String,
         after: Option<i64>,
     ) -> Result<impl Stream<Item = Result<InAppFeedUpdate>> + use<>> {
-        let principal = require(ctx, Scope::Read)?;
-        let watch = Arc::new(FeedWatch::new(ctx, &principal.tenant_id, &recipient_id)?);
-        let after = resume_point(api(ctx)?, after).await?;
-        Ok(tenant_events(ctx, principal, after)?
+        let recipient = super::feed::recipient(&recipient_id)?;
+        let (tenant_id, _, grant) = feed_caller(ctx, &recipient, Scope::Read)?;
+        let watch = Arc::new(FeedWatch::new(ctx, &tenant_id, &recipient_id)?);
+        let api = api(ctx)?;
+        let after = resume_point(api, after).await?;
+        // A feed token's socket reads no longer than the token lives.
+        let lifetime = grant.map(|grant| (grant.expires_at - chrono::Utc::now()).to_std());
+        let expired = async move {
+            match lifetime {
+                Some(Ok(left)) => tokio::time::sleep(left).await,
+                Some(Err(_)) => {}
+                None => futures::future::pending().await,
+            }
+        };
+        Ok(tenant_events(ctx, &tenant_id, after)?
+            .take_until(expired)
             .then(move |item| {
                 let watch = Arc::clone(&watch);
                 async move {

@@ -1,4 +1,6 @@
-//! Herald tried as a hostile tenant (or a forger) would, one file per finding of issue 14.
+//! Herald tried as a hostile tenant (or whoever holds one of its
+//! credentials) would, one file per finding of issue 14.
 
+mod privilege;
 mod receipts;
 mod sockets;

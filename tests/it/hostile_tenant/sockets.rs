@@ -33,7 +33,7 @@ async fn app_with(sockets: usize, subscriptions: usize) -> TestApp {
     let mut config = herald::config::Config::default();
     config.limits.max_sockets_per_tenant = sockets;
     config.limits.max_subscriptions_per_tenant = subscriptions;
-    TestApp::start_with(config).await
+    TestApp::start_with(&config).await
 }
 
 /// A socket that sent its `connection_init` with `key`.
