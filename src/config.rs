@@ -14,6 +14,7 @@ use crate::commands::limits::LimitsConfig;
 use crate::commands::links::LinksConfig;
 use crate::commands::receipts::ReceiptsConfig;
 use crate::domain::attachment::AttachmentsConfig;
+use crate::egress::EgressConfig;
 use crate::providers::{ProviderConfig, default_provider_configs};
 use crate::workers::breaker::BreakerConfig;
 use crate::workers::ranker::RankingConfig;
@@ -60,6 +61,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Email attachments: size caps (per tenant), allowed types, fetch timeout.
     pub attachments: AttachmentsConfig,
+    /// `[egress]`: the operator's own networks tenants' URLs may reach.
+    pub egress: EgressConfig,
     /// Tenants whose `ops` (or `admin`) keys may run system-wide operations
     /// through the API: retry, skip and rebuild projections, which every
     /// tenant shares. API keys belong to one tenant, so this names the
@@ -102,6 +105,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             limits: LimitsConfig::default(),
             attachments: AttachmentsConfig::default(),
+            egress: EgressConfig::default(),
             operator_tenants: Vec::new(),
             receipts: ReceiptsConfig::default(),
             links: LinksConfig::default(),

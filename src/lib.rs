@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod domain;
+pub mod egress;
 pub mod eventstore;
 pub mod projections;
 pub mod providers;
