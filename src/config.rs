@@ -162,6 +162,8 @@ impl Config {
             receipts: self.receipts.clone(),
             links: self.links(),
             attachments: self.attachments.clone(),
+            egress: self.egress.clone(),
+            max_import_bytes: self.campaigns.max_import_bytes,
         }
     }
 

@@ -65,6 +65,7 @@ pub async fn recipients(
         campaign_id,
         StreamReader::new(chunks),
         "http",
+        state.api.max_import_bytes,
         &actor,
         &ImportProgress::default(),
     )

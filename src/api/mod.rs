@@ -60,6 +60,10 @@ pub struct ApiOptions {
     pub links: crate::commands::links::LinksConfig,
     /// `[attachments]`: the tenant caps inline attachments are checked against.
     pub attachments: crate::domain::attachment::AttachmentsConfig,
+    /// `[egress]`: what tenants' URLs may reach.
+    pub egress: crate::egress::EgressConfig,
+    /// `[campaigns] max_import_bytes`: the largest CSV one import reads.
+    pub max_import_bytes: u64,
 }
 
 impl ApiState {
@@ -73,12 +77,14 @@ impl ApiState {
             crate::commands::limits::Limits::new(options.limits.clone())
                 .with_costs(options.costs.clone()),
         );
+        let egress = crate::egress::Egress::new(&options.egress);
         let sends = crate::commands::group_commit::GroupCommit::new(
             store.clone(),
             crate::commands::notifications::SendPolicy {
                 idempotency_window: options.idempotency_window,
                 limits: limits.clone(),
                 attachments: Arc::new(options.attachments.clone()),
+                egress: egress.clone(),
             },
         );
         let api = ApiContext {
@@ -89,6 +95,8 @@ impl ApiState {
             operator_tenants: options.operator_tenants.clone().into(),
             links: Arc::new(links),
             sends,
+            egress,
+            max_import_bytes: options.max_import_bytes,
         };
         Ok(ApiState {
             schema: graphql::build(api.clone()),

@@ -91,6 +91,13 @@ impl std::fmt::Debug for Egress {
     }
 }
 
+/// Nothing private reachable (tests, tools).
+impl Default for Egress {
+    fn default() -> Self {
+        Egress::new(&EgressConfig::default())
+    }
+}
+
 impl Egress {
     pub fn new(config: &EgressConfig) -> Egress {
         Egress::with_lookup(config, Arc::new(SystemLookup))

@@ -57,7 +57,12 @@ impl Callbacks {
             retry_jitter: 0.0,
             ..DeliveryConfig::default()
         };
-        callbacks::spawn(app.store.clone(), delivery, stop.clone());
+        callbacks::spawn(
+            app.store.clone(),
+            delivery,
+            herald::egress::Egress::new(&crate::support::loopback_egress()),
+            stop.clone(),
+        );
         Callbacks {
             app,
             key,
@@ -414,7 +419,7 @@ async fn failures_stay_visible_in_webhook_deliveries() {
         of_endpoint[0]["lastError"]
             .as_str()
             .unwrap()
-            .starts_with("callback answered 410 Gone"),
+            .starts_with("callback answered HTTP 410 (client error)"),
         "{of_endpoint:#?}"
     );
     let requests = webhook_requests(&peer).await;

@@ -19,8 +19,9 @@ pub struct Served {
     pub http: reqwest::Client,
 }
 
-/// Writes `dir/herald.toml` (its own `listen`, warnings only, then
-/// `config`), starts `herald serve` with it and waits until it is ready.
+/// Writes `dir/herald.toml` (its own `listen`, warnings only, the suite's
+/// loopback peers allowed as egress, then `config`), starts `herald serve`
+/// with it and waits until it is ready.
 pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
     let db = fresh_database().await;
     herald::database::MIGRATOR
@@ -39,7 +40,10 @@ pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
     let file = dir.join("herald.toml");
     std::fs::write(
         &file,
-        format!("listen = \"127.0.0.1:{port}\"\nlog_filter = \"warn\"\n{config}"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nlog_filter = \"warn\"\n\
+             egress.allow = [\"127.0.0.0/8\", \"::1/128\"]\n{config}"
+        ),
     )
     .expect("config written");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))

@@ -54,6 +54,10 @@ pub struct ApiContext {
     pub links: Arc<commands::links::Links>,
     /// Single sends, committed together with the tenant's concurrent ones.
     pub sends: commands::group_commit::GroupCommit,
+    /// Judges and fetches the URLs tenants give.
+    pub egress: crate::egress::Egress,
+    /// The largest CSV one campaign import reads.
+    pub max_import_bytes: u64,
 }
 
 impl ApiContext {
