@@ -485,6 +485,8 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
             ])
             .env("DATABASE_URL", app.database_url())
             .env("HERALD_LOG_FILTER", "warn")
+            // The receiver listens on loopback.
+            .env("HERALD_EGRESS", r#"{allow=["127.0.0.0/8"]}"#)
             .env_remove("HERALD_CONFIG");
         command
     };
@@ -534,7 +536,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
     assert!(
         stderr.contains(&format!("stopped at position {}", positions[1]))
             && stderr.contains("after 1 events were sent")
-            && stderr.contains("400 Bad Request"),
+            && stderr.contains("HTTP 400 (client error)"),
         "{stderr}"
     );
     assert_eq!(webhook_requests(&peer).await.len(), 7);
