@@ -250,6 +250,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_egress_rule_stops_the_start_with_the_entry_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "[egress]\nallow = [\"127.0.0.1:9000\", \"intranet\"]\n",
+            )?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("\"intranet\""), "{error}");
+            assert!(error.contains("[egress] allow"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_EGRESS", r#"{allow=["10.20.0.0/16", "[::1]:8080"]}"#);
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.egress.allow.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -369,6 +369,41 @@ async fn an_oversize_csv_record_stops_the_import_at_its_line() {
 }
 
 #[tokio::test]
+async fn an_import_larger_than_the_operators_cap_stops_there() {
+    let tenant = Tenant::start(Config {
+        campaigns: herald::workers::campaigns::CampaignsConfig {
+            max_import_bytes: 4096,
+            ..Default::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let mut csv = String::from("email,name\n");
+    for i in 0..2_000 {
+        csv.push_str(&format!("user{i}@example.com,User {i}\n"));
+    }
+    let response = tenant
+        .app
+        .http
+        .post(format!(
+            "{}/api/campaigns/{}/recipients",
+            tenant.app.base, tenant.campaign
+        ))
+        .bearer_auth(&tenant.key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let summary: Value = response.json().await.unwrap();
+    let stopped = summary["stopped"].as_str().unwrap_or_default();
+    assert!(stopped.contains("larger than 4096 bytes"), "{summary}");
+    assert!(stopped.starts_with("line "), "{summary}");
+    assert!(summary["accepted"].as_u64().unwrap() < 2_000, "{summary}");
+}
+
+#[tokio::test]
 async fn a_big_body_to_an_unknown_campaign_is_answered_404_without_being_read() {
     let tenant = Tenant::start(Config::default()).await;
     let started = Instant::now();
