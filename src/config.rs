@@ -14,6 +14,7 @@ use crate::commands::limits::LimitsConfig;
 use crate::commands::links::LinksConfig;
 use crate::commands::receipts::ReceiptsConfig;
 use crate::domain::attachment::AttachmentsConfig;
+use crate::egress::EgressConfig;
 use crate::providers::{ProviderConfig, default_provider_configs};
 use crate::workers::breaker::BreakerConfig;
 use crate::workers::ranker::RankingConfig;
@@ -66,6 +67,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Email attachments: size caps (per tenant), allowed types, fetch timeout.
     pub attachments: AttachmentsConfig,
+    /// `[egress]`: the operator's own networks tenants' URLs may reach.
+    pub egress: EgressConfig,
     /// Tenants whose `ops` (or `admin`) keys may run system-wide operations
     /// through the API: retry, skip and rebuild projections, which every
     /// tenant shares. API keys belong to one tenant, so this names the
@@ -110,6 +113,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             limits: LimitsConfig::default(),
             attachments: AttachmentsConfig::default(),
+            egress: EgressConfig::default(),
             operator_tenants: Vec::new(),
             receipts: ReceiptsConfig::default(),
             links: LinksConfig::default(),
@@ -174,6 +178,8 @@ impl Config {
             links: self.links(),
             attachments: self.attachments.clone(),
             cors_origins: self.cors_origins.clone(),
+            egress: self.egress.clone(),
+            max_import_bytes: self.campaigns.max_import_bytes,
         }
     }
 
@@ -336,6 +342,26 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn a_bad_egress_rule_stops_the_start_with_the_entry_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "[egress]\nallow = [\"127.0.0.1:9000\", \"intranet\"]\n",
+            )?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("\"intranet\""), "{error}");
+            assert!(error.contains("[egress] allow"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_EGRESS", r#"{allow=["10.20.0.0/16", "[::1]:8080"]}"#);
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.egress.allow.len(), 2);
+            Ok(())
+        });
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod domain;
+pub mod egress;
 pub mod eventstore;
 pub mod projections;
 pub mod providers;
@@ -119,7 +120,7 @@ async fn run(
         .then(|| projections::runner::spawn_all(store.clone(), shutdown.clone()));
 
     let workers = if roles.contains(&Role::Workers) {
-        let providers = providers::build(&config.providers)
+        let providers = providers::build(&config.providers, &egress::Egress::new(&config.egress))
             .await
             .context("configuring providers")?;
         Some(workers::spawn(store.clone(), providers, config, shutdown.clone()).await?)

@@ -21,8 +21,11 @@ use crate::domain::Scope;
 
 const CSV: &str = "text/csv";
 
-/// This route has no body limit and no overall timeout (it sits beside the
-/// bulk route); a body that stalls for the request timeout fails.
+/// This route has no router body limit and no overall timeout (it sits
+/// beside the bulk route): the import reads at most
+/// `campaigns.max_import_bytes` and 1 MiB per record, and not a byte before
+/// the campaign is known to be the caller's; a body that stalls for the
+/// request timeout fails.
 pub async fn recipients(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -65,6 +68,7 @@ pub async fn recipients(
         campaign_id,
         StreamReader::new(chunks),
         "http",
+        state.api.max_import_bytes,
         &actor,
         &ImportProgress::default(),
     )

@@ -67,6 +67,10 @@ pub struct ApiOptions {
     pub attachments: crate::domain::attachment::AttachmentsConfig,
     /// Browser origins allowed to call `/graphql` (CORS); none by default.
     pub cors_origins: Vec<CorsOrigin>,
+    /// `[egress]`: what tenants' URLs may reach.
+    pub egress: crate::egress::EgressConfig,
+    /// `[campaigns] max_import_bytes`: the largest CSV one import reads.
+    pub max_import_bytes: u64,
 }
 
 /// A browser origin (`https://app.example.com`, no path), checked when the
@@ -108,12 +112,14 @@ impl ApiState {
             crate::commands::limits::Limits::new(options.limits.clone())
                 .with_costs(options.costs.clone()),
         );
+        let egress = crate::egress::Egress::new(&options.egress);
         let sends = crate::commands::group_commit::GroupCommit::new(
             store.clone(),
             crate::commands::notifications::SendPolicy {
                 idempotency_window: options.idempotency_window,
                 limits: limits.clone(),
                 attachments: Arc::new(options.attachments.clone()),
+                egress: egress.clone(),
             },
         );
         let api = ApiContext {
@@ -127,6 +133,8 @@ impl ApiState {
             subscriptions: tenant_slots::TenantSlots::new(
                 options.limits.max_subscriptions_per_tenant,
             ),
+            egress,
+            max_import_bytes: options.max_import_bytes,
         };
         Ok(ApiState {
             schema: graphql::build(api.clone()),

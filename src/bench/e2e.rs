@@ -77,6 +77,9 @@ pub async fn run(scratch: &ScratchDatabase, args: E2eArgs) -> anyhow::Result<()>
             // callbacks go out only for dead letters, which should not occur.
             event_types: vec!["NotificationDeadLettered".into()],
         },
+        &crate::egress::Egress::new(&crate::egress::EgressConfig {
+            allow: vec![crate::egress::AllowRule::Socket(sink)],
+        }),
         &actor,
     )
     .await

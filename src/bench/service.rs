@@ -24,8 +24,12 @@ impl Service {
             probe.local_addr()?
         };
         let config = std::env::temp_dir().join(format!("herald-bench-{}.toml", std::process::id()));
-        // Metrics are not measured here; their default port may be taken.
-        std::fs::write(&config, "log_filter = \"warn\"\nmetrics_listen = \"off\"\n")?;
+        // Metrics are not measured here (their default port may be taken);
+        // the benchmarks' sinks listen on loopback.
+        std::fs::write(
+            &config,
+            "log_filter = \"warn\"\nmetrics_listen = \"off\"\n[egress]\nallow = [\"127.0.0.0/8\"]\n",
+        )?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--roles", roles, "--listen", &address.to_string()])
             .env("DATABASE_URL", scratch.target.to_url_lossy().to_string())

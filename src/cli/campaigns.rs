@@ -85,6 +85,7 @@ async fn import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, file))
     };
+    let herald_egress = crate::egress::Egress::new(&config.egress);
     super::with_store(config, |store| async move {
         let actor = Actor::new("cli");
         let (campaign_id, signing_secret) = match args.campaign {
@@ -114,6 +115,7 @@ async fn import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
                         progress_steps: args.progress_steps.clone(),
                         batch_size: args.batch_size,
                     },
+                    &herald_egress,
                     &actor,
                 )
                 .await
@@ -130,6 +132,7 @@ async fn import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
             campaign_id,
             input,
             &args.file.display().to_string(),
+            config.campaigns.max_import_bytes,
             &actor,
             &progress,
         )

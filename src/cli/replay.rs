@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::commands::webhook_endpoints::{SigningTarget, signing_target};
 use crate::config::Config;
+use crate::egress::{Egress, EgressClient};
 use crate::eventstore::{Checkpoint, RecordedEvent};
 use crate::projections::entity_index::{self, MAX_REPLAY_PAGE, ReplayQuery};
 use crate::projections::rebuild::{self, RebuildError};
@@ -77,14 +78,15 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
-    super::with_store(
-        config,
-        |store| async move { replay(store.pool(), args).await },
-    )
+    // An endpoint is a tenant's URL: it is reached through the guarded client.
+    let egress = Egress::new(&config.egress);
+    super::with_store(config, |store| async move {
+        replay(store.pool(), args, &egress).await
+    })
     .await
 }
 
-async fn replay(pool: &sqlx::PgPool, args: ReplayArgs) -> anyhow::Result<()> {
+async fn replay(pool: &sqlx::PgPool, args: ReplayArgs, egress: &Egress) -> anyhow::Result<()> {
     if let Some(name) = &args.into {
         return replay_into(pool, &args, name).await;
     }
@@ -92,7 +94,7 @@ async fn replay(pool: &sqlx::PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     let tenant = args.tenant.as_deref().unwrap_or_default();
     let mut out = match args.to_endpoint {
         Some(endpoint_id) => Sink::Endpoint(Box::new(
-            EndpointSink::open(pool, tenant, endpoint_id, args.rate).await?,
+            EndpointSink::open(pool, tenant, endpoint_id, args.rate, egress).await?,
         )),
         None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout().lock())),
     };
@@ -172,7 +174,7 @@ impl<W: Write> Sink<W> {
 struct EndpointSink {
     endpoint_id: Uuid,
     target: SigningTarget,
-    client: reqwest::Client,
+    client: EgressClient,
     interval: Duration,
     next_at: Instant,
     sent: usize,
@@ -186,6 +188,7 @@ impl EndpointSink {
         tenant: &str,
         endpoint_id: Uuid,
         rate: f64,
+        egress: &Egress,
     ) -> anyhow::Result<EndpointSink> {
         anyhow::ensure!(
             rate.is_finite() && rate > 0.0,
@@ -200,7 +203,7 @@ impl EndpointSink {
         Ok(EndpointSink {
             endpoint_id,
             target,
-            client: client(TIMEOUT_SECONDS)?,
+            client: client(egress, TIMEOUT_SECONDS)?,
             interval: Duration::from_secs_f64(1.0 / rate),
             next_at: now,
             sent: 0,

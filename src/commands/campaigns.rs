@@ -75,13 +75,18 @@ pub struct CreatedCampaign {
     pub signing_secret: Option<String>,
 }
 
+/// `egress` judges the callback URL.
 pub async fn create(
     store: &EventStore,
     tenant_id: &TenantId,
     input: CreateCampaign,
+    egress: &crate::egress::Egress,
     actor: &Actor,
 ) -> Result<CreatedCampaign, CommandError> {
     let mut spec = input.parse()?;
+    if let Some(url) = &spec.callback_url {
+        super::check_urls(egress, [("callbackUrl".to_string(), url.as_url())]).await?;
+    }
     spec.template_version = Some(pin_version(store.pool(), tenant_id, &spec).await?);
     let id = Uuid::now_v7();
     let events = Campaign::default().decide(

@@ -61,6 +61,26 @@ impl From<ValidationErrors> for CommandError {
     }
 }
 
+/// Refuses, each as a `VALIDATION` error on its field, the URLs a tenant
+/// gave that lead where Herald never calls (DESIGN.md §8). They are judged
+/// again before every request; this makes the mistake visible at once.
+pub async fn check_urls<'a>(
+    egress: &crate::egress::Egress,
+    urls: impl IntoIterator<Item = (String, &'a url::Url)>,
+) -> Result<(), CommandError> {
+    let mut errors = ValidationErrors::default();
+    for (path, url) in urls {
+        if let Err(refused) = egress.check_url(url).await {
+            errors.add(path, refused.to_string());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::Validation(errors))
+    }
+}
+
 /// Who or what caused a change, recorded in every event's metadata.
 #[derive(Debug, Clone, Serialize)]
 pub struct Actor {

@@ -7,13 +7,14 @@ use chrono::Utc;
 
 use super::limits::{Charge, EffectiveLimits, Limits, LimitsConfig, QuotaOutcome, consume_quota};
 use super::templates::Pins;
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes, recipients};
-use crate::domain::attachment::AttachmentsConfig;
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, check_urls, decode, envelopes, recipients};
+use crate::domain::attachment::{AttachmentSource, AttachmentsConfig};
 use crate::domain::values::{Channel, NotificationId, TenantId};
 use crate::domain::{
     Aggregate, Content, Notification, NotificationCommand, NotificationEvent, NotificationRequest,
     NotificationState, SendNotification, ValidationErrors,
 };
+use crate::egress::Egress;
 use crate::eventstore::{
     EventStore, ExpectedVersion, RecordedEvent, StoreError, StoreTransaction, StreamAppend,
 };
@@ -46,6 +47,8 @@ pub struct SendPolicy {
     pub limits: std::sync::Arc<Limits>,
     /// Inline attachments must fit the tenant's cap when the send is made.
     pub attachments: std::sync::Arc<AttachmentsConfig>,
+    /// Judges the URLs a send names (callback, webhook destination, attachments).
+    pub egress: Egress,
 }
 
 impl SendPolicy {
@@ -55,6 +58,7 @@ impl SendPolicy {
             idempotency_window,
             limits: std::sync::Arc::new(Limits::new(LimitsConfig::default())),
             attachments: std::sync::Arc::default(),
+            egress: Egress::default(),
         }
     }
 }
@@ -186,6 +190,7 @@ async fn prepare(
     policy
         .attachments
         .validate(tenant_id, &request.attachments)?;
+    check_urls(&policy.egress, named_urls(&request)).await?;
     let notification_id = NotificationId::new();
     let events = Notification::default().decide(
         NotificationCommand::Request {
@@ -202,6 +207,23 @@ async fn prepare(
         events,
         actor: actor.clone(),
     })
+}
+
+/// The URLs a send makes Herald call, by field.
+fn named_urls(request: &NotificationRequest) -> Vec<(String, &url::Url)> {
+    let mut urls = Vec::new();
+    if let Some(url) = &request.callback_url {
+        urls.push(("callback_url".to_string(), url.as_url()));
+    }
+    if let Some(url) = &request.recipient.webhook_url {
+        urls.push(("recipient.webhook_url".to_string(), url.as_url()));
+    }
+    for (index, spec) in request.attachments.iter().enumerate() {
+        if let AttachmentSource::Url(url) = &spec.source {
+            urls.push((format!("attachments[{index}].source.url"), url.as_url()));
+        }
+    }
+    urls
 }
 
 /// Stores prepared sends in one transaction. `Err` refuses the whole batch

@@ -68,13 +68,16 @@ struct StoredSecret {
     valid_until: Option<DateTime<Utc>>,
 }
 
+/// `egress` judges the endpoint's URL.
 pub async fn create(
     store: &EventStore,
     tenant_id: &TenantId,
     input: CreateWebhookEndpoint,
+    egress: &crate::egress::Egress,
     actor: &Actor,
 ) -> Result<CreatedEndpoint, CommandError> {
     let spec = input.parse()?;
+    super::check_urls(egress, [("url".to_string(), spec.url.as_url())]).await?;
     if let Some(existing) = live_id_by_url(store.pool(), tenant_id, &spec.url).await? {
         return Err(url_taken(Some(existing)));
     }

@@ -231,11 +231,8 @@ pub struct AttachmentsConfig {
     /// MIME types an attachment may have; anything else is refused.
     pub allowed_content_types: Vec<MediaType>,
     /// Time to fetch one URL attachment, body included.
+    /// (Which addresses a URL may reach is `[egress] allow`'s to say.)
     pub fetch_timeout_seconds: u64,
-    /// Lets URLs reach loopback, private and link-local addresses. Off, a
-    /// tenant cannot have Herald fetch (and email out) an internal service
-    /// or a cloud metadata endpoint.
-    pub allow_private_networks: bool,
 }
 
 impl Default for AttachmentsConfig {
@@ -258,7 +255,6 @@ impl Default for AttachmentsConfig {
             .filter_map(|raw| MediaType::parse(raw).ok())
             .collect(),
             fetch_timeout_seconds: 30,
-            allow_private_networks: false,
         }
     }
 }

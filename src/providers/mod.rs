@@ -270,13 +270,17 @@ pub fn default_provider_configs() -> BTreeMap<String, ProviderConfig> {
 }
 
 /// Builds every configured instance; a bad setting names its provider.
-pub async fn build(configs: &BTreeMap<String, ProviderConfig>) -> anyhow::Result<Providers> {
+/// The webhook provider reaches tenants' URLs through `egress`.
+pub async fn build(
+    configs: &BTreeMap<String, ProviderConfig>,
+    egress: &crate::egress::Egress,
+) -> anyhow::Result<Providers> {
     let mut providers = Providers::default();
     for (name, config) in configs {
         let provider: Arc<dyn Provider> = match config {
             ProviderConfig::Smtp(c) => Arc::new(smtp::SmtpProvider::new(name, c)?),
             ProviderConfig::Sns(c) => Arc::new(sns::SnsProvider::new(name, c).await?),
-            ProviderConfig::Webhook(c) => Arc::new(webhook::WebhookProvider::new(name, c)?),
+            ProviderConfig::Webhook(c) => Arc::new(webhook::WebhookProvider::new(name, c, egress)?),
             ProviderConfig::Ntfy(c) => Arc::new(ntfy::NtfyProvider::new(name, c)?),
             ProviderConfig::InApp(c) => Arc::new(inapp::InAppProvider::new(name, c)),
             ProviderConfig::Console(c) => Arc::new(console::ConsoleProvider::new(name, c)),

@@ -9,9 +9,10 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::webhook::{http_client, read_capped, request_error, status_error};
+use super::webhook::{http_client, read_capped, send_error, status_error};
 use super::{Destination, OutboundMessage, Provider, Receipt, Secret, SendError};
 use crate::domain::values::{Channel, HttpUrl, NtfyTopic, Priority, Tag};
+use crate::egress::EgressError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,7 +48,6 @@ pub struct NtfyProvider {
     server_url: HttpUrl,
     /// Built once, marked sensitive so HTTP debug output hides it.
     authorization: Option<HeaderValue>,
-    token: Option<Secret>,
     tags: Vec<Tag>,
 }
 
@@ -78,7 +78,6 @@ impl NtfyProvider {
             client,
             server_url: config.server_url.clone(),
             authorization,
-            token: config.token.clone(),
             tags: config.tags.clone(),
         })
     }
@@ -121,7 +120,7 @@ impl NtfyProvider {
         let response = request
             .send()
             .await
-            .map_err(|error| request_error("ntfy", error))?;
+            .map_err(|error| send_error("ntfy", EgressError::from_reqwest(&error)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let answer = read_capped(response, MAX_ANSWER_BYTES).await;
@@ -135,8 +134,7 @@ impl NtfyProvider {
                 provider_message_id,
             });
         }
-        let hidden: Vec<&str> = self.token.iter().map(Secret::expose).collect();
-        Err(status_error("ntfy", status, &headers, &answer, &hidden))
+        Err(status_error("ntfy", status, &headers))
     }
 }
 

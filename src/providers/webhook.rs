@@ -3,9 +3,9 @@
 //! can check that Herald sent it, unchanged, and recently.
 //!
 //! The signing functions are public because status and campaign callbacks
-//! sign their bodies the same way; the HTTP helpers are shared with `ntfy`.
+//! sign their bodies the same way; the error helpers are shared with `ntfy`,
+//! callbacks and attachments.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,8 +14,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -23,6 +23,7 @@ use super::{Destination, OutboundMessage, Provider, Receipt, SendError, WebhookS
 use crate::domain::values::{
     Category, Channel, HttpUrl, JsonObject, NotificationId, Priority, Tag, TenantId,
 };
+use crate::egress::{ClientOptions, Egress, EgressClient, EgressError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,7 +31,8 @@ pub struct WebhookConfig {
     /// The whole call (connect, send, answer); longer fails as transient.
     pub timeout_seconds: u64,
     pub user_agent: String,
-    /// How much of an answer is read; its start is quoted in an error.
+    /// How much of an answer is read (and dropped) before the connection
+    /// goes back to the pool; what a receiver says is never shown to a tenant.
     pub max_response_bytes: usize,
 }
 
@@ -46,17 +48,23 @@ impl Default for WebhookConfig {
 
 pub struct WebhookProvider {
     name: String,
-    client: reqwest::Client,
+    client: EgressClient,
     max_response_bytes: usize,
 }
 
 impl WebhookProvider {
-    pub fn new(name: &str, config: &WebhookConfig) -> anyhow::Result<Self> {
+    pub fn new(name: &str, config: &WebhookConfig, egress: &Egress) -> anyhow::Result<Self> {
         anyhow::ensure!(
             config.timeout_seconds > 0,
             "provider {name}: timeout_seconds must be at least 1"
         );
-        let client = http_client(config.timeout_seconds, &config.user_agent)
+        // A redirected POST would be re-sent as a GET or to a host nobody configured.
+        let client = egress
+            .client(&ClientOptions {
+                timeout: Duration::from_secs(config.timeout_seconds),
+                user_agent: config.user_agent.clone(),
+                max_redirects: 0,
+            })
             .map_err(|error| anyhow::anyhow!("provider {name}: {error}"))?;
         Ok(WebhookProvider {
             name: name.to_string(),
@@ -72,37 +80,27 @@ impl WebhookProvider {
         let headers =
             signature_headers(&message.signing_secrets, &id, Utc::now().timestamp(), &body)
                 .map_err(|error| SendError::permanent(error.to_string()))?;
-        let response = self
+        let request = self
             .client
-            .post(url.as_str())
+            .request(Method::POST, url.as_str())
             .headers(headers)
             .header(CONTENT_TYPE, "application/json")
             .header("idempotency-key", &id)
-            .body(body)
-            .send()
+            .body(body);
+        let response = self
+            .client
+            .send(request)
             .await
-            .map_err(|error| request_error("webhook", error))?;
+            .map_err(|error| send_error("webhook", error))?;
         let status = response.status();
         let answer_headers = response.headers().clone();
-        // Reading the (bounded) answer lets the connection go back to the pool.
-        let answer = read_capped(response, self.max_response_bytes).await;
+        read_capped(response, self.max_response_bytes).await;
         if status.is_success() {
             return Ok(Receipt {
                 provider_message_id: Some(id),
             });
         }
-        let keys: Vec<&str> = message
-            .signing_secrets
-            .iter()
-            .filter_map(|secret| secret.expose().strip_prefix(SECRET_PREFIX))
-            .collect();
-        Err(status_error(
-            "webhook",
-            status,
-            &answer_headers,
-            &answer,
-            &keys,
-        ))
+        Err(status_error("webhook", status, &answer_headers))
     }
 }
 
@@ -261,8 +259,9 @@ fn decode_secret(secret: &WebhookSecret) -> Option<Vec<u8>> {
         .filter(|key| !key.is_empty())
 }
 
-/// A client for one provider instance. Redirects are not followed: a
-/// redirected POST would be re-sent as a GET or to a host nobody configured.
+/// A client for a provider whose server the operator configured (ntfy).
+/// Redirects are not followed: a redirected POST would be re-sent as a GET
+/// or to a host nobody configured.
 pub(crate) fn http_client(
     timeout_seconds: u64,
     user_agent: &str,
@@ -275,7 +274,8 @@ pub(crate) fn http_client(
 }
 
 /// The start of an answer, at most `max_bytes`; a failed read ends it early
-/// because the status already decided the outcome.
+/// because the status already decided the outcome. Reading it lets the
+/// connection go back to the pool.
 pub(crate) async fn read_capped(mut response: reqwest::Response, max_bytes: usize) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < max_bytes {
@@ -290,51 +290,32 @@ pub(crate) async fn read_capped(mut response: reqwest::Response, max_bytes: usiz
     body
 }
 
-/// A call that got no answer: worth retrying unless the request itself
-/// could not be built. The URL is dropped from the message because webhook
-/// URLs often carry tokens.
-pub(crate) fn request_error(service: &str, error: reqwest::Error) -> SendError {
-    let error = error.without_url();
-    let mut cause = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        cause.push_str(": ");
-        cause.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    if error.is_builder() {
-        SendError::permanent(format!("{service} request could not be built: {cause}"))
-    } else if error.is_timeout() {
-        SendError::transient(format!("{service} timed out: {cause}"))
+/// A call that got no answer, by reason class: worth retrying when the
+/// network failed, not when the target was refused or the request was bad.
+pub(crate) fn send_error(service: &str, error: EgressError) -> SendError {
+    let message = format!("{service}: {error}");
+    if error.is_transient() {
+        SendError::transient(message)
     } else {
-        SendError::transient(format!("{service} unreachable: {cause}"))
+        SendError::permanent(message)
     }
 }
 
 /// A non-2xx answer: 408, 429 and 5xx are worth retrying (after the
 /// `Retry-After` the receiver asked for); any other status, including a
-/// redirect, will get the same answer again. The quoted answer has every
-/// `hidden` value masked, in case the receiver echoes a credential.
-pub(crate) fn status_error(
-    service: &str,
-    status: StatusCode,
-    headers: &HeaderMap,
-    answer: &[u8],
-    hidden: &[&str],
-) -> SendError {
-    let mut quoted = String::from_utf8_lossy(answer).into_owned();
-    for value in hidden.iter().filter(|value| !value.is_empty()) {
-        quoted = quoted.replace(value, "****");
-    }
-    let quoted: String = quoted
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    let message = match quoted.trim() {
-        "" => format!("{service} answered {status}"),
-        quoted => format!("{service} answered {status}: {quoted}"),
+/// redirect, will get the same answer again. Only the status and its class
+/// are told: what the target said never reaches a tenant (it may be an
+/// internal service's page, or echo a credential).
+pub(crate) fn status_error(service: &str, status: StatusCode, headers: &HeaderMap) -> SendError {
+    let class = match status.as_u16() {
+        300..=399 => "redirect, not followed",
+        408 => "request timeout",
+        429 => "rate limited",
+        400..=499 => "client error",
+        500..=599 => "server error",
+        _ => "unexpected status",
     };
+    let message = format!("{service} answered HTTP {} ({class})", status.as_u16());
     let retryable = status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error();
@@ -463,49 +444,28 @@ mod tests {
     }
 
     #[test]
-    fn classifies_statuses() {
+    fn classifies_statuses_without_quoting_the_answer() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        for status in [408, 429, 500, 502, 503] {
-            let error = status_error(
-                "webhook",
-                StatusCode::from_u16(status).unwrap(),
-                &headers,
-                b"",
-                &[],
-            );
+        for (status, class) in [
+            (408, "request timeout"),
+            (429, "rate limited"),
+            (500, "server error"),
+            (502, "server error"),
+            (503, "server error"),
+        ] {
+            let error = status_error("webhook", StatusCode::from_u16(status).unwrap(), &headers);
             assert_eq!(
                 error,
                 SendError::Transient {
-                    message: format!("webhook answered {}", StatusCode::from_u16(status).unwrap()),
+                    message: format!("webhook answered HTTP {status} ({class})"),
                     retry_after: Some(Duration::from_secs(7)),
                 }
             );
         }
         for status in [301, 302, 400, 401, 403, 404, 410, 422] {
-            let error = status_error(
-                "webhook",
-                StatusCode::from_u16(status).unwrap(),
-                &headers,
-                b"",
-                &[],
-            );
+            let error = status_error("webhook", StatusCode::from_u16(status).unwrap(), &headers);
             assert!(error.is_permanent(), "{status}");
         }
-    }
-
-    #[test]
-    fn quotes_the_answer_with_credentials_masked() {
-        let error = status_error(
-            "ntfy",
-            StatusCode::UNAUTHORIZED,
-            &HeaderMap::new(),
-            b"{\"error\":\"bad token tk_secret\"}\n",
-            &["tk_secret"],
-        );
-        assert_eq!(
-            error.to_string(),
-            "ntfy answered 401 Unauthorized: {\"error\":\"bad token ****\"}"
-        );
     }
 }

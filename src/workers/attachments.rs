@@ -4,11 +4,9 @@
 //! URL bodies are read in chunks and dropped as soon as they pass the cap, so
 //! a huge or endless answer costs at most the cap in memory.
 
-use std::error::Error as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
 use crate::domain::attachment::{
@@ -16,42 +14,32 @@ use crate::domain::attachment::{
     refusal,
 };
 use crate::domain::values::{HttpUrl, TenantId};
-use crate::providers::webhook::{read_capped, request_error, status_error};
+use crate::egress::{ClientOptions, Egress, EgressClient};
+use crate::providers::webhook::{read_capped, send_error, status_error};
 use crate::providers::{Attachment, SendError};
 
-/// Redirects followed before a fetch fails.
+/// Redirects followed before a fetch fails: storage services redirect to a
+/// signed or regional URL now and then.
 const MAX_REDIRECTS: usize = 3;
-/// How much of an error answer is quoted in the failure.
+/// How much of an error answer is read (and dropped).
 const ERROR_ANSWER_BYTES: usize = 1024;
 
 /// Loads the attachments of one email; shared by every dispatch loop.
 #[derive(Debug, Clone)]
 pub struct Attachments {
-    client: reqwest::Client,
+    client: EgressClient,
     config: AttachmentsConfig,
 }
 
 impl Attachments {
-    pub fn new(config: &AttachmentsConfig) -> Self {
-        let allow_private = config.allow_private_networks;
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.fetch_timeout_seconds.max(1)))
-            // Storage services redirect to a signed or regional URL now and then.
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() > MAX_REDIRECTS {
-                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-                } else if let Err(refused) = check_literal_host(attempt.url(), allow_private) {
-                    attempt.error(refused)
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .user_agent(concat!("Herald-Attachments/", env!("CARGO_PKG_VERSION")));
-        if !allow_private {
-            builder = builder.dns_resolver(PublicOnly);
-        }
-        let client = builder
-            .build()
+    /// URLs are fetched through `egress`, which judges every redirect hop.
+    pub fn new(config: &AttachmentsConfig, egress: &Egress) -> Self {
+        let client = egress
+            .client(&ClientOptions {
+                timeout: Duration::from_secs(config.fetch_timeout_seconds.max(1)),
+                user_agent: concat!("Herald-Attachments/", env!("CARGO_PKG_VERSION")).into(),
+                max_redirects: MAX_REDIRECTS,
+            })
             // Only a TLS backend that cannot start fails here, and then no
             // provider could send anything either.
             .expect("the attachment HTTP client has static settings");
@@ -105,19 +93,16 @@ impl Attachments {
         cap: usize,
     ) -> Result<Attachment, SendError> {
         let service = format!("attachment {}", spec.filename.as_str());
-        check_literal_host(url.as_url(), self.config.allow_private_networks)
-            .map_err(|refused| SendError::permanent(format!("{service}: {refused}")))?;
         let mut response = self
             .client
-            .get(url.as_str())
-            .send()
+            .send(self.client.request(Method::GET, url.as_str()))
             .await
-            .map_err(|error| fetch_error(&service, error))?;
+            .map_err(|error| send_error(&service, error))?;
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let answer = read_capped(response, ERROR_ANSWER_BYTES).await;
-            return Err(status_error(&service, status, &headers, &answer, &[]));
+            read_capped(response, ERROR_ANSWER_BYTES).await;
+            return Err(status_error(&service, status, &headers));
         }
         let served = response
             .headers()
@@ -138,11 +123,9 @@ impl Attachments {
         }
         let expected = declared_len.and_then(|len| usize::try_from(len).ok());
         let mut bytes = Vec::with_capacity(expected.unwrap_or(0));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| fetch_error(&service, error))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|error| {
+            send_error(&service, crate::egress::EgressError::from_reqwest(&error))
+        })? {
             if chunk.len() > room - bytes.len() {
                 return Err(over_cap(cap));
             }
@@ -165,102 +148,6 @@ impl Attachments {
             refusal(content_type, spec.content_type.is_some())
         )))
     }
-}
-
-/// A refused address or a redirect loop fails for good; anything else as a
-/// webhook call would.
-fn fetch_error(service: &str, error: reqwest::Error) -> SendError {
-    let mut source = error.source();
-    while let Some(inner) = source {
-        if let Some(refused) = inner.downcast_ref::<PrivateAddress>() {
-            return SendError::permanent(format!("{service}: {refused}"));
-        }
-        if error.is_redirect() && inner.source().is_none() {
-            return SendError::permanent(format!("{service}: {inner}"));
-        }
-        source = inner.source();
-    }
-    request_error(service, error)
-}
-
-/// A URL that leads to a non-public address.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} is not a public address")]
-struct PrivateAddress(String);
-
-/// Hosts written as IP addresses never reach the resolver, so they are
-/// checked here, on the first URL and on every redirect.
-fn check_literal_host(url: &url::Url, allow_private: bool) -> Result<(), PrivateAddress> {
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-        _ => return Ok(()),
-    };
-    if allow_private || is_public(ip) {
-        Ok(())
-    } else {
-        Err(PrivateAddress(ip.to_string()))
-    }
-}
-
-/// The system resolver with every non-public address dropped, so a name
-/// cannot lead to an internal service either, even one that changes its
-/// answer between a check and the connection.
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|address| is_public(address.ip()))
-                .collect();
-            if public.is_empty() {
-                return Err(PrivateAddress(host).into());
-            }
-            Ok(Box::new(public.into_iter()) as Addrs)
-        })
-    }
-}
-
-/// Not loopback, private, link-local, shared, documentation, multicast or
-/// otherwise reserved (the stable subset of `IpAddr::is_global`).
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_public_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => is_public_v4(mapped),
-            None => is_public_v6(ip),
-        },
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || ip.is_multicast()
-        || a == 0
-        || a >= 240
-        // 100.64.0.0/10, carrier-grade NAT; 198.18.0.0/15, benchmarking.
-        || (a == 100 && (64..128).contains(&b))
-        || (a == 198 && (b == 18 || b == 19)))
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        // fc00::/7 unique local, fe80::/10 link-local, 2001:db8::/32 documentation.
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8))
 }
 
 /// The declared type, else a served one that says something, else the
@@ -311,10 +198,16 @@ mod tests {
             max_bytes: 4096,
             tenant_max_bytes: BTreeMap::from([(tenant("t_big"), 64 * 1024)]),
             fetch_timeout_seconds: 2,
-            // The test server listens on loopback.
-            allow_private_networks: true,
             ..AttachmentsConfig::default()
         }
+    }
+
+    /// The test server listens on loopback, which the operator allows here.
+    fn loopback_allowed() -> Attachments {
+        let egress = Egress::new(&crate::egress::EgressConfig {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+        });
+        Attachments::new(&config(), &egress)
     }
 
     /// A file server with one route per behaviour; `/endless` counts what it produced.
@@ -391,7 +284,7 @@ mod tests {
         filename: &str,
         tenant_id: &str,
     ) -> Result<Vec<Attachment>, SendError> {
-        Attachments::new(&config())
+        loopback_allowed()
             .load(
                 &tenant(tenant_id),
                 &[spec(json!({"filename": filename, "source": {"url": url}}))],
@@ -402,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn fetches_a_url_and_decodes_inline_in_order() {
         let base = server(Arc::default()).await;
-        let loaded = Attachments::new(&config())
+        let loaded = loopback_allowed()
             .load(
                 &tenant("t_001"),
                 &[
@@ -462,7 +355,7 @@ mod tests {
         assert_eq!(
             busy,
             SendError::Transient {
-                message: "attachment a.pdf answered 503 Service Unavailable: later".into(),
+                message: "attachment a.pdf answered HTTP 503 (server error)".into(),
                 retry_after: Some(Duration::from_secs(7)),
             }
         );
@@ -549,7 +442,7 @@ mod tests {
             spec(json!({"filename": "a.txt", "source": {"inline": half}})),
             spec(json!({"filename": "b.txt", "source": {"inline": half}})),
         ];
-        let error = Attachments::new(&config())
+        let error = loopback_allowed()
             .load(&tenant("t_001"), &two)
             .await
             .unwrap_err();
@@ -591,10 +484,7 @@ mod tests {
     async fn private_addresses_are_refused_unless_allowed() {
         let base = server(Arc::default()).await;
         let port = base.rsplit(':').next().unwrap();
-        let guarded = Attachments::new(&AttachmentsConfig {
-            allow_private_networks: false,
-            ..config()
-        });
+        let guarded = Attachments::new(&config(), &Egress::new(&Default::default()));
         for url in [
             format!("{base}/invoice"),
             format!("http://localhost:{port}/invoice"),
@@ -604,41 +494,7 @@ mod tests {
             let specs = [spec(json!({"filename": "a.pdf", "source": {"url": url}}))];
             let error = guarded.load(&tenant("t_001"), &specs).await.unwrap_err();
             assert!(error.is_permanent(), "{url}: {error:?}");
-            assert!(
-                error.to_string().contains("is not a public address"),
-                "{url}: {error}"
-            );
-        }
-    }
-
-    #[test]
-    fn only_global_addresses_are_public() {
-        for public in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "2001:db8::1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
+            assert!(error.to_string().contains("refused"), "{url}: {error}");
         }
     }
 

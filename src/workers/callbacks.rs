@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use futures::StreamExt;
+use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,17 +22,18 @@ use super::DeliveryConfig;
 use super::retry::retry_delay;
 use crate::commands::webhook_endpoints::signing_target;
 use crate::domain::values::{Channel, HttpUrl};
+use crate::egress::{ClientOptions, Egress, EgressClient, EgressError};
 use crate::eventstore::EventStore;
 use crate::projections::webhook_outbox::{self, ClaimedDelivery, Outcome};
 use crate::providers::webhook::{
-    WebhookConfig, http_client, read_capped, request_error, signature_headers, status_error,
+    WebhookConfig, read_capped, send_error, signature_headers, status_error,
 };
 use crate::providers::{SendError, WebhookSecret};
 
 /// The longest idle sleep: the outbox is filled by the projection runner,
 /// whose writes wake nobody, so an idle sender looks again this often.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-/// How much of a receiver's answer is read; its start is quoted in an error.
+/// How much of a receiver's answer is read (and dropped).
 const MAX_ANSWER_BYTES: usize = 4 * 1024;
 
 /// Starts the sender loop; the handle ends after `shutdown`, once the
@@ -39,10 +41,11 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024;
 pub fn spawn(
     store: EventStore,
     delivery: DeliveryConfig,
+    egress: Egress,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match client(delivery.provider_timeout_seconds) {
+        let client = match client(&egress, delivery.provider_timeout_seconds) {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(%error, "the callback sender cannot build its HTTP client");
@@ -60,17 +63,21 @@ pub fn spawn(
     })
 }
 
-/// An HTTP client for callbacks: a whole call longer than `timeout_seconds`
-/// fails as transient, and redirects are not followed.
-pub fn client(timeout_seconds: u64) -> reqwest::Result<reqwest::Client> {
-    http_client(timeout_seconds.max(1), &WebhookConfig::default().user_agent)
+/// A guarded client for callbacks: a whole call longer than
+/// `timeout_seconds` fails as transient, and redirects are not followed.
+pub fn client(egress: &Egress, timeout_seconds: u64) -> Result<EgressClient, EgressError> {
+    egress.client(&ClientOptions {
+        timeout: Duration::from_secs(timeout_seconds.max(1)),
+        user_agent: WebhookConfig::default().user_agent,
+        max_redirects: 0,
+    })
 }
 
 /// POSTs `body` as JSON to `url`, signed with every secret, with `webhook_id`
 /// as the `webhook-id`. Errors are classified like the webhook provider's:
 /// network failures, 408, 429 and 5xx are transient, any other answer permanent.
 pub async fn post_signed(
-    client: &reqwest::Client,
+    client: &EgressClient,
     url: &HttpUrl,
     secrets: &[WebhookSecret],
     webhook_id: &str,
@@ -78,38 +85,28 @@ pub async fn post_signed(
 ) -> Result<(), SendError> {
     let headers = signature_headers(secrets, webhook_id, Utc::now().timestamp(), body.as_bytes())
         .map_err(|error| SendError::permanent(error.to_string()))?;
-    let response = client
-        .post(url.as_str())
+    let request = client
+        .request(Method::POST, url.as_str())
         .headers(headers)
         .header(CONTENT_TYPE, "application/json")
-        .body(body.to_string())
-        .send()
+        .body(body.to_string());
+    let response = client
+        .send(request)
         .await
-        .map_err(|error| request_error("callback", error))?;
+        .map_err(|error| send_error("callback", error))?;
     let status = response.status();
     let answer_headers = response.headers().clone();
-    // Reading the (bounded) answer lets the connection go back to the pool.
-    let answer = read_capped(response, MAX_ANSWER_BYTES).await;
+    read_capped(response, MAX_ANSWER_BYTES).await;
     if status.is_success() {
         return Ok(());
     }
-    let keys: Vec<&str> = secrets
-        .iter()
-        .filter_map(|secret| secret.expose().strip_prefix("whsec_"))
-        .collect();
-    Err(status_error(
-        "callback",
-        status,
-        &answer_headers,
-        &answer,
-        &keys,
-    ))
+    Err(status_error("callback", status, &answer_headers))
 }
 
 struct Sender {
     store: EventStore,
     delivery: DeliveryConfig,
-    client: reqwest::Client,
+    client: EgressClient,
     /// Identifies this process's claims.
     worker_id: Uuid,
 }

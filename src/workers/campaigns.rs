@@ -25,6 +25,7 @@ use crate::commands::campaigns::{self, CallbackOutcome, CallbackRow};
 use crate::commands::notifications::SendPolicy;
 use crate::commands::{Actor, CommandError};
 use crate::domain::values::{HttpUrl, TenantId};
+use crate::egress::{Egress, EgressClient};
 use crate::eventstore::EventStore;
 
 /// `[campaigns]` in the configuration.
@@ -41,6 +42,8 @@ pub struct CampaignsConfig {
     pub progress_every_millis: u64,
     /// A callback POST taking longer fails as transient.
     pub callback_timeout_seconds: u64,
+    /// The largest CSV one import reads (an upload or a `csvUrl`).
+    pub max_import_bytes: u64,
 }
 
 impl Default for CampaignsConfig {
@@ -51,6 +54,7 @@ impl Default for CampaignsConfig {
             poll_millis: 500,
             progress_every_millis: 1_000,
             callback_timeout_seconds: 10,
+            max_import_bytes: 1 << 30,
         }
     }
 }
@@ -65,10 +69,11 @@ pub fn spawn(
     store: EventStore,
     policy: SendPolicy,
     config: CampaignsConfig,
+    egress: Egress,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match client(config.callback_timeout_seconds) {
+        let client = match client(&egress, config.callback_timeout_seconds) {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(%error, "the campaign worker cannot build its HTTP client");
@@ -92,7 +97,7 @@ struct Worker {
     store: EventStore,
     policy: SendPolicy,
     config: CampaignsConfig,
-    client: reqwest::Client,
+    client: EgressClient,
     actor: Actor,
     /// When each campaign was last counted, and how long that took.
     last_progress: std::collections::HashMap<Uuid, (Instant, Duration)>,

@@ -32,7 +32,10 @@ impl Composer {
         Ok(Composer {
             templates: TemplateCache::new(TEMPLATE_CACHE_SIZE),
             email_links,
-            attachments: Attachments::new(&config.attachments),
+            attachments: Attachments::new(
+                &config.attachments,
+                &crate::egress::Egress::new(&config.egress),
+            ),
         })
     }
 

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::limits::Limits;
 use crate::config::Config;
 use crate::domain::values::Channel;
+use crate::egress::Egress;
 use crate::eventstore::EventStore;
 use crate::providers::Providers;
 
@@ -47,15 +48,23 @@ pub async fn spawn(
         limits: std::sync::Arc::new(Limits::new(config.limits.clone())),
         composer,
     };
-    let callbacks = callbacks::spawn(store.clone(), config.delivery.clone(), shutdown.clone());
+    let egress = Egress::new(&config.egress);
+    let callbacks = callbacks::spawn(
+        store.clone(),
+        config.delivery.clone(),
+        egress.clone(),
+        shutdown.clone(),
+    );
     let campaigns = campaigns::spawn(
         store.clone(),
         crate::commands::notifications::SendPolicy {
             idempotency_window: std::time::Duration::from_secs(config.idempotency_window_seconds),
             limits: settings.limits.clone(),
             attachments: std::sync::Arc::new(config.attachments.clone()),
+            egress: egress.clone(),
         },
         config.campaigns.clone(),
+        egress.clone(),
         shutdown.clone(),
     );
     let scheduler = scheduler::spawn(
@@ -64,6 +73,7 @@ pub async fn spawn(
             idempotency_window: std::time::Duration::from_secs(config.idempotency_window_seconds),
             limits: settings.limits.clone(),
             attachments: std::sync::Arc::new(config.attachments.clone()),
+            egress,
         },
         config.scheduler.clone(),
         shutdown.clone(),

@@ -96,12 +96,9 @@ async fn an_inline_and_a_fetched_file_arrive_intact_in_multipart_mixed() {
     ]))
     .unwrap();
     let tenant = TenantId::parse("acme").unwrap();
-    let config = AttachmentsConfig {
-        // The file server listens on loopback.
-        allow_private_networks: true,
-        ..AttachmentsConfig::default()
-    };
-    let attachments = Attachments::new(&config)
+    // The file server listens on loopback.
+    let egress = herald::egress::Egress::new(&crate::support::loopback_egress());
+    let attachments = Attachments::new(&AttachmentsConfig::default(), &egress)
         .load(&tenant, &specs)
         .await
         .unwrap();

@@ -57,7 +57,12 @@ impl Callbacks {
             retry_jitter: 0.0,
             ..DeliveryConfig::default()
         };
-        callbacks::spawn(app.store.clone(), delivery, stop.clone());
+        callbacks::spawn(
+            app.store.clone(),
+            delivery,
+            herald::egress::Egress::new(&crate::support::loopback_egress()),
+            stop.clone(),
+        );
         Callbacks {
             app,
             key,
@@ -414,7 +419,7 @@ async fn failures_stay_visible_in_webhook_deliveries() {
         of_endpoint[0]["lastError"]
             .as_str()
             .unwrap()
-            .starts_with("callback answered 410 Gone"),
+            .starts_with("callback answered HTTP 410 (client error)"),
         "{of_endpoint:#?}"
     );
     let requests = webhook_requests(&peer).await;
@@ -480,6 +485,8 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
             ])
             .env("DATABASE_URL", app.database_url())
             .env("HERALD_LOG_FILTER", "warn")
+            // The receiver listens on loopback.
+            .env("HERALD_EGRESS", r#"{allow=["127.0.0.0/8"]}"#)
             .env_remove("HERALD_CONFIG");
         command
     };
@@ -529,7 +536,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
     assert!(
         stderr.contains(&format!("stopped at position {}", positions[1]))
             && stderr.contains("after 1 events were sent")
-            && stderr.contains("400 Bad Request"),
+            && stderr.contains("HTTP 400 (client error)"),
         "{stderr}"
     );
     assert_eq!(webhook_requests(&peer).await.len(), 7);

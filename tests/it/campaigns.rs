@@ -111,11 +111,15 @@ impl Campaigns {
                 progress_every_millis: 50,
                 ..CampaignsConfig::default()
             },
+            egress: crate::support::loopback_egress(),
             ..Config::default()
         };
-        let providers = herald::providers::build(&config.providers)
-            .await
-            .expect("providers");
+        let providers = herald::providers::build(
+            &config.providers,
+            &herald::egress::Egress::new(&config.egress),
+        )
+        .await
+        .expect("providers");
         herald::workers::spawn(
             self.app.store.clone(),
             providers,

@@ -22,8 +22,8 @@ pub struct Served {
 }
 
 /// Writes `dir/herald.toml` (its own `listen` and `metrics_listen`,
-/// warnings only, then `config`), starts `herald serve` with it and waits
-/// until it is ready.
+/// warnings only, the suite's loopback peers allowed as egress, then
+/// `config`), starts `herald serve` with it and waits until it is ready.
 pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
     let db = fresh_database().await;
     herald::database::MIGRATOR
@@ -44,7 +44,7 @@ pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
         &file,
         format!(
             "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-             log_filter = \"warn\"\n{config}"
+             log_filter = \"warn\"\negress.allow = [\"127.0.0.0/8\", \"::1/128\"]\n{config}"
         ),
     )
     .expect("config written");

@@ -191,6 +191,15 @@ fn short_hash(text: &str) -> u64 {
     })
 }
 
+/// `[egress] allow` for the suite's local peers (webhook receivers, file
+/// and CSV servers), which all listen on loopback. Hostile tests use a
+/// configuration without it.
+pub fn loopback_egress() -> herald::egress::EgressConfig {
+    herald::egress::EgressConfig {
+        allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+    }
+}
+
 /// The HTTP API on an ephemeral loopback port, over a fresh database.
 pub struct TestApp {
     pub base: String,
@@ -200,8 +209,13 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// With the suite's peers on loopback allowed.
     pub async fn start() -> TestApp {
-        TestApp::start_with(&herald::config::Config::default()).await
+        TestApp::start_with(&herald::config::Config {
+            egress: loopback_egress(),
+            ..herald::config::Config::default()
+        })
+        .await
     }
 
     /// The API as `config` sets it up.

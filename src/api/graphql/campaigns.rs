@@ -496,6 +496,7 @@ impl CampaignsMutation {
                 progress_steps: input.progress_steps,
                 batch_size,
             },
+            &api(ctx)?.egress,
             &actor(principal),
         )
         .await
@@ -559,6 +560,8 @@ impl CampaignsMutation {
             &principal.tenant_id,
             campaign_id,
             &csv_url,
+            &api(ctx)?.egress,
+            api(ctx)?.max_import_bytes,
             &actor(principal),
         )
         .await
@@ -586,6 +589,7 @@ impl CampaignsMutation {
             campaign_id,
             reader,
             &upload.filename,
+            api(ctx)?.max_import_bytes,
             &actor(principal),
             &ImportProgress::default(),
         )

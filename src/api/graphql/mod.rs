@@ -57,6 +57,10 @@ pub struct ApiContext {
     pub sends: commands::group_commit::GroupCommit,
     /// Live subscriptions each tenant holds in this process.
     pub subscriptions: super::tenant_slots::TenantSlots,
+    /// Judges and fetches the URLs tenants give.
+    pub egress: crate::egress::Egress,
+    /// The largest CSV one campaign import reads.
+    pub max_import_bytes: u64,
 }
 
 impl ApiContext {

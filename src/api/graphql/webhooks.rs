@@ -242,6 +242,7 @@ impl WebhooksMutation {
                 description: input.description,
                 event_types: input.event_types,
             },
+            &api(ctx)?.egress,
             &actor(principal),
         )
         .await

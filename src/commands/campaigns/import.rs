@@ -4,7 +4,9 @@
 //! line with the reason, and the import goes on.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -21,6 +23,7 @@ use crate::domain::campaign::{
 use crate::domain::template::VariableSpec;
 use crate::domain::values::TenantId;
 use crate::domain::{Aggregate, ValidationErrors};
+use crate::egress::{ClientOptions, Egress};
 use crate::eventstore::{EventStore, ExpectedVersion, StoreError};
 
 /// At most this many refused rows are kept per import (all are counted).
@@ -29,6 +32,12 @@ pub const MAX_STORED_ERRORS: usize = 10_000;
 pub const MAX_REPORTED_ERRORS: usize = 100;
 /// At most this many recipients per `addCampaignRecipients` call.
 pub const MAX_LISTED: usize = 10_000;
+/// The longest CSV record (the header included), like an NDJSON line.
+pub const MAX_RECORD_BYTES: u64 = crate::commands::ingest::MAX_LINE_BYTES as u64;
+/// Redirects a `csvUrl` fetch follows, each hop judged by the egress policy.
+const CSV_REDIRECTS: usize = 3;
+/// A `csvUrl` fetch that stalls this long fails.
+const CSV_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Counters an importer updates as it goes, for a progress display.
 #[derive(Debug, Default)]
@@ -56,32 +65,43 @@ pub struct ImportSummary {
     pub stopped: Option<String>,
 }
 
-/// Imports a CSV with a header row from `input`, read as it arrives.
-/// Errors before any row is read (unknown campaign, a started one, a bad
-/// header) refuse the whole import; after that, a failing read ends it with
-/// `stopped` set and the batches stored so far kept.
+/// Imports a CSV with a header row from `input`, read as it arrives, at
+/// most `max_bytes` of it and [`MAX_RECORD_BYTES`] per record.
+/// Errors before any row is read (unknown campaign, checked before the
+/// first byte is read; a started one; a bad header) refuse the whole
+/// import; after that, a failing read ends it with `stopped` set and the
+/// batches stored so far kept.
+#[allow(clippy::too_many_arguments)]
 pub async fn import_csv(
     store: &EventStore,
     tenant_id: &TenantId,
     campaign_id: Uuid,
     input: impl AsyncRead + Unpin + Send,
     source: &str,
+    max_bytes: u64,
     actor: &Actor,
     progress: &ImportProgress,
 ) -> Result<ImportSummary, CommandError> {
+    require_campaign(store, tenant_id, campaign_id).await?;
+    let meter = Arc::new(Meter::default());
     let mut reader = csv_async::AsyncReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .create_reader(input);
+        .create_reader(Metered {
+            input,
+            meter: meter.clone(),
+            max_bytes,
+        });
     let headers = match reader.byte_headers().await {
         Ok(headers) => headers.clone(),
         Err(error) => {
             return Err(field_error(
                 "body",
-                format!("cannot read the header: {error}"),
+                format!("line 1: cannot read the header: {}", read_failure(&error)),
             ));
         }
     };
+    meter.record_done(reader.position().byte());
     let headers: Vec<String> = headers
         .iter()
         .map(|h| {
@@ -111,6 +131,7 @@ pub async fn import_csv(
         match reader.read_byte_record(&mut record).await {
             Ok(false) => break,
             Ok(true) => {
+                meter.record_done(reader.position().byte());
                 let line = record.position().map(|p| p.line() as i64).unwrap_or(0);
                 let fields: Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
                 let parsed = match fields {
@@ -134,7 +155,11 @@ pub async fn import_csv(
                 }
             }
             Err(error) => {
-                stopped = Some(format!("reading the CSV failed: {error}"));
+                stopped = Some(format!(
+                    "line {}: reading the CSV failed: {}",
+                    reader.position().line(),
+                    read_failure(&error)
+                ));
                 break;
             }
         }
@@ -142,24 +167,43 @@ pub async fn import_csv(
     import.finish(stopped).await
 }
 
-/// Imports the CSV at `url`, fetched and read as it arrives.
+/// Imports the CSV at `url`, fetched through `egress` (every hop judged)
+/// and read as it arrives, once the campaign is known to be the tenant's.
+/// A failed fetch names its reason class or status, never what the server said.
+#[allow(clippy::too_many_arguments)]
 pub async fn import_url(
     store: &EventStore,
     tenant_id: &TenantId,
     campaign_id: Uuid,
     url: &str,
+    egress: &Egress,
+    max_bytes: u64,
     actor: &Actor,
 ) -> Result<ImportSummary, CommandError> {
     let url = crate::domain::values::HttpUrl::parse(url.trim())
         .map_err(|error| field_error("csvUrl", error.to_string()))?;
-    let client = crate::workers::callbacks::client(60)
-        .map_err(|error| field_error("csvUrl", error.to_string()))?;
+    require_campaign(store, tenant_id, campaign_id).await?;
+    super::super::check_urls(egress, [("csvUrl".to_string(), url.as_url())]).await?;
+    let fetch_failed =
+        |reason: String| field_error("csvUrl", format!("fetching the CSV failed: {reason}"));
+    let client = egress
+        .client(&ClientOptions {
+            timeout: CSV_FETCH_TIMEOUT,
+            user_agent: concat!("Herald-Campaigns/", env!("CARGO_PKG_VERSION")).into(),
+            max_redirects: CSV_REDIRECTS,
+        })
+        .map_err(|error| fetch_failed(error.to_string()))?;
     let response = client
-        .get(url.as_str())
-        .send()
+        .send(client.request(reqwest::Method::GET, url.as_str()))
         .await
-        .and_then(|response| response.error_for_status())
-        .map_err(|error| field_error("csvUrl", format!("fetching the CSV failed: {error}")))?;
+        .map_err(|error| fetch_failed(error.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(fetch_failed(format!(
+            "the server answered HTTP {}",
+            status.as_u16()
+        )));
+    }
     // Chunk by chunk as it arrives: the file is never held whole.
     let body = Box::pin(async_stream::stream! {
         let mut response = response;
@@ -181,10 +225,103 @@ pub async fn import_url(
         campaign_id,
         reader,
         url.as_str(),
+        max_bytes,
         actor,
         &ImportProgress::default(),
     )
     .await
+}
+
+/// Not found unless the campaign is the tenant's: checked before a byte of
+/// the CSV is fetched or read, so a body sent to someone else's campaign
+/// costs nothing.
+async fn require_campaign(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    campaign_id: Uuid,
+) -> Result<(), CommandError> {
+    super::get(store.pool(), tenant_id, campaign_id)
+        .await?
+        .map(|_| ())
+        .ok_or(CommandError::NotFound("campaign"))
+}
+
+/// Bytes read so far, and where the record being read starts.
+#[derive(Debug, Default)]
+struct Meter {
+    read: AtomicU64,
+    record_start: AtomicU64,
+}
+
+impl Meter {
+    /// The next record starts at `byte`.
+    fn record_done(&self, byte: u64) {
+        self.record_start.store(byte, Ordering::Relaxed);
+    }
+}
+
+/// Why a read was cut short; carried inside an `io::Error` through the CSV reader.
+#[derive(Debug, thiserror::Error)]
+enum TooLarge {
+    #[error("a record is longer than {MAX_RECORD_BYTES} bytes")]
+    Record,
+    #[error("the CSV is larger than {0} bytes")]
+    Total(u64),
+}
+
+/// The CSV reader's input: fails once the record being read, or the whole
+/// input, is over its cap, so neither is ever held whole. The CSV reader
+/// buffers a little ahead, so a record fails a few KiB past the cap.
+struct Metered<R> {
+    input: R,
+    meter: Arc<Meter>,
+    max_bytes: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let read = self.meter.read.load(Ordering::Relaxed);
+        let too_large = if read > self.max_bytes {
+            Some(TooLarge::Total(self.max_bytes))
+        } else if read - self.meter.record_start.load(Ordering::Relaxed).min(read)
+            > MAX_RECORD_BYTES
+        {
+            Some(TooLarge::Record)
+        } else {
+            None
+        };
+        if let Some(too_large) = too_large {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                too_large,
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.input).poll_read(cx, buf);
+        let added = (buf.filled().len() - before) as u64;
+        self.meter.read.fetch_add(added, Ordering::Relaxed);
+        polled
+    }
+}
+
+/// A read error as a tenant may see it: a cap by name, otherwise the kind
+/// of failure, never the text of an upstream error.
+fn read_failure(error: &csv_async::Error) -> String {
+    match error.kind() {
+        csv_async::ErrorKind::Io(io) => match io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<TooLarge>())
+        {
+            Some(too_large) => too_large.to_string(),
+            None if io.kind() == std::io::ErrorKind::TimedOut => "the input stalled".into(),
+            None => "the input broke off".into(),
+        },
+        _ => error.to_string(),
+    }
 }
 
 /// Adds listed recipients, each checked like a CSV row.

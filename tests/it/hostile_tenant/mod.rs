@@ -1,6 +1,7 @@
 //! Herald tried as a hostile tenant (or whoever holds one of its
 //! credentials) would, one file per finding of issue 14.
 
+mod egress;
 mod privilege;
 mod receipts;
 mod sockets;
