@@ -143,6 +143,7 @@ impl From<CommandError> for ApiError {
             },
             CommandError::Domain(domain) => match domain {
                 DomainError::TenantNotCreated => ApiError::NotFound("tenant"),
+                DomainError::AboveOperatorLimits(fields) => fields.into(),
                 DomainError::UnknownApiKey(_) => ApiError::NotFound("API key"),
                 other => ApiError::Conflict(other.to_string()),
             },

@@ -71,6 +71,7 @@ impl ApiState {
         let links = crate::commands::links::Links::new(store.pool(), &options.links).await?;
         let limits = Arc::new(
             crate::commands::limits::Limits::new(options.limits.clone())
+                .with_operators(&options.operator_tenants)
                 .with_costs(options.costs.clone()),
         );
         let sends = crate::commands::group_commit::GroupCommit::new(
