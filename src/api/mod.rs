@@ -9,6 +9,7 @@ mod ingest;
 mod links;
 pub mod live;
 mod receipts;
+mod request_rate;
 mod rest;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use self::auth::KeyCache;
 pub use self::error::ApiError;
 use self::graphql::{ApiContext, Caller, HeraldSchema};
+use crate::commands::tenants::Principal;
 use crate::database;
 use crate::eventstore::EventStore;
 
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// The receipt routes' configuration and certificate cache.
     receipts: Arc<receipts::Receivers>,
+    /// Every API key's request bucket.
+    requests: Arc<request_rate::RequestLimiter>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,18 @@ pub struct ApiOptions {
 }
 
 impl ApiState {
+    /// The caller behind `token` (`Authorization: Bearer`), once it has a
+    /// token left in its request bucket: the one check every HTTP request
+    /// with a key goes through, before anything it asks for.
+    async fn admit(&self, token: &str) -> Result<Principal, ApiError> {
+        let pool = self.api.store.pool();
+        let principal = self.api.keys.authenticate(pool, token).await?;
+        self.requests
+            .admit(&self.api.limits, pool, &principal)
+            .await?;
+        Ok(principal)
+    }
+
     pub async fn new(
         store: EventStore,
         metrics: Option<PrometheusHandle>,
@@ -97,6 +113,7 @@ impl ApiState {
             metrics,
             request_timeout: options.request_timeout,
             receipts: Arc::new(receipts::Receivers::new(&options.receipts)),
+            requests: Arc::default(),
         })
     }
 }
@@ -188,15 +205,14 @@ async fn graphql(
     State(state): State<ApiState>,
     headers: HeaderMap,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> axum::response::Response {
     // An unknown or revoked key is treated as no key: resolvers answer UNAUTHENTICATED.
     let principal = match auth::bearer(&headers) {
-        Some(token) => state
-            .api
-            .keys
-            .authenticate(state.api.store.pool(), token)
-            .await
-            .ok(),
+        Some(token) => match state.admit(token).await {
+            Ok(principal) => Some(principal),
+            Err(ApiError::Unauthenticated) => None,
+            Err(error) => return refused(error),
+        },
         None => None,
     };
     let mut response = state
@@ -211,7 +227,24 @@ async fn graphql(
             extensions.set("code", "VALIDATION");
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+/// A GraphQL request refused before it ran, as a GraphQL error. Past its key's
+/// rate the status is 429 with `Retry-After`, like the REST routes, so HTTP
+/// clients and proxies back off too; `extensions.retryAfter` says the same.
+fn refused(error: ApiError) -> axum::response::Response {
+    let mut headers = axum::response::Response::new(());
+    error.set_retry_after(&mut headers);
+    let status = match error {
+        ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::OK,
+    };
+    let error = async_graphql::Error::from(error);
+    let mut server_error = async_graphql::ServerError::new(error.message, None);
+    server_error.extensions = error.extensions;
+    let body = GraphQLResponse::from(async_graphql::Response::from_errors(vec![server_error]));
+    (status, headers.into_parts().0.headers, body).into_response()
 }
 
 /// The process is up; says nothing of its dependencies.
