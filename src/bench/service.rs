@@ -24,7 +24,13 @@ impl Service {
             probe.local_addr()?
         };
         let config = std::env::temp_dir().join(format!("herald-bench-{}.toml", std::process::id()));
-        std::fs::write(&config, "log_filter = \"warn\"\n")?;
+        std::fs::write(
+            &config,
+            format!(
+                "log_filter = \"warn\"\n[limits]\napi_rate = {{ per_second = {rate}, burst = {rate} }}\n",
+                rate = super::BENCH_API_RATE
+            ),
+        )?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--roles", roles, "--listen", &address.to_string()])
             .env("DATABASE_URL", scratch.target.to_url_lossy().to_string())
