@@ -26,7 +26,10 @@ pub enum ApiError {
     NotFound(&'static str),
     Conflict(String),
     IdempotencyConflict,
-    RateLimited,
+    /// The key's request rate (`api_rate`); a token is back in `retry_after` seconds.
+    RateLimited {
+        retry_after: u64,
+    },
     /// The tenant holds as many of something (sockets, subscriptions) as it
     /// may; ending one makes room.
     LimitExceeded(String),
@@ -67,7 +70,9 @@ impl ApiError {
             ApiError::IdempotencyConflict => {
                 "the idempotency key was already used for a different request".into()
             }
-            ApiError::RateLimited => "too many requests".into(),
+            ApiError::RateLimited { retry_after } => {
+                format!("too many requests for this API key; retry in {retry_after} s")
+            }
             ApiError::LimitExceeded(message) => message.clone(),
             ApiError::QuotaExceeded { message, .. } => message.clone(),
             ApiError::UnsupportedMediaType(expected) => {
@@ -86,7 +91,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
-            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::LimitExceeded(_) => "LIMIT_EXCEEDED",
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -102,9 +107,9 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
-            ApiError::RateLimited | ApiError::LimitExceeded(_) | ApiError::QuotaExceeded { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::LimitExceeded(_)
+            | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,6 +132,27 @@ impl ApiError {
         let id = Uuid::now_v7();
         tracing::error!(error_id = %id, error = %cause, "internal error");
         ApiError::Internal(id.to_string())
+    }
+
+    /// Seconds before a retry can succeed (`Retry-After`), for a refusal that passes.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::QuotaExceeded { resets_at, .. } => {
+                Some((*resets_at - chrono::Utc::now()).num_seconds().max(1) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets `Retry-After` on `response` when the error passes with time.
+    pub fn set_retry_after<B>(&self, response: &mut axum::http::Response<B>) {
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
     }
 
     fn fields(&self) -> Option<&[FieldError]> {
@@ -155,6 +181,7 @@ impl From<CommandError> for ApiError {
             },
             CommandError::Domain(domain) => match domain {
                 DomainError::TenantNotCreated => ApiError::NotFound("tenant"),
+                DomainError::AboveOperatorLimits(fields) => fields.into(),
                 DomainError::UnknownApiKey(_) => ApiError::NotFound("API key"),
                 other => ApiError::Conflict(other.to_string()),
             },
@@ -204,6 +231,9 @@ impl From<ApiError> for async_graphql::Error {
             if let ApiError::QuotaExceeded { resets_at, .. } = &error {
                 extensions.set("resetsAt", resets_at.to_rfc3339());
             }
+            if let ApiError::RateLimited { retry_after } = &error {
+                extensions.set("retryAfter", *retry_after);
+            }
         })
     }
 }
@@ -225,13 +255,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if let ApiError::QuotaExceeded { resets_at, .. } = &self {
-            let wait = (*resets_at - chrono::Utc::now()).num_seconds().max(1);
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(wait),
-            );
-        }
+        self.set_retry_after(&mut response);
         response
     }
 }

@@ -9,6 +9,7 @@ mod ingest;
 mod links;
 pub mod live;
 mod receipts;
+mod request_rate;
 mod rest;
 mod sockets;
 pub mod tenant_slots;
@@ -33,7 +34,8 @@ use tower_http::timeout::TimeoutLayer;
 pub use self::auth::KeyCache;
 pub use self::error::ApiError;
 use self::graphql::{ApiContext, Caller, HeraldSchema};
-use crate::commands::links::{FEED_TOKEN_PREFIX, FeedGrant};
+use crate::commands::links::FEED_TOKEN_PREFIX;
+use crate::commands::tenants::Principal;
 use crate::database;
 use crate::eventstore::EventStore;
 
@@ -47,6 +49,8 @@ pub struct ApiState {
     receipts: Arc<receipts::Receivers>,
     /// GraphQL WebSockets each tenant holds open in this process.
     sockets: tenant_slots::TenantSlots,
+    /// Every API key's request bucket.
+    requests: Arc<request_rate::RequestLimiter>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +107,18 @@ impl<'de> serde::Deserialize<'de> for CorsOrigin {
 }
 
 impl ApiState {
+    /// The caller behind `token` (`Authorization: Bearer`), once it has a
+    /// token left in its request bucket: the one check every HTTP request
+    /// with a key goes through, before anything it asks for.
+    async fn admit(&self, token: &str) -> Result<Principal, ApiError> {
+        let pool = self.api.store.pool();
+        let principal = self.api.keys.authenticate(pool, token).await?;
+        self.requests
+            .admit(&self.api.limits, pool, &principal)
+            .await?;
+        Ok(principal)
+    }
+
     pub async fn new(
         store: EventStore,
         options: &ApiOptions,
@@ -110,6 +126,7 @@ impl ApiState {
         let links = crate::commands::links::Links::new(store.pool(), &options.links).await?;
         let limits = Arc::new(
             crate::commands::limits::Limits::new(options.limits.clone())
+                .with_operators(&options.operator_tenants)
                 .with_costs(options.costs.clone()),
         );
         let egress = crate::egress::Egress::new(&options.egress);
@@ -142,6 +159,7 @@ impl ApiState {
             request_timeout: options.request_timeout,
             receipts: Arc::new(receipts::Receivers::new(&options.receipts)),
             sockets: tenant_slots::TenantSlots::new(options.limits.max_sockets_per_tenant),
+            requests: Arc::default(),
         })
     }
 }
@@ -233,34 +251,25 @@ async fn graphql_ws(
         .on_upgrade(move |socket| sockets::serve(state, socket, protocol))
 }
 
-/// Who a bearer token speaks for: an API key's principal, or (for a token
-/// with the feed prefix) no principal and the feed token's grant.
-async fn authenticate(
-    api: &ApiContext,
-    token: &str,
-) -> Result<(Caller, Option<FeedGrant>), ApiError> {
-    if token.starts_with(FEED_TOKEN_PREFIX) {
-        let grant = api
-            .links
-            .verify_feed_token(token)
-            .map_err(|_| ApiError::Unauthenticated)?;
-        return Ok((Caller(None), Some(grant)));
-    }
-    let principal = api.keys.authenticate(api.store.pool(), token).await?;
-    Ok((Caller(Some(principal)), None))
-}
-
 async fn graphql(
     State(state): State<ApiState>,
     headers: HeaderMap,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> axum::response::Response {
     // An unknown or revoked key, or an expired or altered feed token, is
     // treated as no credential: resolvers answer UNAUTHENTICATED.
     let (caller, grant) = match auth::bearer(&headers) {
-        Some(token) => authenticate(&state.api, token)
-            .await
-            .unwrap_or((Caller(None), None)),
+        Some(token) if token.starts_with(FEED_TOKEN_PREFIX) => {
+            match state.api.links.verify_feed_token(token) {
+                Ok(grant) => (Caller(None), Some(grant)),
+                Err(_) => (Caller(None), None),
+            }
+        }
+        Some(token) => match state.admit(token).await {
+            Ok(principal) => (Caller(Some(principal)), None),
+            Err(ApiError::Unauthenticated) => (Caller(None), None),
+            Err(error) => return refused(error),
+        },
         None => (Caller(None), None),
     };
     let mut request = request.into_inner().data(caller);
@@ -276,7 +285,24 @@ async fn graphql(
             extensions.set("code", "VALIDATION");
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+/// A GraphQL request refused before it ran, as a GraphQL error. Past its key's
+/// rate the status is 429 with `Retry-After`, like the REST routes, so HTTP
+/// clients and proxies back off too; `extensions.retryAfter` says the same.
+fn refused(error: ApiError) -> axum::response::Response {
+    let mut headers = axum::response::Response::new(());
+    error.set_retry_after(&mut headers);
+    let status = match error {
+        ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::OK,
+    };
+    let error = async_graphql::Error::from(error);
+    let mut server_error = async_graphql::ServerError::new(error.message, None);
+    server_error.extensions = error.extensions;
+    let body = GraphQLResponse::from(async_graphql::Response::from_errors(vec![server_error]));
+    (status, headers.into_parts().0.headers, body).into_response()
 }
 
 /// The process is up; says nothing of its dependencies.

@@ -22,11 +22,7 @@ pub(super) async fn caller(
     scope: Scope,
 ) -> Result<Principal, ApiError> {
     let token = bearer(headers).ok_or(ApiError::Unauthenticated)?;
-    let principal = state
-        .api
-        .keys
-        .authenticate(state.api.store.pool(), token)
-        .await?;
+    let principal = state.admit(token).await?;
     if principal.allows(scope) {
         Ok(principal)
     } else {

@@ -29,6 +29,11 @@ pub struct ApiArgs {
     /// Length of the read phase, per side.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Without the per-key request limiter (no bucket at all): the baseline
+    /// for what the limiter costs. By default every request takes a token
+    /// from a bucket too large to refuse any.
+    #[arg(long)]
+    no_rate_limit: bool,
 }
 
 const SEND: &str = "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }";
@@ -42,7 +47,15 @@ pub async fn run(scratch: &ScratchDatabase, args: ApiArgs) -> anyhow::Result<()>
     );
     let pool = scratch.pool(args.clients as u32 + 24).await?;
     let store = EventStore::new(pool.clone());
-    let api = ApiUnderTest::start(&store).await?;
+    let api = ApiUnderTest::start(
+        &store,
+        if args.no_rate_limit {
+            None
+        } else {
+            super::bench_api_rate()
+        },
+    )
+    .await?;
     let base = format!("http://{}/graphql", api.address);
     let tenant = &api.tenant;
     let client = reqwest::Client::builder()
@@ -57,8 +70,13 @@ pub async fn run(scratch: &ScratchDatabase, args: ApiArgs) -> anyhow::Result<()>
     };
 
     println!(
-        "herald bench api: {} sends per side with {} clients; reads at {}/s for {} s per side",
-        args.sends, args.clients, args.rate, args.seconds
+        "herald bench api: {} sends per side with {} clients; reads at {}/s for {} s per side; \
+         request limiter {}",
+        args.sends,
+        args.clients,
+        args.rate,
+        args.seconds,
+        if args.no_rate_limit { "off" } else { "on" }
     );
     let (herald_send, ids) = send_phase(&target, &args, Side::Herald).await?;
     let (raw_send, raw_streams) = send_phase(&target, &args, Side::Raw).await?;

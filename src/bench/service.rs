@@ -25,10 +25,16 @@ impl Service {
         };
         let config = std::env::temp_dir().join(format!("herald-bench-{}.toml", std::process::id()));
         // Metrics are not measured here (their default port may be taken);
-        // the benchmarks' sinks listen on loopback.
+        // the benchmarks' sinks listen on loopback; the load generators
+        // stay below the request rate.
         std::fs::write(
             &config,
-            "log_filter = \"warn\"\nmetrics_listen = \"off\"\n[egress]\nallow = [\"127.0.0.0/8\"]\n",
+            format!(
+                "log_filter = \"warn\"\nmetrics_listen = \"off\"\n\
+                 [egress]\nallow = [\"127.0.0.0/8\"]\n\
+                 [limits]\napi_rate = {{ per_second = {rate}, burst = {rate} }}\n",
+                rate = super::BENCH_API_RATE
+            ),
         )?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--roles", roles, "--listen", &address.to_string()])

@@ -43,7 +43,7 @@ pub async fn run(scratch: &ScratchDatabase, args: SubscribeArgs) -> anyhow::Resu
     let connections = args.connections.min(args.subscribers);
     let pool = scratch.pool(16).await?;
     let store = EventStore::new(pool.clone());
-    let api = ApiUnderTest::start(&store).await?;
+    let api = ApiUnderTest::start(&store, super::bench_api_rate()).await?;
     let url = format!("ws://{}/graphql/ws", api.address);
     let tenant = &api.tenant;
 

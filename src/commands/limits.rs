@@ -7,67 +7,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use super::{Actor, CommandError, envelopes, tenants};
+pub use crate::domain::LimitsConfig;
 use crate::domain::values::{Category, Channel, TenantId};
-use crate::domain::{
-    Budget, FrequencyCap, Quota, RateLimit, SoftCapFraction, TenantEvent, TenantLimits,
-};
+use crate::domain::{FrequencyCap, LimitAuthority, Quota, RateLimit, TenantEvent, TenantLimits};
 use crate::eventstore::{ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
 use crate::ttl_cache::TtlCache;
-
-/// `[limits]` in herald.toml: every tenant's limits unless it overrides them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Messages per tenant per UTC day; unset is unlimited.
-    pub messages_per_day: Option<u64>,
-    /// Messages per tenant per UTC month; unset is unlimited.
-    pub messages_per_month: Option<u64>,
-    /// A tenant is warned once per period when usage reaches this share of a cap.
-    pub soft_cap_fraction: SoftCapFraction,
-    /// Estimated cost per tenant per UTC month (unit of `routing.costs`) above
-    /// which sends are refused; unset is unlimited.
-    pub monthly_budget: Option<Budget>,
-    /// Cost at which the tenant is warned; unset is `soft_cap_fraction` of the budget.
-    pub monthly_soft_budget: Option<Budget>,
-    /// Token bucket per tenant and channel, e.g. `sms = { per_second = 10, burst = 20 }`;
-    /// a channel not named is not throttled per tenant.
-    pub channel_rates: BTreeMap<Channel, RateLimit>,
-    /// Token bucket per provider instance (by name), shared by all tenants.
-    pub provider_rates: BTreeMap<String, RateLimit>,
-    /// Messages per recipient and category, e.g. `marketing = { count = 3, period_seconds = 86400 }`.
-    pub frequency_caps: BTreeMap<Category, FrequencyCap>,
-    /// GraphQL WebSockets one tenant may hold open in each API process;
-    /// past it a new one is closed with 4429.
-    pub max_sockets_per_tenant: usize,
-    /// Live subscriptions one tenant may hold in each API process, over all
-    /// its sockets; past it a new one fails with `LIMIT_EXCEEDED`.
-    pub max_subscriptions_per_tenant: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            messages_per_day: None,
-            messages_per_month: None,
-            soft_cap_fraction: SoftCapFraction::try_from(0.8).expect("0.8 is a fraction"),
-            monthly_budget: None,
-            monthly_soft_budget: None,
-            channel_rates: BTreeMap::new(),
-            provider_rates: BTreeMap::new(),
-            frequency_caps: BTreeMap::new(),
-            max_sockets_per_tenant: 100,
-            max_subscriptions_per_tenant: 1_000,
-        }
-    }
-}
 
 /// One tenant's limits: the configured defaults with its overrides on top.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffectiveLimits {
+    /// Requests per API key; `None` is unlimited.
+    pub api_rate: Option<RateLimit>,
     pub messages_per_day: Option<u64>,
     pub messages_per_month: Option<u64>,
     pub soft_cap_fraction: f64,
@@ -101,8 +54,24 @@ fn overlay_map<K: Ord + Clone, V: Clone>(
 }
 
 impl EffectiveLimits {
-    pub fn new(config: &LimitsConfig, tenant: &TenantLimits) -> EffectiveLimits {
+    /// A tenant's overrides count only as far as they lower `config`, whatever
+    /// was stored (defence in depth: an override set before the rule, or
+    /// under a higher `[limits]` than today's); an operator's stand as set.
+    pub fn new(
+        config: &LimitsConfig,
+        tenant: &TenantLimits,
+        authority: LimitAuthority,
+    ) -> EffectiveLimits {
+        let clamped;
+        let tenant = match authority {
+            LimitAuthority::Operator => tenant,
+            LimitAuthority::Tenant => {
+                clamped = config.clamp(tenant);
+                &clamped
+            }
+        };
         EffectiveLimits {
+            api_rate: overlay(config.api_rate, &tenant.api_rate),
             messages_per_day: overlay(config.messages_per_day, &tenant.messages_per_day),
             messages_per_month: overlay(config.messages_per_month, &tenant.messages_per_month),
             soft_cap_fraction: tenant
@@ -168,6 +137,8 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 pub struct Limits {
     config: LimitsConfig,
     costs: CostTable,
+    /// `operator_tenants`: their overrides are not held to `config`.
+    operators: Vec<TenantId>,
     cache: TtlCache<TenantId, EffectiveLimits>,
 }
 
@@ -176,8 +147,33 @@ impl Limits {
         Limits {
             config,
             costs: CostTable::default(),
+            operators: Vec::new(),
             cache: TtlCache::new(CACHE_TTL),
         }
+    }
+
+    /// Takes the overrides of `operator_tenants` as set (ids that are not
+    /// tenant ids name no tenant and are skipped).
+    pub fn with_operators(mut self, operator_tenants: &[String]) -> Limits {
+        self.operators = operator_tenants
+            .iter()
+            .filter_map(|id| TenantId::parse(id).ok())
+            .collect();
+        self
+    }
+
+    /// How far `tenant_id`'s own overrides may go.
+    pub fn authority(&self, tenant_id: &TenantId) -> LimitAuthority {
+        if self.operators.contains(tenant_id) {
+            LimitAuthority::Operator
+        } else {
+            LimitAuthority::Tenant
+        }
+    }
+
+    /// `tenant_id`'s limits with `overrides` (its own, as stored).
+    pub fn resolve(&self, tenant_id: &TenantId, overrides: &TenantLimits) -> EffectiveLimits {
+        EffectiveLimits::new(&self.config, overrides, self.authority(tenant_id))
     }
 
     /// Prices sends for the budget with `costs`.
@@ -202,7 +198,7 @@ impl Limits {
         if let Some(limits) = self.cache.get(tenant_id) {
             return Ok(limits);
         }
-        let limits = EffectiveLimits::new(&self.config, &tenant_limits(pool, tenant_id).await?);
+        let limits = self.resolve(tenant_id, &tenant_limits(pool, tenant_id).await?);
         self.cache.insert(tenant_id.clone(), limits.clone());
         Ok(limits)
     }
@@ -507,6 +503,7 @@ async fn refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Budget, SoftCapFraction};
 
     fn config() -> LimitsConfig {
         LimitsConfig {
@@ -526,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn overrides_replace_lift_or_keep_each_default() {
+    fn an_operators_overrides_replace_lift_or_keep_each_default() {
         let overrides = TenantLimits {
             messages_per_day: Some(Some(10)),
             messages_per_month: Some(None),
@@ -537,7 +534,7 @@ mod tests {
             ]),
             ..TenantLimits::default()
         };
-        let limits = EffectiveLimits::new(&config(), &overrides);
+        let limits = EffectiveLimits::new(&config(), &overrides, LimitAuthority::Operator);
         assert_eq!(limits.messages_per_day, Some(10));
         assert_eq!(limits.messages_per_month, None);
         assert_eq!(limits.monthly_budget, Some(100.0));
@@ -549,6 +546,35 @@ mod tests {
         assert_eq!(limits.soft_cap(Quota::DailyMessages), Some(5.0));
         assert_eq!(limits.soft_cap(Quota::MonthlyMessages), None);
         assert_eq!(limits.soft_cap(Quota::MonthlyCost), Some(50.0));
+    }
+
+    #[test]
+    fn a_tenants_stored_overrides_never_raise_or_lift_the_operators_limits() {
+        // As stored before the rule, or under a higher `[limits]` than today's.
+        let overrides = TenantLimits {
+            messages_per_day: Some(Some(5_000)),
+            messages_per_month: Some(None),
+            monthly_budget: Some(Some(Budget::try_from(40.0).unwrap())),
+            channel_rates: BTreeMap::from([
+                (Channel::Sms, None),
+                (Channel::Email, Some(RateLimit::new(500.0, 100.0).unwrap())),
+                (Channel::Push, Some(RateLimit::new(1.0, 1.0).unwrap())),
+            ]),
+            frequency_caps: BTreeMap::from([(Category::parse("marketing").unwrap(), None)]),
+            api_rate: Some(Some(RateLimit::new(10_000.0, 1.0).unwrap())),
+            ..TenantLimits::default()
+        };
+        let limits = EffectiveLimits::new(&config(), &overrides, LimitAuthority::Tenant);
+        assert_eq!(limits.messages_per_day, Some(1_000));
+        assert_eq!(limits.messages_per_month, Some(20_000));
+        assert_eq!(limits.monthly_budget, Some(40.0), "a lower budget stands");
+        assert_eq!(limits.channel_rates, {
+            let mut rates = config().channel_rates;
+            rates.insert(Channel::Push, RateLimit::new(1.0, 1.0).unwrap());
+            rates
+        });
+        assert_eq!(limits.frequency_caps, config().frequency_caps);
+        assert_eq!(limits.api_rate, config().api_rate);
     }
 
     #[test]
@@ -587,6 +613,12 @@ mod tests {
                 .is_err()
         );
         assert!(toml::from_str::<LimitsConfig>("messages_per_week = 1").is_err());
+        assert_eq!(
+            toml::from_str::<LimitsConfig>("api_rate = { per_second = 2, burst = 3 }")
+                .unwrap()
+                .api_rate,
+            Some(RateLimit::new(2.0, 3.0).unwrap())
+        );
         let shown = toml::to_string(&LimitsConfig::default()).unwrap();
         assert_eq!(
             toml::from_str::<LimitsConfig>(&shown).unwrap(),

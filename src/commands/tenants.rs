@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::PgConnection;
 
+use super::limits::Limits;
 use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
 use crate::domain::values::{ApiKeyId, DisplayName, TenantId};
 use crate::domain::{
@@ -160,16 +161,20 @@ pub async fn revoke_api_key(
     .await
 }
 
-/// Replaces the tenant's limit overrides (the whole set). Processes caching
-/// effective limits see the change within a few seconds.
+/// Replaces the tenant's limit overrides (the whole set); a tenant that is
+/// not an operator's may only lower `[limits]`. Processes caching effective
+/// limits see the change within a few seconds.
 pub async fn set_limits(
     store: &EventStore,
     tenant_id: &TenantId,
     limits: TenantLimits,
+    operator: &Limits,
     actor: &Actor,
 ) -> Result<(), CommandError> {
     decide_and_append(store, tenant_id, actor, || TenantCommand::SetLimits {
         limits: limits.clone(),
+        authority: operator.authority(tenant_id),
+        operator_limits: Box::new(operator.config().clone()),
     })
     .await
 }

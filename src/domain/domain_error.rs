@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 
 use super::notification_status::NotificationStatus;
+use super::validation_errors::ValidationErrors;
 use super::values::{ApiKeyId, Channel};
 
 /// Why a command was refused or a stored event could not be read.
@@ -35,6 +36,9 @@ pub enum DomainError {
     UnknownApiKey(ApiKeyId),
     #[error("API key {0} is already revoked")]
     ApiKeyAlreadyRevoked(ApiKeyId),
+    /// A tenant's own overrides would raise or lift the operator's limits.
+    #[error("above the operator's limits: {0}")]
+    AboveOperatorLimits(ValidationErrors),
 
     #[error("unknown event type {event_type:?}")]
     UnknownEventType { event_type: String },

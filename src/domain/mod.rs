@@ -10,6 +10,7 @@ pub mod attachment;
 pub mod campaign;
 mod domain_error;
 pub mod inapp_feed;
+mod limits_config;
 mod notification;
 mod notification_command;
 mod notification_event;
@@ -40,6 +41,7 @@ mod test_fixtures;
 
 pub use aggregate::Aggregate;
 pub use domain_error::DomainError;
+pub use limits_config::{DEFAULT_API_RATE, LimitAuthority, LimitsConfig};
 pub use notification::{
     MAX_BREAKDOWN_BYTES, MAX_EVENT_TEXT_CHARS, Notification, NotificationState,
 };

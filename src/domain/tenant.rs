@@ -5,7 +5,7 @@
 //! | Create | the tenant does not exist | TenantCreated |
 //! | IssueApiKey | the tenant exists, the key id is new, at least one scope, a strong secret | ApiKeyIssued |
 //! | RevokeApiKey | the key exists and is not revoked | ApiKeyRevoked |
-//! | SetLimits | the tenant exists and the limits differ from its current ones | TenantLimitsSet |
+//! | SetLimits | the tenant exists, the limits differ from its current ones, and a tenant's own raise or lift none of the operator's | TenantLimitsSet |
 //!
 //! `QuotaSoftCapReached` is recorded by the send path's quota check
 //! (`commands::limits`), not decided here: the usage counters, not the
@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::aggregate::Aggregate;
 use super::domain_error::DomainError;
+use super::limits_config::{LimitAuthority, LimitsConfig};
 use super::scope::Scope;
 use super::sha256_hex::sha256_hex;
 use super::tagged_payload::upcast_current;
@@ -86,6 +87,12 @@ impl RateLimit {
     }
 }
 
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/s (burst {})", self.per_second, self.burst)
+    }
+}
+
 /// At most `count` messages per `period_seconds` to one recipient, e.g. 3
 /// marketing messages a day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +149,12 @@ impl FrequencyCap {
     }
 }
 
+impl std::fmt::Display for FrequencyCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} per {} s", self.count, self.period_seconds)
+    }
+}
+
 /// The share of a cap at which the tenant is warned, in (0, 1].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
@@ -188,8 +201,15 @@ impl From<Budget> for f64 {
     }
 }
 
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A tenant's own limits over the configured defaults. A field left out
 /// (`None`) keeps the default; `Some(None)` lifts that limit for the tenant.
+/// Only an operator tenant may raise or lift one (`LimitsConfig::excesses`).
 /// Provider rates are not here: they protect a provider account that every
 /// tenant shares.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -227,6 +247,13 @@ pub struct TenantLimits {
     /// Per category; `None` lifts the category's cap for this tenant.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub frequency_caps: BTreeMap<Category, Option<FrequencyCap>>,
+    /// Requests per API key of this tenant.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub api_rate: Option<Option<RateLimit>>,
 }
 
 /// Reads a field that is present, even as `null`, as `Some`: serde's default
@@ -349,8 +376,12 @@ pub enum TenantCommand {
     RevokeApiKey {
         key_id: ApiKeyId,
     },
+    /// Replaces the tenant's overrides; a tenant's own may not raise or
+    /// lift what the operator set (`operator_limits`), an operator's may.
     SetLimits {
         limits: TenantLimits,
+        authority: LimitAuthority,
+        operator_limits: Box<LimitsConfig>,
     },
 }
 
@@ -487,9 +518,19 @@ impl Tenant {
                     Some(_) => Ok(vec![TenantEvent::ApiKeyRevoked { key_id }]),
                 }
             }
-            TenantCommand::SetLimits { limits } => {
+            TenantCommand::SetLimits {
+                limits,
+                authority,
+                operator_limits,
+            } => {
                 if self.profile.is_none() {
                     return Err(DomainError::TenantNotCreated);
+                }
+                if authority == LimitAuthority::Tenant {
+                    let excesses = operator_limits.excesses(&limits);
+                    if !excesses.is_empty() {
+                        return Err(DomainError::AboveOperatorLimits(excesses));
+                    }
                 }
                 if limits == self.limits {
                     return Ok(Vec::new());
@@ -522,6 +563,7 @@ impl Aggregate for Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::FieldError;
     use crate::domain::given_when_then::given;
 
     const SECRET: &str = "hk_live_0123456789abcdefghijklmnopqrstuv";
@@ -709,17 +751,13 @@ mod tests {
             unreachable!()
         };
         given::<Tenant>([created()])
-            .when(TenantCommand::SetLimits {
-                limits: limits.clone(),
-            })
+            .when(set_by(LimitAuthority::Tenant, limits.clone()))
             .then([limits_set()]);
         given::<Tenant>([created(), limits_set()])
-            .when(TenantCommand::SetLimits {
-                limits: limits.clone(),
-            })
+            .when(set_by(LimitAuthority::Tenant, limits.clone()))
             .then_nothing();
         given::<Tenant>([])
-            .when(TenantCommand::SetLimits { limits })
+            .when(set_by(LimitAuthority::Tenant, limits))
             .then_error(DomainError::TenantNotCreated);
         assert_eq!(
             Tenant::fold(&[created(), limits_set()])
@@ -727,6 +765,137 @@ mod tests {
                 .messages_per_day,
             Some(Some(1_000))
         );
+    }
+
+    /// The operator's `[limits]` in these tests.
+    fn operator_limits() -> LimitsConfig {
+        LimitsConfig {
+            messages_per_day: Some(1_000),
+            monthly_budget: Some(Budget::try_from(100.0).unwrap()),
+            channel_rates: BTreeMap::from([(Channel::Sms, RateLimit::new(5.0, 10.0).unwrap())]),
+            frequency_caps: BTreeMap::from([(
+                Category::parse("marketing").unwrap(),
+                FrequencyCap::new(3, 86_400).unwrap(),
+            )]),
+            api_rate: Some(RateLimit::new(100.0, 200.0).unwrap()),
+            ..LimitsConfig::default()
+        }
+    }
+
+    fn set_by(authority: LimitAuthority, limits: TenantLimits) -> TenantCommand {
+        TenantCommand::SetLimits {
+            limits,
+            authority,
+            operator_limits: Box::new(operator_limits()),
+        }
+    }
+
+    fn rate(per_second: f64, burst: f64) -> Option<RateLimit> {
+        Some(RateLimit::new(per_second, burst).unwrap())
+    }
+
+    /// What a tenant's own key asks for that goes past the operator.
+    fn raised() -> TenantLimits {
+        TenantLimits {
+            messages_per_day: Some(Some(1_001)),
+            messages_per_month: Some(Some(u64::MAX)),
+            monthly_budget: Some(None),
+            channel_rates: BTreeMap::from([(Channel::Sms, rate(50.0, 10.0))]),
+            frequency_caps: BTreeMap::from([(Category::parse("marketing").unwrap(), None)]),
+            api_rate: Some(rate(100.0, 201.0)),
+            ..TenantLimits::default()
+        }
+    }
+
+    #[test]
+    fn a_tenant_lowers_the_operators_limits_and_sets_what_the_operator_left_open() {
+        let lowered = TenantLimits {
+            messages_per_day: Some(Some(10)),
+            // Unlimited by the operator: any value, or none, is no raise.
+            messages_per_month: Some(None),
+            monthly_budget: Some(Some(Budget::try_from(100.0).unwrap())),
+            monthly_soft_budget: Some(Some(Budget::try_from(500.0).unwrap())),
+            soft_cap_fraction: Some(SoftCapFraction::try_from(1.0).unwrap()),
+            channel_rates: BTreeMap::from([
+                (Channel::Sms, rate(1.0, 10.0)),
+                (Channel::Email, rate(1_000.0, 1_000.0)),
+                (Channel::Push, None),
+            ]),
+            frequency_caps: BTreeMap::from([(
+                Category::parse("marketing").unwrap(),
+                Some(FrequencyCap::new(1, 172_800).unwrap()),
+            )]),
+            api_rate: Some(rate(2.0, 3.0)),
+        };
+        given::<Tenant>([created()])
+            .when(set_by(LimitAuthority::Tenant, lowered.clone()))
+            .then([TenantEvent::TenantLimitsSet { limits: lowered }]);
+    }
+
+    #[test]
+    fn a_tenant_cannot_raise_or_lift_the_operators_limits() {
+        let refused = |path: &str, message: &str| FieldError {
+            path: path.into(),
+            message: message.into(),
+        };
+        let outcome = Tenant::fold(&[created()])
+            .decide(set_by(LimitAuthority::Tenant, raised()))
+            .unwrap_err();
+        let DomainError::AboveOperatorLimits(errors) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            errors.errors(),
+            [
+                refused(
+                    "messages_per_day",
+                    "1001 is above the operator's limit of 1000; only an operator tenant can raise it"
+                ),
+                refused(
+                    "monthly_budget",
+                    "cannot lift the operator's limit of 100; only an operator tenant can"
+                ),
+                refused(
+                    "api_rate",
+                    "100/s (burst 201) is above the operator's limit of 100/s (burst 200); only \
+                     an operator tenant can raise it"
+                ),
+                refused(
+                    "channel_rates.sms",
+                    "50/s (burst 10) is above the operator's limit of 5/s (burst 10); only an \
+                     operator tenant can raise it"
+                ),
+                refused(
+                    "frequency_caps.marketing",
+                    "cannot lift the operator's limit of 3 per 86400 s; only an operator tenant can"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frequency_cap_is_lower_only_when_it_never_allows_more_in_any_window() {
+        let cap = |count, period| TenantLimits {
+            frequency_caps: BTreeMap::from([(
+                Category::parse("marketing").unwrap(),
+                Some(FrequencyCap::new(count, period).unwrap()),
+            )]),
+            ..TenantLimits::default()
+        };
+        // 3 a day is the operator's: 4 a day, or 3 an hour, is more.
+        for more in [cap(4, 86_400), cap(3, 3_600), cap(6, 172_800)] {
+            assert_eq!(operator_limits().excesses(&more).errors().len(), 1);
+        }
+        for less in [cap(3, 86_400), cap(2, 86_400), cap(3, 172_800)] {
+            assert!(operator_limits().excesses(&less).is_empty());
+        }
+    }
+
+    #[test]
+    fn an_operator_tenant_sets_any_limit_even_none() {
+        given::<Tenant>([created()])
+            .when(set_by(LimitAuthority::Operator, raised()))
+            .then([TenantEvent::TenantLimitsSet { limits: raised() }]);
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub async fn spawn(
         delivery: config.delivery.clone(),
         breakers: breaker::Breakers::new(&config.breaker),
         ranker,
-        limits: std::sync::Arc::new(Limits::new(config.limits.clone())),
+        limits: std::sync::Arc::new(
+            Limits::new(config.limits.clone()).with_operators(&config.operator_tenants),
+        ),
         composer,
     };
     let egress = Egress::new(&config.egress);

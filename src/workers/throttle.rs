@@ -222,7 +222,7 @@ pub fn buckets(
 mod tests {
     use super::*;
     use crate::commands::limits::LimitsConfig;
-    use crate::domain::{FrequencyCap, TenantLimits};
+    use crate::domain::{FrequencyCap, LimitAuthority, TenantLimits};
 
     #[test]
     fn a_dispatch_takes_from_each_configured_bucket() {
@@ -238,7 +238,8 @@ mod tests {
             )]),
             ..LimitsConfig::default()
         };
-        let limits = EffectiveLimits::new(&config, &TenantLimits::default());
+        let limits =
+            EffectiveLimits::new(&config, &TenantLimits::default(), LimitAuthority::Tenant);
         let tenant = TenantId::parse("acme").unwrap();
         let marketing = Category::parse("marketing").unwrap();
         let recipient = RecipientId::parse("user:42").unwrap();

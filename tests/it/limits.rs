@@ -12,7 +12,9 @@ use herald::commands::limits::{
 };
 use herald::commands::{Actor, CommandError, tenants};
 use herald::domain::values::{Category, Channel, RecipientId, TenantId};
-use herald::domain::{Budget, FrequencyCap, Quota, RateLimit, TenantEvent, TenantLimits};
+use herald::domain::{
+    Budget, FrequencyCap, LimitAuthority, Quota, RateLimit, TenantEvent, TenantLimits,
+};
 use herald::eventstore::EventStore;
 use herald::workers::throttle::{self, BucketRequest, Dispatch, Grant};
 
@@ -28,7 +30,7 @@ async fn store_with_tenant() -> (EventStore, TenantId) {
 }
 
 fn limits(config: LimitsConfig) -> EffectiveLimits {
-    EffectiveLimits::new(&config, &TenantLimits::default())
+    EffectiveLimits::new(&config, &TenantLimits::default(), LimitAuthority::Tenant)
 }
 
 fn at(text: &str) -> DateTime<Utc> {

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use herald::commands::{self, Actor};
 use herald::domain::Scope;
 use herald::domain::values::TenantId;
-use herald::eventstore::{EventStore, ExpectedVersion, ReadFilter, RecordedEvent, StreamAppend};
+use herald::eventstore::{ExpectedVersion, ReadFilter, RecordedEvent, StreamAppend};
 use herald::projections::notification_status::NotificationStatusProjection;
 use herald::projections::{self, Projection, ProjectionError, RunnerOptions, rebuild};
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::eventstore::event;
-use crate::support::{TestApp, error_codes, fresh_database};
+use crate::support::{TestApp, error_codes};
 
 const PROBE: &str = "OpsProbe";
 
@@ -73,37 +73,11 @@ impl Projection for Picky {
     }
 }
 
-/// The API over a fresh database, with `operators` (tenants made before the
-/// API starts, so their ids can be configured) as `operator_tenants`.
+/// The API over a fresh database, with `operators` operator tenants.
 async fn start_app(operators: usize) -> (TestApp, Vec<TenantId>) {
-    let db = fresh_database().await;
-    let store = EventStore::new(db.pool.clone());
-    let mut tenants = Vec::new();
-    for _ in 0..operators {
-        let created = commands::tenants::create_tenant(&store, "Operators", &Actor::new("test"))
-            .await
-            .unwrap();
-        tenants.push(created.tenant_id);
-    }
-    let config = herald::config::Config {
-        operator_tenants: tenants.iter().map(|t| t.to_string()).collect(),
-        ..herald::config::Config::default()
-    };
-    let options = config.api_options();
-    let state = herald::api::ApiState::new(store.clone(), &options)
-        .await
-        .unwrap();
-    let router = herald::api::router(state, &options);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let app = TestApp {
-        base,
-        options: db.options.clone(),
-        store,
-        http: reqwest::Client::new(),
-    };
-    (app, tenants)
+    let (app, tenants) =
+        TestApp::start_with_operators(&herald::config::Config::default(), operators).await;
+    (app, tenants.into_iter().map(|t| t.tenant_id).collect())
 }
 
 /// A key of `tenant` with the ops scope alone.

@@ -220,12 +220,34 @@ impl TestApp {
 
     /// The API as `config` sets it up.
     pub async fn start_with(config: &herald::config::Config) -> TestApp {
+        TestApp::start_with_operators(config, 0).await.0
+    }
+
+    /// The API with `config`, and `operators` tenants made before it starts
+    /// (so their ids can be its `operator_tenants`) with their admin keys.
+    pub async fn start_with_operators(
+        config: &herald::config::Config,
+        operators: usize,
+    ) -> (TestApp, Vec<herald::commands::tenants::CreatedTenant>) {
+        let mut config = config.clone();
         let db = fresh_database().await;
         herald::database::MIGRATOR
             .run(&db.pool)
             .await
             .expect("migrated");
         let store = herald::eventstore::EventStore::new(db.pool.clone());
+        let mut created = Vec::new();
+        for _ in 0..operators {
+            let tenant = herald::commands::tenants::create_tenant(
+                &store,
+                "Operators",
+                &herald::commands::Actor::new("test"),
+            )
+            .await
+            .expect("operator tenant created");
+            config.operator_tenants.push(tenant.tenant_id.to_string());
+            created.push(tenant);
+        }
         let options = config.api_options();
         let state = herald::api::ApiState::new(store.clone(), &options)
             .await
@@ -236,12 +258,13 @@ impl TestApp {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        TestApp {
+        let app = TestApp {
             base,
             options: db.options.clone(),
             store,
             http: reqwest::Client::new(),
-        }
+        };
+        (app, created)
     }
 
     /// A URL for the test database, for running the `herald` binary against it.

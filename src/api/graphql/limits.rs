@@ -51,7 +51,8 @@ pub struct FrequencyCapInput {
 }
 
 /// The tenant's overrides, replacing any set before. A field left out keeps
-/// the configured default; a field set to null lifts that limit.
+/// the configured default; a field set to null lifts that limit. Only an
+/// operator tenant may raise or lift a limit the operator configured.
 #[derive(InputObject)]
 pub struct TenantLimitsInput {
     pub messages_per_day: MaybeUndefined<i64>,
@@ -65,6 +66,8 @@ pub struct TenantLimitsInput {
     pub channel_rates: Vec<ChannelRateInput>,
     #[graphql(default)]
     pub frequency_caps: Vec<FrequencyCapInput>,
+    /// Requests per API key of the tenant.
+    pub api_rate: MaybeUndefined<RateInput>,
 }
 
 fn maybe<T, U>(
@@ -120,6 +123,9 @@ impl TenantLimitsInput {
             ),
             channel_rates: BTreeMap::new(),
             frequency_caps: BTreeMap::new(),
+            api_rate: maybe(&mut errors, "limits.apiRate", self.api_rate, |rate| {
+                RateLimit::new(rate.per_second, rate.burst)
+            }),
         };
         for (i, entry) in self.channel_rates.into_iter().enumerate() {
             let path = format!("limits.channelRates[{i}].rate");
@@ -170,6 +176,13 @@ pub struct ChannelRate {
     pub burst: f64,
 }
 
+/// A token bucket: `burst` at once, refilled at `perSecond`.
+#[derive(SimpleObject)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
 #[derive(SimpleObject)]
 pub struct ProviderRate {
     pub provider: String,
@@ -199,6 +212,8 @@ pub struct TenantLimitsObject {
     /// Shared by all tenants; set in the configuration only.
     pub provider_rates: Vec<ProviderRate>,
     pub frequency_caps: Vec<FrequencyCapObject>,
+    /// Requests per API key; null: unlimited.
+    pub api_rate: Option<Rate>,
     /// The tenant's own overrides as set (`null` values lift a limit).
     pub overrides: Json<serde_json::Value>,
 }
@@ -242,6 +257,10 @@ impl TenantLimitsObject {
                     period_seconds: as_count(cap.period_seconds()),
                 })
                 .collect(),
+            api_rate: limits.api_rate.map(|rate| Rate {
+                per_second: rate.per_second(),
+                burst: rate.burst(),
+            }),
             overrides: Json(serde_json::to_value(overrides).unwrap_or_default()),
         }
     }
@@ -267,7 +286,7 @@ async fn limits_of(
 ) -> Result<TenantLimitsObject, ApiError> {
     let api = api(ctx)?;
     let overrides = limits::tenant_limits(api.store.pool(), tenant_id).await?;
-    let effective = EffectiveLimits::new(api.limits.config(), &overrides);
+    let effective = api.limits.resolve(tenant_id, &overrides);
     Ok(TenantLimitsObject::new(effective, &overrides))
 }
 
@@ -324,7 +343,11 @@ pub struct LimitsMutation;
 #[Object]
 impl LimitsMutation {
     /// Replaces the tenant's limit overrides (admin scope). Takes effect here
-    /// at once and in other processes within seconds.
+    /// at once and in other processes within seconds. Overrides may only
+    /// lower the operator's limits: one that would raise or lift one is
+    /// refused with VALIDATION, a field per override (named as `overrides`
+    /// shows it) quoting the operator's value. Keys of an operator tenant
+    /// (`operator_tenants`) may set any value.
     async fn set_tenant_limits(
         &self,
         ctx: &Context<'_>,
@@ -333,9 +356,15 @@ impl LimitsMutation {
         let principal = require(ctx, Scope::Admin)?;
         let limits = limits.parse().map_err(ApiError::from)?;
         let api = api(ctx)?;
-        tenants::set_limits(&api.store, &principal.tenant_id, limits, &actor(principal))
-            .await
-            .map_err(ApiError::from)?;
+        tenants::set_limits(
+            &api.store,
+            &principal.tenant_id,
+            limits,
+            &api.limits,
+            &actor(principal),
+        )
+        .await
+        .map_err(ApiError::from)?;
         api.limits.forget(&principal.tenant_id);
         Ok(limits_of(ctx, &principal.tenant_id).await?)
     }

@@ -2,6 +2,8 @@
 //! credentials) would, one file per finding of issue 14.
 
 mod egress;
+mod limits;
 mod privilege;
+mod rates;
 mod receipts;
 mod sockets;
