@@ -126,25 +126,27 @@ pub struct Claim {
 
 /// Claims up to `limit` due rows, HIGH first then the longest due, of which
 /// at most `low_limit` LOW ones, skipping rows another worker is claiming
-/// right now. The claim moves each row's due time forward by the lease: if
-/// this worker dies, the rows come back then.
+/// right now and rows of the `excluded` tenants (those holding their share
+/// of this worker already). The claim moves each row's due time forward by
+/// the lease: if this worker dies, the rows come back then.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     worker: Uuid,
     limit: u32,
     low_limit: u32,
     lease_seconds: u64,
+    excluded: &[String],
 ) -> Result<Vec<Claim>, sqlx::Error> {
     sqlx::query_as(
         "WITH urgent AS ( \
              SELECT notification_id FROM delivery_queue \
-             WHERE due_at <= now() AND priority < $4 \
+             WHERE due_at <= now() AND priority < $4 AND tenant_id <> ALL($6) \
              ORDER BY priority, due_at \
              LIMIT $2 \
              FOR UPDATE SKIP LOCKED), \
          bulk AS ( \
              SELECT notification_id FROM delivery_queue \
-             WHERE due_at <= now() AND priority >= $4 \
+             WHERE due_at <= now() AND priority >= $4 AND tenant_id <> ALL($6) \
              ORDER BY priority, due_at \
              LIMIT GREATEST(0, LEAST($5, $2 - (SELECT count(*) FROM urgent))) \
              FOR UPDATE SKIP LOCKED), \
@@ -159,6 +161,7 @@ pub async fn claim(
     .bind(lease_seconds as f64)
     .bind(rank(Priority::Low))
     .bind(i64::from(low_limit))
+    .bind(excluded)
     .fetch_all(executor)
     .await
 }

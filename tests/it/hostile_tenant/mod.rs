@@ -1,0 +1,3 @@
+//! Issue 14's attacks, each starting from what a hostile tenant would do.
+
+mod neighbours;
