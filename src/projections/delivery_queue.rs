@@ -227,6 +227,19 @@ pub struct ProviderHealth {
     pub opened_at: Option<DateTime<Utc>>,
     pub in_flight: i32,
     pub updated_at: DateTime<Utc>,
+    /// Webhook endpoints (of every tenant) whose breaker is worth showing.
+    pub endpoints: sqlx::types::Json<Vec<EndpointHealth>>,
+}
+
+/// One worker process's view of one webhook endpoint origin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointHealth {
+    pub origin: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    pub recent_failures: i32,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub in_flight: i32,
 }
 
 /// What the worker processes last published about their providers.
@@ -234,7 +247,7 @@ pub async fn provider_health(
     executor: impl PgExecutor<'_>,
 ) -> Result<Vec<ProviderHealth>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at \
+        "SELECT worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at, endpoints \
          FROM provider_health ORDER BY provider, worker_id",
     )
     .fetch_all(executor)

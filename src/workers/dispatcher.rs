@@ -387,6 +387,19 @@ impl Dispatcher {
     async fn publish_health(&self) -> Result<(), sqlx::Error> {
         let inner = &self.inner;
         let snapshot = inner.breakers.snapshot();
+        let endpoints: Vec<delivery_queue::EndpointHealth> = inner
+            .endpoint_breakers
+            .snapshot()
+            .into_iter()
+            .map(|breaker| delivery_queue::EndpointHealth {
+                in_flight: inner.endpoint_lanes.in_use(&breaker.key) as i32,
+                origin: breaker.key,
+                state: breaker.state.as_str().to_string(),
+                recent_failures: breaker.recent_failures as i32,
+                opened_at: breaker.opened_at,
+            })
+            .collect();
+        let mut by_provider = Vec::new();
         let mut providers = Vec::new();
         let mut states = Vec::new();
         let mut failures = Vec::new();
@@ -405,13 +418,22 @@ impl Dispatcher {
             in_flight.push(slots.map_or(0, |s| {
                 (inner.delivery.provider_concurrency.max(1) - s.available_permits()) as i32
             }));
+            let webhooks = inner
+                .providers
+                .get(name)
+                .is_some_and(|p| p.supports(Channel::Webhook));
+            by_provider.push(sqlx::types::Json(if webhooks {
+                endpoints.as_slice()
+            } else {
+                &[]
+            }));
         }
         sqlx::query(
-            "INSERT INTO provider_health (worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at) \
-             SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int4[]) \
+            "INSERT INTO provider_health (worker_id, provider, state, recent_failures, opened_at, in_flight, endpoints, updated_at) \
+             SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int4[], $7::jsonb[]) \
              ON CONFLICT (worker_id, provider) DO UPDATE SET state = EXCLUDED.state, \
                  recent_failures = EXCLUDED.recent_failures, opened_at = EXCLUDED.opened_at, \
-                 in_flight = EXCLUDED.in_flight, updated_at = now()",
+                 in_flight = EXCLUDED.in_flight, endpoints = EXCLUDED.endpoints, updated_at = now()",
         )
         .bind(inner.worker_id)
         .bind(&providers)
@@ -419,6 +441,7 @@ impl Dispatcher {
         .bind(&failures)
         .bind(&opened)
         .bind(&in_flight)
+        .bind(&by_provider)
         .execute(inner.store.pool())
         .await?;
         // Processes that stopped without withdrawing (SIGKILL) age out.

@@ -1,6 +1,8 @@
 //! Delivery operations: the dead-letter queue (inspect, replay) and the
 //! delivery queue's ops view (seed 002's `/admin/queues`, `/admin/dlq/replay`).
 
+use std::collections::HashSet;
+
 use async_graphql::{ComplexObject, Context, ID, InputObject, Object, Result, SimpleObject};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -8,9 +10,9 @@ use chrono::{DateTime, Utc};
 use super::notification::NotificationNode;
 use super::types::{Channel, PageInfo, Priority};
 use super::{ApiError, MAX_PAGE, actor, api, parse_id, require};
-use crate::commands::notifications;
+use crate::commands::{notifications, webhook_endpoints};
 use crate::domain::Scope;
-use crate::domain::values::NotificationId;
+use crate::domain::values::{HttpUrl, NotificationId};
 use crate::projections::{dead_letters, delivery_queue};
 
 /// At most this many dead letters are requeued by one `replayDeadLetters`.
@@ -104,6 +106,24 @@ pub struct ProviderHealth {
     /// When the process last reported; older than a few seconds means it
     /// stopped or cannot reach the database.
     pub reported_at: DateTime<Utc>,
+    /// For a webhook provider: the caller's own endpoints (by origin) that
+    /// have failed lately, each with its own breaker. An endpoint's failures
+    /// pass over that endpoint, never open the provider's breaker.
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One worker process's view of one webhook endpoint origin.
+#[derive(SimpleObject)]
+pub struct EndpointHealth {
+    /// Scheme, host and port, e.g. `https://hooks.example.com`.
+    pub origin: String,
+    /// `closed`, `open` (its messages wait) or `half_open` (one probe).
+    pub breaker: String,
+    /// Failures within the breaker's window.
+    pub recent_failures: i32,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Calls to it in flight in that process.
+    pub in_flight: i32,
 }
 
 fn cursor(row: &dead_letters::DeadLetter) -> String {
@@ -183,13 +203,35 @@ impl DeliveryQuery {
     /// Each provider's circuit breaker and calls in flight, per worker
     /// process (requires `ops`). Providers are shared by every tenant.
     async fn provider_health(&self, ctx: &Context<'_>) -> Result<Vec<ProviderHealth>> {
-        require(ctx, Scope::Ops)?;
-        let rows = delivery_queue::provider_health(api(ctx)?.store.pool())
+        let principal = require(ctx, Scope::Ops)?;
+        let pool = api(ctx)?.store.pool();
+        let rows = delivery_queue::provider_health(pool)
             .await
             .map_err(ApiError::from)?;
+        // Endpoints are the tenants' own: each sees only its origins.
+        let own: HashSet<String> = webhook_endpoints::list(pool, &principal.tenant_id)
+            .await
+            .map_err(ApiError::from)?
+            .iter()
+            .filter_map(|endpoint| HttpUrl::parse(&endpoint.url).ok())
+            .map(|url| url.origin())
+            .collect();
         Ok(rows
             .into_iter()
             .map(|row| ProviderHealth {
+                endpoints: row
+                    .endpoints
+                    .0
+                    .into_iter()
+                    .filter(|endpoint| own.contains(&endpoint.origin))
+                    .map(|endpoint| EndpointHealth {
+                        origin: endpoint.origin,
+                        breaker: endpoint.state,
+                        recent_failures: endpoint.recent_failures,
+                        opened_at: endpoint.opened_at,
+                        in_flight: endpoint.in_flight,
+                    })
+                    .collect(),
                 provider: row.provider,
                 worker_id: ID(row.worker_id.to_string()),
                 breaker: row.state,

@@ -214,6 +214,37 @@ impl Neighbours {
     }
 }
 
+impl Neighbours {
+    /// The `webhook` provider's health as `tenant` sees it, once `ready`
+    /// holds for it (the dispatcher publishes every few seconds).
+    async fn provider_health(&self, tenant: &Tenant, ready: impl Fn(&Value) -> bool) -> Value {
+        let query = "{ providerHealth { provider breaker endpoints { origin breaker recentFailures openedAt inFlight } } }";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = self.app.graphql(Some(&tenant.key), query, json!({})).await;
+            let webhook = answer["data"]["providerHealth"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .iter()
+                .find(|provider| provider["provider"] == "webhook")
+                .cloned();
+            if let Some(webhook) = webhook.filter(&ready) {
+                return webhook;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "providerHealth never showed it: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `http://127.0.0.1:<port>` of an endpoint URL.
+fn origin(url: &str) -> String {
+    url.trim_end_matches("/hooks/herald").to_string()
+}
+
 impl Drop for Neighbours {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -325,6 +356,20 @@ async fn a_failing_endpoint_does_not_hold_another_tenants_deliveries() {
     );
     let received = arrivals(&n.b.peer, &b_ids, Duration::from_secs(5)).await;
     assert_eq!(received.len(), b_ids.len());
+    // The provider stays closed; A sees its endpoint's breaker open, B
+    // sees none (nor A's endpoint).
+    let health = n
+        .provider_health(&n.a, |webhook| webhook["endpoints"][0]["breaker"] == "open")
+        .await;
+    assert_eq!(health["breaker"], "closed", "{health}");
+    assert_eq!(
+        health["endpoints"][0]["origin"],
+        origin(&n.a.url),
+        "{health}"
+    );
+    let health = n.provider_health(&n.b, |_| true).await;
+    assert_eq!(health["breaker"], "closed", "{health}");
+    assert_eq!(health["endpoints"], json!([]), "{health}");
     // A's messages wait for their endpoint: none is sent, none given up.
     for id in &a_ids {
         let status = n.status(&n.a, id).await.state.status;
