@@ -234,6 +234,8 @@ pub struct ProviderHealth {
 /// One worker process's view of one webhook endpoint origin.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EndpointHealth {
+    /// Each tenant's endpoints have breakers of their own.
+    pub tenant_id: String,
     pub origin: String,
     /// `closed`, `open` or `half_open`.
     pub state: String,

@@ -1,8 +1,8 @@
 //! Circuit breakers, one per provider (seed 003: five failures in a minute
 //! open it; half-open lets one request test the provider), and one per
-//! webhook endpoint origin (scheme, host, port), so a tenant's failing
-//! endpoint is passed over without opening the breaker every tenant's
-//! deliveries through that provider fail over by.
+//! tenant and webhook endpoint origin (scheme, host, port), so a tenant's
+//! failing endpoint is passed over without opening the breaker every
+//! tenant's deliveries through that provider fail over by.
 //!
 //! In-memory and per process: each dispatcher process learns a provider's
 //! health from its own calls, which needs no shared state and reacts within
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::domain::values::HttpUrl;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,7 +135,7 @@ impl Breakers {
         }
     }
 
-    /// Breakers keyed by endpoint origin ([`crate::domain::values::HttpUrl::origin`]).
+    /// Breakers keyed by tenant and endpoint origin ([`endpoint_key`]).
     pub fn per_endpoint(config: &BreakerConfig) -> Breakers {
         Breakers {
             kind: Kind::Endpoints,
@@ -254,6 +256,18 @@ impl Breakers {
         }
         result
     }
+}
+
+/// The key of a tenant's endpoint breaker: its origin, within that tenant,
+/// so a tenant's failures at a host others use too (a chat service's
+/// webhooks, say) hold only its own deliveries there.
+pub fn endpoint_key(tenant_id: &str, url: &HttpUrl) -> String {
+    format!("{tenant_id} {}", url.origin())
+}
+
+/// The tenant and origin an [`endpoint_key`] names.
+pub fn split_endpoint_key(key: &str) -> (&str, &str) {
+    key.split_once(' ').unwrap_or(("", key))
 }
 
 impl Breaker {
@@ -461,6 +475,25 @@ mod tests {
         // A probe after open_seconds, as for providers.
         assert!(endpoints.try_acquire_at(A, t0 + secs(30)));
         assert!(!endpoints.try_acquire_at(A, t0 + secs(31)));
+    }
+
+    #[test]
+    fn tenants_sharing_an_origin_have_breakers_of_their_own() {
+        let url = HttpUrl::parse("https://hooks.chat.example/services/T1/B2").unwrap();
+        let other_path = HttpUrl::parse("https://hooks.chat.example/services/T9/B9").unwrap();
+        let endpoints = Breakers::per_endpoint(&BreakerConfig::default());
+
+        for _ in 0..5 {
+            endpoints.record(&endpoint_key("tenant-a", &url), false);
+        }
+
+        assert!(!endpoints.try_acquire(&endpoint_key("tenant-a", &other_path)));
+        assert!(endpoints.try_acquire(&endpoint_key("tenant-b", &url)));
+        let key = endpoint_key("tenant-a", &url);
+        assert_eq!(
+            split_endpoint_key(&key),
+            ("tenant-a", "https://hooks.chat.example")
+        );
     }
 
     #[test]

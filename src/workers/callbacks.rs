@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::DeliveryConfig;
-use super::breaker::Breakers;
+use super::breaker::{Breakers, endpoint_key};
 use super::lanes::{Lanes, share_of};
 use super::retry::retry_delay;
 use crate::commands::webhook_endpoints::signing_target;
@@ -253,7 +253,8 @@ impl Sender {
                 at: Utc::now() + BUSY_RECHECK,
             };
         };
-        if !self.breakers.try_acquire(&origin) {
+        let breaker = endpoint_key(&row.tenant_id, &target.url);
+        if !self.breakers.try_acquire(&breaker) {
             return Outcome::Deferred {
                 at: Utc::now() + OPEN_RECHECK,
             };
@@ -268,7 +269,7 @@ impl Sender {
         .await;
         // A refusal is about this callback, not the endpoint's health.
         self.breakers
-            .record(&origin, !matches!(sent, Err(SendError::Transient { .. })));
+            .record(&breaker, !matches!(sent, Err(SendError::Transient { .. })));
         match sent {
             Ok(()) => Outcome::Delivered,
             Err(SendError::Permanent { message }) => Outcome::Failed {

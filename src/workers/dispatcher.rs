@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::audience::{AudienceGate, BatchAudience};
-use super::breaker::{BreakerState, Breakers};
+use super::breaker::{BreakerState, Breakers, endpoint_key, split_endpoint_key};
 use super::compose::Composer;
 use super::lanes::{LanePermit, Lanes, share_of};
 use super::ranker::Ranker;
@@ -391,12 +391,16 @@ impl Dispatcher {
             .endpoint_breakers
             .snapshot()
             .into_iter()
-            .map(|breaker| delivery_queue::EndpointHealth {
-                in_flight: inner.endpoint_lanes.in_use(&breaker.key) as i32,
-                origin: breaker.key,
-                state: breaker.state.as_str().to_string(),
-                recent_failures: breaker.recent_failures as i32,
-                opened_at: breaker.opened_at,
+            .map(|breaker| {
+                let (tenant_id, origin) = split_endpoint_key(&breaker.key);
+                delivery_queue::EndpointHealth {
+                    in_flight: inner.endpoint_lanes.in_use(origin) as i32,
+                    tenant_id: tenant_id.to_string(),
+                    origin: origin.to_string(),
+                    state: breaker.state.as_str().to_string(),
+                    recent_failures: breaker.recent_failures as i32,
+                    opened_at: breaker.opened_at,
+                }
             })
             .collect();
         let mut by_provider = Vec::new();
@@ -665,7 +669,9 @@ impl Dispatcher {
                     &state,
                     &reach.routes,
                     &self.inner.routing,
-                    |provider, destination| self.availability(provider, destination, true),
+                    |provider, destination| {
+                        self.availability(&state.tenant_id, provider, destination, true)
+                    },
                 ) {
                     RouteDecision::Use(_) if let Some(throttled) = throttled => {
                         let command = if state.expires_at().is_some_and(|at| at <= throttled.until)
@@ -801,6 +807,7 @@ impl Dispatcher {
     /// first, then the provider's; a half-open breaker lets one.
     fn availability(
         &self,
+        tenant_id: &TenantId,
         provider: &str,
         destination: &Destination,
         take_probe: bool,
@@ -809,7 +816,9 @@ impl Dispatcher {
         match inner.providers.get(provider) {
             Some(p) if p.supports(destination.channel()) => {
                 let endpoint_ok = || match destination {
-                    Destination::Webhook(url) => inner.endpoint_breakers.try_acquire(&url.origin()),
+                    Destination::Webhook(url) => inner
+                        .endpoint_breakers
+                        .try_acquire(&endpoint_key(tenant_id.as_str(), url)),
                     _ => true,
                 };
                 if !take_probe || (endpoint_ok() && inner.breakers.try_acquire(provider)) {
@@ -844,7 +853,7 @@ impl Dispatcher {
             // A permanent error is about this message (a bad address), not
             // the provider's health; anything else counts against its breaker.
             let healthy = !matches!(result, Err(SendError::Transient { .. }));
-            inner.record_health(&route, healthy);
+            inner.record_health(&state.tenant_id, &route, healthy);
             let outcome = Outcome {
                 state,
                 version,
@@ -971,7 +980,9 @@ impl Dispatcher {
                     &after,
                     reach,
                     &self.inner.routing,
-                    |provider, destination| self.availability(provider, destination, false),
+                    |provider, destination| {
+                        self.availability(&state.tenant_id, provider, destination, false)
+                    },
                 );
                 matches!(left, RouteDecision::Use(_)).then_some(now)
             }
@@ -994,9 +1005,11 @@ impl Dispatcher {
 impl Inner {
     /// The breaker a call's outcome counts against: its webhook endpoint's,
     /// or its provider's.
-    fn record_health(&self, route: &Route, healthy: bool) {
+    fn record_health(&self, tenant_id: &TenantId, route: &Route, healthy: bool) {
         match &route.destination {
-            Destination::Webhook(url) => self.endpoint_breakers.record(&url.origin(), healthy),
+            Destination::Webhook(url) => self
+                .endpoint_breakers
+                .record(&endpoint_key(tenant_id.as_str(), url), healthy),
             _ => self.breakers.record(&route.provider, healthy),
         }
     }

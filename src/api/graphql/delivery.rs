@@ -1,8 +1,6 @@
 //! Delivery operations: the dead-letter queue (inspect, replay) and the
 //! delivery queue's ops view (seed 002's `/admin/queues`, `/admin/dlq/replay`).
 
-use std::collections::HashSet;
-
 use async_graphql::{ComplexObject, Context, ID, InputObject, Object, Result, SimpleObject};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -10,9 +8,9 @@ use chrono::{DateTime, Utc};
 use super::notification::NotificationNode;
 use super::types::{Channel, PageInfo, Priority};
 use super::{ApiError, MAX_PAGE, actor, api, parse_id, require};
-use crate::commands::{notifications, webhook_endpoints};
+use crate::commands::notifications;
 use crate::domain::Scope;
-use crate::domain::values::{HttpUrl, NotificationId};
+use crate::domain::values::NotificationId;
 use crate::projections::{dead_letters, delivery_queue};
 
 /// At most this many dead letters are requeued by one `replayDeadLetters`.
@@ -107,8 +105,9 @@ pub struct ProviderHealth {
     /// stopped or cannot reach the database.
     pub reported_at: DateTime<Utc>,
     /// For a webhook provider: the caller's own endpoints (by origin) that
-    /// have failed lately, each with its own breaker. An endpoint's failures
-    /// pass over that endpoint, never open the provider's breaker.
+    /// have failed lately, each with its own breaker (per tenant). An
+    /// endpoint's failures pass over that endpoint, never open the
+    /// provider's breaker.
     pub endpoints: Vec<EndpointHealth>,
 }
 
@@ -204,18 +203,9 @@ impl DeliveryQuery {
     /// process (requires `ops`). Providers are shared by every tenant.
     async fn provider_health(&self, ctx: &Context<'_>) -> Result<Vec<ProviderHealth>> {
         let principal = require(ctx, Scope::Ops)?;
-        let pool = api(ctx)?.store.pool();
-        let rows = delivery_queue::provider_health(pool)
+        let rows = delivery_queue::provider_health(api(ctx)?.store.pool())
             .await
             .map_err(ApiError::from)?;
-        // Endpoints are the tenants' own: each sees only its origins.
-        let own: HashSet<String> = webhook_endpoints::list(pool, &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?
-            .iter()
-            .filter_map(|endpoint| HttpUrl::parse(&endpoint.url).ok())
-            .map(|url| url.origin())
-            .collect();
         Ok(rows
             .into_iter()
             .map(|row| ProviderHealth {
@@ -223,7 +213,8 @@ impl DeliveryQuery {
                     .endpoints
                     .0
                     .into_iter()
-                    .filter(|endpoint| own.contains(&endpoint.origin))
+                    // Endpoint breakers are the tenants' own.
+                    .filter(|endpoint| endpoint.tenant_id == principal.tenant_id.as_str())
                     .map(|endpoint| EndpointHealth {
                         origin: endpoint.origin,
                         breaker: endpoint.state,
