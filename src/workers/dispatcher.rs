@@ -89,8 +89,8 @@ struct Inner {
     /// else, so a slow endpoint's messages wait holding no provider slot.
     endpoint_lanes: Lanes,
     host_lanes: Lanes,
-    /// Breakers per webhook endpoint origin: an endpoint's failures pass
-    /// over that endpoint, never the provider.
+    /// Breakers per tenant and webhook endpoint origin: an endpoint's
+    /// failures pass over that endpoint, never the provider.
     endpoint_breakers: Breakers,
     /// Sends in flight, so claims never outrun the sends.
     in_flight: Arc<Semaphore>,
