@@ -126,25 +126,27 @@ pub struct Claim {
 
 /// Claims up to `limit` due rows, HIGH first then the longest due, of which
 /// at most `low_limit` LOW ones, skipping rows another worker is claiming
-/// right now. The claim moves each row's due time forward by the lease: if
-/// this worker dies, the rows come back then.
+/// right now and rows of the `excluded` tenants (those holding their share
+/// of this worker already). The claim moves each row's due time forward by
+/// the lease: if this worker dies, the rows come back then.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     worker: Uuid,
     limit: u32,
     low_limit: u32,
     lease_seconds: u64,
+    excluded: &[String],
 ) -> Result<Vec<Claim>, sqlx::Error> {
     sqlx::query_as(
         "WITH urgent AS ( \
              SELECT notification_id FROM delivery_queue \
-             WHERE due_at <= now() AND priority < $4 \
+             WHERE due_at <= now() AND priority < $4 AND tenant_id <> ALL($6) \
              ORDER BY priority, due_at \
              LIMIT $2 \
              FOR UPDATE SKIP LOCKED), \
          bulk AS ( \
              SELECT notification_id FROM delivery_queue \
-             WHERE due_at <= now() AND priority >= $4 \
+             WHERE due_at <= now() AND priority >= $4 AND tenant_id <> ALL($6) \
              ORDER BY priority, due_at \
              LIMIT GREATEST(0, LEAST($5, $2 - (SELECT count(*) FROM urgent))) \
              FOR UPDATE SKIP LOCKED), \
@@ -159,6 +161,7 @@ pub async fn claim(
     .bind(lease_seconds as f64)
     .bind(rank(Priority::Low))
     .bind(i64::from(low_limit))
+    .bind(excluded)
     .fetch_all(executor)
     .await
 }
@@ -224,6 +227,21 @@ pub struct ProviderHealth {
     pub opened_at: Option<DateTime<Utc>>,
     pub in_flight: i32,
     pub updated_at: DateTime<Utc>,
+    /// Webhook endpoints (of every tenant) whose breaker is worth showing.
+    pub endpoints: sqlx::types::Json<Vec<EndpointHealth>>,
+}
+
+/// One worker process's view of one webhook endpoint origin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointHealth {
+    /// Each tenant's endpoints have breakers of their own.
+    pub tenant_id: String,
+    pub origin: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    pub recent_failures: i32,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub in_flight: i32,
 }
 
 /// What the worker processes last published about their providers.
@@ -231,7 +249,7 @@ pub async fn provider_health(
     executor: impl PgExecutor<'_>,
 ) -> Result<Vec<ProviderHealth>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at \
+        "SELECT worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at, endpoints \
          FROM provider_health ORDER BY provider, worker_id",
     )
     .fetch_all(executor)

@@ -295,18 +295,21 @@ pub struct ClaimedDelivery {
 }
 
 /// Claims up to `limit` due deliveries, the longest due first, skipping rows
-/// another sender is claiming right now. The claim moves each row's due time
-/// forward by the lease: if this sender dies, the rows come back then.
+/// another sender is claiming right now and rows of the `excluded` tenants
+/// (those holding their share of this sender already). The claim moves each
+/// row's due time forward by the lease: if this sender dies, the rows come
+/// back then.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     worker: Uuid,
     limit: u32,
     lease_seconds: u64,
+    excluded: &[String],
 ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS ( \
              SELECT delivery_id FROM webhook_deliveries \
-             WHERE next_attempt_at <= now() \
+             WHERE next_attempt_at <= now() AND tenant_id <> ALL($4) \
              ORDER BY next_attempt_at \
              LIMIT $2 \
              FOR UPDATE SKIP LOCKED) \
@@ -318,6 +321,7 @@ pub async fn claim(
     .bind(worker)
     .bind(i64::from(limit))
     .bind(lease_seconds as f64)
+    .bind(excluded)
     .fetch_all(executor)
     .await
 }
@@ -338,6 +342,9 @@ pub enum Outcome {
     Retry { at: DateTime<Utc>, error: String },
     /// Nothing more will be tried; the row stays for the tenant to see.
     Failed { error: String, attempted: bool },
+    /// Not attempted (its endpoint or tenant is at its limit): due again at
+    /// `at`, with no attempt counted.
+    Deferred { at: DateTime<Utc> },
 }
 
 /// Records an outcome, unless the lease ran out and another sender holds the row.
@@ -356,6 +363,7 @@ pub async fn record(
                 .await?;
             return Ok(());
         }
+        Outcome::Deferred { at } => return defer(executor, worker, &[delivery_id], *at).await,
         Outcome::Retry { at, error } => ("retrying", true, error, Some(*at)),
         Outcome::Failed { error, attempted } => ("failed", *attempted, error, None),
     };
@@ -370,6 +378,29 @@ pub async fn record(
     .bind(i32::from(attempted))
     .bind(error)
     .bind(next_attempt_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Hands claimed deliveries back unattempted, due at `at`, unless the lease
+/// ran out and another sender holds them.
+pub async fn defer(
+    executor: impl PgExecutor<'_>,
+    worker: Uuid,
+    delivery_ids: &[Uuid],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if delivery_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = $3, leased_by = NULL \
+         WHERE delivery_id = ANY($1) AND leased_by = $2",
+    )
+    .bind(delivery_ids)
+    .bind(worker)
+    .bind(at)
     .execute(executor)
     .await?;
     Ok(())

@@ -1,5 +1,8 @@
 //! Circuit breakers, one per provider (seed 003: five failures in a minute
-//! open it; half-open lets one request test the provider).
+//! open it; half-open lets one request test the provider), and one per
+//! tenant and webhook endpoint origin (scheme, host, port), so a tenant's
+//! failing endpoint is passed over without opening the breaker every
+//! tenant's deliveries through that provider fail over by.
 //!
 //! In-memory and per process: each dispatcher process learns a provider's
 //! health from its own calls, which needs no shared state and reacts within
@@ -11,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::domain::values::HttpUrl;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,10 +64,11 @@ impl BreakerState {
     }
 }
 
-/// One provider's breaker as seen at [`Breakers::snapshot`].
+/// One breaker as seen at [`Breakers::snapshot`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BreakerSnapshot {
-    pub provider: String,
+    /// The provider's name, or the endpoint's origin.
+    pub key: String,
     pub state: BreakerState,
     /// Failures still inside the window (closed breakers only count them).
     pub recent_failures: u32,
@@ -70,11 +76,23 @@ pub struct BreakerSnapshot {
     pub opened_at: Option<DateTime<Utc>>,
 }
 
-/// The breakers of every provider, shared by all dispatch loops of a process.
+/// The breakers of every provider (or endpoint), shared by all dispatch
+/// loops of a process.
 #[derive(Debug, Clone)]
 pub struct Breakers {
     config: BreakerConfig,
-    by_provider: Arc<Mutex<BTreeMap<String, Breaker>>>,
+    kind: Kind,
+    by_key: Arc<Mutex<BTreeMap<String, Breaker>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A few configured names: each keeps its breaker and its gauge.
+    Providers,
+    /// Origins tenants chose, without bound: only breakers with something to
+    /// remember (failures, open, probing) are kept, and no metric is labelled
+    /// with a tenant's host.
+    Endpoints,
 }
 
 #[derive(Debug)]
@@ -108,27 +126,37 @@ impl Phase {
 }
 
 impl Breakers {
+    /// Breakers keyed by provider name.
     pub fn new(config: &BreakerConfig) -> Breakers {
         Breakers {
             config: config.clone(),
-            by_provider: Arc::default(),
+            kind: Kind::Providers,
+            by_key: Arc::default(),
         }
     }
 
-    /// Whether a call to `provider` may go out now.
-    pub fn try_acquire(&self, provider: &str) -> bool {
-        self.try_acquire_at(provider, Instant::now())
+    /// Breakers keyed by tenant and endpoint origin ([`endpoint_key`]).
+    pub fn per_endpoint(config: &BreakerConfig) -> Breakers {
+        Breakers {
+            kind: Kind::Endpoints,
+            ..Breakers::new(config)
+        }
+    }
+
+    /// Whether a call to `key` may go out now.
+    pub fn try_acquire(&self, key: &str) -> bool {
+        self.try_acquire_at(key, Instant::now())
     }
 
     /// Reports how a call that [`Breakers::try_acquire`] let through ended.
-    pub fn record(&self, provider: &str, success: bool) {
-        self.record_at(provider, success, Instant::now());
+    pub fn record(&self, key: &str, success: bool) {
+        self.record_at(key, success, Instant::now());
     }
 
     /// [`Breakers::try_acquire`] at `now`, for a fake clock.
-    pub fn try_acquire_at(&self, provider: &str, now: Instant) -> bool {
+    pub fn try_acquire_at(&self, key: &str, now: Instant) -> bool {
         let open_for = Duration::from_secs(self.config.open_seconds);
-        self.with_breaker(provider, |breaker| match breaker.phase {
+        self.with_breaker(key, now, |breaker| match breaker.phase {
             Phase::Closed => true,
             // After `open_for` in half-open the probe is presumed lost (its
             // task crashed or never reported), so another one may go.
@@ -143,10 +171,10 @@ impl Breakers {
     }
 
     /// [`Breakers::record`] at `now`, for a fake clock.
-    pub fn record_at(&self, provider: &str, success: bool, now: Instant) {
+    pub fn record_at(&self, key: &str, success: bool, now: Instant) {
         let window = Duration::from_secs(self.config.window_seconds);
         let threshold = self.config.failures as usize;
-        self.with_breaker(provider, |breaker| match (breaker.phase, success) {
+        self.with_breaker(key, now, |breaker| match (breaker.phase, success) {
             (Phase::Closed, true) => {}
             (Phase::Closed, false) => {
                 breaker.failures.push_back(now);
@@ -166,18 +194,22 @@ impl Breakers {
         });
     }
 
-    /// Every provider used so far, by name.
+    /// Every provider used so far, or every endpoint with recent failures
+    /// or a breaker not closed, by key.
     pub fn snapshot(&self) -> Vec<BreakerSnapshot> {
         let now = Instant::now();
         let window = Duration::from_secs(self.config.window_seconds);
-        let by_provider = self
-            .by_provider
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        by_provider
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.kind == Kind::Endpoints {
+            by_key.retain(|_, breaker| {
+                breaker.forget_before(now, window);
+                !breaker.is_idle()
+            });
+        }
+        by_key
             .iter()
-            .map(|(provider, breaker)| BreakerSnapshot {
-                provider: provider.clone(),
+            .map(|(key, breaker)| BreakerSnapshot {
+                key: key.clone(),
                 state: breaker.phase.state(),
                 recent_failures: breaker
                     .failures
@@ -189,41 +221,61 @@ impl Breakers {
             .collect()
     }
 
-    /// Runs `f` on `provider`'s breaker (a closed one on first use) and
-    /// updates the gauge when the state changed.
-    fn with_breaker<T>(&self, provider: &str, f: impl FnOnce(&mut Breaker) -> T) -> T {
+    /// Runs `f` on `key`'s breaker (a closed one on first use) and updates
+    /// the gauge when the state changed; an endpoint's breaker left with
+    /// nothing to remember is dropped.
+    fn with_breaker<T>(&self, key: &str, now: Instant, f: impl FnOnce(&mut Breaker) -> T) -> T {
         // A panic elsewhere cannot leave a breaker half-updated: every
         // change is a plain assignment, so a poisoned lock is still usable.
-        let mut by_provider = self
-            .by_provider
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !by_provider.contains_key(provider) {
-            set_gauge(provider, BreakerState::Closed);
-            by_provider.insert(
-                provider.to_owned(),
-                Breaker {
-                    phase: Phase::Closed,
-                    failures: VecDeque::new(),
-                    opened_at: None,
-                },
-            );
-        }
-        let breaker = by_provider
-            .get_mut(provider)
-            .expect("the breaker was inserted above");
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        let gauged = self.kind == Kind::Providers;
+        let breaker = by_key.entry(key.to_owned()).or_insert_with(|| {
+            if gauged {
+                set_gauge(key, BreakerState::Closed);
+            }
+            Breaker {
+                phase: Phase::Closed,
+                failures: VecDeque::new(),
+                opened_at: None,
+            }
+        });
         let before = breaker.phase.state();
         let result = f(breaker);
         let after = breaker.phase.state();
         if after != before {
-            set_gauge(provider, after);
-            tracing::info!(provider, from = ?before, to = ?after, "circuit breaker changed state");
+            if gauged {
+                set_gauge(key, after);
+            }
+            tracing::info!(key, from = ?before, to = ?after, "circuit breaker changed state");
+        }
+        if !gauged {
+            breaker.forget_before(now, Duration::from_secs(self.config.window_seconds));
+            if breaker.is_idle() {
+                by_key.remove(key);
+            }
         }
         result
     }
 }
 
+/// The key of a tenant's endpoint breaker: its origin, within that tenant,
+/// so a tenant's failures at a host others use too (a chat service's
+/// webhooks, say) hold only its own deliveries there.
+pub fn endpoint_key(tenant_id: &str, url: &HttpUrl) -> String {
+    format!("{tenant_id} {}", url.origin())
+}
+
+/// The tenant and origin an [`endpoint_key`] names.
+pub fn split_endpoint_key(key: &str) -> (&str, &str) {
+    key.split_once(' ').unwrap_or(("", key))
+}
+
 impl Breaker {
+    /// Closed with no failure in the window: the same as a new breaker.
+    fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Closed) && self.failures.is_empty()
+    }
+
     fn forget_before(&mut self, now: Instant, window: Duration) {
         while self
             .failures
@@ -263,7 +315,7 @@ mod tests {
         breakers
             .snapshot()
             .into_iter()
-            .find(|snapshot| snapshot.provider == P)
+            .find(|snapshot| snapshot.key == P)
             .map(|snapshot| snapshot.state)
             .unwrap()
     }
@@ -399,6 +451,90 @@ mod tests {
         assert_eq!(state(&breakers), BreakerState::Open);
         assert!(!breakers.try_acquire_at(P, t0 + secs(29)));
         assert!(breakers.try_acquire_at(P, t0 + secs(30)));
+    }
+
+    const A: &str = "https://a.example";
+    const B: &str = "https://b.example";
+
+    #[test]
+    fn an_endpoints_failures_open_only_its_own_breaker() {
+        let t0 = Instant::now();
+        let endpoints = Breakers::per_endpoint(&BreakerConfig::default());
+
+        for _ in 0..5 {
+            assert!(endpoints.try_acquire_at(A, t0));
+            endpoints.record_at(A, false, t0);
+        }
+
+        assert!(!endpoints.try_acquire_at(A, t0 + secs(1)));
+        assert!(endpoints.try_acquire_at(B, t0 + secs(1)));
+        let snapshot = endpoints.snapshot();
+        assert_eq!(snapshot.len(), 1, "{snapshot:?}");
+        assert_eq!(snapshot[0].key, A);
+        assert_eq!(snapshot[0].state, BreakerState::Open);
+        // A probe after open_seconds, as for providers.
+        assert!(endpoints.try_acquire_at(A, t0 + secs(30)));
+        assert!(!endpoints.try_acquire_at(A, t0 + secs(31)));
+    }
+
+    #[test]
+    fn tenants_sharing_an_origin_have_breakers_of_their_own() {
+        let url = HttpUrl::parse("https://hooks.chat.example/services/T1/B2").unwrap();
+        let other_path = HttpUrl::parse("https://hooks.chat.example/services/T9/B9").unwrap();
+        let endpoints = Breakers::per_endpoint(&BreakerConfig::default());
+
+        for _ in 0..5 {
+            endpoints.record(&endpoint_key("tenant-a", &url), false);
+        }
+
+        assert!(!endpoints.try_acquire(&endpoint_key("tenant-a", &other_path)));
+        assert!(endpoints.try_acquire(&endpoint_key("tenant-b", &url)));
+        let key = endpoint_key("tenant-a", &url);
+        assert_eq!(
+            split_endpoint_key(&key),
+            ("tenant-a", "https://hooks.chat.example")
+        );
+    }
+
+    #[test]
+    fn healthy_endpoints_are_not_remembered() {
+        let t0 = Instant::now();
+        let endpoints = Breakers::per_endpoint(&BreakerConfig::default());
+
+        for n in 0..1000 {
+            let origin = format!("https://{n}.example");
+            assert!(endpoints.try_acquire_at(&origin, t0));
+            endpoints.record_at(&origin, true, t0);
+        }
+        endpoints.record_at(A, false, t0);
+
+        assert_eq!(endpoints.snapshot().len(), 1);
+        assert_eq!(endpoints.snapshot()[0].recent_failures, 1);
+        // A probe that succeeds closes the breaker, which is then forgotten.
+        for _ in 0..5 {
+            endpoints.record_at(B, false, t0);
+        }
+        assert!(endpoints.try_acquire_at(B, t0 + secs(30)));
+        endpoints.record_at(B, true, t0 + secs(31));
+        let keys: Vec<String> = endpoints.snapshot().into_iter().map(|b| b.key).collect();
+        assert_eq!(keys, [A]);
+    }
+
+    #[test]
+    fn an_endpoints_old_failures_are_forgotten_with_it() {
+        let t0 = Instant::now();
+        let endpoints = Breakers::per_endpoint(&BreakerConfig::default());
+
+        for second in [0, 10, 20, 30] {
+            endpoints.record_at(A, false, t0 + secs(second));
+        }
+        endpoints.record_at(A, true, t0 + secs(95));
+
+        assert!(endpoints.snapshot().is_empty());
+        for _ in 0..4 {
+            endpoints.record_at(A, false, t0 + secs(96));
+        }
+        assert!(endpoints.try_acquire_at(A, t0 + secs(96)));
     }
 
     #[test]

@@ -8,17 +8,25 @@
 //! id, the same on every attempt and from every sender, so receivers can
 //! drop repeats. Callbacks may arrive out of order (retries, concurrency):
 //! the body's `position` orders them.
+//!
+//! Like the dispatcher's webhook deliveries, callbacks keep a breaker and a
+//! concurrency limit per endpoint origin (and host), and each tenant may
+//! hold only its share of the sender: a callback whose endpoint or tenant is
+//! at its limit goes back to the outbox for later, with no attempt counted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use futures::StreamExt;
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::DeliveryConfig;
+use super::breaker::{Breakers, endpoint_key};
+use super::lanes::{Lanes, share_of};
 use super::retry::retry_delay;
 use crate::commands::webhook_endpoints::signing_target;
 use crate::domain::values::{Channel, HttpUrl};
@@ -35,6 +43,11 @@ use crate::providers::{SendError, WebhookSecret};
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How much of a receiver's answer is read (and dropped).
 const MAX_ANSWER_BYTES: usize = 4 * 1024;
+/// When a callback whose endpoint or tenant is at its limit is looked at again.
+const BUSY_RECHECK: TimeDelta = TimeDelta::seconds(1);
+/// When a callback whose endpoint's breaker is open is looked at again:
+/// soon enough to catch a half-open probe soon after it is due.
+const OPEN_RECHECK: TimeDelta = TimeDelta::seconds(5);
 
 /// Starts the sender loop; the handle ends after `shutdown`, once the
 /// callbacks in flight are recorded.
@@ -52,12 +65,18 @@ pub fn spawn(
                 return;
             }
         };
-        let sender = Sender {
+        let concurrency = delivery.provider_concurrency.max(1);
+        let sender = Arc::new(Sender {
             store,
-            delivery,
             client,
             worker_id: Uuid::now_v7(),
-        };
+            in_flight: Arc::new(Semaphore::new(concurrency)),
+            tenant_lanes: Lanes::new(share_of(concurrency, delivery.tenant_share)),
+            endpoint_lanes: Lanes::new(delivery.endpoint_concurrency),
+            host_lanes: Lanes::new(delivery.host_concurrency),
+            breakers: Breakers::per_endpoint(&delivery.endpoint_breaker),
+            delivery,
+        });
         sender.run(shutdown).await;
         tracing::info!("callback sender stopped");
     })
@@ -109,29 +128,62 @@ struct Sender {
     client: EgressClient,
     /// Identifies this process's claims.
     worker_id: Uuid,
+    /// Callbacks in flight (`provider_concurrency`); claims take only room.
+    in_flight: Arc<Semaphore>,
+    /// Each tenant's callbacks in flight: at most its share of `in_flight`.
+    tenant_lanes: Lanes,
+    /// Per endpoint origin and per host.
+    endpoint_lanes: Lanes,
+    host_lanes: Lanes,
+    breakers: Breakers,
 }
 
 impl Sender {
-    async fn run(&self, shutdown: CancellationToken) {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let pool = self.store.pool();
         let mut appended = self.store.appended();
         while !shutdown.is_cancelled() {
+            let room = self
+                .in_flight
+                .available_permits()
+                .min(self.delivery.claim_batch.max(1) as usize);
+            if room == 0 {
+                tokio::select! {
+                    _ = self.in_flight.acquire() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
             let claimed = webhook_outbox::claim(
                 pool,
                 self.worker_id,
-                self.delivery.claim_batch.max(1),
+                room as u32,
                 self.delivery.lease_seconds,
+                &self.tenant_lanes.full(),
             )
             .await;
             match claimed {
-                // A claimed batch is finished even during shutdown: each call
-                // is bounded by the client's timeout.
                 Ok(rows) if !rows.is_empty() => {
-                    futures::stream::iter(rows)
-                        .for_each_concurrent(self.delivery.provider_concurrency.max(1), |row| {
-                            self.deliver(row)
-                        })
-                        .await;
+                    let mut over = Vec::new();
+                    for row in rows {
+                        let share = self.tenant_lanes.try_acquire(&row.tenant_id);
+                        let slot = self.in_flight.clone().try_acquire_owned().ok();
+                        let (Some(share), Some(slot)) = (share, slot) else {
+                            over.push(row.delivery_id);
+                            continue;
+                        };
+                        let sender = self.clone();
+                        tokio::spawn(async move {
+                            let _held = (share, slot);
+                            sender.deliver(row).await;
+                        });
+                    }
+                    let later = Utc::now() + BUSY_RECHECK;
+                    if let Err(error) =
+                        webhook_outbox::defer(pool, self.worker_id, &over, later).await
+                    {
+                        tracing::warn!(%error, "could not hand back callbacks over their tenant's share; they return when their lease runs out");
+                    }
                 }
                 Ok(_) => {
                     let next_due = webhook_outbox::next_due(pool).await;
@@ -148,6 +200,10 @@ impl Sender {
                 }
             }
         }
+        // Callbacks in flight are recorded even during shutdown: each call is
+        // bounded by the client's timeout.
+        let all = self.delivery.provider_concurrency.max(1) as u32;
+        let _ = self.in_flight.acquire_many(all).await;
     }
 
     async fn deliver(&self, row: ClaimedDelivery) {
@@ -182,6 +238,24 @@ impl Sender {
                 );
             }
         };
+        // Lanes before the breaker, so a half-open probe is not spent on a
+        // callback that would then wait.
+        let origin = target.url.origin();
+        let places = (
+            self.endpoint_lanes.try_acquire(&origin),
+            self.host_lanes.try_acquire(target.url.host()),
+        );
+        let (Some(_endpoint), Some(_host)) = places else {
+            return Outcome::Deferred {
+                at: Utc::now() + BUSY_RECHECK,
+            };
+        };
+        let breaker = endpoint_key(&row.tenant_id, &target.url);
+        if !self.breakers.try_acquire(&breaker) {
+            return Outcome::Deferred {
+                at: Utc::now() + OPEN_RECHECK,
+            };
+        }
         let sent = post_signed(
             &self.client,
             &target.url,
@@ -190,6 +264,9 @@ impl Sender {
             &row.body,
         )
         .await;
+        // A refusal is about this callback, not the endpoint's health.
+        self.breakers
+            .record(&breaker, !matches!(sent, Err(SendError::Transient { .. })));
         match sent {
             Ok(()) => Outcome::Delivered,
             Err(SendError::Permanent { message }) => Outcome::Failed {

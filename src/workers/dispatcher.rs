@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::audience::{AudienceGate, BatchAudience};
-use super::breaker::{BreakerState, Breakers};
+use super::breaker::{BreakerState, Breakers, endpoint_key, split_endpoint_key};
 use super::compose::Composer;
+use super::lanes::{LanePermit, Lanes, share_of};
 use super::ranker::Ranker;
 use super::retry::retry_delay;
 use super::routing::{Availability, Route, RouteDecision, next_route};
@@ -80,9 +81,22 @@ struct Inner {
     provider_slots: HashMap<String, Arc<Semaphore>>,
     /// What LOW-priority calls take first, per provider instance: their
     /// share of its slots (`low_priority_share`).
-    low_priority_lanes: HashMap<String, Arc<Semaphore>>,
-    /// Claimed rows not yet finished, so claims never outrun the sends.
+    low_priority_lanes: Lanes,
+    /// What each tenant's calls take first, per provider instance and tenant
+    /// (`tenant_share` of its slots), the same way.
+    tenant_lanes: Lanes,
+    /// Per webhook endpoint origin and per host, taken before anything
+    /// else, so a slow endpoint's messages wait holding no provider slot.
+    endpoint_lanes: Lanes,
+    host_lanes: Lanes,
+    /// Breakers per tenant and webhook endpoint origin: an endpoint's
+    /// failures pass over that endpoint, never the provider.
+    endpoint_breakers: Breakers,
+    /// Sends in flight, so claims never outrun the sends.
     in_flight: Arc<Semaphore>,
+    /// Each tenant's claimed rows until their send ends: at most its share
+    /// of `in_flight`; a tenant holding that many is left out of claims.
+    tenant_claims: Lanes,
     actor: Actor,
 }
 
@@ -149,6 +163,10 @@ fn bucket_kind(key: &str) -> String {
     key.split(':').next().unwrap_or("bucket").to_string()
 }
 
+/// The place each claimed row holds in its tenant's share, until its send
+/// ends (or, for a row not sent now, until its claim is dealt with).
+type Shares = HashMap<NotificationId, LanePermit>;
+
 /// A provider call that finished, waiting to be recorded.
 struct Outcome {
     state: NotificationState,
@@ -194,10 +212,15 @@ impl Dispatcher {
                 .collect::<HashMap<_, _>>()
         };
         let provider_slots = slots(delivery.provider_concurrency);
-        let low_share = delivery.low_priority_share.clamp(0.0, 1.0);
-        let low_priority_lanes =
-            slots((delivery.provider_concurrency as f64 * low_share).floor() as usize);
-        let in_flight = Arc::new(Semaphore::new((delivery.claim_batch as usize * 2).max(1)));
+        let share = |fraction| Lanes::new(share_of(delivery.provider_concurrency, fraction));
+        let low_priority_lanes = share(delivery.low_priority_share);
+        let tenant_lanes = share(delivery.tenant_share);
+        let in_flight_size = (delivery.claim_batch as usize * 2).max(1);
+        let in_flight = Arc::new(Semaphore::new(in_flight_size));
+        let tenant_claims = Lanes::new(share_of(in_flight_size, delivery.tenant_share));
+        let endpoint_lanes = Lanes::new(delivery.endpoint_concurrency);
+        let host_lanes = Lanes::new(delivery.host_concurrency);
+        let endpoint_breakers = Breakers::per_endpoint(&delivery.endpoint_breaker);
         Dispatcher {
             inner: Arc::new(Inner {
                 store,
@@ -213,7 +236,12 @@ impl Dispatcher {
                 worker_id: Uuid::now_v7(),
                 provider_slots,
                 low_priority_lanes,
+                tenant_lanes,
+                endpoint_lanes,
+                host_lanes,
+                endpoint_breakers,
                 in_flight,
+                tenant_claims,
                 actor: Actor::new("dispatcher"),
             }),
         }
@@ -260,10 +288,12 @@ impl Dispatcher {
                 room as u32,
                 (room as u32 / LOW_CLAIM_SHARE).max(1),
                 inner.delivery.lease_seconds,
+                &inner.tenant_claims.full(),
             )
             .await;
             match claimed {
                 Ok(claims) if !claims.is_empty() => {
+                    let (claims, mut held) = self.hold_shares(claims).await;
                     // HIGH and NORMAL go out before the LOW rows of the same
                     // claim are even looked at.
                     let low = delivery_queue::rank(Priority::Low);
@@ -277,7 +307,7 @@ impl Dispatcher {
                             .iter()
                             .map(|c| NotificationId::from(c.notification_id))
                             .collect();
-                        if let Err(error) = self.dispatch_batch(&ids, &outcomes).await {
+                        if let Err(error) = self.dispatch_batch(&ids, &mut held, &outcomes).await {
                             tracing::warn!(%error, claimed = ids.len(), "a dispatch batch failed; its claims return when their lease runs out");
                         }
                     }
@@ -297,6 +327,38 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Takes a place in its tenant's share for each claimed row; rows of a
+    /// tenant whose share is full go back to the queue for later, in claim
+    /// order (the claim left out tenants already full, but one claim may
+    /// hold more than a tenant's remaining share).
+    async fn hold_shares(
+        &self,
+        claims: Vec<delivery_queue::Claim>,
+    ) -> (Vec<delivery_queue::Claim>, Shares) {
+        let inner = &self.inner;
+        let mut kept = Vec::with_capacity(claims.len());
+        let mut held = Shares::new();
+        let mut over = Vec::new();
+        for claim in claims {
+            let id = NotificationId::from(claim.notification_id);
+            match inner.tenant_claims.try_acquire(&claim.tenant_id) {
+                Some(permit) => {
+                    held.insert(id, permit);
+                    kept.push(claim);
+                }
+                None => over.push(id),
+            }
+        }
+        if !over.is_empty() {
+            metrics::counter!("delivery_claims_over_tenant_share_total")
+                .increment(over.len() as u64);
+            if let Err(error) = delivery_queue::release(inner.store.pool(), &over).await {
+                tracing::warn!(%error, count = over.len(), "could not hand back rows over their tenant's share; they return when their lease runs out");
+            }
+        }
+        (kept, held)
     }
 
     /// Publishes this process's view of each provider (breaker, calls in
@@ -325,13 +387,30 @@ impl Dispatcher {
     async fn publish_health(&self) -> Result<(), sqlx::Error> {
         let inner = &self.inner;
         let snapshot = inner.breakers.snapshot();
+        let endpoints: Vec<delivery_queue::EndpointHealth> = inner
+            .endpoint_breakers
+            .snapshot()
+            .into_iter()
+            .map(|breaker| {
+                let (tenant_id, origin) = split_endpoint_key(&breaker.key);
+                delivery_queue::EndpointHealth {
+                    in_flight: inner.endpoint_lanes.in_use(origin) as i32,
+                    tenant_id: tenant_id.to_string(),
+                    origin: origin.to_string(),
+                    state: breaker.state.as_str().to_string(),
+                    recent_failures: breaker.recent_failures as i32,
+                    opened_at: breaker.opened_at,
+                }
+            })
+            .collect();
+        let mut by_provider = Vec::new();
         let mut providers = Vec::new();
         let mut states = Vec::new();
         let mut failures = Vec::new();
         let mut opened = Vec::new();
         let mut in_flight = Vec::new();
         for name in inner.providers.names() {
-            let breaker = snapshot.iter().find(|b| b.provider == name);
+            let breaker = snapshot.iter().find(|b| b.key == name);
             providers.push(name.to_string());
             states.push(breaker.map_or("closed", |b| b.state.as_str()));
             let open = breaker.is_some_and(|b| b.state == BreakerState::Open);
@@ -343,13 +422,22 @@ impl Dispatcher {
             in_flight.push(slots.map_or(0, |s| {
                 (inner.delivery.provider_concurrency.max(1) - s.available_permits()) as i32
             }));
+            let webhooks = inner
+                .providers
+                .get(name)
+                .is_some_and(|p| p.supports(Channel::Webhook));
+            by_provider.push(sqlx::types::Json(if webhooks {
+                endpoints.as_slice()
+            } else {
+                &[]
+            }));
         }
         sqlx::query(
-            "INSERT INTO provider_health (worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at) \
-             SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int4[]) \
+            "INSERT INTO provider_health (worker_id, provider, state, recent_failures, opened_at, in_flight, endpoints, updated_at) \
+             SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int4[], $7::jsonb[]) \
              ON CONFLICT (worker_id, provider) DO UPDATE SET state = EXCLUDED.state, \
                  recent_failures = EXCLUDED.recent_failures, opened_at = EXCLUDED.opened_at, \
-                 in_flight = EXCLUDED.in_flight, updated_at = now()",
+                 in_flight = EXCLUDED.in_flight, endpoints = EXCLUDED.endpoints, updated_at = now()",
         )
         .bind(inner.worker_id)
         .bind(&providers)
@@ -357,6 +445,7 @@ impl Dispatcher {
         .bind(&failures)
         .bind(&opened)
         .bind(&in_flight)
+        .bind(&by_provider)
         .execute(inner.store.pool())
         .await?;
         // Processes that stopped without withdrawing (SIGKILL) age out.
@@ -379,6 +468,7 @@ impl Dispatcher {
     async fn dispatch_batch(
         &self,
         ids: &[NotificationId],
+        held: &mut Shares,
         outcomes: &mpsc::Sender<Outcome>,
     ) -> Result<(), CommandError> {
         let inner = &self.inner;
@@ -475,7 +565,8 @@ impl Dispatcher {
         };
         for ((change, route), recorded) in changes.into_iter().zip(routes).zip(recorded) {
             if let (Some(route), true) = (route, recorded) {
-                self.start_send(change, route, &audience, outcomes.clone())
+                let share = held.remove(&change.state.notification_id);
+                self.start_send(change, route, share, &audience, outcomes.clone())
                     .await;
             }
         }
@@ -578,7 +669,9 @@ impl Dispatcher {
                     &state,
                     &reach.routes,
                     &self.inner.routing,
-                    |provider, channel| self.availability(provider, channel, true),
+                    |provider, destination| {
+                        self.availability(&state.tenant_id, provider, destination, true)
+                    },
                 ) {
                     RouteDecision::Use(_) if let Some(throttled) = throttled => {
                         let command = if state.expires_at().is_some_and(|at| at <= throttled.until)
@@ -607,9 +700,7 @@ impl Dispatcher {
                             &mut notification,
                             NotificationCommand::Schedule {
                                 schedule_at: now + BUSY_RECHECK,
-                                reason:
-                                    "every provider that can carry it is unavailable (circuit open)"
-                                        .into(),
+                                reason: "every route that can carry it is unavailable (a provider's or the endpoint's circuit is open)".into(),
                             },
                         )?;
                     }
@@ -711,12 +802,26 @@ impl Dispatcher {
             .max()
     }
 
-    /// Whether `provider` can carry `channel`, and (when `take_probe`) whether
-    /// its breaker lets this call through; a half-open breaker lets one.
-    fn availability(&self, provider: &str, channel: Channel, take_probe: bool) -> Availability {
-        match self.inner.providers.get(provider) {
-            Some(p) if p.supports(channel) => {
-                if !take_probe || self.inner.breakers.try_acquire(provider) {
+    /// Whether `provider` can carry `destination`, and (when `take_probe`)
+    /// whether the breakers let this call through: a webhook endpoint's
+    /// first, then the provider's; a half-open breaker lets one.
+    fn availability(
+        &self,
+        tenant_id: &TenantId,
+        provider: &str,
+        destination: &Destination,
+        take_probe: bool,
+    ) -> Availability {
+        let inner = &self.inner;
+        match inner.providers.get(provider) {
+            Some(p) if p.supports(destination.channel()) => {
+                let endpoint_ok = || match destination {
+                    Destination::Webhook(url) => inner
+                        .endpoint_breakers
+                        .try_acquire(&endpoint_key(tenant_id.as_str(), url)),
+                    _ => true,
+                };
+                if !take_probe || (endpoint_ok() && inner.breakers.try_acquire(provider)) {
                     Availability::Ready
                 } else {
                     Availability::Busy
@@ -730,6 +835,7 @@ impl Dispatcher {
         &self,
         change: Change,
         route: Route,
+        share: Option<LanePermit>,
         audience: &BatchAudience,
         outcomes: mpsc::Sender<Outcome>,
     ) {
@@ -740,14 +846,14 @@ impl Dispatcher {
             return;
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, share);
             let state = change.state;
             let version = change.expected_version + change.events.len() as i64;
             let result = call_provider(&inner, &state, &route, locale.as_ref()).await;
             // A permanent error is about this message (a bad address), not
             // the provider's health; anything else counts against its breaker.
             let healthy = !matches!(result, Err(SendError::Transient { .. }));
-            inner.breakers.record(&route.provider, healthy);
+            inner.record_health(&state.tenant_id, &route, healthy);
             let outcome = Outcome {
                 state,
                 version,
@@ -870,9 +976,14 @@ impl Dispatcher {
                 after
                     .failed_routes
                     .push((route.channel, route.provider.clone()));
-                let left = next_route(&after, reach, &self.inner.routing, |provider, channel| {
-                    self.availability(provider, channel, false)
-                });
+                let left = next_route(
+                    &after,
+                    reach,
+                    &self.inner.routing,
+                    |provider, destination| {
+                        self.availability(&state.tenant_id, provider, destination, false)
+                    },
+                );
                 matches!(left, RouteDecision::Use(_)).then_some(now)
             }
             SendError::Transient { retry_after, .. } => {
@@ -891,7 +1002,40 @@ impl Dispatcher {
     }
 }
 
-/// Renders the message and calls the provider, within its concurrency limit
+impl Inner {
+    /// The breaker a call's outcome counts against: its webhook endpoint's,
+    /// or its provider's.
+    fn record_health(&self, tenant_id: &TenantId, route: &Route, healthy: bool) {
+        match &route.destination {
+            Destination::Webhook(url) => self
+                .endpoint_breakers
+                .record(&endpoint_key(tenant_id.as_str(), url), healthy),
+            _ => self.breakers.record(&route.provider, healthy),
+        }
+    }
+
+    /// Places in the lanes of a webhook's endpoint and host, waited for at
+    /// most half a lease: a message still waiting then fails as transient
+    /// (and counts against the endpoint) rather than outliving its claim.
+    async fn endpoint_places(&self, url: &HttpUrl) -> Result<(LanePermit, LanePermit), SendError> {
+        let origin = url.origin();
+        let wait = Duration::from_secs(self.delivery.lease_seconds / 2);
+        let places = async {
+            let endpoint = self.endpoint_lanes.acquire(&origin).await;
+            let host = self.host_lanes.acquire(url.host()).await;
+            (endpoint, host)
+        };
+        tokio::time::timeout(wait, places).await.map_err(|_| {
+            SendError::transient(format!(
+                "{origin} already had {} calls in flight for {} s",
+                self.endpoint_lanes.in_use(&origin),
+                wait.as_secs()
+            ))
+        })
+    }
+}
+
+/// Renders the message and calls the provider, within its concurrency limits
 /// and timeout.
 async fn call_provider(
     inner: &Inner,
@@ -915,17 +1059,21 @@ async fn call_provider(
             .get(inner.store.pool(), &state.tenant_id, url)
             .await?;
     }
-    // Held until the call ends; a LOW message waits here, not in the
-    // provider's own queue, so a HIGH one claimed later still finds a slot.
-    let _lane = match inner.low_priority_lanes.get(&route.provider) {
-        Some(lane) if state.request.priority == Priority::Low => Some(
-            lane.clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| SendError::transient("shutting down"))?,
-        ),
+    // Held until the call ends, and taken narrowest first: a message waits
+    // for its endpoint, its priority's and its tenant's lanes, not in the
+    // provider's own queue, so others claimed later still find a slot.
+    let _endpoint = match &route.destination {
+        Destination::Webhook(url) => Some(inner.endpoint_places(url).await?),
         _ => None,
     };
+    let _low = match state.request.priority {
+        Priority::Low => Some(inner.low_priority_lanes.acquire(&route.provider).await),
+        _ => None,
+    };
+    let _tenant = inner
+        .tenant_lanes
+        .acquire(&format!("{}\n{}", route.provider, state.tenant_id))
+        .await;
     let _slot = match inner.provider_slots.get(&route.provider) {
         Some(slots) => Some(
             slots

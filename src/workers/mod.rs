@@ -9,6 +9,7 @@ pub mod campaigns;
 pub mod compose;
 pub mod dispatcher;
 pub mod email_links;
+pub mod lanes;
 pub mod ranker;
 pub mod retry;
 pub mod routing;
@@ -27,6 +28,7 @@ use crate::domain::values::Channel;
 use crate::egress::Egress;
 use crate::eventstore::EventStore;
 use crate::providers::Providers;
+use breaker::BreakerConfig;
 
 /// Starts the worker loops of a `--roles workers` process (the dispatcher,
 /// the status-callback sender, the campaign worker and the scheduler); the
@@ -130,6 +132,19 @@ pub struct DeliveryConfig {
     /// (campaigns) may take, so HIGH and NORMAL ones never queue behind a
     /// bulk send for a provider slot.
     pub low_priority_share: f64,
+    /// The part of each provider's concurrency (and of a process's claimed
+    /// work and callbacks in flight) one tenant may hold, so one tenant's
+    /// backlog leaves room for everyone else's; its rows over that wait in
+    /// the queue.
+    pub tenant_share: f64,
+    /// Calls in flight to one webhook endpoint origin (scheme, host, port),
+    /// so a slow endpoint holds at most this many of a provider's slots.
+    pub endpoint_concurrency: usize,
+    /// Calls in flight to one host, whatever the scheme and port.
+    pub host_concurrency: usize,
+    /// The breaker of each webhook endpoint origin (deliveries and status
+    /// callbacks); an endpoint's failures never open its provider's breaker.
+    pub endpoint_breaker: BreakerConfig,
     /// A provider call taking longer fails as transient.
     pub provider_timeout_seconds: u64,
     /// Concurrent dispatch loops in one process.
@@ -146,6 +161,10 @@ impl Default for DeliveryConfig {
             claim_batch: 200,
             provider_concurrency: 64,
             low_priority_share: 0.25,
+            tenant_share: 0.5,
+            endpoint_concurrency: 8,
+            host_concurrency: 32,
+            endpoint_breaker: BreakerConfig::default(),
             provider_timeout_seconds: 10,
             dispatchers: 2,
         }

@@ -80,12 +80,13 @@ pub enum Availability {
 
 /// Picks the route for the next attempt among the channels the recipient
 /// can be reached on (`reach`, in the send's order; see `workers::audience`);
-/// `availability` tells about each provider for a channel.
+/// `availability` tells about each provider for a destination (a webhook's
+/// endpoint has a breaker of its own).
 pub fn next_route(
     state: &NotificationState,
     reach: &[(Channel, Destination)],
     routing: &RoutingConfig,
-    mut availability: impl FnMut(&str, Channel) -> Availability,
+    mut availability: impl FnMut(&str, &Destination) -> Availability,
 ) -> RouteDecision {
     let mut blocked = false;
     for (channel, destination) in reach {
@@ -111,7 +112,7 @@ pub fn next_route(
             providers.rotate_left((index + 1) % len);
         }
         for provider in providers {
-            match availability(&provider, channel) {
+            match availability(&provider, &destination) {
                 Availability::Ready => {
                     return RouteDecision::Use(Route {
                         channel,
@@ -205,13 +206,13 @@ mod tests {
         }
     }
 
-    const READY: fn(&str, Channel) -> Availability = |_, _| Availability::Ready;
+    const READY: fn(&str, &Destination) -> Availability = |_, _| Availability::Ready;
 
     /// Routes for a notification without a stored profile or suppressions.
     fn route(
         state: &NotificationState,
         routing: &RoutingConfig,
-        availability: impl FnMut(&str, Channel) -> Availability,
+        availability: impl FnMut(&str, &Destination) -> Availability,
     ) -> RouteDecision {
         let reach = BatchAudience::default().reach(state);
         next_route(state, &reach.routes, routing, availability)
@@ -243,7 +244,7 @@ mod tests {
     #[test]
     fn an_open_breaker_passes_over_and_only_busy_routes_mean_wait() {
         let state = state(sms(None), &[]);
-        let busy_a = |p: &str, _| {
+        let busy_a = |p: &str, _: &Destination| {
             if p == "sms-a" {
                 Availability::Busy
             } else {
@@ -251,9 +252,9 @@ mod tests {
             }
         };
         assert_eq!(provider(route(&state, &routing(), busy_a)), "sms:sms-b");
-        let all_busy = |_: &str, _| Availability::Busy;
+        let all_busy = |_: &str, _: &Destination| Availability::Busy;
         assert_eq!(route(&state, &routing(), all_busy), RouteDecision::Blocked);
-        let missing = |_: &str, _| Availability::Missing;
+        let missing = |_: &str, _: &Destination| Availability::Missing;
         assert!(matches!(
             route(&state, &routing(), missing),
             RouteDecision::Exhausted(_)

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald::eventstore::EventStore;
 use herald::projections::webhook_outbox::WebhookOutboxProjection;
 use herald::projections::{RunnerOptions, spawn};
 use herald::providers::WebhookSecret;
@@ -43,26 +44,12 @@ impl Callbacks {
         let app = TestApp::start().await;
         let (tenant, key) = app.tenant().await;
         let stop = CancellationToken::new();
-        spawn(
-            app.store.clone(),
-            Arc::new(WebhookOutboxProjection),
-            RunnerOptions {
-                standby_retry: Duration::from_millis(100),
-                ..RunnerOptions::default()
-            },
-            stop.clone(),
-        );
         let delivery = DeliveryConfig {
             retry_delays_seconds: vec![0.2, 0.2],
             retry_jitter: 0.0,
             ..DeliveryConfig::default()
         };
-        callbacks::spawn(
-            app.store.clone(),
-            delivery,
-            herald::egress::Egress::new(&crate::support::loopback_egress()),
-            stop.clone(),
-        );
+        run_callbacks(&app.store, delivery, &stop);
         Callbacks {
             app,
             key,
@@ -125,6 +112,26 @@ impl Callbacks {
             .map(|edge| edge["node"].clone())
             .collect()
     }
+}
+
+/// What `herald serve` runs for callbacks: the outbox projection and the
+/// sender, until `stop`.
+pub fn run_callbacks(store: &EventStore, delivery: DeliveryConfig, stop: &CancellationToken) {
+    spawn(
+        store.clone(),
+        Arc::new(WebhookOutboxProjection),
+        RunnerOptions {
+            standby_retry: Duration::from_millis(100),
+            ..RunnerOptions::default()
+        },
+        stop.clone(),
+    );
+    callbacks::spawn(
+        store.clone(),
+        delivery,
+        herald::egress::Egress::new(&crate::support::loopback_egress()),
+        stop.clone(),
+    );
 }
 
 impl Drop for Callbacks {

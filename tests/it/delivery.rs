@@ -731,7 +731,7 @@ async fn the_breaker_opens_fails_over_half_opens_and_closes() {
         breakers
             .snapshot()
             .into_iter()
-            .find(|b| b.provider == "mail-a")
+            .find(|b| b.key == "mail-a")
             .map(|b| b.state)
     };
     // Retries wait long enough to stay out of the way.

@@ -4,9 +4,9 @@ Standard Webhooks reference library, not Herald's own code.
 
     webhook_receiver.py --port PORT --secret whsec_...
 
-Every POST (other than the control paths) is recorded with whether its
-signature verifies, and whether a copy with a changed body would also verify
-(it must not). Control paths:
+Every POST (other than the control paths) is recorded with when it came (Unix
+seconds), whether its signature verifies, and whether a copy with a changed
+body would also verify (it must not). Control paths:
 
     GET  /_peer/requests  every recorded request, oldest first, as JSON
     POST /_peer/respond   a JSON list of answers for the next requests, each
@@ -82,6 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         error = verify(self.webhook, body, headers)
         record = {
+            "at": time.time(),
             "path": self.path,
             "headers": headers,
             "body": body.decode("utf-8", "replace"),

@@ -104,6 +104,25 @@ pub struct ProviderHealth {
     /// When the process last reported; older than a few seconds means it
     /// stopped or cannot reach the database.
     pub reported_at: DateTime<Utc>,
+    /// For a webhook provider: the caller's own endpoints (by origin) that
+    /// have failed lately, each with its own breaker (per tenant). An
+    /// endpoint's failures pass over that endpoint, never open the
+    /// provider's breaker.
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One worker process's view of one webhook endpoint origin.
+#[derive(SimpleObject)]
+pub struct EndpointHealth {
+    /// Scheme, host and port, e.g. `https://hooks.example.com`.
+    pub origin: String,
+    /// `closed`, `open` (its messages wait) or `half_open` (one probe).
+    pub breaker: String,
+    /// Failures within the breaker's window.
+    pub recent_failures: i32,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Calls to it in flight in that process.
+    pub in_flight: i32,
 }
 
 fn cursor(row: &dead_letters::DeadLetter) -> String {
@@ -183,13 +202,27 @@ impl DeliveryQuery {
     /// Each provider's circuit breaker and calls in flight, per worker
     /// process (requires `ops`). Providers are shared by every tenant.
     async fn provider_health(&self, ctx: &Context<'_>) -> Result<Vec<ProviderHealth>> {
-        require(ctx, Scope::Ops)?;
+        let principal = require(ctx, Scope::Ops)?;
         let rows = delivery_queue::provider_health(api(ctx)?.store.pool())
             .await
             .map_err(ApiError::from)?;
         Ok(rows
             .into_iter()
             .map(|row| ProviderHealth {
+                endpoints: row
+                    .endpoints
+                    .0
+                    .into_iter()
+                    // Endpoint breakers are the tenants' own.
+                    .filter(|endpoint| endpoint.tenant_id == principal.tenant_id.as_str())
+                    .map(|endpoint| EndpointHealth {
+                        origin: endpoint.origin,
+                        breaker: endpoint.state,
+                        recent_failures: endpoint.recent_failures,
+                        opened_at: endpoint.opened_at,
+                        in_flight: endpoint.in_flight,
+                    })
+                    .collect(),
                 provider: row.provider,
                 worker_id: ID(row.worker_id.to_string()),
                 breaker: row.state,

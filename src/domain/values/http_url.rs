@@ -37,6 +37,18 @@ impl HttpUrl {
     pub fn as_url(&self) -> &Url {
         &self.0
     }
+
+    /// Scheme, host and port (`https://hooks.example.com`, the port left out
+    /// when it is the scheme's default): the unit an endpoint's health and
+    /// concurrency are kept by.
+    pub fn origin(&self) -> String {
+        self.0.origin().ascii_serialization()
+    }
+
+    /// The host alone, whatever the scheme and port.
+    pub fn host(&self) -> &str {
+        self.0.host_str().unwrap_or_default()
+    }
 }
 
 text_value!(HttpUrl);
@@ -56,6 +68,25 @@ mod tests {
         assert_eq!(
             HttpUrl::parse("http://localhost:8080").unwrap().as_str(),
             "http://localhost:8080/"
+        );
+    }
+
+    #[test]
+    fn origin_is_scheme_host_and_port() {
+        let origin = |s: &str| HttpUrl::parse(s).unwrap().origin();
+        assert_eq!(
+            origin("https://Hooks.Example.com/a?b=1"),
+            "https://hooks.example.com"
+        );
+        assert_eq!(
+            origin("https://hooks.example.com:443/x"),
+            "https://hooks.example.com"
+        );
+        assert_eq!(origin("http://127.0.0.1:9000/x"), "http://127.0.0.1:9000");
+        assert_ne!(origin("http://h.example/"), origin("https://h.example/"));
+        assert_eq!(
+            HttpUrl::parse("http://h.example:81/").unwrap().host(),
+            "h.example"
         );
     }
 

@@ -3,6 +3,7 @@
 
 mod egress;
 mod limits;
+mod neighbours;
 mod privilege;
 mod rates;
 mod receipts;
