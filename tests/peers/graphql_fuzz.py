@@ -15,6 +15,7 @@ run is the same on every machine for the same schema.
 """
 
 import argparse
+import http.client
 import json
 import sys
 import urllib.error
@@ -96,6 +97,7 @@ SEED = [
   schedules(first: 1) { pageInfo { endCursor } }
   templates(first: 1) { pageInfo { endCursor } }
   suppressions(first: 1) { pageInfo { endCursor } }
+  projections { name }
 }""",
 ]
 
@@ -111,7 +113,7 @@ PLAUSIBLE_STRINGS = [
 
 
 def seed_values(answers):
-    """Every string in the seed answers: ids, keys, cursors, codes."""
+    """Every string in the seed answers' `data`: ids, keys, cursors, codes."""
     found = set()
 
     def walk(value):
@@ -124,8 +126,8 @@ def seed_values(answers):
         elif isinstance(value, str):
             found.add(value)
 
-    for answer in answers:
-        walk(answer.get("data"))
+    for data in answers:
+        walk(data)
     return sorted(found)
 
 
@@ -148,21 +150,26 @@ def custom_scalars(seeded):
     }
 
 
-def post(url, key, body):
-    """(HTTP status or None, answer text) of one POST."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
+def answer_of(request):
+    """(HTTP status, or None when there was no answer, and the answer's text)."""
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as answer:
             return answer.status, answer.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
-    except (OSError, urllib.error.URLError) as error:
+    except (OSError, http.client.HTTPException) as error:
         return None, f"no answer: {error!r}"
+
+
+def post(url, key, body):
+    return answer_of(
+        urllib.request.Request(
+            url,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+    )
 
 
 def failure(status, text):
@@ -192,10 +199,22 @@ def main():
     with open(args.schema, encoding="utf-8") as file:
         schema = file.read()
     graphql_url = args.url.rstrip("/") + "/graphql"
-    seeded = seed_values(json.loads(post(graphql_url, args.key, {"query": op})[1]) for op in SEED)
-    scalars = custom_scalars(seeded)
     posted = {"query": 0, "mutation": 0}
     failures = []
+
+    def send(operation):
+        """Posts `operation`, records it if its answer is a failure, and
+        returns the answer's `data`."""
+        status, text = post(graphql_url, args.key, {"query": operation})
+        reason = failure(status, text)
+        if reason is not None:
+            failures.append((reason, operation, text))
+        try:
+            return json.loads(text).get("data")
+        except (ValueError, AttributeError):
+            return None
+
+    scalars = custom_scalars(seed_values(send(operation) for operation in SEED))
 
     def run(kind, strategy, count):
         # A fixed seed rather than `derandomize`: the same operations in CI
@@ -212,11 +231,8 @@ def main():
         )
         @given(operation=strategy)
         def fuzz(operation):
-            status, text = post(graphql_url, args.key, {"query": operation})
+            send(operation)
             posted[kind] += 1
-            reason = failure(status, text)
-            if reason is not None:
-                failures.append((reason, operation, text))
 
         fuzz()
 
@@ -224,7 +240,7 @@ def main():
     run("query", hypothesis_graphql.queries(schema, custom_scalars=scalars), half)
     run("mutation", hypothesis_graphql.mutations(schema, custom_scalars=scalars), half)
 
-    ready_status, ready_text = post_ready(args.url)
+    ready_status, ready_text = answer_of(args.url.rstrip("/") + "/ready")
     total = sum(posted.values())
     print(
         f"graphql fuzz: {total} operations ({posted['query']} queries, "
@@ -238,16 +254,6 @@ def main():
     if total < args.count:
         print(f"\n=== only {total} of {args.count} operations were generated")
     sys.exit(1 if failures or ready_status != 200 or total < args.count else 0)
-
-
-def post_ready(base):
-    try:
-        with urllib.request.urlopen(base.rstrip("/") + "/ready", timeout=TIMEOUT_SECONDS) as answer:
-            return answer.status, answer.read().decode(errors="replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
-    except (OSError, urllib.error.URLError) as error:
-        return None, repr(error)
 
 
 if __name__ == "__main__":
