@@ -7,8 +7,11 @@
 use std::fs::File;
 use std::process::Stdio;
 
+use serde_json::{Value, json};
+
 use crate::peers::INSTALL_HINT;
 use crate::served::serve_with_stderr;
+use crate::support::{TestApp, error_codes};
 
 /// Operations per run: enough to reach every root field many times over,
 /// few enough for a minute or so against a debug build.
@@ -50,4 +53,96 @@ async fn generated_operations_get_typed_errors_and_the_service_stays_ready() {
     eprintln!("{report}");
     drop(served);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the fuzz found: a NUL in a campaign's address column, in a listed
+/// or uploaded recipient's variables or in a cancel reason reached
+/// PostgreSQL (jsonb and text refuse it) and came back `INTERNAL`.
+#[tokio::test]
+async fn nul_characters_in_campaign_input_get_typed_answers() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let call = |query: &'static str, variables: Value| {
+        let app = &app;
+        let key = &key;
+        async move { app.graphql(Some(key), query, variables).await }
+    };
+    let published = call(
+        r#"mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { key } }"#,
+        json!({ "input": {
+            "key": "sale", "defaultLocale": "en", "variables": [],
+            "locales": [{ "locale": "en", "email": { "subject": "Sale", "text": "Sale" } }],
+        }}),
+    )
+    .await;
+    assert!(published["errors"].is_null(), "{published}");
+    const CREATE: &str = r#"mutation($input: CreateCampaignInput!) {
+      createCampaign(input: $input) { campaign { id } }
+    }"#;
+    let campaign = |address_column: &'static str| {
+        json!({ "input": {
+            "name": "Sale", "template": { "key": "sale" }, "channel": "email",
+            "addressColumn": address_column, "progressSteps": [],
+        }})
+    };
+
+    let refused = call(CREATE, campaign("e\u{0}mail")).await;
+    assert_eq!(error_codes(&refused), ["VALIDATION"], "{refused}");
+    assert_eq!(
+        refused["errors"][0]["extensions"]["fields"][0]["path"],
+        "addressColumn"
+    );
+
+    let created = call(CREATE, campaign("email")).await;
+    let id = created["data"]["createCampaign"]["campaign"]["id"].clone();
+    assert!(id.is_string(), "{created}");
+    let listed = call(
+        r#"mutation($id: ID!, $recipients: [CampaignRecipientInput!]!) {
+          addCampaignRecipients(id: $id, recipients: $recipients) { accepted rejected errors { line reason } }
+        }"#,
+        json!({ "id": id, "recipients": [
+            { "address": "ada@example.com", "variables": { "name": "A\u{0}da" } },
+            { "address": "bob@example.com", "variables": { "n\u{0}ame": "Bob" } },
+            { "address": "cy@example.com", "variables": { "name": "Cy" } },
+        ]}),
+    )
+    .await;
+    assert!(listed["errors"].is_null(), "{listed}");
+    let summary = &listed["data"]["addCampaignRecipients"];
+    assert_eq!(summary["accepted"], 1, "{summary}");
+    assert_eq!(summary["rejected"], 2, "{summary}");
+    for error in summary["errors"].as_array().unwrap() {
+        assert!(
+            error["reason"]
+                .as_str()
+                .unwrap()
+                .contains("must not contain NUL"),
+            "{error}"
+        );
+    }
+
+    let uploaded = app
+        .http
+        .post(format!(
+            "{}/api/campaigns/{}/recipients",
+            app.base,
+            id.as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body("email,name\ndee@example.com,D\u{0}ee\n")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(uploaded.status(), 200);
+    let summary: Value = uploaded.json().await.expect("JSON");
+    assert_eq!(summary["rejected"], 1, "{summary}");
+
+    let cancelled = call(
+        r#"mutation($id: ID!) { cancelCampaign(id: $id, reason: "gone\u0000") { status } }"#,
+        json!({ "id": id }),
+    )
+    .await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+    assert_eq!(cancelled["data"]["cancelCampaign"]["status"], "CANCELLED");
 }
