@@ -186,7 +186,8 @@ def failure(status, text):
         return None
     for error in errors:
         if (error.get("extensions") or {}).get("code") == "INTERNAL":
-            return f"INTERNAL: {error.get('message')}"
+            path = ".".join(str(step) for step in error.get("path") or [])
+            return f"INTERNAL at {path or 'the operation'}: {error.get('message')}"
     return None
 
 

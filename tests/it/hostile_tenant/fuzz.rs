@@ -56,8 +56,9 @@ async fn generated_operations_get_typed_errors_and_the_service_stays_ready() {
 }
 
 /// What the fuzz found: a NUL in a campaign's address column, in a listed
-/// or uploaded recipient's variables or in a cancel reason reached
-/// PostgreSQL (jsonb and text refuse it) and came back `INTERNAL`.
+/// or uploaded recipient's variables, in a cancel reason, in a partial's
+/// body or in a suppression filter reached PostgreSQL (jsonb and text refuse
+/// it) and came back `INTERNAL`.
 #[tokio::test]
 async fn nul_characters_in_campaign_input_get_typed_answers() {
     let app = TestApp::start().await;
@@ -145,4 +146,17 @@ async fn nul_characters_in_campaign_input_get_typed_answers() {
     .await;
     assert!(cancelled["errors"].is_null(), "{cancelled}");
     assert_eq!(cancelled["data"]["cancelCampaign"]["status"], "CANCELLED");
+
+    let partial = call(
+        r#"mutation { upsertTemplatePartial(name: "footer", body: "b\u0000ye") { name } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_codes(&partial), ["VALIDATION"], "{partial}");
+    let filtered = call(
+        r#"{ suppressions(first: 5, filter: { addressContains: "a\u0000" }) { edges { cursor } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_codes(&filtered), ["VALIDATION"], "{filtered}");
 }
