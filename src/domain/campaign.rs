@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use super::aggregate::Aggregate;
 use super::domain_error::DomainError;
+use super::notification::clip;
 use super::tagged_payload::upcast_current;
 use super::template::{VariableSpec, VariableType, check_variables};
 use super::validation_errors::ValidationErrors;
@@ -191,6 +192,13 @@ impl CreateCampaign {
             .to_string();
         if address_column.is_empty() {
             errors.add("addressColumn", "must not be empty");
+        } else if address_column.chars().count() > MAX_NAME_CHARS {
+            errors.add(
+                "addressColumn",
+                format!("must be at most {MAX_NAME_CHARS} characters"),
+            );
+        } else if address_column.chars().any(char::is_control) {
+            errors.add("addressColumn", "must not contain control characters");
         }
         let mut progress_steps = Vec::new();
         if self.progress_steps.len() > MAX_PROGRESS_STEPS {
@@ -651,7 +659,9 @@ impl Aggregate for Campaign {
                 Some(S::Completed) => Err(DomainError::InvalidCommand(
                     "a completed campaign cannot be cancelled",
                 )),
-                Some(_) => Ok(vec![CampaignEvent::Cancelled { reason }]),
+                Some(_) => Ok(vec![CampaignEvent::Cancelled {
+                    reason: reason.map(clip),
+                }]),
                 None => Err(self.illegal("")),
             },
         }

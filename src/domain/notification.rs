@@ -486,8 +486,9 @@ fn once(
 }
 
 /// Drops NUL (jsonb cannot store it) and keeps the first
-/// [`MAX_EVENT_TEXT_CHARS`] characters.
-fn clip(text: String) -> String {
+/// [`MAX_EVENT_TEXT_CHARS`] characters; for every free-text reason an
+/// event carries.
+pub(crate) fn clip(text: String) -> String {
     if text.contains('\0') || text.chars().count() > MAX_EVENT_TEXT_CHARS {
         text.chars()
             .filter(|&c| c != '\0')

@@ -388,6 +388,9 @@ pub enum SkipError {
     },
     #[error("a reason is required")]
     NoReason,
+    /// PostgreSQL's jsonb refuses it.
+    #[error("the reason must not contain NUL characters")]
+    NulInReason,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("database error: {0}")]
@@ -407,6 +410,9 @@ pub async fn skip(
 ) -> Result<i64, SkipError> {
     if reason.trim().is_empty() {
         return Err(SkipError::NoReason);
+    }
+    if reason.contains('\0') {
+        return Err(SkipError::NulInReason);
     }
     let mut tx = store.begin().await?;
     let failed: Option<(i32, i64, i64)> = sqlx::query_as(

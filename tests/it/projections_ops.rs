@@ -246,6 +246,19 @@ async fn any_ops_key_sees_projections_and_only_an_operator_tenant_changes_them()
         )
         .await;
     assert_eq!(error_codes(&no_reason), vec!["VALIDATION"], "{no_reason}");
+    // A NUL (as the schema fuzz sends) is refused before PostgreSQL sees it.
+    let nul_reason = app
+        .graphql(
+            Some(&operator),
+            SKIP,
+            json!({ "name": "ops_picky", "position": positions[1], "reason": "a\u{0}" }),
+        )
+        .await;
+    assert_eq!(error_codes(&nul_reason), vec!["VALIDATION"], "{nul_reason}");
+    let nul_name = app
+        .graphql(Some(&operator), RETRY, json!({ "name": "ops\u{0}" }))
+        .await;
+    assert_eq!(error_codes(&nul_name), vec!["NOT_FOUND"], "{nul_name}");
     let skipped = app.graphql(Some(&operator), SKIP, skip).await;
     assert!(skipped["errors"].is_null(), "{skipped}");
     let recorded = skipped["data"]["skipProjectionEvent"]["recordedPosition"]

@@ -2,6 +2,7 @@
 //! tenant, for the tests that meet Herald as its users do.
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -25,6 +26,17 @@ pub struct Served {
 /// warnings only, the suite's loopback peers allowed as egress, then
 /// `config`), starts `herald serve` with it and waits until it is ready.
 pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
+    serve_with_stderr(dir, tenant_name, config, Stdio::inherit()).await
+}
+
+/// [`serve`], with the server's stderr sent to `stderr`, for a test that
+/// reads what the server printed (a panic, say).
+pub async fn serve_with_stderr(
+    dir: &Path,
+    tenant_name: &str,
+    config: &str,
+    stderr: Stdio,
+) -> Served {
     let db = fresh_database().await;
     herald::database::MIGRATOR
         .run(&db.pool)
@@ -52,6 +64,7 @@ pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
         .arg("serve")
         .env("DATABASE_URL", db.options.to_url_lossy().to_string())
         .env("HERALD_CONFIG", &file)
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("herald starts");

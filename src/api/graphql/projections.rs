@@ -158,6 +158,16 @@ fn known(name: &str) -> Result<Arc<dyn Projection>, ApiError> {
         .ok_or(ApiError::NotFound("projection"))
 }
 
+/// Refuses a name no projection can have (PostgreSQL refuses NUL in text);
+/// any other is looked up, since a failed projection may be one that another
+/// binary runs.
+fn may_exist(name: &str) -> Result<(), ApiError> {
+    if name.contains('\0') {
+        return Err(ApiError::NotFound("projection"));
+    }
+    Ok(())
+}
+
 /// The newest version of `name` that is not retired, as `principal` may see it.
 async fn status_of(
     ctx: &Context<'_>,
@@ -209,6 +219,7 @@ impl ProjectionsMutation {
     /// operator tenant's `ops` key).
     async fn retry_projection(&self, ctx: &Context<'_>, name: String) -> Result<ProjectionObject> {
         let principal = require_operator(ctx)?;
+        may_exist(&name)?;
         let cleared = checkpoints::retry(api(ctx)?.store.pool(), &name)
             .await
             .map_err(ApiError::from)?;
@@ -229,11 +240,14 @@ impl ProjectionsMutation {
         reason: String,
     ) -> Result<ProjectionSkip> {
         let principal = require_operator(ctx)?;
+        may_exist(&name)?;
         let actor = actor(principal);
         let recorded = checkpoints::skip(&api(ctx)?.store, &name, position, &reason, &actor.name)
             .await
             .map_err(|error| match error {
-                SkipError::NoReason => ApiError::field("reason", error.to_string()),
+                SkipError::NoReason | SkipError::NulInReason => {
+                    ApiError::field("reason", error.to_string())
+                }
                 SkipError::NotFailedThere { .. } => ApiError::Conflict(error.to_string()),
                 SkipError::Store(error) => error.into(),
                 SkipError::Database(error) => error.into(),

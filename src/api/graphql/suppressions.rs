@@ -132,6 +132,18 @@ impl SuppressionsQuery {
             );
         }
         let filter = filter.unwrap_or_default();
+        // No stored address holds a NUL, and PostgreSQL refuses it in a pattern.
+        if filter
+            .address_contains
+            .as_deref()
+            .is_some_and(|text| text.contains('\0'))
+        {
+            return Err(ApiError::field(
+                "filter.addressContains",
+                "must not contain NUL characters",
+            )
+            .into());
+        }
         let filter = Filter {
             channel: filter.channel.map(list_channel).transpose()?,
             reason: filter.reason.map(Into::into),

@@ -94,6 +94,7 @@ fn parse_names_every_refused_field() {
         template_key: "Bad Key".into(),
         channel: "push".into(),
         callback_url: Some("ftp://x".into()),
+        address_column: Some("e\0mail".into()),
         progress_steps: vec![0, 100],
         batch_size: Some(0),
         ..CreateCampaign::default()
@@ -105,6 +106,7 @@ fn parse_names_every_refused_field() {
         "template.key",
         "channel",
         "callbackUrl",
+        "addressColumn",
         "progressSteps[0]",
         "progressSteps[1]",
         "batchSize",
@@ -228,6 +230,17 @@ fn cancel_is_refused_once_completed_and_repeats_quietly() {
 }
 
 #[test]
+fn a_cancel_reason_is_stored_without_nul() {
+    given::<Campaign>(sending())
+        .when(CampaignCommand::Cancel {
+            reason: Some("a\0b".into()),
+        })
+        .then([CampaignEvent::Cancelled {
+            reason: Some("ab".into()),
+        }]);
+}
+
+#[test]
 fn progress_reports_the_highest_step_passed_once() {
     given::<Campaign>(sending())
         .when(CampaignCommand::ReachProgress {
@@ -345,6 +358,29 @@ fn bad_rows_say_why() {
         .parse(["ada@example.com", "", "1", ""].into_iter())
         .expect_err("name required");
     assert!(required.contains("name: is required"), "{required}");
+    let nul = parser
+        .parse(["ada@example.com", "Ada", "1", "Lon\0don"].into_iter())
+        .expect_err("NUL in a cell");
+    assert!(nul.contains("city: must not contain NUL"), "{nul:?}");
+    assert!(!nul.contains('\0'), "the reason is stored as text: {nul:?}");
+}
+
+#[test]
+fn listed_variables_with_nul_are_refused_without_quoting_it() {
+    let schema = BTreeMap::new();
+    for variables in [
+        json!({"name": "A\0da"}),
+        json!({"na\0me": 1}),
+        json!({"l": [{"k": "\0"}]}),
+    ] {
+        let recipient = CampaignRecipient {
+            address: "ada@example.com".into(),
+            variables: variables.as_object().unwrap().clone(),
+        };
+        let reason = check_listed(&recipient, Channel::Email, &schema).expect_err("NUL refused");
+        assert!(reason.contains("must not contain NUL"), "{reason:?}");
+        assert!(!reason.contains('\0'), "{reason:?}");
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::compiled::CompiledTemplate;
 use crate::domain::validation_errors::ValidationErrors;
-use crate::domain::values::{Alphabet, Locale, TemplateKey, ValueError};
+use crate::domain::values::{Alphabet, Locale, TemplateKey, ValueError, holds_nul};
 
 /// The largest template source of one part, partial or layout.
 pub const MAX_PART_BYTES: usize = 128 * 1024;
@@ -268,12 +268,28 @@ impl TemplateDefinition {
 }
 
 /// Checks `variables` against `schema`; every refusal names
-/// `template.variables.<name>`. Undeclared variables are passed through.
+/// `template.variables.<name>`. Undeclared variables are passed through, but
+/// no variable may hold a NUL: campaign recipients are stored as given, and
+/// PostgreSQL refuses it.
 pub fn check_variables(
     schema: &BTreeMap<String, VariableSpec>,
     variables: &Map<String, Value>,
 ) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
+    if variables.keys().any(|name| name.contains('\0')) {
+        errors.add(
+            "template.variables",
+            "names must not contain NUL characters",
+        );
+    }
+    for (name, value) in variables {
+        if !name.contains('\0') && holds_nul(value) {
+            errors.add(
+                format!("template.variables.{name}"),
+                "must not contain NUL characters",
+            );
+        }
+    }
     if variables.contains_key(RESERVED_VARIABLE) {
         errors.add(
             format!("template.variables.{RESERVED_VARIABLE}"),

@@ -97,6 +97,9 @@ impl PartialLibrary {
             errors.add("body", "must not be empty");
         } else if input.body.len() > MAX_PART_BYTES {
             errors.add("body", format!("must be at most {MAX_PART_BYTES} bytes"));
+        } else if input.body.contains('\0') {
+            // The body is stored in an event, and jsonb refuses NUL.
+            errors.add("body", "must not contain NUL characters");
         }
         let Some(name) = name.filter(|_| errors.is_empty()) else {
             return Err(errors);

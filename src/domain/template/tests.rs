@@ -493,6 +493,8 @@ fn partials_upsert_once_per_change_and_must_compile() {
     let errors = library.parse(input("Base!", " ")).unwrap_err();
     assert_eq!(errors.at("name").len(), 1);
     assert_eq!(errors.at("body"), ["must not be empty"]);
+    let errors = library.parse(input("base", "b\0ye")).unwrap_err();
+    assert_eq!(errors.at("body"), ["must not contain NUL characters"]);
 }
 
 #[test]

@@ -26,10 +26,7 @@ impl JsonObject {
         }
         // PostgreSQL's jsonb refuses `\u0000`; refusing it here keeps the
         // failure a 400 for the caller instead of a failed append later.
-        if map
-            .iter()
-            .any(|(key, value)| key.contains('\0') || holds_nul(value))
-        {
+        if map_holds_nul(&map) {
             return Err(ValueError::Invalid(
                 "must not contain NUL characters".into(),
             ));
@@ -46,15 +43,20 @@ impl JsonObject {
     }
 }
 
-fn holds_nul(value: &Value) -> bool {
+/// Whether a string anywhere in `value`, a key included, holds a NUL,
+/// which PostgreSQL's jsonb and text refuse.
+pub fn holds_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(map) => map
-            .iter()
-            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Object(map) => map_holds_nul(map),
         Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
+}
+
+fn map_holds_nul(map: &Map<String, Value>) -> bool {
+    map.iter()
+        .any(|(key, value)| key.contains('\0') || holds_nul(value))
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ pub use external_event_type::ExternalEventType;
 pub use html_body::HtmlBody;
 pub use http_url::HttpUrl;
 pub use idempotency_key::IdempotencyKey;
-pub use json_object::JsonObject;
+pub use json_object::{JsonObject, holds_nul};
 pub use locale::Locale;
 pub use notification_id::NotificationId;
 pub use ntfy_topic::NtfyTopic;

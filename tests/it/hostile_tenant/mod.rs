@@ -2,6 +2,7 @@
 //! credentials) would, one file per finding of issue 14.
 
 mod egress;
+mod fuzz;
 mod limits;
 mod neighbours;
 mod privilege;
