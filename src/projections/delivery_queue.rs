@@ -124,10 +124,20 @@ pub struct Claim {
     pub priority: i16,
 }
 
+/// Tenants left out of a claim, by priority band: a tenant whose LOW rows
+/// fill its share is still claimed for HIGH and NORMAL, and the reverse.
+#[derive(Debug, Default)]
+pub struct Excluded {
+    /// Left out of HIGH and NORMAL rows.
+    pub urgent: Vec<String>,
+    /// Left out of LOW rows.
+    pub bulk: Vec<String>,
+}
+
 /// Claims up to `limit` due rows, HIGH first then the longest due, of which
 /// at most `low_limit` LOW ones, skipping rows another worker is claiming
-/// right now and rows of the `excluded` tenants (those holding their share
-/// of this worker already). The claim moves each row's due time forward by
+/// right now and rows of the `excluded` tenants in their band (those
+/// holding their share of this worker already). The claim moves each row's due time forward by
 /// the lease: if this worker dies, the rows come back then.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
@@ -135,7 +145,7 @@ pub async fn claim(
     limit: u32,
     low_limit: u32,
     lease_seconds: u64,
-    excluded: &[String],
+    excluded: &Excluded,
 ) -> Result<Vec<Claim>, sqlx::Error> {
     sqlx::query_as(
         "WITH urgent AS ( \
@@ -146,7 +156,7 @@ pub async fn claim(
              FOR UPDATE SKIP LOCKED), \
          bulk AS ( \
              SELECT notification_id FROM delivery_queue \
-             WHERE due_at <= now() AND priority >= $4 AND tenant_id <> ALL($6) \
+             WHERE due_at <= now() AND priority >= $4 AND tenant_id <> ALL($7) \
              ORDER BY priority, due_at \
              LIMIT GREATEST(0, LEAST($5, $2 - (SELECT count(*) FROM urgent))) \
              FOR UPDATE SKIP LOCKED), \
@@ -161,7 +171,8 @@ pub async fn claim(
     .bind(lease_seconds as f64)
     .bind(rank(Priority::Low))
     .bind(i64::from(low_limit))
-    .bind(excluded)
+    .bind(&excluded.urgent)
+    .bind(&excluded.bulk)
     .fetch_all(executor)
     .await
 }

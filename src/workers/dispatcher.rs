@@ -94,8 +94,10 @@ struct Inner {
     endpoint_breakers: Breakers,
     /// Sends in flight, so claims never outrun the sends.
     in_flight: Arc<Semaphore>,
-    /// Each tenant's claimed rows until their send ends: at most its share
-    /// of `in_flight`; a tenant holding that many is left out of claims.
+    /// Each tenant's claimed rows until their send ends, per priority band
+    /// ([`claim_band`]): at most its share of `in_flight`; a tenant holding
+    /// that many is left out of that band's claims, so its own LOW backlog
+    /// never keeps its HIGH and NORMAL rows from being claimed.
     tenant_claims: Lanes,
     actor: Actor,
 }
@@ -288,7 +290,7 @@ impl Dispatcher {
                 room as u32,
                 (room as u32 / LOW_CLAIM_SHARE).max(1),
                 inner.delivery.lease_seconds,
-                &inner.tenant_claims.full(),
+                &excluded(&inner.tenant_claims),
             )
             .await;
             match claimed {
@@ -343,7 +345,10 @@ impl Dispatcher {
         let mut over = Vec::new();
         for claim in claims {
             let id = NotificationId::from(claim.notification_id);
-            match inner.tenant_claims.try_acquire(&claim.tenant_id) {
+            match inner
+                .tenant_claims
+                .try_acquire(&claim_band(&claim.tenant_id, claim.priority))
+            {
                 Some(permit) => {
                     held.insert(id, permit);
                     kept.push(claim);
@@ -1101,5 +1106,47 @@ async fn call_provider(
             route.provider,
             timeout.as_secs()
         ))),
+    }
+}
+
+/// The key of a tenant's claim share for rows of `priority`: LOW rows
+/// ("bulk") and HIGH or NORMAL rows ("urgent") have a share each.
+fn claim_band(tenant_id: &str, priority: i16) -> String {
+    let band = if priority >= delivery_queue::rank(Priority::Low) {
+        "bulk"
+    } else {
+        "urgent"
+    };
+    format!("{tenant_id}\n{band}")
+}
+
+/// The tenants whose share of a band is full, left out of that band's claims.
+fn excluded(tenant_claims: &Lanes) -> delivery_queue::Excluded {
+    let mut excluded = delivery_queue::Excluded::default();
+    for key in tenant_claims.full() {
+        match key.rsplit_once('\n') {
+            Some((tenant, "bulk")) => excluded.bulk.push(tenant.to_string()),
+            Some((tenant, _)) => excluded.urgent.push(tenant.to_string()),
+            None => {}
+        }
+    }
+    excluded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_full_of_low_rows_is_still_claimed_for_high_and_normal() {
+        let shares = Lanes::new(1);
+        let low = delivery_queue::rank(Priority::Low);
+        let high = delivery_queue::rank(Priority::High);
+        let _bulk = shares.try_acquire(&claim_band("acme", low)).unwrap();
+        let excluded = excluded(&shares);
+        assert_eq!(excluded.bulk, ["acme"]);
+        assert!(excluded.urgent.is_empty());
+        assert!(shares.try_acquire(&claim_band("acme", high)).is_some());
+        assert!(shares.try_acquire(&claim_band("acme", low)).is_none());
     }
 }
