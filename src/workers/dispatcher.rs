@@ -1144,13 +1144,18 @@ fn claim_band(tenant_id: &str, priority: i16) -> String {
     format!("{tenant_id}\n{band}")
 }
 
-/// The tenants whose share of a band is full, left out of that band's claims.
+/// The tenants left out of each band's claims: those whose share of the
+/// band is full, and for LOW rows also those whose HIGH and NORMAL share is
+/// full, so a tenant's LOW row is never claimed ahead of its own due HIGH.
 fn excluded(tenant_claims: &Lanes) -> delivery_queue::Excluded {
     let mut excluded = delivery_queue::Excluded::default();
     for key in tenant_claims.full() {
         match key.rsplit_once('\n') {
             Some((tenant, "bulk")) => excluded.bulk.push(tenant.to_string()),
-            Some((tenant, _)) => excluded.urgent.push(tenant.to_string()),
+            Some((tenant, _)) => {
+                excluded.urgent.push(tenant.to_string());
+                excluded.bulk.push(tenant.to_string());
+            }
             None => {}
         }
     }
@@ -1170,7 +1175,18 @@ mod tests {
         let excluded = excluded(&shares);
         assert_eq!(excluded.bulk, ["acme"]);
         assert!(excluded.urgent.is_empty());
-        assert!(shares.try_acquire(&claim_band("acme", high)).is_some());
+        let _urgent = shares.try_acquire(&claim_band("acme", high)).unwrap();
         assert!(shares.try_acquire(&claim_band("acme", low)).is_none());
+    }
+
+    #[test]
+    fn a_tenant_full_of_high_rows_gets_no_low_rows_claimed_ahead_of_them() {
+        let shares = Lanes::new(1);
+        let _urgent = shares
+            .try_acquire(&claim_band("acme", delivery_queue::rank(Priority::High)))
+            .unwrap();
+        let excluded = excluded(&shares);
+        assert_eq!(excluded.urgent, ["acme"]);
+        assert_eq!(excluded.bulk, ["acme"]);
     }
 }
