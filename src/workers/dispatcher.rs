@@ -523,13 +523,10 @@ impl Dispatcher {
         let now = Utc::now();
         let mut changes = Vec::with_capacity(loaded.len());
         let mut routes = Vec::with_capacity(loaded.len());
-        // Rank what is new and due, concurrently: an LLM scorer may take a
-        // while. A send for later stays SCHEDULED until its time.
+        // Rank what is new, concurrently: an LLM scorer may take a while.
         let rankings = futures::future::join_all(loaded.iter().map(|item| async move {
             match item.notification.state() {
-                Some(state)
-                    if state.awaits_ranking() && state.schedule_at.is_none_or(|at| at <= now) =>
-                {
+                Some(state) if state.status == NotificationStatus::Requested => {
                     Some(inner.ranker.rank(state, now).await)
                 }
                 _ => None,
