@@ -31,4 +31,3 @@ mod schedules;
 mod subscriptions;
 mod templates;
 mod torture;
-mod unreadable;

@@ -9,6 +9,7 @@ use super::{ApiContext, require};
 use crate::commands::notifications::{self, NotificationDetails};
 use crate::domain::values::{NotificationId, TenantId};
 use crate::domain::{self, NotificationState, Scope};
+use crate::eventstore::RecordedEvent;
 use crate::projections::notification_status;
 
 pub struct NotificationNode {
@@ -23,13 +24,13 @@ pub struct NotificationNode {
     created_at: DateTime<Utc>,
     /// What is already known; the rest is loaded from the stream when asked for.
     state: Option<NotificationState>,
-    details: Option<NotificationDetails>,
+    timeline: Option<Vec<RecordedEvent>>,
 }
 
 impl NotificationNode {
     pub fn from_details(details: NotificationDetails) -> NotificationNode {
-        let mut node = NotificationNode::from_state(details.state.clone());
-        node.details = Some(details);
+        let mut node = NotificationNode::from_state(details.state);
+        node.timeline = Some(details.timeline);
         node
     }
 
@@ -45,7 +46,7 @@ impl NotificationNode {
             category: request.category.as_ref().map(|c| c.to_string()),
             tags: request.tags.iter().map(|t| t.to_string()).collect(),
             created_at: state.requested_at,
-            details: None,
+            timeline: None,
             state: Some(state),
         }
     }
@@ -72,7 +73,7 @@ impl NotificationNode {
             tags: row.tags,
             created_at: row.created_at,
             state: None,
-            details: None,
+            timeline: None,
         })
     }
 
@@ -142,20 +143,18 @@ impl NotificationNode {
     /// needs the read scope).
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>> {
         require(ctx, Scope::Read)?;
-        let details = match &self.details {
-            Some(details) => details.clone(),
-            None => self.load(ctx).await?,
+        let timeline = match &self.timeline {
+            Some(timeline) => timeline.clone(),
+            None => self.load(ctx).await?.timeline,
         };
-        Ok(details
-            .timeline
-            .iter()
+        Ok(timeline
+            .into_iter()
             .map(|e| TimelineEvent {
-                event_type: e.event_type.clone(),
+                event_type: e.event_type,
                 position: e.global_position,
                 version: e.stream_version,
                 recorded_at: e.recorded_at,
-                data: Json(e.payload.clone()),
-                read_error: details.read_error(e.global_position).map(str::to_string),
+                data: Json(e.payload),
             })
             .collect())
     }
