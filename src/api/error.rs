@@ -42,6 +42,9 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     /// The client sent nothing for too long.
     Timeout,
+    /// A notification's stream holds an event that cannot be read, and the
+    /// answer needs it; an operator must repair the event first.
+    UnreadableStream(crate::commands::notifications::Unreadable),
     /// Carries the id under which the cause was logged.
     Internal(String),
 }
@@ -79,6 +82,9 @@ impl ApiError {
                 format!("send the body as Content-Type: {expected}")
             }
             ApiError::Timeout => "the request body stopped arriving".into(),
+            ApiError::UnreadableStream(unreadable) => format!(
+                "the notification cannot be decided until an operator repairs its {unreadable}"
+            ),
             ApiError::Internal(id) => format!("internal error (id {id})"),
         }
     }
@@ -96,6 +102,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Timeout => "TIMEOUT",
+            ApiError::UnreadableStream(_) => "UNREADABLE_STREAM",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -106,7 +113,9 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::FeedTokenOnly => StatusCode::FORBIDDEN,
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::Conflict(_)
+            | ApiError::IdempotencyConflict
+            | ApiError::UnreadableStream(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. }
             | ApiError::LimitExceeded(_)
             | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -189,6 +198,7 @@ impl From<CommandError> for ApiError {
                 ApiError::Conflict("the resource changed concurrently; retry".into())
             }
             CommandError::Store(StoreError::InvalidBatch(message)) => ApiError::internal(message),
+            CommandError::UnreadableStream(unreadable) => ApiError::UnreadableStream(unreadable),
             other => ApiError::internal(other),
         }
     }
@@ -228,6 +238,11 @@ impl From<ApiError> for async_graphql::Error {
             if let ApiError::Internal(id) = &error {
                 extensions.set("errorId", id.as_str());
             }
+            if let ApiError::UnreadableStream(unreadable) = &error
+                && let Ok(value) = async_graphql::Value::from_json(unreadable.view())
+            {
+                extensions.set("unreadable", value);
+            }
             if let ApiError::QuotaExceeded { resets_at, .. } = &error {
                 extensions.set("resetsAt", resets_at.to_rfc3339());
             }
@@ -239,16 +254,21 @@ impl From<ApiError> for async_graphql::Error {
 }
 
 impl ApiError {
-    /// The REST body: `{"error": {code, message, fields, error_id}}`.
+    /// The REST body: `{"error": {code, message, fields, error_id}}`, and
+    /// `unreadable` (position, version, type, error) for `UNREADABLE_STREAM`.
     pub fn body(&self) -> serde_json::Value {
-        json!({
+        let mut body = json!({
             "error": {
                 "code": self.code(),
                 "message": self.message(),
                 "fields": self.fields(),
                 "error_id": match self { ApiError::Internal(id) => Some(id.as_str()), _ => None },
             }
-        })
+        });
+        if let ApiError::UnreadableStream(unreadable) = self {
+            body["error"]["unreadable"] = unreadable.view();
+        }
+        body
     }
 }
 

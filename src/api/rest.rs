@@ -47,13 +47,19 @@ fn view(details: &NotificationDetails) -> Value {
         .timeline
         .iter()
         .map(|e| {
-            json!({
+            let mut event = json!({
                 "type": e.event_type,
                 "position": e.global_position,
                 "version": e.stream_version,
                 "recorded_at": e.recorded_at,
                 "data": e.payload,
-            })
+            });
+            // Only on an event that cannot be read; the status and attempts
+            // above are folded from the others.
+            if let Some(error) = details.read_error(e.global_position) {
+                event["read_error"] = json!(error);
+            }
+            event
         })
         .collect();
     view

@@ -53,6 +53,11 @@ pub enum CommandError {
     Database(#[from] sqlx::Error),
     #[error("stored event {position} cannot be read: {reason}")]
     CorruptEvent { position: i64, reason: String },
+    /// A notification whose stream holds an event that cannot be read: what
+    /// needs its whole state (a command, or any read when the request itself
+    /// is the unreadable event) waits until an operator repairs the event.
+    #[error("{0}")]
+    UnreadableStream(notifications::Unreadable),
 }
 
 impl From<ValidationErrors> for CommandError {

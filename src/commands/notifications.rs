@@ -7,12 +7,12 @@ use chrono::Utc;
 
 use super::limits::{Charge, EffectiveLimits, Limits, LimitsConfig, QuotaOutcome, consume_quota};
 use super::templates::Pins;
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, check_urls, decode, envelopes, recipients};
+use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, check_urls, envelopes, recipients};
 use crate::domain::attachment::{AttachmentSource, AttachmentsConfig};
 use crate::domain::values::{Channel, NotificationId, TenantId};
 use crate::domain::{
-    Aggregate, Content, Notification, NotificationCommand, NotificationEvent, NotificationRequest,
-    NotificationState, SendNotification, ValidationErrors,
+    Aggregate, Content, DomainError, Notification, NotificationCommand, NotificationEvent,
+    NotificationRequest, NotificationState, SendNotification, ValidationErrors,
 };
 use crate::egress::Egress;
 use crate::eventstore::{
@@ -28,8 +28,89 @@ pub fn stream_id(id: &NotificationId) -> String {
 /// A notification with its full history.
 #[derive(Debug, Clone)]
 pub struct NotificationDetails {
+    /// Folded from the events that could be read.
     pub state: NotificationState,
+    /// Every stored event, the unreadable ones included.
     pub timeline: Vec<RecordedEvent>,
+    /// The events of `timeline` that cannot be read, in order.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl NotificationDetails {
+    /// Why the event at `position` cannot be read, if it cannot.
+    pub fn read_error(&self, position: i64) -> Option<&str> {
+        self.unreadable
+            .iter()
+            .find(|u| u.position == position)
+            .map(|u| u.error.as_str())
+    }
+}
+
+/// A stored event that does not decode (a malformed payload, an unknown
+/// type or schema version): where it is, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "event {position} ({event_type}, version {version} of the notification's stream) cannot be read: {error}"
+)]
+pub struct Unreadable {
+    pub position: i64,
+    pub version: i64,
+    pub event_type: String,
+    pub error: String,
+}
+
+impl Unreadable {
+    /// As the APIs show it, beside the readable events.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "position": self.position,
+            "version": self.version,
+            "type": self.event_type,
+            "error": self.error,
+        })
+    }
+}
+
+/// A stream's events decoded one by one, each with why not when it cannot
+/// be, so one bad event does not hide the rest.
+fn read_events(
+    recorded: &[RecordedEvent],
+) -> (Vec<Result<NotificationEvent, DomainError>>, Vec<Unreadable>) {
+    let events: Vec<_> = recorded
+        .iter()
+        .map(|r| NotificationEvent::upcast(&r.event_type, r.schema_version, r.payload.clone()))
+        .collect();
+    let unreadable = recorded
+        .iter()
+        .zip(&events)
+        .filter_map(|(r, event)| {
+            let error = event.as_ref().err()?;
+            Some(Unreadable {
+                position: r.global_position,
+                version: r.stream_version,
+                event_type: r.event_type.clone(),
+                error: error.to_string(),
+            })
+        })
+        .collect();
+    (events, unreadable)
+}
+
+/// The state of one stream as far as it can be read, and its unreadable
+/// events; `UnreadableStream` when the request itself is one of them.
+fn fold_stream(
+    recorded: &[RecordedEvent],
+) -> Result<(Notification, Vec<Unreadable>), CommandError> {
+    let (events, unreadable) = read_events(recorded);
+    match Notification::fold_readable(&events) {
+        Ok(notification) => Ok((notification, unreadable)),
+        Err(_) => Err(CommandError::UnreadableStream(
+            unreadable
+                .into_iter()
+                .next()
+                .ok_or(CommandError::NotFound("notification"))?,
+        )),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -265,7 +346,7 @@ async fn commit_sends(
         load_many(store, &originals)
             .await?
             .into_iter()
-            .filter_map(|loaded| loaded.notification.state().cloned())
+            .filter_map(|(_, loaded)| loaded.ok()?.notification.state().cloned())
             .filter(|state| &state.tenant_id == tenant_id)
             .map(|state| (state.notification_id, state))
             .collect()
@@ -554,12 +635,21 @@ pub async fn get(
     id: &NotificationId,
 ) -> Result<Option<NotificationDetails>, CommandError> {
     let timeline = store.read_stream(&stream_id(id), 1).await?;
-    let notification = Notification::fold(&decode(&timeline, NotificationEvent::upcast)?);
+    // Another tenant's notification does not exist, as far as this caller
+    // can tell: judged by the log's own column, so an unreadable request of
+    // another tenant's says nothing either.
+    if timeline
+        .first()
+        .is_none_or(|first| first.tenant_id != tenant_id.as_str())
+    {
+        return Ok(None);
+    }
+    let (notification, unreadable) = fold_stream(&timeline)?;
     Ok(match notification.state() {
-        // Another tenant's notification does not exist, as far as this caller can tell.
         Some(state) if &state.tenant_id == tenant_id => Some(NotificationDetails {
             state: state.clone(),
             timeline,
+            unreadable,
         }),
         _ => None,
     })
@@ -579,8 +669,11 @@ pub async fn handle(
         let details = get(store, tenant_id, id)
             .await?
             .ok_or(CommandError::NotFound("notification"))?;
-        let mut notification =
-            Notification::fold(&decode(&details.timeline, NotificationEvent::upcast)?);
+        // A command is decided on the whole state, never on a guess.
+        if let Some(unreadable) = details.unreadable.first() {
+            return Err(CommandError::UnreadableStream(unreadable.clone()));
+        }
+        let mut notification = Notification::from_state(details.state.clone());
         let version = details.timeline.len() as i64;
         let events = notification.decide(command(), Utc::now())?;
         if events.is_empty() {
@@ -692,19 +785,31 @@ pub struct Loaded {
     pub version: i64,
 }
 
-/// Several notifications in one round trip; ids without a stream are left out.
+/// Several notifications in one round trip, each by its id; ids without a
+/// stream are left out. A stream with an unreadable event is its own
+/// `Err`, so it does not fail the others.
 pub async fn load_many(
     store: &EventStore,
     ids: &[NotificationId],
-) -> Result<Vec<Loaded>, CommandError> {
-    let stream_ids: Vec<String> = ids.iter().map(stream_id).collect();
+) -> Result<Vec<(NotificationId, Result<Loaded, Unreadable>)>, CommandError> {
+    let by_stream: HashMap<String, NotificationId> =
+        ids.iter().map(|id| (stream_id(id), *id)).collect();
+    let stream_ids: Vec<String> = by_stream.keys().cloned().collect();
     let recorded = store.read_streams(&stream_ids).await?;
     let mut loaded = Vec::with_capacity(ids.len());
     for stream in recorded.chunk_by(|a, b| a.stream_id == b.stream_id) {
-        loaded.push(Loaded {
-            notification: Notification::fold(&decode(stream, NotificationEvent::upcast)?),
-            version: stream.len() as i64,
-        });
+        let Some(id) = by_stream.get(&stream[0].stream_id) else {
+            continue;
+        };
+        let (events, unreadable) = read_events(stream);
+        let outcome = match unreadable.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(Loaded {
+                notification: Notification::fold(events.iter().flatten()),
+                version: stream.len() as i64,
+            }),
+        };
+        loaded.push((*id, outcome));
     }
     Ok(loaded)
 }

@@ -49,4 +49,8 @@ pub enum DomainError {
     },
     #[error("stored {event_type} cannot be read: {reason}")]
     MalformedEvent { event_type: String, reason: String },
+    /// A stream whose first event, the request, cannot be read: nothing of
+    /// the notification can be told from the rest.
+    #[error("the notification's request cannot be read: {reason}")]
+    UnreadableRequest { reason: String },
 }

@@ -118,6 +118,21 @@ impl Notification {
         self.state.as_ref()
     }
 
+    /// The state of a stream as far as it can be read: each stored event
+    /// decoded, or why not. An unreadable event is left out (the reader shows
+    /// it beside the state) unless it is the request, without which there is
+    /// no state at all: `UnreadableRequest`.
+    pub fn fold_readable(
+        events: &[Result<NotificationEvent, DomainError>],
+    ) -> Result<Notification, DomainError> {
+        match events.first() {
+            Some(Err(error)) => Err(DomainError::UnreadableRequest {
+                reason: error.to_string(),
+            }),
+            _ => Ok(Self::fold(events.iter().filter_map(|e| e.as_ref().ok()))),
+        }
+    }
+
     /// Folds one event in. Events are facts already decided, so this cannot
     /// fail; a valid stream starts with `NotificationRequested`, and anything
     /// before it is ignored.

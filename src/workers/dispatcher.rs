@@ -477,12 +477,9 @@ impl Dispatcher {
         outcomes: &mpsc::Sender<Outcome>,
     ) -> Result<(), CommandError> {
         let inner = &self.inner;
-        let loaded = load_many(&inner.store, ids).await?;
-        if loaded.len() < ids.len() {
-            let found: Vec<NotificationId> = loaded
-                .iter()
-                .filter_map(|l| l.notification.state().map(|s| s.notification_id))
-                .collect();
+        let streams = load_many(&inner.store, ids).await?;
+        if streams.len() < ids.len() {
+            let found: Vec<NotificationId> = streams.iter().map(|(id, _)| *id).collect();
             let orphans: Vec<NotificationId> = ids
                 .iter()
                 .filter(|id| !found.contains(id))
@@ -493,6 +490,30 @@ impl Dispatcher {
                 "queued notifications without a stream were dropped from the queue"
             );
             delivery_queue::remove(inner.store.pool(), &orphans).await?;
+        }
+        let mut loaded = Vec::with_capacity(streams.len());
+        for (id, stream) in streams {
+            match stream {
+                Ok(item) => loaded.push(item),
+                // Set aside alone; the rest of the claim goes on. Not sent
+                // from the readable rest: the unreadable event may be the
+                // attempt or the send of a message already with its
+                // provider, and a guess could send it twice. Not dead-lettered
+                // either: no command is decided on a partial state. It stays
+                // leased and returns when the lease runs out, so once an
+                // operator repairs the event it goes on with nobody requeueing
+                // it; until then each claim logs why.
+                Err(unreadable) => {
+                    metrics::counter!("dispatcher_unreadable_streams_total").increment(1);
+                    tracing::error!(
+                        notification_id = %id.as_uuid(),
+                        position = unreadable.position,
+                        event_type = %unreadable.event_type,
+                        error = %unreadable.error,
+                        "a claimed notification's stream has an unreadable event; it is not dispatched until the event is repaired"
+                    );
+                }
+            }
         }
         let states: Vec<&NotificationState> = loaded
             .iter()

@@ -28,7 +28,7 @@ use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
 use herald::workers::ranker::{Ranker, RankingConfig};
 use herald::workers::{DeliveryConfig, RoutingConfig};
 
-use crate::support::{TestDatabase, fresh_database};
+use crate::support::{TestDatabase, append_raw, fresh_database};
 
 /// A provider that answers from a script (then succeeds) and records calls.
 #[derive(Clone)]
@@ -291,6 +291,37 @@ async fn a_send_is_attempted_and_recorded_as_sent_then_leaves_the_queue() {
     assert!(ranked["breakdown"]["priority"].is_number(), "{ranked}");
     assert_eq!(provider.calls().len(), 1);
     assert_eq!(h.queue_len().await, 0, "done rows leave the queue");
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_claim_with_an_unreadable_stream_still_delivers_the_others() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let broken = h.send(json!({})).await;
+    let healthy = h.send(json!({})).await;
+    let position = append_raw(
+        &h.store,
+        &notifications::stream_id(&broken),
+        h.tenant.as_str(),
+        "NotificationScheduled",
+        1,
+        json!({ "schedule_at": "yesterday" }),
+    )
+    .await;
+    // Both are due before the dispatcher starts: one claim takes them.
+    let worker = h.start(&[&provider], quick());
+    h.wait_for(&healthy, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    let called: Vec<NotificationId> = provider.calls().iter().map(|c| c.notification_id).collect();
+    assert_eq!(called, [healthy]);
+    // The broken one is set aside, still queued (leased) for when it is repaired.
+    let details = h.details(&broken).await;
+    assert_eq!(details.state.status, NotificationStatus::Requested);
+    assert_eq!(details.unreadable.len(), 1);
+    assert_eq!(details.unreadable[0].position, position);
+    assert_eq!(h.queue_len().await, 1);
     h.shutdown.cancel();
     worker.await.unwrap();
 }

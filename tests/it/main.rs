@@ -31,3 +31,4 @@ mod schedules;
 mod subscriptions;
 mod templates;
 mod torture;
+mod unreadable;

@@ -325,3 +325,28 @@ pub fn error_codes(response: &serde_json::Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Appends an event to the end of a stream as it is, past the domain: how
+/// a malformed or future-version event gets into the log. Its position.
+pub async fn append_raw(
+    store: &herald::eventstore::EventStore,
+    stream_id: &str,
+    tenant_id: &str,
+    event_type: &str,
+    schema_version: i16,
+    payload: serde_json::Value,
+) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata) \
+         SELECT $1, COALESCE(max(stream_version), 0) + 1, gen_random_uuid(), $2, $3, $4, $5, '{}' \
+         FROM events WHERE stream_id = $1 RETURNING global_position",
+    )
+    .bind(stream_id)
+    .bind(event_type)
+    .bind(schema_version)
+    .bind(tenant_id)
+    .bind(payload)
+    .fetch_one(store.pool())
+    .await
+    .expect("raw event appended")
+}

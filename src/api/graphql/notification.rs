@@ -9,7 +9,6 @@ use super::{ApiContext, require};
 use crate::commands::notifications::{self, NotificationDetails};
 use crate::domain::values::{NotificationId, TenantId};
 use crate::domain::{self, NotificationState, Scope};
-use crate::eventstore::RecordedEvent;
 use crate::projections::notification_status;
 
 pub struct NotificationNode {
@@ -24,13 +23,13 @@ pub struct NotificationNode {
     created_at: DateTime<Utc>,
     /// What is already known; the rest is loaded from the stream when asked for.
     state: Option<NotificationState>,
-    timeline: Option<Vec<RecordedEvent>>,
+    details: Option<NotificationDetails>,
 }
 
 impl NotificationNode {
     pub fn from_details(details: NotificationDetails) -> NotificationNode {
-        let mut node = NotificationNode::from_state(details.state);
-        node.timeline = Some(details.timeline);
+        let mut node = NotificationNode::from_state(details.state.clone());
+        node.details = Some(details);
         node
     }
 
@@ -46,7 +45,7 @@ impl NotificationNode {
             category: request.category.as_ref().map(|c| c.to_string()),
             tags: request.tags.iter().map(|t| t.to_string()).collect(),
             created_at: state.requested_at,
-            timeline: None,
+            details: None,
             state: Some(state),
         }
     }
@@ -73,7 +72,7 @@ impl NotificationNode {
             tags: row.tags,
             created_at: row.created_at,
             state: None,
-            timeline: None,
+            details: None,
         })
     }
 
@@ -143,18 +142,20 @@ impl NotificationNode {
     /// needs the read scope).
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>> {
         require(ctx, Scope::Read)?;
-        let timeline = match &self.timeline {
-            Some(timeline) => timeline.clone(),
-            None => self.load(ctx).await?.timeline,
+        let details = match &self.details {
+            Some(details) => details.clone(),
+            None => self.load(ctx).await?,
         };
-        Ok(timeline
-            .into_iter()
+        Ok(details
+            .timeline
+            .iter()
             .map(|e| TimelineEvent {
-                event_type: e.event_type,
+                event_type: e.event_type.clone(),
                 position: e.global_position,
                 version: e.stream_version,
                 recorded_at: e.recorded_at,
-                data: Json(e.payload),
+                data: Json(e.payload.clone()),
+                read_error: details.read_error(e.global_position).map(str::to_string),
             })
             .collect())
     }

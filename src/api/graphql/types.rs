@@ -272,7 +272,12 @@ pub struct TimelineEvent {
     pub position: i64,
     pub version: i64,
     pub recorded_at: DateTime<Utc>,
+    /// The stored payload as it is, readable or not.
     pub data: Json<Value>,
+    /// Why this event cannot be read (a malformed payload, an unknown type or
+    /// schema version); null when it can. The notification's state is folded
+    /// from the readable events only.
+    pub read_error: Option<String>,
 }
 
 #[derive(SimpleObject)]

@@ -714,3 +714,48 @@ fn provider_text_is_clipped_and_loses_nul() {
     assert_eq!(error.chars().count(), MAX_EVENT_TEXT_CHARS);
     assert!(!error.contains('\0'));
 }
+
+fn unreadable() -> DomainError {
+    DomainError::MalformedEvent {
+        event_type: "NotificationScheduled".into(),
+        reason: "missing field `schedule_at`".into(),
+    }
+}
+
+#[test]
+fn an_unreadable_event_is_left_out_of_the_state() {
+    let events = [
+        Ok(requested()),
+        Ok(ranked()),
+        Err(unreadable()),
+        Ok(attempted(1, Channel::Email)),
+    ];
+    let notification = Notification::fold_readable(&events).unwrap();
+    assert_eq!(
+        notification,
+        Notification::fold(&[requested(), ranked(), attempted(1, Channel::Email)])
+    );
+    assert_eq!(notification.status(), Some(S::Sending));
+}
+
+#[test]
+fn an_unreadable_last_event_leaves_the_state_before_it() {
+    let events = [Ok(requested()), Ok(ranked()), Err(unreadable())];
+    let notification = Notification::fold_readable(&events).unwrap();
+    assert_eq!(notification.status(), Some(S::Ranked));
+}
+
+#[test]
+fn an_unreadable_request_cannot_be_folded() {
+    let events = [Err(unreadable()), Ok(ranked())];
+    assert_eq!(
+        Notification::fold_readable(&events),
+        Err(DomainError::UnreadableRequest {
+            reason: unreadable().to_string()
+        })
+    );
+    assert_eq!(
+        Notification::fold_readable(&[]),
+        Ok(Notification::default())
+    );
+}
