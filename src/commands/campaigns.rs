@@ -161,7 +161,66 @@ pub async fn cancel(
     })
     .await?;
     cancel_released(store, tenant_id, id, actor).await?;
+    queue_cancelled_callback(store, tenant_id, id).await?;
     Ok(row)
+}
+
+/// Queues `campaign.cancelled` once the released notifications are
+/// cancelled too, so its summary says what was sent and what was not. It
+/// is queued once per campaign: cancelling again after a crash between the
+/// event and here queues the missing callback.
+async fn queue_cancelled_callback(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    id: Uuid,
+) -> Result<(), CommandError> {
+    let (campaign, _) = load(store, tenant_id, id).await?;
+    let Some(url) = campaign.spec().and_then(|spec| spec.callback_url.clone()) else {
+        return Ok(());
+    };
+    let (_, summary) = counts(store.pool(), id).await?;
+    let now = Utc::now();
+    let body = callback_body(
+        id,
+        &campaign,
+        "campaign.cancelled",
+        now,
+        serde_json::json!({ "summary": summary }),
+    );
+    let mut conn = store.pool().acquire().await?;
+    callbacks::queue_once(
+        &mut conn,
+        tenant_id,
+        id,
+        "campaign.cancelled",
+        &url,
+        &body,
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A callback's body: `{transaction_id, campaign_id, event, status,
+/// timestamp}` and `extra`'s fields.
+fn callback_body(
+    id: Uuid,
+    state: &Campaign,
+    event: &str,
+    now: DateTime<Utc>,
+    extra: Value,
+) -> Value {
+    let mut body = serde_json::json!({
+        "transaction_id": id,
+        "campaign_id": id,
+        "event": event,
+        "status": state.status().map(|s| s.as_str()),
+        "timestamp": now,
+    });
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    body
 }
 
 /// Cancels the campaign's released notifications that are still waiting to
@@ -549,19 +608,8 @@ async fn in_step(
     event: &CampaignEvent,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let callback = |name: &str, extra: Value| {
-        let mut body = serde_json::json!({
-            "transaction_id": id,
-            "campaign_id": id,
-            "event": name,
-            "status": state.status().map(|s| s.as_str()),
-            "timestamp": now,
-        });
-        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-            body.extend(extra);
-        }
-        (name.to_string(), body)
-    };
+    let callback =
+        |name: &str, extra: Value| (name.to_string(), callback_body(id, state, name, now, extra));
     let queued = match event {
         CampaignEvent::BatchCreated {
             batch, messages, ..
@@ -605,7 +653,9 @@ async fn in_step(
             .bind(id)
             .execute(&mut *conn)
             .await?;
-            Some(callback("campaign.cancelled", serde_json::json!({})))
+            // Queued by `cancel` once the released notifications are
+            // cancelled too, with the summary.
+            None
         }
         CampaignEvent::Started { .. } => Some(callback(
             "campaign.started",

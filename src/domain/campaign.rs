@@ -11,7 +11,7 @@
 //! | FinishImport | processing | CampaignImportFinished |
 //! | Start | scheduled, at or after `schedule_at` | CampaignStarted |
 //! | ReleaseBatch | sending, the next batch in order | CampaignBatchReleased (+ CampaignAllReleased after the last) |
-//! | ReachProgress | sending or sent, a step above the last | CampaignProgressReached |
+//! | ReachProgress | sending, paused or sent, each step above the last, in order | CampaignProgressReached per step |
 //! | Complete | sent | CampaignCompleted |
 //! | Pause | scheduled or sending | CampaignPaused |
 //! | Resume | paused | CampaignResumed |
@@ -621,17 +621,28 @@ impl Aggregate for Campaign {
                 if !matches!(status, Some(S::Sending | S::Sent | S::Paused)) {
                     return Err(self.illegal("progress is reported only while sending"));
                 }
+                // Every step crossed since the last report, lowest first: a
+                // pause can carry the count past several steps at once.
                 let percent = summary.percent_done();
-                let step = self.spec().and_then(|spec| {
-                    spec.progress_steps
-                        .iter()
-                        .copied()
-                        .filter(|step| *step > self.progress_reached && *step <= percent)
-                        .max()
-                });
-                Ok(step
-                    .map(|step| vec![CampaignEvent::ProgressReached { step, summary }])
-                    .unwrap_or_default())
+                let mut steps: Vec<u8> = self
+                    .spec()
+                    .map(|spec| {
+                        spec.progress_steps
+                            .iter()
+                            .copied()
+                            .filter(|step| *step > self.progress_reached && *step <= percent)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                steps.sort_unstable();
+                steps.dedup();
+                Ok(steps
+                    .into_iter()
+                    .map(|step| CampaignEvent::ProgressReached {
+                        step,
+                        summary: summary.clone(),
+                    })
+                    .collect())
             }
             CampaignCommand::Complete { summary } => {
                 if status != Some(S::Sent) {

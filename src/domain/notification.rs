@@ -5,8 +5,8 @@
 //!
 //! | command | legal from | records | then | returns no events (a retried command) when |
 //! |---|---|---|---|---|
-//! | Request | nothing yet | NotificationRequested | REQUESTED | never: `AlreadyRequested` |
-//! | Rank | REQUESTED | NotificationRanked | RANKED | |
+//! | Request | nothing yet | NotificationRequested (+ NotificationScheduled, reason `schedule_at`, when `schedule_at` is later) | REQUESTED (SCHEDULED) | never: `AlreadyRequested` |
+//! | Rank | REQUESTED, or SCHEDULED not yet ranked | NotificationRanked | RANKED | |
 //! | Schedule | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; not past expiry | NotificationScheduled | SCHEDULED | |
 //! | AttemptDelivery | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; a requested channel; not past expiry | DeliveryAttempted, attempt n + 1 | SENDING | |
 //! | RecordSent | SENDING, current attempt | NotificationSent | SENT | SENT, DELIVERED, BOUNCED or COMPLAINED at that attempt |
@@ -240,19 +240,43 @@ impl Notification {
                     notification_id,
                     request,
                 },
-            ) => Ok(vec![NotificationEvent::Requested {
-                tenant_id,
-                notification_id,
-                request,
-                requested_at: now,
-            }]),
+            ) => {
+                // A send for later says so from the start, so SCHEDULED
+                // filters and dashboards see it while it waits.
+                let later = request.schedule_at.filter(|at| *at > now);
+                let mut events = vec![NotificationEvent::Requested {
+                    tenant_id,
+                    notification_id,
+                    request,
+                    requested_at: now,
+                }];
+                if let Some(schedule_at) = later {
+                    events.push(NotificationEvent::Scheduled {
+                        schedule_at,
+                        reason: SCHEDULE_AT_REASON.into(),
+                    });
+                }
+                Ok(events)
+            }
             (None, _) => Err(DomainError::NotRequested),
             (Some(state), command) => state.decide(command, now),
         }
     }
 }
 
+/// The reason of the `NotificationScheduled` a send for later is accepted with.
+pub const SCHEDULE_AT_REASON: &str = "schedule_at";
+
 impl NotificationState {
+    /// Not ranked yet: requested, or accepted for a later `schedule_at`.
+    pub fn awaits_ranking(&self) -> bool {
+        self.score.is_none()
+            && matches!(
+                self.status,
+                NotificationStatus::Requested | NotificationStatus::Scheduled
+            )
+    }
+
     fn decide(
         &self,
         command: NotificationCommand,
@@ -275,7 +299,7 @@ impl NotificationState {
                 scorer,
                 send_after,
             } => {
-                if status != S::Requested {
+                if !self.awaits_ranking() {
                     return Err(illegal);
                 }
                 // JSON has no NaN or infinity: such a score would not read back.

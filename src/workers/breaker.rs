@@ -70,7 +70,9 @@ pub struct BreakerSnapshot {
     /// The provider's name, or the endpoint's origin.
     pub key: String,
     pub state: BreakerState,
-    /// Failures still inside the window (closed breakers only count them).
+    /// Closed: failures still inside the window. Open or half-open: the
+    /// failures that opened it, however old, so an open breaker never
+    /// shows none.
     pub recent_failures: u32,
     /// When it last opened, while it is open or half-open.
     pub opened_at: Option<DateTime<Utc>>,
@@ -98,7 +100,8 @@ enum Kind {
 #[derive(Debug)]
 struct Breaker {
     phase: Phase,
-    /// Closed only: when recent failures happened, oldest first.
+    /// When recent failures happened, oldest first; while not closed, the
+    /// ones that opened it.
     failures: VecDeque<Instant>,
     opened_at: Option<DateTime<Utc>>,
 }
@@ -185,9 +188,15 @@ impl Breakers {
             }
             (Phase::HalfOpen { .. }, true) => {
                 breaker.phase = Phase::Closed;
+                breaker.failures.clear();
                 breaker.opened_at = None;
             }
-            (Phase::HalfOpen { .. }, false) => breaker.open(now),
+            // The failed probe is what opened it this time.
+            (Phase::HalfOpen { .. }, false) => {
+                breaker.failures.clear();
+                breaker.failures.push_back(now);
+                breaker.open(now);
+            }
             // A call that started before the breaker opened: its outcome
             // says nothing the opening did not already.
             (Phase::Open { .. }, _) => {}
@@ -211,11 +220,14 @@ impl Breakers {
             .map(|(key, breaker)| BreakerSnapshot {
                 key: key.clone(),
                 state: breaker.phase.state(),
-                recent_failures: breaker
-                    .failures
-                    .iter()
-                    .filter(|at| now.saturating_duration_since(**at) < window)
-                    .count() as u32,
+                recent_failures: match breaker.phase {
+                    Phase::Closed => breaker
+                        .failures
+                        .iter()
+                        .filter(|at| now.saturating_duration_since(**at) < window)
+                        .count() as u32,
+                    Phase::Open { .. } | Phase::HalfOpen { .. } => breaker.failures.len() as u32,
+                },
                 opened_at: breaker.opened_at,
             })
             .collect()
@@ -276,7 +288,12 @@ impl Breaker {
         matches!(self.phase, Phase::Closed) && self.failures.is_empty()
     }
 
+    /// Drops failures older than `window`; an open or half-open breaker
+    /// keeps the ones that opened it.
     fn forget_before(&mut self, now: Instant, window: Duration) {
+        if !matches!(self.phase, Phase::Closed) {
+            return;
+        }
         while self
             .failures
             .front()
@@ -288,7 +305,6 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) {
         self.phase = Phase::Open { since: now };
-        self.failures.clear();
         self.opened_at = Some(Utc::now());
     }
 }
@@ -345,7 +361,7 @@ mod tests {
         assert!(!breakers.try_acquire_at(P, t0 + secs(59)));
         let snapshot = &breakers.snapshot()[0];
         assert!(snapshot.opened_at.is_some());
-        assert_eq!(snapshot.recent_failures, 0);
+        assert_eq!(snapshot.recent_failures, 5, "the failures that opened it");
     }
 
     #[test]
@@ -411,6 +427,7 @@ mod tests {
         assert!(breakers.try_acquire_at(P, t0 + secs(32)));
         assert!(breakers.try_acquire_at(P, t0 + secs(32)));
         assert_eq!(breakers.snapshot()[0].opened_at, None);
+        assert_eq!(breakers.snapshot()[0].recent_failures, 0);
     }
 
     #[test]
@@ -422,8 +439,10 @@ mod tests {
         breakers.record_at(P, false, t0 + secs(31));
 
         assert_eq!(state(&breakers), BreakerState::Open);
+        assert_eq!(breakers.snapshot()[0].recent_failures, 1, "the probe");
         assert!(!breakers.try_acquire_at(P, t0 + secs(60)));
         assert!(breakers.try_acquire_at(P, t0 + secs(61)));
+        assert_eq!(breakers.snapshot()[0].recent_failures, 1, "while probing");
     }
 
     #[test]

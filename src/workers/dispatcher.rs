@@ -523,10 +523,13 @@ impl Dispatcher {
         let now = Utc::now();
         let mut changes = Vec::with_capacity(loaded.len());
         let mut routes = Vec::with_capacity(loaded.len());
-        // Rank what is new, concurrently: an LLM scorer may take a while.
+        // Rank what is new and due, concurrently: an LLM scorer may take a
+        // while. A send for later stays SCHEDULED until its time.
         let rankings = futures::future::join_all(loaded.iter().map(|item| async move {
             match item.notification.state() {
-                Some(state) if state.status == NotificationStatus::Requested => {
+                Some(state)
+                    if state.awaits_ranking() && state.schedule_at.is_none_or(|at| at <= now) =>
+                {
                     Some(inner.ranker.rank(state, now).await)
                 }
                 _ => None,

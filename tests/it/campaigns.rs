@@ -262,6 +262,131 @@ async fn a_csv_with_bad_rows_reports_them_by_line_and_keeps_the_good_ones() {
 }
 
 #[tokio::test]
+async fn bad_rows_are_numbered_by_file_line_after_crlf_and_blank_lines() {
+    let c = Campaigns::start().await;
+    let (id, _) = c.create(json!({})).await;
+    // Header on line 1, a blank line 3, a quoted break over lines 5-6; the
+    // bad address is on line 9.
+    let csv = "email,name\r\n\
+               a@example.com,A\r\n\
+               \r\n\
+               b@example.com,B\r\n\
+               c@example.com,\"C\r\nJr.\"\r\n\
+               d@example.com,D\r\n\
+               e@example.com,E\r\n\
+               not-an-email,F\r\n";
+    let response = c
+        .app
+        .http
+        .post(format!("{}/api/campaigns/{id}/recipients", c.app.base))
+        .bearer_auth(&c.key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("sent");
+    let summary: Value = response.json().await.expect("JSON");
+    assert_eq!(summary["accepted"], 5, "{summary:#}");
+    assert_eq!(summary["errors"][0]["line"], 9, "{summary:#}");
+    assert_eq!(c.campaign(id).await["importErrors"][0]["line"], 9);
+}
+
+#[tokio::test]
+async fn every_progress_step_crossed_while_paused_is_reported_in_order_and_cancel_sums_up() {
+    let c = Campaigns::start().await;
+    let (id, _) = c
+        .create(json!({
+            "batchSize": 1,
+            "callbackUrl": "http://127.0.0.1:9/callbacks",
+            "progressSteps": [25, 50, 75],
+        }))
+        .await;
+    c.add(id, 4).await;
+    let store = &c.app.store;
+    let actor = Actor::new("test");
+    let policy = SendPolicy::unlimited(Duration::from_secs(3600));
+    assert!(
+        campaigns::start(store, &c.tenant, id, &actor)
+            .await
+            .unwrap()
+    );
+    for _ in 0..3 {
+        campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+            .await
+            .unwrap();
+    }
+    c.graphql(
+        "mutation($id: ID!) { pauseCampaign(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    // The three released go out while the campaign is paused (as the
+    // dispatcher records them), carrying it past 25, 50 and 75 at once.
+    sqlx::query(
+        "UPDATE notification_status SET status = 'SENT' WHERE notification_id IN \
+             (SELECT notification_id FROM campaign_messages WHERE campaign_id = $1)",
+    )
+    .bind(id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    campaigns::check_progress(store, &c.tenant, id, &actor)
+        .await
+        .unwrap();
+    c.graphql(
+        "mutation($id: ID!) { resumeCampaign(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+        .await
+        .unwrap();
+    campaigns::check_progress(store, &c.tenant, id, &actor)
+        .await
+        .unwrap();
+    campaigns::check_progress(store, &c.tenant, id, &actor)
+        .await
+        .unwrap();
+
+    let bodies = |campaign: &Value, event: &str| -> Vec<Value> {
+        campaign["callbacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|cb| cb["event"] == event)
+            .map(|cb| serde_json::from_str(cb["body"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    let campaign = c.campaign(id).await;
+    let steps: Vec<Value> = bodies(&campaign, "campaign.progress")
+        .iter()
+        .map(|body| body["progress_step"].clone())
+        .collect();
+    assert_eq!(steps, [25, 50, 75], "{campaign:#}");
+
+    // Cancelled with one released message not yet sent: the callback
+    // says three went out and one was cancelled.
+    c.graphql(
+        "mutation($id: ID!) { cancelCampaign(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    c.graphql(
+        "mutation($id: ID!) { cancelCampaign(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let cancelled = bodies(&c.campaign(id).await, "campaign.cancelled");
+    assert_eq!(cancelled.len(), 1, "once: {cancelled:#?}");
+    assert_eq!(cancelled[0]["status"], "CANCELLED");
+    let summary = &cancelled[0]["summary"];
+    assert_eq!(summary["total_messages"], 4, "{summary:#}");
+    assert_eq!(summary["sent"], 3, "{summary:#}");
+    assert_eq!(summary["cancelled"], 1, "{summary:#}");
+    assert_eq!(summary["pending"], 0, "{summary:#}");
+}
+
+#[tokio::test]
 async fn create_campaign_refuses_an_unknown_template_by_field() {
     let c = Campaigns::start().await;
     let response = c
@@ -441,7 +566,8 @@ async fn a_campaign_reaches_the_provider_and_reports_signed_callbacks_with_a_ret
 async fn the_cli_creates_a_campaign_from_a_csv_file() {
     let c = Campaigns::start().await;
     let file = std::env::temp_dir().join(format!("herald-cli-campaign-{}.csv", Uuid::now_v7()));
-    std::fs::write(&file, "email,name\nada@example.com,Ada\nbad,Bob\n").unwrap();
+    // CRLF, as spreadsheets write it: the bad row is on line 3.
+    std::fs::write(&file, "email,name\r\nada@example.com,Ada\r\nbad,Bob\r\n").unwrap();
     let config = Config {
         database_url: Some(c.app.database_url()),
         ..Config::default()
@@ -470,7 +596,7 @@ async fn the_cli_creates_a_campaign_from_a_csv_file() {
     std::fs::remove_file(&file).ok();
     let listed = c
         .graphql(
-            "{ campaigns(first: 5) { edges { node { name status totalMessages rejectedRows } } } }",
+            "{ campaigns(first: 5) { edges { node { id name status totalMessages rejectedRows } } } }",
             json!({}),
         )
         .await;
@@ -479,6 +605,9 @@ async fn the_cli_creates_a_campaign_from_a_csv_file() {
     assert_eq!(node["status"], "SCHEDULED");
     assert_eq!(node["totalMessages"], 1);
     assert_eq!(node["rejectedRows"], 1);
+    let id: Uuid = node["id"].as_str().unwrap().parse().unwrap();
+    let errors = c.campaign(id).await["importErrors"].clone();
+    assert_eq!(errors[0]["line"], 3, "{errors:#}");
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;

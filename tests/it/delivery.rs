@@ -425,8 +425,83 @@ async fn a_scheduled_send_waits_for_its_second() {
         "sent at {}, more than a second late",
         call.at
     );
+    // Scheduled once, at acceptance; falling due adds no second one.
+    let details = h.details(&scheduled).await;
+    let types: Vec<&str> = details
+        .timeline
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "NotificationScheduled")
+            .count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(
+        types[..2],
+        ["NotificationRequested", "NotificationScheduled"]
+    );
     h.shutdown.cancel();
     worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_send_for_later_shows_as_scheduled_at_once() {
+    let app = crate::support::TestApp::start().await;
+    let (_, key) = app.tenant().await;
+    let later = Utc::now() + chrono::TimeDelta::hours(1);
+    let sent = app
+        .graphql(
+            Some(&key),
+            "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id status } } }",
+            json!({ "input": { "recipient": { "email": "ada@example.com" }, "channels": ["EMAIL"],
+                               "scheduleAt": later, "content": { "title": "Later", "text": "x" } } }),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    let notification = &sent["data"]["sendNotification"]["notification"];
+    assert_eq!(notification["status"], "SCHEDULED", "{sent}");
+    let id = notification["id"].clone();
+
+    let read = app
+        .graphql(
+            Some(&key),
+            "query($id: ID!) { notification(id: $id) { status timeline { type data } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let read = &read["data"]["notification"];
+    assert_eq!(read["status"], "SCHEDULED", "{read}");
+    let scheduled: Vec<&serde_json::Value> = read["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "NotificationScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{read}");
+    assert_eq!(scheduled[0]["data"]["reason"], "schedule_at");
+    let at: chrono::DateTime<Utc> = scheduled[0]["data"]["schedule_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((at - later).num_milliseconds().abs() < 1, "{at} vs {later}");
+
+    let listed = app
+        .graphql(
+            Some(&key),
+            "query { notifications(filter: { status: [SCHEDULED] }) { edges { node { id status } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listed["data"]["notifications"]["edges"],
+        json!([{ "node": { "id": id, "status": "SCHEDULED" } }]),
+        "{listed}"
+    );
 }
 
 #[tokio::test]

@@ -96,7 +96,8 @@ pub struct ProviderHealth {
     pub worker_id: ID,
     /// `closed` (healthy), `open` (refusing calls) or `half_open` (one probe).
     pub breaker: String,
-    /// Failures within the breaker's window.
+    /// Failures within the breaker's window; while it is open or half-open,
+    /// the failures that opened it.
     pub recent_failures: i32,
     pub opened_at: Option<DateTime<Utc>>,
     /// Calls to it in flight in that process.
@@ -118,7 +119,8 @@ pub struct EndpointHealth {
     pub origin: String,
     /// `closed`, `open` (its messages wait) or `half_open` (one probe).
     pub breaker: String,
-    /// Failures within the breaker's window.
+    /// Failures within the breaker's window; while it is open or half-open,
+    /// the failures that opened it.
     pub recent_failures: i32,
     pub opened_at: Option<DateTime<Utc>>,
     /// Calls to it in flight in that process.

@@ -48,10 +48,39 @@ pub(super) async fn queue(
     body: &Value,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    insert(conn, tenant_id, campaign_id, event, url, body, now, false).await
+}
+
+/// Queues the callback unless the campaign already has one for `event`.
+pub(super) async fn queue_once(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    campaign_id: Uuid,
+    event: &str,
+    url: &HttpUrl,
+    body: &Value,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    insert(conn, tenant_id, campaign_id, event, url, body, now, true).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    campaign_id: Uuid,
+    event: &str,
+    url: &HttpUrl,
+    body: &Value,
+    now: DateTime<Utc>,
+    once: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO campaign_callbacks \
              (callback_id, campaign_id, tenant_id, event, url, body, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $7 \
+         WHERE NOT $8 OR NOT EXISTS ( \
+             SELECT 1 FROM campaign_callbacks WHERE campaign_id = $2 AND event = $4)",
     )
     .bind(Uuid::now_v7())
     .bind(campaign_id)
@@ -60,6 +89,7 @@ pub(super) async fn queue(
     .bind(url.as_str())
     .bind(body.to_string())
     .bind(now)
+    .bind(once)
     .execute(conn)
     .await?;
     Ok(())

@@ -3,9 +3,9 @@
 //! its `CampaignBatchCreated` in one transaction; bad rows are recorded by
 //! line with the reason, and the import goes on.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -132,7 +132,7 @@ pub async fn import_csv(
             Ok(false) => break,
             Ok(true) => {
                 meter.record_done(reader.position().byte());
-                let line = record.position().map(|p| p.line() as i64).unwrap_or(0);
+                let line = meter.line_at(record.position().map_or(0, |p| p.byte()));
                 let fields: Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
                 let parsed = match fields {
                     Ok(fields) => parser.parse(fields.into_iter()),
@@ -157,7 +157,7 @@ pub async fn import_csv(
             Err(error) => {
                 stopped = Some(format!(
                     "line {}: reading the CSV failed: {}",
-                    reader.position().line(),
+                    meter.line_at(reader.position().byte()),
                     read_failure(&error)
                 ));
                 break;
@@ -246,17 +246,47 @@ async fn require_campaign(
         .ok_or(CommandError::NotFound("campaign"))
 }
 
-/// Bytes read so far, and where the record being read starts.
+/// Bytes read so far, where the record being read starts, and the line
+/// breaks seen.
 #[derive(Debug, Default)]
 struct Meter {
     read: AtomicU64,
     record_start: AtomicU64,
+    lines: Mutex<Lines>,
+}
+
+/// Line breaks counted from the bytes themselves: the CSV reader's own line
+/// numbers run one short after a CRLF header or a blank line.
+#[derive(Debug, Default)]
+struct Lines {
+    /// Breaks before the last byte asked about.
+    passed: u64,
+    /// Offsets of the breaks read ahead of it; the reader's buffer bounds them.
+    ahead: VecDeque<u64>,
 }
 
 impl Meter {
     /// The next record starts at `byte`.
     fn record_done(&self, byte: u64) {
         self.record_start.store(byte, Ordering::Relaxed);
+    }
+
+    fn saw(&self, offset: u64, bytes: &[u8]) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let breaks = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n');
+        lines.ahead.extend(breaks.map(|(i, _)| offset + i as u64));
+    }
+
+    /// The line (1 is the first) of a record the reader says starts at
+    /// `byte`; asked in order. After a CRLF the reader's record starts at
+    /// the `\n`, which ends the line before.
+    fn line_at(&self, byte: u64) -> i64 {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        while lines.ahead.front().is_some_and(|at| *at <= byte) {
+            lines.ahead.pop_front();
+            lines.passed += 1;
+        }
+        lines.passed as i64 + 1
     }
 }
 
@@ -303,7 +333,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.input).poll_read(cx, buf);
         let added = (buf.filled().len() - before) as u64;
-        self.meter.read.fetch_add(added, Ordering::Relaxed);
+        let offset = self.meter.read.fetch_add(added, Ordering::Relaxed);
+        self.meter.saw(offset, &buf.filled()[before..]);
         polled
     }
 }
@@ -650,5 +681,47 @@ impl<'a> Import<'a> {
             }
         }
         Err(CommandError::Store(StoreError::TransactionAborted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each record's line as `import_csv` reports it.
+    async fn lines(csv: &str) -> Vec<i64> {
+        let meter = Arc::new(Meter::default());
+        let mut reader = csv_async::AsyncReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .create_reader(Metered {
+                input: csv.as_bytes(),
+                meter: meter.clone(),
+                max_bytes: u64::MAX,
+            });
+        reader.byte_headers().await.expect("a header");
+        let mut record = csv_async::ByteRecord::new();
+        let mut lines = Vec::new();
+        while reader
+            .read_byte_record(&mut record)
+            .await
+            .expect("a record")
+        {
+            lines.push(meter.line_at(record.position().map_or(0, |p| p.byte())));
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn rows_are_numbered_by_file_line_with_the_header_as_line_1() {
+        assert_eq!(lines("a,b\n1,2\n3,4\n").await, [2, 3]);
+        assert_eq!(lines("a,b\r\n1,2\r\n3,4\r\n").await, [2, 3], "CRLF");
+        assert_eq!(lines("a,b\n\n1,2\n\n3,4").await, [3, 5], "blank lines");
+        assert_eq!(
+            lines("a,b\n\"x\r\ny\",2\n3,4\n").await,
+            [2, 4],
+            "a quoted break"
+        );
+        assert_eq!(lines("\u{feff}a,b\r\n1,2\r\n").await, [2], "a BOM");
     }
 }

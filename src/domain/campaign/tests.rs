@@ -241,15 +241,22 @@ fn a_cancel_reason_is_stored_without_nul() {
 }
 
 #[test]
-fn progress_reports_the_highest_step_passed_once() {
+fn progress_reports_every_step_crossed_once_in_order() {
+    // 25 and 50 crossed at once (say, while paused): both, lowest first.
     given::<Campaign>(sending())
         .when(CampaignCommand::ReachProgress {
             summary: summary(100, 40),
         })
-        .then([CampaignEvent::ProgressReached {
-            step: 50,
-            summary: summary(100, 40),
-        }]);
+        .then([
+            CampaignEvent::ProgressReached {
+                step: 25,
+                summary: summary(100, 40),
+            },
+            CampaignEvent::ProgressReached {
+                step: 50,
+                summary: summary(100, 40),
+            },
+        ]);
     let mut events = sending();
     events.push(CampaignEvent::ProgressReached {
         step: 50,

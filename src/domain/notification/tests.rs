@@ -74,6 +74,69 @@ fn request_records_the_request_at_now() {
         .then([requested()]);
 }
 
+fn requested_for(schedule_at: DateTime<Utc>) -> (NotificationRequest, NotificationEvent) {
+    let mut later = request();
+    later.schedule_at = Some(schedule_at);
+    let event = E::Requested {
+        tenant_id: tenant(),
+        notification_id: notification_id(),
+        request: later.clone(),
+        requested_at: t0(),
+    };
+    (later, event)
+}
+
+#[test]
+fn request_for_later_is_scheduled_from_the_start() {
+    let (later, event) = requested_for(minute(5));
+    given::<Notification>([])
+        .when(C::Request {
+            tenant_id: tenant(),
+            notification_id: notification_id(),
+            request: later,
+        })
+        .then([
+            event,
+            E::Scheduled {
+                schedule_at: minute(5),
+                reason: SCHEDULE_AT_REASON.into(),
+            },
+        ]);
+}
+
+#[test]
+fn request_for_now_is_only_requested() {
+    let (now, event) = requested_for(t0());
+    given::<Notification>([])
+        .when(C::Request {
+            tenant_id: tenant(),
+            notification_id: notification_id(),
+            request: now,
+        })
+        .then([event]);
+}
+
+#[test]
+fn a_send_scheduled_at_acceptance_is_ranked_once_due() {
+    let (_, event) = requested_for(minute(5));
+    let accepted = vec![
+        event,
+        E::Scheduled {
+            schedule_at: minute(5),
+            reason: SCHEDULE_AT_REASON.into(),
+        },
+    ];
+    given::<Notification>(accepted.clone())
+        .at(minute(5))
+        .when(C::Rank {
+            score: 0.9,
+            breakdown: json!({"urgency": 0.9}),
+            scorer: "rules".into(),
+            send_after: None,
+        })
+        .then([ranked()]);
+}
+
 #[test]
 fn request_twice_is_refused() {
     given::<Notification>(history(S::Requested))
