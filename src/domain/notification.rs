@@ -77,6 +77,8 @@ pub struct NotificationState {
     pub score: Option<f64>,
     pub send_after: Option<DateTime<Utc>>,
     pub schedule_at: Option<DateTime<Utc>>,
+    /// The reason of the last `NotificationScheduled`.
+    pub schedule_reason: Option<String>,
     /// Attempts started so far, which is also the current attempt's number.
     pub attempts: u32,
     pub channel: Option<Channel>,
@@ -157,6 +159,7 @@ impl Notification {
                     score: None,
                     send_after: None,
                     schedule_at: request.schedule_at,
+                    schedule_reason: None,
                     attempts: 0,
                     channel: None,
                     provider: None,
@@ -182,7 +185,13 @@ impl Notification {
                 state.score = Some(*score);
                 state.send_after = *send_after;
             }
-            E::Scheduled { schedule_at, .. } => state.schedule_at = Some(*schedule_at),
+            E::Scheduled {
+                schedule_at,
+                reason,
+            } => {
+                state.schedule_at = Some(*schedule_at);
+                state.schedule_reason = Some(reason.clone());
+            }
             E::DeliveryAttempted {
                 attempt,
                 channel,
@@ -323,14 +332,22 @@ impl NotificationState {
             C::Schedule {
                 schedule_at,
                 reason,
+                recheck,
             } => {
                 if !status.is_pending() {
                     return Err(illegal);
                 }
                 self.ensure_before_expiry(schedule_at)?;
+                let reason = clip(reason);
+                let restated = status == S::Scheduled
+                    && self.schedule_reason.as_ref() == Some(&reason)
+                    && recheck.is_some_and(|recheck| schedule_at - now <= recheck);
+                if restated {
+                    return Ok(vec![]);
+                }
                 Ok(vec![E::Scheduled {
                     schedule_at,
-                    reason: clip(reason),
+                    reason,
                 }])
             }
             C::AttemptDelivery { channel, provider } => {

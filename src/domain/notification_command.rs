@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use super::notification_event::DeliveredContent;
@@ -27,6 +27,10 @@ pub enum NotificationCommand {
     Schedule {
         schedule_at: DateTime<Utc>,
         reason: String,
+        /// How often a worker looks at this hold again, if it does: a hold
+        /// restated for the same reason and ending within `recheck` of now
+        /// is not news, so it records nothing (the queue row alone moves).
+        recheck: Option<TimeDelta>,
     },
     AttemptDelivery {
         channel: Channel,

@@ -75,7 +75,7 @@ pub async fn put(conn: &mut PgConnection, entries: &[QueueEntry]) -> Result<(), 
         "INSERT INTO delivery_queue (notification_id, tenant_id, priority, due_at) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::timestamptz[]) \
          ON CONFLICT (notification_id) DO UPDATE \
-             SET due_at = EXCLUDED.due_at, priority = EXCLUDED.priority, leased_by = NULL",
+             SET due_at = EXCLUDED.due_at, priority = EXCLUDED.priority, leased_by = NULL, rechecks = 0",
     )
     .bind(&ids)
     .bind(&tenants)
@@ -99,6 +99,30 @@ pub async fn remove(
         .bind(&ids)
         .execute(executor)
         .await?;
+    Ok(())
+}
+
+/// Hands leased rows back, each due again at its time, without an event:
+/// a hold restated for the same reason (see `NotificationCommand::Schedule`).
+/// `rechecks` counts these since the row's last event.
+pub async fn recheck(
+    executor: impl PgExecutor<'_>,
+    rows: &[(NotificationId, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, due): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+        rows.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
+    sqlx::query(
+        "UPDATE delivery_queue q SET due_at = r.due_at, leased_by = NULL, rechecks = q.rechecks + 1 \
+         FROM unnest($1::uuid[], $2::timestamptz[]) AS r(notification_id, due_at) \
+         WHERE q.notification_id = r.notification_id",
+    )
+    .bind(&ids)
+    .bind(&due)
+    .execute(executor)
+    .await?;
     Ok(())
 }
 

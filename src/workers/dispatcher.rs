@@ -44,9 +44,6 @@ use crate::projections::delivery_queue;
 use crate::providers::{Destination, Providers, Receipt, SendError, WebhookSecret};
 use crate::ttl_cache::TtlCache;
 
-/// How long to wait before looking again when every route is busy (open
-/// breakers): short enough to catch a half-open probe soon after it is due.
-const BUSY_RECHECK: TimeDelta = TimeDelta::seconds(5);
 /// The longest idle sleep; wake-ups from appends usually come much sooner.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often each process publishes its provider health and queue depth.
@@ -55,6 +52,10 @@ const HEALTH_EVERY: Duration = Duration::from_secs(2);
 /// work is then quick to dispatch, and the next claim, where a HIGH send
 /// that arrived meanwhile goes first, comes soon.
 const LOW_CLAIM_SHARE: u32 = 4;
+/// How long past a refused HIGH or NORMAL attempt's return its bucket stays
+/// held from LOW ones at least (see `throttle`): time for a busy worker to
+/// claim it.
+const URGENT_HOLD_GRACE: TimeDelta = TimeDelta::milliseconds(500);
 /// Outcomes appended together at most.
 const OUTCOME_BATCH: usize = 256;
 
@@ -177,6 +178,17 @@ struct Outcome {
     /// Where else the recipient can be reached, should this route fail.
     reach: Vec<(Channel, Destination)>,
     result: Result<Delivered, SendError>,
+}
+
+/// What a planned notification does next, besides recording its events.
+enum Next {
+    /// Call this route now.
+    Send(Route),
+    /// Held again for the reason already recorded: no event; its queue row
+    /// comes due again at this time.
+    Recheck(DateTime<Utc>),
+    /// Nothing now: its events say what happened.
+    Rest,
 }
 
 /// A provider's acceptance, and the words to remember with it.
@@ -523,6 +535,7 @@ impl Dispatcher {
         let now = Utc::now();
         let mut changes = Vec::with_capacity(loaded.len());
         let mut routes = Vec::with_capacity(loaded.len());
+        let mut rechecks = Vec::new();
         // Rank what is new and due, concurrently: an LLM scorer may take a
         // while. A send for later stays SCHEDULED until its time.
         let rankings = futures::future::join_all(loaded.iter().map(|item| async move {
@@ -539,17 +552,27 @@ impl Dispatcher {
         let mut planned = Vec::with_capacity(loaded.len());
         for (item, ranking) in loaded.into_iter().zip(rankings) {
             match self.plan(item.clone(), ranking.clone(), &audience, now, None) {
-                Ok((change, route)) => planned.push((item, ranking, change, route)),
+                Ok((change, next)) => planned.push((item, ranking, change, next)),
                 Err(error) => {
                     tracing::error!(%error, "a queued notification could not be planned; it stays leased until its lease runs out")
                 }
             }
         }
+        // Tokens go by priority, then by the ranker's score (highest first),
+        // then to the oldest request.
+        planned.sort_by(|(_, _, a, _), (_, _, b, _)| {
+            let (a, b) = (&a.state, &b.state);
+            let score = |s: &NotificationState| s.score.unwrap_or(f64::NEG_INFINITY);
+            delivery_queue::rank(a.request.priority)
+                .cmp(&delivery_queue::rank(b.request.priority))
+                .then(score(b).total_cmp(&score(a)))
+                .then(a.requested_at.cmp(&b.requested_at))
+        });
         // The attempts must fit the token buckets; the others wait their turn.
         let waits = self.throttle(&planned).await?;
-        for ((item, ranking, change, route), wait) in planned.into_iter().zip(waits) {
-            let (change, route) = match wait {
-                None => (change, route),
+        for ((item, ranking, change, next), wait) in planned.into_iter().zip(waits) {
+            let (change, next) = match wait {
+                None => (change, next),
                 Some(wait) => match self.plan(item, ranking, &audience, now, Some(wait)) {
                     Ok(replanned) => replanned,
                     Err(error) => {
@@ -558,9 +581,18 @@ impl Dispatcher {
                     }
                 },
             };
+            let route = match next {
+                Next::Send(route) => Some(route),
+                Next::Recheck(at) => {
+                    rechecks.push((change.state.notification_id, at));
+                    None
+                }
+                Next::Rest => None,
+            };
             changes.push(change);
             routes.push(route);
         }
+        delivery_queue::recheck(inner.store.pool(), &rechecks).await?;
         let recorded = match append_changes(&inner.store, &changes, &inner.actor).await {
             Ok(()) => vec![true; changes.len()],
             // Someone else moved one of the streams (a cancel, say): record
@@ -602,8 +634,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The events that move one notification on, and the route to call if it
-    /// is to be attempted now.
+    /// The events that move one notification on, and what it does next.
     /// `throttled`: the attempt must wait until then, for that reason.
     fn plan(
         &self,
@@ -612,26 +643,38 @@ impl Dispatcher {
         audience: &BatchAudience,
         now: DateTime<Utc>,
         throttled: Option<Throttled>,
-    ) -> Result<(Change, Option<Route>), DomainError> {
+    ) -> Result<(Change, Next), DomainError> {
         let Loaded {
             mut notification,
             version,
         } = loaded;
         let mut events = Vec::new();
+        // Returns how many events the command recorded.
         let mut decide = |notification: &mut Notification,
                           command: NotificationCommand|
-         -> Result<(), DomainError> {
-            for event in notification.decide(command, now)? {
-                notification.apply(&event);
-                events.push(event);
+         -> Result<usize, DomainError> {
+            let decided = notification.decide(command, now)?;
+            for event in &decided {
+                notification.apply(event);
             }
-            Ok(())
+            let count = decided.len();
+            events.extend(decided);
+            Ok(count)
+        };
+        // A hold looked at again every `recheck` is recorded only when it is
+        // news (see `NotificationCommand::Schedule`); otherwise only its
+        // queue row moves.
+        let recheck = self.inner.delivery.recheck();
+        let hold = |schedule_at: DateTime<Utc>, reason: String| NotificationCommand::Schedule {
+            schedule_at,
+            reason,
+            recheck: Some(recheck),
         };
         let state = notification
             .state()
             .ok_or(DomainError::NotRequested)?
             .clone();
-        let mut route = None;
+        let mut next = Next::Rest;
         // A claim of a notification still SENDING means its worker died mid-call:
         // the outcome is unknown, so count it as a transient failure and go on.
         if state.status == NotificationStatus::Sending {
@@ -675,6 +718,7 @@ impl Dispatcher {
                         NotificationCommand::Schedule {
                             schedule_at: wait_until,
                             reason: "scheduled send time".into(),
+                            recheck: None,
                         },
                     )?;
                 }
@@ -691,6 +735,7 @@ impl Dispatcher {
                     NotificationCommand::Schedule {
                         schedule_at: until,
                         reason: "the recipient's quiet hours".into(),
+                        recheck: None,
                     },
                 )?;
             } else {
@@ -703,16 +748,14 @@ impl Dispatcher {
                     },
                 ) {
                     RouteDecision::Use(_) if let Some(throttled) = throttled => {
-                        let command = if state.expires_at().is_some_and(|at| at <= throttled.until)
-                        {
-                            NotificationCommand::Expire
+                        if state.expires_at().is_some_and(|at| at <= throttled.until) {
+                            decide(&mut notification, NotificationCommand::Expire)?;
                         } else {
-                            NotificationCommand::Schedule {
-                                schedule_at: throttled.until,
-                                reason: format!("throttled: {}", throttled.bucket),
+                            let reason = format!("throttled: {}", throttled.bucket);
+                            if decide(&mut notification, hold(throttled.until, reason))? == 0 {
+                                next = Next::Recheck(throttled.until);
                             }
-                        };
-                        decide(&mut notification, command)?;
+                        }
                     }
                     RouteDecision::Use(chosen) => {
                         decide(
@@ -722,16 +765,14 @@ impl Dispatcher {
                                 provider: chosen.provider.clone(),
                             },
                         )?;
-                        route = Some(chosen);
+                        next = Next::Send(chosen);
                     }
                     RouteDecision::Blocked => {
-                        decide(
-                            &mut notification,
-                            NotificationCommand::Schedule {
-                                schedule_at: now + BUSY_RECHECK,
-                                reason: "every route that can carry it is unavailable (a provider's or the endpoint's circuit is open)".into(),
-                            },
-                        )?;
+                        let until = now + recheck;
+                        let reason = "every route that can carry it is unavailable (a provider's or the endpoint's circuit is open)";
+                        if decide(&mut notification, hold(until, reason.into()))? == 0 {
+                            next = Next::Recheck(until);
+                        }
                     }
                     RouteDecision::Exhausted(reason) => {
                         let command = if state.status == NotificationStatus::RetryPending {
@@ -754,25 +795,27 @@ impl Dispatcher {
                 expected_version: version,
                 events,
             },
-            route,
+            next,
         ))
     }
 
     /// Takes one token per planned attempt from every bucket it falls under,
-    /// in one statement; says for each attempt whether, and until when, it
+    /// HIGH and NORMAL attempts first, then LOW ones, which yield to any
+    /// bucket held for refused HIGH and NORMAL attempts (refused ones hold
+    /// it until a little after they come back); says for each attempt whether, and until when, it
     /// must wait instead. A refused attempt may have taken tokens from its
     /// other buckets: throttling errs on the slow side.
     async fn throttle(
         &self,
-        planned: &[(Loaded, Option<Ranking>, Change, Option<Route>)],
+        planned: &[(Loaded, Option<Ranking>, Change, Next)],
     ) -> Result<Vec<Option<Throttled>>, CommandError> {
         let inner = &self.inner;
-        let mut requests = Vec::new();
-        let mut owners = Vec::new();
+        // Per band (urgent, bulk): the bucket requests and whose they are.
+        let mut bands: [(Vec<throttle::BucketRequest>, Vec<usize>); 2] = Default::default();
         let mut limits_by_tenant: HashMap<String, crate::commands::limits::EffectiveLimits> =
             HashMap::new();
-        for (index, (_, _, change, route)) in planned.iter().enumerate() {
-            let Some(route) = route else { continue };
+        for (index, (_, _, change, next)) in planned.iter().enumerate() {
+            let Next::Send(route) = next else { continue };
             let tenant = &change.state.tenant_id;
             if !limits_by_tenant.contains_key(tenant.as_str()) {
                 let limits = inner.limits.effective(inner.store.pool(), tenant).await?;
@@ -787,35 +830,58 @@ impl Dispatcher {
                 recipient: request.recipient.id.as_ref(),
                 category: request.category.as_ref(),
             };
+            let band = &mut bands[usize::from(request.priority == Priority::Low)];
             for bucket in throttle::buckets(limits, &dispatch, 1) {
-                requests.push(bucket);
-                owners.push(index);
+                band.0.push(bucket);
+                band.1.push(index);
             }
         }
         let mut waits: Vec<Option<Throttled>> = vec![None; planned.len()];
-        if requests.is_empty() {
-            return Ok(waits);
-        }
-        let grants = throttle::take(inner.store.pool(), &requests).await?;
-        // Refused attempts of one bucket queue up behind each other, one
-        // token apart, rather than all coming back at the next token.
-        let mut refused: HashMap<&str, u32> = HashMap::new();
-        for ((request, owner), grant) in requests.iter().zip(owners).zip(grants) {
-            if grant.granted == 0 {
+        for (bulk, (requests, owners)) in bands.iter().enumerate() {
+            if requests.is_empty() {
+                continue;
+            }
+            let pool = inner.store.pool();
+            let grants = if bulk == 1 {
+                throttle::take_bulk(pool, requests).await?
+            } else {
+                throttle::take(pool, requests).await?
+            };
+            // Refused attempts of one bucket queue up behind each other, one
+            // token apart, rather than all coming back at the next token.
+            let mut refused: HashMap<&str, u32> = HashMap::new();
+            let mut holds: HashMap<&str, DateTime<Utc>> = HashMap::new();
+            for ((request, owner), grant) in requests.iter().zip(owners).zip(grants) {
+                if grant.granted > 0 {
+                    continue;
+                }
                 let ahead = refused.entry(request.key.as_str()).or_default();
                 let spacing = TimeDelta::milliseconds(
                     (f64::from(*ahead) * 1000.0 / request.rate.per_second()) as i64,
                 );
                 *ahead += 1;
                 let until = grant.next_token_at + spacing;
-                let later = waits[owner].as_ref().is_none_or(|wait| wait.until < until);
+                // Held a little past the refused attempt's return, so it is
+                // claimed and takes its token before the hold ends.
+                let token = TimeDelta::milliseconds((1000.0 / request.rate.per_second()) as i64);
+                let held_until = until + token.max(URGENT_HOLD_GRACE);
+                let held = holds.entry(request.key.as_str()).or_insert(held_until);
+                *held = (*held).max(held_until);
+                let later = waits[*owner].as_ref().is_none_or(|wait| wait.until < until);
                 if later {
                     metrics::counter!("notifications_throttled_total", "bucket" => bucket_kind(&request.key)).increment(1);
-                    waits[owner] = Some(Throttled {
+                    waits[*owner] = Some(Throttled {
                         until,
                         bucket: request.key.clone(),
                     });
                 }
+            }
+            if bulk == 0 {
+                let holds: Vec<(String, DateTime<Utc>)> = holds
+                    .into_iter()
+                    .map(|(key, until)| (key.to_string(), until))
+                    .collect();
+                throttle::hold_for_urgent(inner.store.pool(), &holds).await?;
             }
         }
         Ok(waits)
@@ -988,9 +1054,10 @@ impl Dispatcher {
     }
 
     /// When to try again after `error`, or `None` to dead-letter. A permanent
-    /// error moves straight on to the next route if one is left; a transient
-    /// one waits its turn in the retry schedule (or the provider's
-    /// `Retry-After`), then goes to the next provider.
+    /// error moves straight on to the next route if one is left. A transient
+    /// one moves at once to the channel's next provider, until each has
+    /// failed in turn; then the round waits its turn in the retry schedule
+    /// (or the provider's `Retry-After`) before starting again.
     fn retry_at(
         &self,
         state: &NotificationState,
@@ -1016,12 +1083,29 @@ impl Dispatcher {
                 matches!(left, RouteDecision::Use(_)).then_some(now)
             }
             SendError::Transient { retry_after, .. } => {
+                let providers = self
+                    .inner
+                    .routing
+                    .candidates(state, route.channel, &route.destination)
+                    .into_iter()
+                    .filter(|p| {
+                        self.inner
+                            .providers
+                            .get(p)
+                            .is_some_and(|p| p.supports(route.channel))
+                    })
+                    .count()
+                    .max(1) as u32;
+                let failures = state.transient_failures + 1;
+                if !failures.is_multiple_of(providers) {
+                    return Some(now);
+                }
                 let delivery = &self.inner.delivery;
                 let spread = rand::random_range(-1.0..=1.0);
                 let delay = retry_delay(
                     delivery.retry_delays(route.channel),
                     delivery.retry_jitter,
-                    state.transient_failures,
+                    failures / providers - 1,
                     *retry_after,
                     spread,
                 )?;

@@ -19,6 +19,7 @@ pub mod throttle;
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -147,6 +148,10 @@ pub struct DeliveryConfig {
     pub endpoint_breaker: BreakerConfig,
     /// A provider call taking longer fails as transient.
     pub provider_timeout_seconds: u64,
+    /// How often a held notification (every route's breaker open, a
+    /// throttle) is looked at again. Held again for the same reason within
+    /// this time, it records no new event; its queue row alone moves.
+    pub recheck_seconds: f64,
     /// Concurrent dispatch loops in one process.
     pub dispatchers: usize,
 }
@@ -166,12 +171,23 @@ impl Default for DeliveryConfig {
             host_concurrency: 32,
             endpoint_breaker: BreakerConfig::default(),
             provider_timeout_seconds: 10,
+            recheck_seconds: 5.0,
             dispatchers: 2,
         }
     }
 }
 
 impl DeliveryConfig {
+    /// `recheck_seconds` as a delay, between a millisecond and an hour.
+    pub fn recheck(&self) -> TimeDelta {
+        let millis = (self.recheck_seconds * 1000.0).clamp(1.0, 3_600_000.0);
+        TimeDelta::milliseconds(if millis.is_nan() {
+            5_000
+        } else {
+            millis as i64
+        })
+    }
+
     pub fn retry_delays(&self, channel: Channel) -> &[f64] {
         self.retry_delays_by_channel
             .get(&channel)

@@ -4,7 +4,8 @@
 //! providers come in the configured order (reliability first), or cheapest
 //! first for marketing categories; a route that failed permanently is never
 //! tried again, a transient failure moves to the provider after the one that
-//! failed, and a provider whose breaker is open is passed over.
+//! failed (at once, until each has failed in turn; see the dispatcher's
+//! `retry_at`), and a provider whose breaker is open is passed over.
 
 use crate::domain::NotificationState;
 use crate::domain::values::Channel;
@@ -45,6 +46,28 @@ impl RoutingConfig {
             .and_then(|country| table.get(&country))
             .or_else(|| table.get("default"))
             .copied()
+    }
+
+    /// The providers of `channel` this notification may still try: the
+    /// tenant's allowed ones that have not failed permanently for it, in
+    /// the order it tries them.
+    pub fn candidates(
+        &self,
+        state: &NotificationState,
+        channel: Channel,
+        destination: &Destination,
+    ) -> Vec<String> {
+        let allowed = self.tenant_providers.get(state.tenant_id.as_str());
+        self.ordered(state, channel, destination)
+            .into_iter()
+            .filter(|p| allowed.is_none_or(|allowed| allowed.contains(p)))
+            .filter(|p| {
+                !state
+                    .failed_routes
+                    .iter()
+                    .any(|(c, f)| *c == channel && f == p)
+            })
+            .collect()
     }
 
     /// The providers of `channel` in the order this notification tries them.
@@ -91,18 +114,7 @@ pub fn next_route(
     let mut blocked = false;
     for (channel, destination) in reach {
         let (channel, destination) = (*channel, destination.clone());
-        let allowed = routing.tenant_providers.get(state.tenant_id.as_str());
-        let mut providers: Vec<String> = routing
-            .ordered(state, channel, &destination)
-            .into_iter()
-            .filter(|p| allowed.is_none_or(|allowed| allowed.contains(p)))
-            .filter(|p| {
-                !state
-                    .failed_routes
-                    .iter()
-                    .any(|(c, f)| *c == channel && f == p)
-            })
-            .collect();
+        let mut providers = routing.candidates(state, channel, &destination);
         // After a transient failure, start with the provider after the one that failed.
         if state.channel == Some(channel)
             && let Some(failed) = &state.last_failed_provider

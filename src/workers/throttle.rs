@@ -43,6 +43,11 @@ pub struct Grant {
 ///
 /// The bucket's clock never moves back: a take that read the clock before a
 /// concurrent one but locked the row after it refills nothing.
+///
+/// A bulk (LOW) take gets nothing while the bucket is held for HIGH and
+/// NORMAL attempts that were refused and wait for its tokens
+/// ([`hold_for_urgent`]), so a LOW message never takes the token a waiting
+/// HIGH one was promised.
 const TAKE: &str = r#"
 WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
 INSERT INTO token_buckets AS b (key, tokens, updated_at, rate_per_second, burst, granted)
@@ -55,12 +60,15 @@ ORDER BY r.key
 ON CONFLICT (key) DO UPDATE SET
     -- EXCLUDED.granted is what was wanted, capped at the burst.
     tokens = token_bucket_level(b.tokens, b.updated_at, EXCLUDED.rate_per_second, EXCLUDED.burst, EXCLUDED.updated_at)
-           - least(EXCLUDED.granted, floor(token_bucket_level(b.tokens, b.updated_at, EXCLUDED.rate_per_second, EXCLUDED.burst, EXCLUDED.updated_at))),
-    granted = least(EXCLUDED.granted, floor(token_bucket_level(b.tokens, b.updated_at, EXCLUDED.rate_per_second, EXCLUDED.burst, EXCLUDED.updated_at))),
+           - CASE WHEN $5 AND b.urgent_until > EXCLUDED.updated_at THEN 0
+                  ELSE least(EXCLUDED.granted, floor(token_bucket_level(b.tokens, b.updated_at, EXCLUDED.rate_per_second, EXCLUDED.burst, EXCLUDED.updated_at))) END,
+    granted = CASE WHEN $5 AND b.urgent_until > EXCLUDED.updated_at THEN 0
+                   ELSE least(EXCLUDED.granted, floor(token_bucket_level(b.tokens, b.updated_at, EXCLUDED.rate_per_second, EXCLUDED.burst, EXCLUDED.updated_at))) END,
     updated_at = greatest(b.updated_at, EXCLUDED.updated_at),
     rate_per_second = EXCLUDED.rate_per_second,
     burst = EXCLUDED.burst
-RETURNING b.key, b.granted, b.tokens, b.updated_at
+RETURNING b.key, b.granted, b.tokens, b.updated_at AS at,
+          CASE WHEN $5 THEN b.urgent_until END AS held
 "#;
 
 /// One entry per distinct key: a statement may update a row only once.
@@ -113,40 +121,94 @@ pub async fn take<'e>(
     executor: impl PgExecutor<'e>,
     requests: &[BucketRequest],
 ) -> Result<Vec<Grant>, sqlx::Error> {
+    take_in(executor, requests, false).await
+}
+
+/// [`take`] for LOW-priority messages: they yield to held buckets.
+pub async fn take_bulk<'e>(
+    executor: impl PgExecutor<'e>,
+    requests: &[BucketRequest],
+) -> Result<Vec<Grant>, sqlx::Error> {
+    take_in(executor, requests, true).await
+}
+
+/// What one take left in a bucket.
+#[derive(sqlx::FromRow)]
+struct Taken {
+    key: String,
+    /// Granted and not yet shared out among the requests naming the key.
+    granted: i64,
+    tokens: f64,
+    at: DateTime<Utc>,
+    /// For a bulk take: until when the bucket is held for urgent attempts.
+    held: Option<DateTime<Utc>>,
+}
+
+async fn take_in<'e>(
+    executor: impl PgExecutor<'e>,
+    requests: &[BucketRequest],
+    bulk: bool,
+) -> Result<Vec<Grant>, sqlx::Error> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     let merged = merge(requests);
-    let rows: Vec<(String, i64, f64, DateTime<Utc>)> = sqlx::query_as(TAKE)
+    let rows: Vec<Taken> = sqlx::query_as(TAKE)
         .bind(&merged.keys)
         .bind(&merged.rates)
         .bind(&merged.bursts)
         .bind(&merged.wanted)
+        .bind(bulk)
         .fetch_all(executor)
         .await?;
-    let mut left: BTreeMap<String, (i64, f64, DateTime<Utc>)> = rows
+    let mut left: BTreeMap<String, Taken> = rows
         .into_iter()
-        .map(|(key, granted, tokens, at)| (key, (granted, tokens, at)))
+        .map(|taken| (taken.key.clone(), taken))
         .collect();
     Ok(requests
         .iter()
         .map(|request| {
-            let (granted, tokens, at) = left
+            let taken = left
                 .get_mut(&request.key)
                 .expect("the statement returns every key it was given");
-            let share = (*granted).min(i64::from(request.wanted));
-            *granted -= share;
+            let share = taken.granted.min(i64::from(request.wanted));
+            taken.granted -= share;
+            // A request left short waits for the next token like the bucket
+            // does, and a held bucket's next token is not for bulk.
+            let next = if share == i64::from(request.wanted) && taken.tokens >= 1.0 {
+                taken.at
+            } else {
+                next_token_at(taken.tokens, taken.at, request.rate.per_second())
+            };
             Grant {
                 granted: share as u32,
-                // A request left short waits for the next token like the bucket does.
-                next_token_at: if share == i64::from(request.wanted) && *tokens >= 1.0 {
-                    *at
-                } else {
-                    next_token_at(*tokens, *at, request.rate.per_second())
-                },
+                next_token_at: taken.held.map_or(next, |held| next.max(held)),
             }
         })
         .collect())
+}
+
+/// Holds each bucket for HIGH and NORMAL attempts until the given time,
+/// when the last of those refused now comes back for its token.
+pub async fn hold_for_urgent<'e>(
+    executor: impl PgExecutor<'e>,
+    holds: &[(String, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let (keys, until): (Vec<&str>, Vec<DateTime<Utc>>) =
+        holds.iter().map(|(key, at)| (key.as_str(), *at)).unzip();
+    sqlx::query(
+        "UPDATE token_buckets b SET urgent_until = greatest(b.urgent_until, h.until) \
+         FROM (SELECT key, max(until) AS until FROM unnest($1::text[], $2::timestamptz[]) AS h(key, until) GROUP BY key) h \
+         WHERE b.key = h.key",
+    )
+    .bind(&keys)
+    .bind(&until)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// The bucket of a tenant's messages on one channel.

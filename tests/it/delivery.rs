@@ -137,7 +137,15 @@ impl Harness {
         delivery: DeliveryConfig,
         breakers: Breakers,
     ) -> tokio::task::JoinHandle<()> {
-        dispatch(&self.store, providers, delivery, breakers, &self.shutdown)
+        let setup = Setup {
+            breakers,
+            ..Setup::new(delivery)
+        };
+        dispatch(&self.store, providers, setup, &self.shutdown)
+    }
+
+    fn start_set_up(&self, providers: &[&Scripted], setup: Setup) -> tokio::task::JoinHandle<()> {
+        dispatch(&self.store, providers, setup, &self.shutdown)
     }
 
     async fn send(&self, input: serde_json::Value) -> NotificationId {
@@ -214,14 +222,48 @@ fn types(details: &NotificationDetails) -> Vec<String> {
         .collect()
 }
 
+/// What a test dispatcher runs with besides its providers.
+struct Setup {
+    delivery: DeliveryConfig,
+    breakers: Breakers,
+    limits: LimitsConfig,
+    ranking: RankingConfig,
+}
+
+impl Setup {
+    fn new(delivery: DeliveryConfig) -> Setup {
+        Setup {
+            delivery,
+            breakers: Breakers::new(&BreakerConfig::default()),
+            limits: LimitsConfig::default(),
+            ranking: RankingConfig::default(),
+        }
+    }
+
+    /// Email throttled to `per_second`, one token of burst.
+    fn throttled(per_second: f64) -> Setup {
+        let mut setup = Setup::new(quick());
+        setup.limits.channel_rates.insert(
+            Channel::Email,
+            herald::domain::RateLimit::new(per_second, 1.0).unwrap(),
+        );
+        setup
+    }
+}
+
 /// A dispatcher routing email to `providers`, in that order.
 fn dispatch(
     store: &EventStore,
     providers: &[&Scripted],
-    delivery: DeliveryConfig,
-    breakers: Breakers,
+    setup: Setup,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let Setup {
+        delivery,
+        breakers,
+        limits,
+        ranking,
+    } = setup;
     let mut registry = Providers::default();
     for provider in providers {
         registry.insert(Arc::new((*provider).clone()));
@@ -244,8 +286,8 @@ fn dispatch(
                 routing,
                 delivery,
                 breakers,
-                ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
-                limits: Arc::new(Limits::new(LimitsConfig::default())),
+                ranker: Ranker::new(&ranking).expect("ranking"),
+                limits: Arc::new(Limits::new(limits)),
                 composer,
             },
         );
@@ -623,18 +665,57 @@ async fn a_permanent_failure_with_nowhere_left_dead_letters_after_one_attempt() 
 }
 
 #[tokio::test]
-async fn a_transient_failure_moves_to_the_next_provider() {
+async fn a_transient_failure_fails_over_to_the_next_provider_at_once() {
     let h = Harness::new().await;
     let first = Scripted::new("mail-a");
     let second = Scripted::new("mail-b");
-    first.then(Err(SendError::transient("connection reset")));
-    let worker = h.start(&[&first, &second], quick());
+    first.then(Err(SendError::transient("connection refused")));
+    // A retry would wait 30 s: the failover must not.
+    let delivery = DeliveryConfig {
+        retry_delays_seconds: vec![30.0],
+        ..quick()
+    };
+    let worker = h.start(&[&first, &second], delivery);
+    let id = h.send(json!({ "priority": "HIGH" })).await;
+    let details = h
+        .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(5))
+        .await;
+    assert_eq!((first.calls().len(), second.calls().len()), (1, 1));
+    assert_eq!(details.state.provider.as_deref(), Some("mail-b"));
+    assert!(
+        second.calls()[0].at - first.calls()[0].at < chrono::TimeDelta::milliseconds(500),
+        "the failover waited"
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_retry_schedule_starts_once_every_provider_has_failed_in_turn() {
+    let h = Harness::new().await;
+    let first = Scripted::new("mail-a");
+    let second = Scripted::new("mail-b");
+    first.then(Err(SendError::transient("connection refused")));
+    second.then(Err(SendError::transient("451 try later")));
+    let delivery = DeliveryConfig {
+        retry_delays_seconds: vec![1.0],
+        ..quick()
+    };
+    let worker = h.start(&[&first, &second], delivery);
     let id = h.send(json!({})).await;
     let details = h
         .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(10))
         .await;
-    assert_eq!((first.calls().len(), second.calls().len()), (1, 1));
-    assert_eq!(details.state.provider.as_deref(), Some("mail-b"));
+    let (a, b) = (first.calls(), second.calls());
+    assert_eq!((a.len(), b.len()), (2, 1), "a, b at once, then a again");
+    let failover = (b[0].at - a[0].at).as_seconds_f64();
+    let retry = (a[1].at - b[0].at).as_seconds_f64();
+    assert!(failover < 0.5, "failover after {failover} s");
+    assert!(
+        (1.0..1.6).contains(&retry),
+        "the round's retry came after {retry} s, not the scheduled 1 s"
+    );
+    assert_eq!(details.state.provider.as_deref(), Some("mail-a"));
     h.shutdown.cancel();
     worker.await.unwrap();
 }
@@ -675,13 +756,7 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
     let provider = Scripted::new("mail-a");
     provider.then(Err(SendError::permanent("550 mailbox disabled")));
     provider.then(Err(SendError::permanent("550 mailbox disabled")));
-    let worker = dispatch(
-        &app.store,
-        &[&provider],
-        quick(),
-        Breakers::new(&BreakerConfig::default()),
-        &shutdown,
-    );
+    let worker = dispatch(&app.store, &[&provider], Setup::new(quick()), &shutdown);
 
     let send = |title: &'static str| {
         let app = &app;
@@ -840,20 +915,12 @@ async fn the_breaker_opens_fails_over_half_opens_and_closes() {
             .find(|b| b.key == "mail-a")
             .map(|b| b.state)
     };
-    // Retries wait long enough to stay out of the way.
-    let delivery = DeliveryConfig {
-        retry_delays_seconds: vec![30.0],
-        ..quick()
-    };
-    let worker = h.start_with(&[&first, &second], delivery, breakers.clone());
+    let worker = h.start_with(&[&first, &second], quick(), breakers.clone());
+    // Each fails on the first provider and fails over to the second at once.
     for _ in 0..3 {
         let id = h.send(json!({})).await;
-        h.wait_for(
-            &id,
-            NotificationStatus::RetryPending,
-            Duration::from_secs(5),
-        )
-        .await;
+        h.wait_for(&id, NotificationStatus::Sent, Duration::from_secs(5))
+            .await;
     }
     assert_eq!(
         state(&breakers),
@@ -868,8 +935,8 @@ async fn the_breaker_opens_fails_over_half_opens_and_closes() {
         .await;
     assert_eq!(details.state.provider.as_deref(), Some("mail-b"));
     assert_eq!(
-        first.calls().len(),
-        3,
+        (first.calls().len(), second.calls().len()),
+        (3, 4),
         "an open breaker lets nothing through"
     );
 
@@ -890,18 +957,186 @@ async fn the_breaker_opens_fails_over_half_opens_and_closes() {
 }
 
 #[tokio::test]
+async fn a_hold_behind_an_open_breaker_records_one_event_however_often_it_is_rechecked() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    for _ in 0..2 {
+        provider.then(Err(SendError::transient("connection refused")));
+    }
+    let breakers = Breakers::new(&BreakerConfig {
+        failures: 2,
+        window_seconds: 60,
+        open_seconds: 3,
+    });
+    // Rechecked every 25 ms for the 3 s the breaker stays open: 120 looks,
+    // as many as a 10-minute outage gets at the default 5 s.
+    let delivery = DeliveryConfig {
+        retry_delays_seconds: vec![60.0],
+        recheck_seconds: 0.025,
+        ..quick()
+    };
+    let worker = h.start_with(&[&provider], delivery, breakers);
+    for _ in 0..2 {
+        let failing = h.send(json!({})).await;
+        h.wait_for(
+            &failing,
+            NotificationStatus::RetryPending,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    let held = h.send(json!({})).await;
+    h.wait_for(&held, NotificationStatus::Scheduled, Duration::from_secs(5))
+        .await;
+    let rechecks = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT rechecks FROM delivery_queue WHERE notification_id = $1",
+        )
+        .bind(held.as_uuid())
+        .fetch_optional(h.store.pool())
+        .await
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while rechecks().await.unwrap_or(0) < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rechecked {:?} times",
+            rechecks().await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let details = h
+        .wait_for(&held, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        types(&details),
+        [
+            "NotificationRequested",
+            "NotificationRanked",
+            "NotificationScheduled",
+            "DeliveryAttempted",
+            "NotificationSent"
+        ],
+        "the hold is one event, its rechecks none"
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_due_high_never_waits_behind_a_low_under_a_throttle() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(h.send(json!({ "priority": "LOW", "content": { "title": format!("low-{n}"), "text": "x" } })).await);
+    }
+    for n in 0..4 {
+        ids.push(h.send(json!({ "priority": "HIGH", "content": { "title": format!("high-{n}"), "text": "x" } })).await);
+    }
+    let worker = h.start_set_up(&[&provider], Setup::throttled(2.0));
+    for id in &ids[12..] {
+        h.wait_for(id, NotificationStatus::Sent, Duration::from_secs(10))
+            .await;
+    }
+    let order: Vec<String> = provider
+        .calls()
+        .iter()
+        .map(|c| c.title.clone().unwrap())
+        .collect();
+    assert!(
+        order.len() >= 4 && order[..4].iter().all(|t| t.starts_with("high")),
+        "a LOW went before a due HIGH: {order:?}"
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_throttled_message_that_fails_over_and_retries_twice_stays_under_20_events() {
+    let h = Harness::new().await;
+    let first = Scripted::new("mail-a");
+    let second = Scripted::new("mail-b");
+    // Others ahead of it use the tokens, so it is throttled too.
+    let ahead: Vec<NotificationId> =
+        futures::future::join_all((0..3).map(|_| h.send(json!({})))).await;
+    // Each of the ahead messages goes first; then ours fails a, b, a.
+    for _ in 0..3 {
+        first.then(Ok(()));
+    }
+    first.then(Err(SendError::transient("connection refused")));
+    second.then(Err(SendError::transient("451 try later")));
+    first.then(Err(SendError::transient("connection refused")));
+    let id = h.send(json!({})).await;
+    let worker = h.start_set_up(&[&first, &second], Setup::throttled(4.0));
+    for id in ahead.iter().chain([&id]) {
+        h.wait_for(id, NotificationStatus::Sent, Duration::from_secs(15))
+            .await;
+    }
+    let details = h.details(&id).await;
+    let events = types(&details);
+    let count = |name: &str| events.iter().filter(|t| *t == name).count();
+    assert!(count("DeliveryFailed") == 3, "{events:?}");
+    assert!(
+        count("NotificationScheduled") >= 1,
+        "never throttled: {events:?}"
+    );
+    assert!(events.len() < 20, "{} events: {events:?}", events.len());
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn within_a_priority_the_higher_score_takes_the_token_first() {
+    let h = Harness::new().await;
+    let provider = Scripted::new("mail-a");
+    let mut ids = Vec::new();
+    // Scored by category: no category scores lowest.
+    for (n, category) in ["", "security", "", "billing", "security"]
+        .iter()
+        .enumerate()
+    {
+        let mut input = json!({ "content": { "title": format!("{n}-{category}"), "text": "x" } });
+        if !category.is_empty() {
+            input["category"] = json!(category);
+        }
+        ids.push(h.send(input).await);
+    }
+    let mut setup = Setup::throttled(4.0);
+    setup.ranking.rules.categories = [("security", 0.3), ("billing", 0.1)]
+        .into_iter()
+        .map(|(category, weight)| {
+            (
+                herald::domain::values::Category::parse(category).unwrap(),
+                weight,
+            )
+        })
+        .collect();
+    let worker = h.start_set_up(&[&provider], setup);
+    for id in &ids {
+        h.wait_for(id, NotificationStatus::Sent, Duration::from_secs(10))
+            .await;
+    }
+    let mut scores = Vec::new();
+    for call in provider.calls() {
+        scores.push(h.details(&call.notification_id).await.state.score.unwrap());
+    }
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "sent out of score order: {scores:?}"
+    );
+    h.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
 async fn ops_views_show_the_queue_and_provider_health() {
     let app = crate::support::TestApp::start().await;
     let (_, key) = app.tenant().await;
     let shutdown = CancellationToken::new();
     let provider = Scripted::new("mail-a");
-    let worker = dispatch(
-        &app.store,
-        &[&provider],
-        quick(),
-        Breakers::new(&BreakerConfig::default()),
-        &shutdown,
-    );
+    let worker = dispatch(&app.store, &[&provider], Setup::new(quick()), &shutdown);
     let later = Utc::now() + chrono::TimeDelta::hours(1);
     for priority in ["HIGH", "LOW", "LOW"] {
         let sent = app

@@ -42,9 +42,10 @@ fn command() -> impl Strategy<Value = NotificationCommand> {
             scorer: "rules".into(),
             send_after,
         }),
-        1 => time().prop_map(|schedule_at| C::Schedule {
+        1 => (time(), prop::option::of(0i64..600)).prop_map(|(schedule_at, recheck)| C::Schedule {
             schedule_at,
             reason: "quiet hours".into(),
+            recheck: recheck.map(chrono::TimeDelta::seconds),
         }),
         3 => channel().prop_map(|channel| C::AttemptDelivery {
             channel,

@@ -203,6 +203,7 @@ fn schedule_a_ranked_notification() {
         .when(C::Schedule {
             schedule_at: minute(5),
             reason: "quiet hours".into(),
+            recheck: None,
         })
         .then([scheduled(minute(5))]);
 }
@@ -213,8 +214,52 @@ fn schedule_again_moves_the_time() {
         .when(C::Schedule {
             schedule_at: minute(9),
             reason: "quiet hours".into(),
+            recheck: None,
         })
         .then([scheduled(minute(9))]);
+}
+
+#[test]
+fn restating_a_hold_for_the_same_reason_within_its_recheck_records_nothing() {
+    given::<Notification>(history(S::Scheduled))
+        .at(minute(5))
+        .when(C::Schedule {
+            schedule_at: minute(6),
+            reason: "quiet hours".into(),
+            recheck: Some(TimeDelta::minutes(1)),
+        })
+        .then([]);
+}
+
+#[test]
+fn a_hold_is_recorded_again_for_a_new_reason_or_a_longer_wait() {
+    let restated = |reason: &str, schedule_at| C::Schedule {
+        schedule_at,
+        reason: reason.into(),
+        recheck: Some(TimeDelta::minutes(1)),
+    };
+    given::<Notification>(history(S::Scheduled))
+        .at(minute(5))
+        .when(restated("throttled", minute(6)))
+        .then([E::Scheduled {
+            schedule_at: minute(6),
+            reason: "throttled".into(),
+        }]);
+    given::<Notification>(history(S::Scheduled))
+        .at(minute(5))
+        .when(restated("quiet hours", minute(7)))
+        .then([scheduled(minute(7))]);
+}
+
+#[test]
+fn a_hold_after_an_attempt_is_news_whatever_its_reason() {
+    given::<Notification>(history(S::RetryPending))
+        .when(C::Schedule {
+            schedule_at: minute(1),
+            reason: "quiet hours".into(),
+            recheck: Some(TimeDelta::minutes(5)),
+        })
+        .then([scheduled(minute(1))]);
 }
 
 #[test]
@@ -223,6 +268,7 @@ fn schedule_past_the_expiry_is_refused() {
         .when(C::Schedule {
             schedule_at: minute(60),
             reason: "quiet hours".into(),
+            recheck: None,
         })
         .then_error(DomainError::PastExpiry {
             expires_at: minute(60),
@@ -235,6 +281,7 @@ fn schedule_while_sending_is_illegal() {
         .when(C::Schedule {
             schedule_at: minute(5),
             reason: "throttle".into(),
+            recheck: None,
         })
         .then_error(illegal(S::Sending, "Schedule"));
 }
