@@ -15,6 +15,7 @@ use crate::commands::links::LinksConfig;
 use crate::commands::receipts::ReceiptsConfig;
 use crate::domain::attachment::AttachmentsConfig;
 use crate::egress::EgressConfig;
+use crate::projections::engagement_gauges::AnalyticsConfig;
 use crate::providers::{ProviderConfig, default_provider_configs};
 use crate::workers::breaker::BreakerConfig;
 use crate::workers::ranker::RankingConfig;
@@ -79,6 +80,8 @@ pub struct Config {
     pub receipts: ReceiptsConfig,
     /// Unsubscribe, preference and tracking links: signing secret, public URL, lifetimes.
     pub links: LinksConfig,
+    /// `[analytics]`: the engagement gauges' refresh, window and cap.
+    pub analytics: AnalyticsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +120,7 @@ impl Default for Config {
             operator_tenants: Vec::new(),
             receipts: ReceiptsConfig::default(),
             links: LinksConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }

@@ -115,9 +115,22 @@ async fn run(
         None
     };
 
-    let projections = roles
-        .contains(&Role::Projections)
-        .then(|| projections::runner::spawn_all(store.clone(), shutdown.clone()));
+    let projections = roles.contains(&Role::Projections).then(|| {
+        let runners = projections::runner::spawn_all(store.clone(), shutdown.clone());
+        let gauges = projections::engagement_gauges::spawn(
+            store.pool().clone(),
+            config.analytics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let (runners, gauges) = tokio::join!(runners, gauges);
+            for ended in [runners, gauges] {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a projections task panicked");
+                }
+            }
+        })
+    });
 
     let workers = if roles.contains(&Role::Workers) {
         let providers = providers::build(&config.providers, &egress::Egress::new(&config.egress))

@@ -1,15 +1,22 @@
 //! The `analytics` read model, kept by the runner alone: a counter is not
 //! idempotent, so the counts and the checkpoint commit together, which is
-//! what makes each event count once. Per tenant and hour (UTC, of the event's
-//! `recorded_at`):
+//! what makes each event count once. Per tenant and hour (UTC):
 //!
-//! - `analytics_counts`: notifications entering each status, per channel. The
-//!   shape version 1 wrote, kept so that binaries of the previous release
-//!   read it right before and after the swap, and so that queries without
-//!   the new dimensions are served by the old version until then.
+//! - `analytics_counts`: notifications entering each status, per channel, in
+//!   the hour of the event's `recorded_at`. The shape version 1 wrote, kept
+//!   so that binaries of the previous release read it right before and
+//!   after the swap, and so that queries without the new dimensions are
+//!   served by the old version until then.
 //! - `analytics_counts_detailed`: the same, also per provider and template.
 //! - `analytics_latency`: the time from each notification's request to each
 //!   of its NotificationSent, in fixed buckets, per channel, provider and template.
+//! - `analytics_engagement`: per channel, provider and template, the
+//!   notifications sent in the hour (of their NotificationSent) and how many
+//!   of those were delivered, opened, clicked, bounced and complained about,
+//!   whenever that happened: a send's cohort, so that every measure is a
+//!   share of the sends in the same row. Each notification counts once per
+//!   measure: the aggregate records a delivery, a bounce and a complaint at
+//!   most once, and marks a notification's first open and first click.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,9 +32,10 @@ use crate::domain::{Content, NotificationEvent};
 use crate::eventstore::{ReadFilter, RecordedEvent};
 
 pub const NAME: &str = "analytics";
-/// 2: the provider and template dimensions and the latency histogram. A
-/// deployment rebuilds it beside version 1, whose tables serve until the swap.
-pub const VERSION: i32 = 2;
+/// 2: the provider and template dimensions and the latency histogram.
+/// 3: engagement per send cohort. A deployment rebuilds it beside the
+/// previous version, whose tables serve until the swap.
+pub const VERSION: i32 = 3;
 
 /// Upper bounds of the latency buckets in milliseconds (a latency equal to a
 /// bound falls in its bucket); an open last bucket follows. Changing them
@@ -88,14 +96,17 @@ struct Context {
     template: Option<Arc<str>>,
     attempted_channel: Option<Channel>,
     provider: Option<Arc<str>>,
+    /// The hour of the NotificationSent, which engagement counts in.
+    sent_hour: Option<DateTime<Utc>>,
 }
 
 impl Context {
     /// Folds the events that decide a count into what is known of a stream:
     /// nothing before its NotificationRequested, which a stream holds once
     /// (as in the aggregate, anything before it changes nothing), then each
-    /// delivery attempt's channel and provider.
-    fn fold(known: &mut Option<Context>, event: &NotificationEvent) {
+    /// delivery attempt's channel and provider, and the hour of the send
+    /// (`recorded_at` is the event's).
+    fn fold(known: &mut Option<Context>, event: &NotificationEvent, recorded_at: DateTime<Utc>) {
         match event {
             NotificationEvent::Requested {
                 tenant_id,
@@ -114,6 +125,7 @@ impl Context {
                     },
                     attempted_channel: None,
                     provider: None,
+                    sent_hour: None,
                 });
             }
             NotificationEvent::DeliveryAttempted {
@@ -126,14 +138,19 @@ impl Context {
                     }
                 }
             }
+            NotificationEvent::Sent { .. } => {
+                if let Some(context) = known {
+                    context.sent_hour = Some(hour_of(recorded_at));
+                }
+            }
             _ => {}
         }
     }
 
-    fn dimensions(&self, event: &RecordedEvent) -> Dimensions {
+    fn dimensions(&self, hour: DateTime<Utc>) -> Dimensions {
         Dimensions {
             tenant_id: self.tenant_id.clone(),
-            hour: hour_of(event.recorded_at),
+            hour,
             channel: self
                 .attempted_channel
                 .or(self.requested_channel)
@@ -156,22 +173,105 @@ struct Dimensions {
     template: Option<Arc<str>>,
 }
 
+/// A notification's engagement, or any sum of them: `analytics_engagement`'s
+/// measures, in its column order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Engagement {
+    pub sent: i64,
+    pub delivered: i64,
+    pub opened: i64,
+    pub clicked: i64,
+    pub bounced: i64,
+    pub complained: i64,
+}
+
+impl Engagement {
+    /// The one measure `event` counts for, if any: the send, its delivery
+    /// receipt, the first open, the first click, the bounce, the complaint.
+    fn of(event: &NotificationEvent) -> Option<Engagement> {
+        let none = Engagement::default();
+        Some(match event {
+            NotificationEvent::Sent { .. } => Engagement { sent: 1, ..none },
+            NotificationEvent::Delivered { .. } => Engagement {
+                delivered: 1,
+                ..none
+            },
+            NotificationEvent::Opened { first: true, .. } => Engagement { opened: 1, ..none },
+            NotificationEvent::Clicked { first: true, .. } => Engagement { clicked: 1, ..none },
+            NotificationEvent::Bounced { .. } => Engagement { bounced: 1, ..none },
+            NotificationEvent::Complained { .. } => Engagement {
+                complained: 1,
+                ..none
+            },
+            _ => return None,
+        })
+    }
+
+    /// The measures in column order.
+    fn columns(&self) -> [i64; 6] {
+        [
+            self.sent,
+            self.delivered,
+            self.opened,
+            self.clicked,
+            self.bounced,
+            self.complained,
+        ]
+    }
+
+    /// `measure` as a share of the sends; `None` without any.
+    pub fn share(&self, measure: i64) -> Option<f64> {
+        (self.sent > 0).then(|| measure as f64 / self.sent as f64)
+    }
+}
+
+impl std::ops::AddAssign for Engagement {
+    fn add_assign(&mut self, other: Engagement) {
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.opened += other.opened;
+        self.clicked += other.clicked;
+        self.bounced += other.bounced;
+        self.complained += other.complained;
+    }
+}
+
+impl Dimensions {
+    /// As stored: "none" for no provider or no template.
+    fn provider_and_template(&self) -> (&str, &str) {
+        (
+            self.provider.as_deref().unwrap_or("none"),
+            self.template.as_deref().unwrap_or("none"),
+        )
+    }
+}
+
 /// A batch's increments.
 #[derive(Default)]
 struct Tally {
     counts: HashMap<(Dimensions, &'static str), i64>,
     latency: HashMap<(Dimensions, usize), i64>,
+    engagement: HashMap<Dimensions, Engagement>,
 }
 
 impl Tally {
-    fn add(&mut self, context: &Context, event: &RecordedEvent, decoded: &NotificationEvent) {
-        // Engagement moves no status and counts for nothing.
-        let Some(status) = decoded.status_after() else {
+    /// Counts `event`, recorded at `recorded_at`, already folded into `context`.
+    fn add(&mut self, context: &Context, recorded_at: DateTime<Utc>, event: &NotificationEvent) {
+        // In the send's hour; the aggregate takes engagement only after a
+        // send, so a stream without one (which the log does not hold) counts none.
+        if let (Some(engagement), Some(sent_hour)) = (Engagement::of(event), context.sent_hour) {
+            *self
+                .engagement
+                .entry(context.dimensions(sent_hour))
+                .or_default() += engagement;
+        }
+        // Opens and clicks move no status.
+        let Some(status) = event.status_after() else {
             return;
         };
-        let dimensions = context.dimensions(event);
-        if let NotificationEvent::Sent { .. } = decoded {
-            let bucket = bucket_of(event.recorded_at - context.requested_at);
+        let dimensions = context.dimensions(hour_of(recorded_at));
+        if let NotificationEvent::Sent { .. } = event {
+            let bucket = bucket_of(recorded_at - context.requested_at);
             *self
                 .latency
                 .entry((dimensions.clone(), bucket))
@@ -205,11 +305,12 @@ impl Projection for AnalyticsProjection {
             "analytics_counts",
             "analytics_counts_detailed",
             "analytics_latency",
+            "analytics_engagement",
         ]
     }
 
-    /// Every notification event: engagement counts for nothing, but without
-    /// it a stream's versions would show gaps where they have none.
+    /// Every notification event: the ones that count for nothing are read
+    /// too, or a stream's versions would show gaps where they have none.
     fn filter(&self) -> ReadFilter {
         super::notification_events()
     }
@@ -257,19 +358,19 @@ impl Projection for AnalyticsProjection {
                     .into_iter()
                     .peekable();
                 for event in group {
-                    while let Some((version, _)) = earlier.peek()
+                    while let Some((version, _, _)) = earlier.peek()
                         && *version <= event.stream_version
                     {
-                        let (version, earlier) = earlier.next().expect("peeked");
+                        let (version, recorded_at, earlier) = earlier.next().expect("peeked");
                         // The same event as this one: folded below.
                         if version < event.stream_version {
-                            Context::fold(&mut context, &earlier);
+                            Context::fold(&mut context, &earlier, recorded_at);
                         }
                     }
                     let decoded = decode(event)?;
-                    Context::fold(&mut context, &decoded);
+                    Context::fold(&mut context, &decoded, event.recorded_at);
                     if let Some(context) = &context {
-                        tally.add(context, event, &decoded);
+                        tally.add(context, event.recorded_at, &decoded);
                     }
                 }
                 if let Some(mut context) = context {
@@ -277,9 +378,7 @@ impl Projection for AnalyticsProjection {
                     learnt.push((last.stream_id.clone(), context));
                 }
             }
-            if !tally.counts.is_empty() {
-                write(conn, tally).await?;
-            }
+            write(conn, tally).await?;
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for (stream_id, context) in learnt {
                 known.put(stream_id, context);
@@ -296,8 +395,21 @@ fn follows(group: &[&RecordedEvent]) -> bool {
         .all(|pair| pair[1].stream_version == pair[0].stream_version + 1)
 }
 
-/// Adds a batch's increments: one statement per table, in [`Projection::tables`] order.
+/// Adds a batch's increments: one statement per table that has any, in
+/// [`Projection::tables`] order.
 async fn write(conn: &mut PgConnection, tally: Tally) -> Result<(), sqlx::Error> {
+    // Every latency is of a send, which is also a status count.
+    if !tally.counts.is_empty() {
+        write_counts(conn, &tally).await?;
+    }
+    if !tally.engagement.is_empty() {
+        write_engagement(conn, &tally.engagement).await?;
+    }
+    Ok(())
+}
+
+/// The status counts and latency buckets.
+async fn write_counts(conn: &mut PgConnection, tally: &Tally) -> Result<(), sqlx::Error> {
     let mut rollup: HashMap<(&str, DateTime<Utc>, &str, &str), i64> = HashMap::new();
     for ((d, status), count) in &tally.counts {
         *rollup
@@ -365,6 +477,60 @@ async fn write(conn: &mut PgConnection, tally: Tally) -> Result<(), sqlx::Error>
     Ok(())
 }
 
+async fn write_engagement(
+    conn: &mut PgConnection,
+    increments: &HashMap<Dimensions, Engagement>,
+) -> Result<(), sqlx::Error> {
+    let n = increments.len();
+    let (mut tenants, mut hours, mut channels) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut providers, mut templates) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut measures: [Vec<i64>; 6] = Default::default();
+    for (d, engagement) in increments {
+        tenants.push(&*d.tenant_id);
+        hours.push(d.hour);
+        channels.push(d.channel);
+        let (provider, template) = d.provider_and_template();
+        providers.push(provider);
+        templates.push(template);
+        for (column, value) in measures.iter_mut().zip(engagement.columns()) {
+            column.push(value);
+        }
+    }
+    let [sent, delivered, opened, clicked, bounced, complained] = measures;
+    sqlx::query(
+        "INSERT INTO analytics_engagement \
+             (tenant_id, hour, channel, provider, template, \
+              sent, delivered, opened, clicked, bounced, complained) \
+         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
+                              $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[]) \
+         ON CONFLICT (tenant_id, hour, channel, provider, template) DO UPDATE SET \
+             sent = analytics_engagement.sent + EXCLUDED.sent, \
+             delivered = analytics_engagement.delivered + EXCLUDED.delivered, \
+             opened = analytics_engagement.opened + EXCLUDED.opened, \
+             clicked = analytics_engagement.clicked + EXCLUDED.clicked, \
+             bounced = analytics_engagement.bounced + EXCLUDED.bounced, \
+             complained = analytics_engagement.complained + EXCLUDED.complained",
+    )
+    .bind(tenants)
+    .bind(hours)
+    .bind(channels)
+    .bind(providers)
+    .bind(templates)
+    .bind(sent)
+    .bind(delivered)
+    .bind(opened)
+    .bind(clicked)
+    .bind(bounced)
+    .bind(complained)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Increments as one array per column, for `unnest`; `keys` holds the
 /// column that tells rows of the same dimensions apart.
 struct Columns<'a, K> {
@@ -405,8 +571,9 @@ fn detailed<'a, T, K>(
     let mut templates = Vec::with_capacity(increments.len());
     for ((d, t), count) in increments {
         columns.push(&d.tenant_id, d.hour, d.channel, key(t), *count);
-        providers.push(d.provider.as_deref().unwrap_or("none"));
-        templates.push(d.template.as_deref().unwrap_or("none"));
+        let (provider, template) = d.provider_and_template();
+        providers.push(provider);
+        templates.push(template);
     }
     (columns, providers, templates)
 }
@@ -418,37 +585,56 @@ fn upper_bound_ms(bucket: usize) -> f64 {
         .map_or(f64::INFINITY, |bound| *bound as f64)
 }
 
-/// The events that decide a count's dimensions (the request and the delivery
-/// attempts) of each stream up to its version, in stream order, in
-/// one query.
+/// A stream's earlier events as [`Context::fold`] takes them: version,
+/// `recorded_at`, event.
+type Earlier = Vec<(i64, DateTime<Utc>, NotificationEvent)>;
+
+/// One of those events as stored.
+#[derive(sqlx::FromRow)]
+struct EarlierRow {
+    stream_id: String,
+    stream_version: i64,
+    recorded_at: DateTime<Utc>,
+    global_position: i64,
+    event_type: String,
+    schema_version: i16,
+    payload: serde_json::Value,
+}
+
+/// The events that decide a count's dimensions (the request, the delivery
+/// attempts and the send) of each stream up to its version, in stream
+/// order, in one query.
 async fn context(
     conn: &mut PgConnection,
     streams: &[(&str, i32)],
-) -> Result<HashMap<String, Vec<(i64, NotificationEvent)>>, ProjectionError> {
-    let mut context: HashMap<String, Vec<(i64, NotificationEvent)>> = HashMap::new();
+) -> Result<HashMap<String, Earlier>, ProjectionError> {
+    let mut context: HashMap<String, Earlier> = HashMap::new();
     if streams.is_empty() {
         return Ok(context);
     }
-    let rows: Vec<(String, i64, i64, String, i16, serde_json::Value)> = sqlx::query_as(
-        "SELECT e.stream_id, e.stream_version::int8, e.global_position, e.event_type, e.schema_version, e.payload \
+    let rows: Vec<EarlierRow> = sqlx::query_as(
+        "SELECT e.stream_id, e.stream_version::int8 AS stream_version, e.recorded_at, e.global_position, e.event_type, \
+                e.schema_version, e.payload \
          FROM unnest($1::text[], $2::int4[]) AS s(stream_id, upto) \
          JOIN events e ON e.stream_id = s.stream_id AND e.stream_version <= s.upto \
-         WHERE e.event_type IN ('NotificationRequested', 'DeliveryAttempted') \
+         WHERE e.event_type IN ('NotificationRequested', 'DeliveryAttempted', 'NotificationSent') \
          ORDER BY e.stream_id, e.stream_version",
     )
     .bind(streams.iter().map(|(s, _)| *s).collect::<Vec<_>>())
     .bind(streams.iter().map(|(_, v)| *v).collect::<Vec<_>>())
     .fetch_all(conn)
     .await?;
-    for (stream_id, version, position, event_type, schema_version, payload) in rows {
-        let event =
-            NotificationEvent::upcast(&event_type, schema_version, payload).map_err(|e| {
-                ProjectionError::Decode {
-                    position,
-                    reason: e.to_string(),
-                }
+    for row in rows {
+        let event = NotificationEvent::upcast(&row.event_type, row.schema_version, row.payload)
+            .map_err(|e| ProjectionError::Decode {
+                position: row.global_position,
+                reason: e.to_string(),
             })?;
-        context.entry(stream_id).or_default().push((version, event));
+        context.entry(row.stream_id).or_default().push((
+            row.stream_version,
+            row.recorded_at,
+            event,
+        ));
     }
     Ok(context)
 }
@@ -547,6 +733,73 @@ pub async fn latency(
     .await
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EngagementCount {
+    /// The hour of the sends.
+    pub hour: DateTime<Utc>,
+    pub channel: String,
+    /// The provider that sent.
+    pub provider: String,
+    pub template: String,
+    #[sqlx(flatten)]
+    pub engagement: Engagement,
+}
+
+/// The engagement of a tenant's notifications sent in `[from, to)`; none
+/// until version 3 has been swapped in.
+pub async fn engagement(
+    pool: &PgPool,
+    tenant_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<EngagementCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT hour, channel, provider, template, \
+                sent, delivered, opened, clicked, bounced, complained \
+         FROM analytics_engagement \
+         WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
+         ORDER BY hour, channel, provider, template",
+    )
+    .bind(tenant_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TemplateEngagement {
+    pub tenant_id: String,
+    pub template: String,
+    #[sqlx(flatten)]
+    pub engagement: Engagement,
+}
+
+/// Every tenant's email engagement per template for the sends in hours
+/// from `since`, at most `limit` templates: those with the most sends.
+pub async fn email_engagement_by_template(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<TemplateEngagement>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant_id, template, \
+                sum(sent)::int8 AS sent, sum(delivered)::int8 AS delivered, \
+                sum(opened)::int8 AS opened, sum(clicked)::int8 AS clicked, \
+                sum(bounced)::int8 AS bounced, sum(complained)::int8 AS complained \
+         FROM analytics_engagement \
+         WHERE hour >= $1 AND channel = 'email' \
+         GROUP BY tenant_id, template \
+         HAVING sum(sent) > 0 \
+         ORDER BY sum(sent) DESC, tenant_id, template \
+         LIMIT $2",
+    )
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Latency bucket counts added up over any set of [`LatencyCount`]s.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram([i64; BUCKETS]);
@@ -591,7 +844,121 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::domain::SendNotification;
+    use crate::domain::signed_link::ClientContext;
+    use crate::domain::values::{HttpUrl, NotificationId, TenantId};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    /// Folds and counts `events` as `handle_batch` does, one stream.
+    fn tally(events: &[(&str, NotificationEvent)]) -> Tally {
+        let (mut context, mut tally) = (None, Tally::default());
+        for (recorded_at, event) in events {
+            Context::fold(&mut context, event, at(recorded_at));
+            if let Some(context) = &context {
+                tally.add(context, at(recorded_at), event);
+            }
+        }
+        tally
+    }
+
+    #[test]
+    fn engagement_counts_once_per_notification_in_the_hour_of_the_send() {
+        let requested_at = at("2026-03-01T09:58:00Z");
+        let request = serde_json::from_value::<SendNotification>(json!({
+            "recipient": { "email": "ada@example.com" },
+            "channels": ["email"],
+            "template": { "key": "welcome" },
+        }))
+        .unwrap()
+        .parse(requested_at)
+        .unwrap();
+        let opened = |first| NotificationEvent::Opened {
+            first,
+            at: requested_at,
+            client: ClientContext::default(),
+        };
+        let clicked = |first| NotificationEvent::Clicked {
+            first,
+            url: HttpUrl::parse("https://shop.example/").unwrap(),
+            at: requested_at,
+            client: ClientContext::default(),
+        };
+        let tally = tally(&[
+            (
+                "2026-03-01T09:58:00Z",
+                NotificationEvent::Requested {
+                    tenant_id: TenantId::parse("acme").unwrap(),
+                    notification_id: NotificationId::new(),
+                    request,
+                    requested_at,
+                },
+            ),
+            (
+                "2026-03-01T09:59:00Z",
+                NotificationEvent::DeliveryAttempted {
+                    attempt: 1,
+                    channel: Channel::Email,
+                    provider: "ses".into(),
+                },
+            ),
+            (
+                "2026-03-01T10:00:01Z",
+                NotificationEvent::Sent {
+                    attempt: 1,
+                    provider: "ses".into(),
+                    provider_message_id: None,
+                    content: None,
+                },
+            ),
+            (
+                "2026-03-01T10:00:02Z",
+                NotificationEvent::Delivered { at: requested_at },
+            ),
+            ("2026-03-01T11:30:00Z", opened(true)),
+            ("2026-03-02T08:00:00Z", opened(false)),
+            ("2026-03-02T08:00:05Z", clicked(true)),
+            ("2026-03-05T20:00:00Z", clicked(false)),
+            (
+                "2026-03-06T07:00:00Z",
+                NotificationEvent::Complained { at: requested_at },
+            ),
+        ]);
+        let rows: Vec<_> = tally
+            .engagement
+            .iter()
+            .map(|(d, e)| (d.hour, d.channel, d.provider_and_template(), *e))
+            .collect();
+        assert_eq!(
+            rows,
+            [(
+                at("2026-03-01T10:00:00Z"),
+                "email",
+                ("ses", "welcome"),
+                Engagement {
+                    sent: 1,
+                    delivered: 1,
+                    opened: 1,
+                    clicked: 1,
+                    bounced: 0,
+                    complained: 1,
+                },
+            )],
+            "every measure in the hour of the send, each once"
+        );
+        // Statuses still count in the hour of their own event.
+        let complained = tally
+            .counts
+            .keys()
+            .find(|(_, status)| *status == "COMPLAINED")
+            .unwrap();
+        assert_eq!(complained.0.hour, at("2026-03-06T07:00:00Z"));
+    }
 
     #[test]
     fn latencies_fall_in_the_bucket_whose_bound_they_reach() {

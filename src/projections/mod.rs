@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod checkpoints;
 pub mod dead_letters;
 pub mod delivery_queue;
+pub mod engagement_gauges;
 pub mod entity_index;
 pub mod inapp_feed;
 pub mod notification_status;

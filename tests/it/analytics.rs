@@ -1,5 +1,6 @@
 //! The analyst queries over the analytics projection, fed by a running projector.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,12 +8,15 @@ use herald::commands::notifications;
 use herald::domain::values::{Channel, NotificationId, TenantId};
 use herald::domain::{NotificationEvent, SendNotification};
 use herald::eventstore::{Checkpoint, EventStore, ExpectedVersion, NewEvent, StreamAppend};
-use herald::projections::analytics::AnalyticsProjection;
+use herald::projections::analytics::{self, AnalyticsProjection};
 use herald::projections::{self, Projection, RunnerOptions};
+use herald::providers::WebhookSecret;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::journey::Service;
+use crate::peers::{free_port, webhook_receiver};
 use crate::support::{TestApp, error_codes};
 
 #[tokio::test]
@@ -172,18 +176,27 @@ fn sent(attempt: u32, provider: &str) -> NotificationEvent {
 /// Polls `query` until its one field equals `expected` (the projection runs
 /// beside), then asserts it.
 async fn eventually(app: &TestApp, key: &str, query: &str, variables: Value, expected: Value) {
+    until_equal(
+        async || {
+            let response = app.graphql(Some(key), query, variables.clone()).await;
+            assert!(response["errors"].is_null(), "{response}");
+            response["data"].clone()
+        },
+        query,
+        expected,
+    )
+    .await;
+}
+
+/// Polls `ask` until the one field of the `data` it answers equals
+/// `expected`, then asserts it (`what` names it).
+async fn until_equal(ask: impl AsyncFn() -> Value, what: &str, expected: Value) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let response = app.graphql(Some(key), query, variables.clone()).await;
-        assert!(response["errors"].is_null(), "{response}");
-        let rows = response["data"]
-            .as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap();
+        let data = ask().await;
+        let rows = data.as_object().unwrap().values().next().unwrap();
         if *rows == expected || std::time::Instant::now() > deadline {
-            assert_eq!(*rows, expected, "{query}");
+            assert_eq!(*rows, expected, "{what}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -292,7 +305,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
     let detailed = app.graphql(Some(&key), by_provider, window.clone()).await;
     assert_eq!(detailed["data"]["analytics"], json!([]), "{detailed}");
 
-    // Version 2 rebuilds beside it, swaps in and follows the log.
+    // The new version rebuilds beside it, swaps in and follows the log.
     let stop = CancellationToken::new();
     let runner = projections::spawn(
         store.clone(),
@@ -317,7 +330,13 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(states, [(1, "retired".into()), (2, "running".into())]);
+    assert_eq!(
+        states,
+        [
+            (1, "retired".into()),
+            (analytics::VERSION, "running".into())
+        ]
+    );
     // The retried notification goes out through another provider, after the swap.
     retried
         .append(
@@ -441,10 +460,13 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
         .unwrap()
         .events;
     for size in [1, 3, log.len()] {
-        sqlx::query("TRUNCATE analytics_counts, analytics_counts_detailed, analytics_latency")
-            .execute(pool)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "TRUNCATE {}",
+            AnalyticsProjection::new().tables().join(", ")
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
         let fresh = AnalyticsProjection::new();
         for batch in log.chunks(size) {
             let mut tx = pool.begin().await.unwrap();
@@ -453,4 +475,351 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
         }
         assert_eq!(tables(pool).await, rebuilt, "batches of {size}");
     }
+}
+
+/// The Standard Webhooks secret of the receipts provider `acme`.
+const ACME_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Every field of `engagement`.
+const ENGAGEMENT: &str = "engagement { sent delivered opened clicked bounced complained \
+                          deliveryRate openRate clickRate bounceRate complaintRate }";
+
+/// A template whose email links to a shop, so that clicks can be tracked.
+async fn publish_with_link(service: &Service, key: &str) {
+    service
+        .graphql(
+            "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { number } }",
+            json!({ "input": {
+                "key": key,
+                "defaultLocale": "en",
+                "variables": [],
+                "locales": [{ "locale": "en", "email": {
+                    "subject": key,
+                    "html": "<p>See <a href=\"https://shop.example/sale\">the sale</a></p>",
+                    "text": "See https://shop.example/sale" } }]
+            } }),
+        )
+        .await;
+}
+
+/// Sends an email of `template` to `to` (or of content written out, without
+/// a template); its id.
+async fn send_email(service: &Service, template: Option<&str>, to: &str) -> String {
+    let mut input = json!({
+        "recipient": { "email": to },
+        "channels": ["EMAIL"],
+        "priority": "HIGH",
+    });
+    match template {
+        Some(key) => input["template"] = json!({ "key": key }),
+        None => input["content"] = json!({ "title": "Hi", "html": "<p>Hi</p>" }),
+    }
+    service.send(input).await
+}
+
+/// Loads the open pixel of the email to `to`, as a mail client showing
+/// images does, `times` times.
+async fn open(service: &Service, to: &str, times: usize) {
+    follow(service, to, "/t/o/", times, 200).await;
+}
+
+/// Follows the tracked link of the email to `to` `times` times.
+async fn click(service: &Service, to: &str, times: usize) {
+    follow(service, to, "/t/c/", times, 302).await;
+}
+
+/// GETs the tracking URL holding `marker` in the email to `to` as received,
+/// not following redirects.
+async fn follow(service: &Service, to: &str, marker: &str, times: usize, status: u16) {
+    let email = service.email_to(to).await;
+    let html = email["html"].as_str().expect("an HTML part");
+    let url = html
+        .split('"')
+        .find(|part| part.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker} URL in {html}"));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for _ in 0..times {
+        let answer = http.get(url).send().await.expect("GET");
+        assert_eq!(answer.status(), status, "{url}");
+    }
+}
+
+/// Posts a receipt about notification `id` from provider `acme`, signed as
+/// Standard Webhooks sign.
+async fn receipt(service: &Service, id: &str, status: &str) {
+    let body = json!({ "notificationId": id, "status": status, "hard": true }).to_string();
+    let headers = herald::providers::webhook::signature_headers(
+        &[WebhookSecret::new(ACME_SECRET)],
+        &format!("msg_{id}_{status}"),
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    )
+    .unwrap();
+    let answer = service
+        .served
+        .http
+        .post(format!("{}/webhooks/acme", service.served.base))
+        .headers(headers)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), 200, "{status} receipt for {id}");
+}
+
+/// The `engagement` of a group, every rate over `sent` (null without sends).
+fn engaged(sent: i64, measures: [i64; 5]) -> Value {
+    let [delivered, opened, clicked, bounced, complained] = measures;
+    let rate = |n: i64| (sent > 0).then(|| n as f64 / sent as f64);
+    json!({
+        "sent": sent, "delivered": delivered, "opened": opened, "clicked": clicked,
+        "bounced": bounced, "complained": complained,
+        "deliveryRate": rate(delivered), "openRate": rate(opened), "clickRate": rate(clicked),
+        "bounceRate": rate(bounced), "complaintRate": rate(complained),
+    })
+}
+
+/// The `data` of `analytics` in `window` grouped by `dimension`, showing it
+/// and the engagement.
+async fn grouped_by(service: &Service, dimension: &str, window: &Value) -> Value {
+    let field = dimension.to_lowercase();
+    let query = format!(
+        "query($from: DateTime!, $to: DateTime!) {{ \
+           analytics(from: $from, to: $to, groupBy: [{dimension}]) {{ {field} {ENGAGEMENT} }} }}"
+    );
+    service.graphql(&query, window.clone()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engagement_counts_real_opens_clicks_and_receipts_per_channel_template_provider_and_day() {
+    let service = Service::start_with(&format!(
+        "[receipts.providers.acme]\nsecret = \"{ACME_SECRET}\"\n"
+    ))
+    .await;
+    service
+        .graphql(
+            "mutation { setTrackingSettings(opens: true, clicks: true) { opens } }",
+            json!({}),
+        )
+        .await;
+    publish_with_link(&service, "welcome").await;
+    publish_with_link(&service, "digest").await;
+    let port = free_port();
+    let hook_url = format!("http://127.0.0.1:{port}/hooks");
+    let secret = service
+        .graphql(
+            "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }",
+            json!({ "input": { "url": hook_url, "eventTypes": ["NotificationExpired"] } }),
+        )
+        .await["createWebhookEndpoint"]["secret"]
+        .as_str()
+        .expect("a secret")
+        .to_string();
+    let _receiver = webhook_receiver(port, &WebhookSecret::new(secret)).await;
+
+    let ada = send_email(&service, Some("welcome"), "ada@example.com").await;
+    let bob = send_email(&service, Some("welcome"), "bob@example.com").await;
+    let cy = send_email(&service, Some("welcome"), "cy@example.com").await;
+    let dee = send_email(&service, Some("digest"), "dee@example.com").await;
+    let eve = send_email(&service, Some("digest"), "eve@example.com").await;
+    let mut hooks = Vec::new();
+    for _ in 0..2 {
+        hooks.push(
+            service
+                .send(json!({
+                    "recipient": { "webhookUrl": hook_url },
+                    "channels": ["WEBHOOK"],
+                    "content": { "title": "Order shipped", "text": "o-1" },
+                }))
+                .await,
+        );
+    }
+    let mut send_days = BTreeMap::new();
+    for id in [&ada, &bob, &cy, &dee, &eve, &hooks[0], &hooks[1]] {
+        service.wait_for_status(id, "SENT").await;
+        let timeline = service
+            .graphql(
+                "query($id: ID!) { notification(id: $id) { timeline { type recordedAt } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let at: chrono::DateTime<chrono::Utc> = timeline["notification"]["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "NotificationSent")
+            .and_then(|e| e["recordedAt"].as_str())
+            .expect("a NotificationSent")
+            .parse()
+            .unwrap();
+        *send_days.entry(at.date_naive()).or_insert(0) += 1;
+    }
+
+    // Ada opens three times and clicks twice, Bob opens, Dee opens and
+    // clicks, then complains; Cy's address bounces; Eve's and one webhook's
+    // deliveries are reported.
+    open(&service, "ada@example.com", 3).await;
+    click(&service, "ada@example.com", 2).await;
+    open(&service, "bob@example.com", 1).await;
+    open(&service, "dee@example.com", 1).await;
+    click(&service, "dee@example.com", 1).await;
+    receipt(&service, &cy, "bounced").await;
+    receipt(&service, &dee, "complained").await;
+    receipt(&service, &eve, "delivered").await;
+    receipt(&service, &hooks[0], "delivered").await;
+
+    let window = json!({
+        "from": (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339(),
+        "to": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339(),
+    });
+    let email = engaged(5, [1, 3, 2, 1, 1]);
+    let webhooks = engaged(2, [1, 0, 0, 0, 0]);
+    let expected = [
+        (
+            "CHANNEL",
+            json!([
+                { "channel": "email", "engagement": email },
+                { "channel": "webhook", "engagement": webhooks },
+            ]),
+        ),
+        (
+            "TEMPLATE",
+            json!([
+                { "template": "digest", "engagement": engaged(2, [1, 1, 1, 0, 1]) },
+                { "template": "none", "engagement": webhooks },
+                { "template": "welcome", "engagement": engaged(3, [0, 2, 1, 1, 0]) },
+            ]),
+        ),
+        (
+            // Requests are counted before any provider: a group without sends.
+            "PROVIDER",
+            json!([
+                { "provider": "mail", "engagement": email },
+                { "provider": "none", "engagement": engaged(0, [0; 5]) },
+                { "provider": "webhook", "engagement": webhooks },
+            ]),
+        ),
+    ];
+    for (dimension, rows) in &expected {
+        let ask = async || grouped_by(&service, dimension, &window).await;
+        until_equal(ask, dimension, rows.clone()).await;
+    }
+    // By the day of the send: all of them, unless the sends straddled midnight.
+    let by_day = grouped_by(&service, "DAY", &window).await;
+    let days: BTreeMap<chrono::NaiveDate, i64> = by_day["analytics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["engagement"]["sent"] != 0)
+        .map(|row| {
+            let day: chrono::DateTime<chrono::Utc> = row["day"].as_str().unwrap().parse().unwrap();
+            (
+                day.date_naive(),
+                row["engagement"]["sent"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(days, send_days, "{by_day}");
+
+    // A rebuild from the log, beside the running service, counts the same.
+    let pool = PgPool::connect(&service.served.database_url).await.unwrap();
+    let before = tables(&pool).await;
+    herald::projections::rebuild::rebuild(
+        &EventStore::new(pool.clone()),
+        &AnalyticsProjection::new(),
+        |_| {},
+    )
+    .await
+    .expect("rebuilt");
+    assert_eq!(tables(&pool).await, before);
+    for (dimension, rows) in &expected {
+        let answer = grouped_by(&service, dimension, &window).await;
+        assert_eq!(answer["analytics"], *rows, "{dimension} after the rebuild");
+    }
+    assert_eq!(grouped_by(&service, "DAY", &window).await, by_day);
+}
+
+/// The `open_rate` and `click_rate` samples of `tenant` in a scrape, by
+/// "name template".
+fn rate_gauges(scrape: &str, tenant: &str) -> Value {
+    scrape
+        .lines()
+        .filter(|line| line.starts_with("open_rate{") || line.starts_with("click_rate{"))
+        .filter(|line| line.contains(&format!("tenant=\"{tenant}\"")))
+        .map(|line| {
+            let (name, rest) = line.split_once('{').unwrap();
+            let (labels, value) = rest.rsplit_once("} ").unwrap();
+            let template = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("template_id=\""))
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("no template_id in {line}"));
+            let value: f64 = value.parse().unwrap();
+            (format!("{name} {template}"), json!(value))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_and_click_rate_gauges_per_tenant_and_template_within_their_cap() {
+    let service = Service::start_with(
+        "[analytics]\ngauge_interval_seconds = 1\ngauge_window_hours = 1\ngauge_max_series = 2\n",
+    )
+    .await;
+    let tenant = service.graphql("{ viewer { tenantId } }", json!({})).await["viewer"]["tenantId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    service
+        .graphql(
+            "mutation { setTrackingSettings(opens: true, clicks: true) { opens } }",
+            json!({}),
+        )
+        .await;
+    publish_with_link(&service, "welcome").await;
+    publish_with_link(&service, "digest").await;
+    for (template, to) in [
+        ("welcome", "ada@example.com"),
+        ("welcome", "bob@example.com"),
+        ("digest", "cy@example.com"),
+        ("digest", "dee@example.com"),
+    ] {
+        let id = send_email(&service, Some(template), to).await;
+        service.wait_for_status(&id, "SENT").await;
+    }
+    let scrape = async || {
+        let text = service
+            .served
+            .http
+            .get(format!("{}/metrics", service.served.metrics_base))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap();
+        json!({ "gauges": rate_gauges(&text, &tenant) })
+    };
+    let shown = json!({
+        "click_rate digest": 0.0, "click_rate welcome": 0.0,
+        "open_rate digest": 0.0, "open_rate welcome": 0.0,
+    });
+    until_equal(scrape, "the gauges", shown).await;
+
+    // A third pair finds the two places taken: opened, it is not shown.
+    let id = send_email(&service, None, "eve@example.com").await;
+    service.wait_for_status(&id, "SENT").await;
+    open(&service, "eve@example.com", 1).await;
+    open(&service, "ada@example.com", 4).await;
+    click(&service, "ada@example.com", 1).await;
+    open(&service, "cy@example.com", 1).await;
+    let shown = json!({
+        "click_rate digest": 0.0, "click_rate welcome": 0.5,
+        "open_rate digest": 0.5, "open_rate welcome": 0.5,
+    });
+    until_equal(scrape, "the gauges", shown).await;
 }

@@ -28,6 +28,11 @@ impl Drop for Service {
 
 impl Service {
     pub(crate) async fn start() -> Service {
+        Service::start_with("").await
+    }
+
+    /// With `config` after the SMTP provider's.
+    pub(crate) async fn start_with(config: &str) -> Service {
         let dir = std::env::temp_dir().join(format!("herald-journey-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let maildir = dir.join("mail");
@@ -36,7 +41,12 @@ impl Service {
             &[],
         )
         .await;
-        let served = serve(&dir, "Journey", &smtp_config(smtp.port)).await;
+        let served = serve(
+            &dir,
+            "Journey",
+            &format!("{}{config}", smtp_config(smtp.port)),
+        )
+        .await;
         Service {
             served,
             _smtp: smtp,

@@ -20,6 +20,8 @@ pub struct Served {
     /// The tenant's API key.
     pub key: String,
     pub http: reqwest::Client,
+    /// The server's database, for a test's own connections to it.
+    pub database_url: String,
 }
 
 /// Writes `dir/herald.toml` (its own `listen` and `metrics_listen`,
@@ -50,6 +52,7 @@ pub async fn serve_with_stderr(
     )
     .await
     .expect("tenant");
+    let database_url = db.options.to_url_lossy().to_string();
     let (port, metrics_port) = (free_port(), free_port());
     let file = dir.join("herald.toml");
     std::fs::write(
@@ -62,7 +65,7 @@ pub async fn serve_with_stderr(
     .expect("config written");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("serve")
-        .env("DATABASE_URL", db.options.to_url_lossy().to_string())
+        .env("DATABASE_URL", &database_url)
         .env("HERALD_CONFIG", &file)
         .stderr(stderr)
         .kill_on_drop(true)
@@ -89,6 +92,7 @@ pub async fn serve_with_stderr(
         metrics_base: format!("http://127.0.0.1:{metrics_port}"),
         key: tenant.api_key,
         http,
+        database_url,
     }
 }
 

@@ -13,11 +13,14 @@ use crate::projections::analytics;
 /// What `analytics` rows are grouped by.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Ord, PartialOrd)]
 pub enum AnalyticsDimension {
+    /// UTC hours: of the status event for `count`, of the send for `engagement`.
     Hour,
+    /// UTC days: of the status event for `count`, of the send for `engagement`.
     Day,
     Channel,
     /// The provider of the latest delivery attempt, "none" before the first
-    /// (so REQUESTED is always under "none", and rates by provider are null).
+    /// (so REQUESTED is always under "none", and rates by provider are
+    /// null); for `engagement`, the provider that sent.
     Provider,
     /// The request's template key, "none" for content written out.
     Template,
@@ -44,6 +47,7 @@ pub struct AnalyticsFilter {
     pub template: Option<String>,
     /// Counts notifications entering this status: with STATUS, the only
     /// status shown; without, `count` is of this status instead of REQUESTED.
+    /// `engagement` ignores it.
     pub status: Option<NotificationStatus>,
 }
 
@@ -63,6 +67,86 @@ pub struct AnalyticsRow {
     /// count (e.g. the share delivered); null when nothing was requested in
     /// the group.
     pub rate: Option<f64>,
+    /// What became of the notifications sent in the group; null when
+    /// grouped by STATUS (engagement is not a status). Asking for it may add
+    /// groups with sends but no `count` (then 0).
+    pub engagement: Option<Engagement>,
+}
+
+/// A group's [`analytics::Engagement`], as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Engagement(analytics::Engagement);
+
+/// Engagement of the notifications sent in a group, counted in the hour of
+/// the send (a cohort), whenever the recipient engaged: an email sent at
+/// 09:10 on Monday and opened on Tuesday counts in Monday's 09:00. So every
+/// measure is a share of the same sends and a rate is never above 1, at the
+/// cost of a past hour's numbers growing while its messages are still read.
+/// Each notification counts at most once per measure: an email opened five
+/// times is one open. Kept by version 3 of the `analytics` read model, whose
+/// rebuild counts the whole log; empty until it has been swapped in.
+#[Object]
+impl Engagement {
+    /// Notifications sent (NotificationSent: taken by the provider) in the
+    /// group: the base of every rate.
+    async fn sent(&self) -> i64 {
+        self.0.sent
+    }
+
+    /// Of those, notifications with a delivery receipt (NotificationDelivered);
+    /// a provider that reports no deliveries (SMTP) shows none.
+    async fn delivered(&self) -> i64 {
+        self.0.delivered
+    }
+
+    /// Of those, notifications opened at least once (the tracking pixel
+    /// loaded: email with open tracking on), each counted once.
+    async fn opened(&self) -> i64 {
+        self.0.opened
+    }
+
+    /// Of those, notifications with at least one tracked link followed,
+    /// each counted once.
+    async fn clicked(&self) -> i64 {
+        self.0.clicked
+    }
+
+    /// Of those, notifications that bounced (a bounce receipt, hard or soft).
+    async fn bounced(&self) -> i64 {
+        self.0.bounced
+    }
+
+    /// Of those, notifications the recipient complained about (a complaint
+    /// receipt: marked as spam).
+    async fn complained(&self) -> i64 {
+        self.0.complained
+    }
+
+    /// `delivered / sent`; null when nothing was sent (nothing to measure
+    /// is not 0 %).
+    async fn delivery_rate(&self) -> Option<f64> {
+        self.0.share(self.0.delivered)
+    }
+
+    /// `opened / sent`, unique opens; null when nothing was sent.
+    async fn open_rate(&self) -> Option<f64> {
+        self.0.share(self.0.opened)
+    }
+
+    /// `clicked / sent`, unique clicks; null when nothing was sent.
+    async fn click_rate(&self) -> Option<f64> {
+        self.0.share(self.0.clicked)
+    }
+
+    /// `bounced / sent`; null when nothing was sent.
+    async fn bounce_rate(&self) -> Option<f64> {
+        self.0.share(self.0.bounced)
+    }
+
+    /// `complained / sent`; null when nothing was sent.
+    async fn complaint_rate(&self) -> Option<f64> {
+        self.0.share(self.0.complained)
+    }
 }
 
 /// One group of `deliveryLatency`: the dimensions asked for are set, the
@@ -98,6 +182,7 @@ impl AnalyticsQuery {
     /// Counts of notifications entering each status, per tenant, in `[from, to)`,
     /// grouped by the dimensions given (hour buckets are UTC). By provider or
     /// template, only once the read model that keeps them has been built.
+    /// `engagement`: of the notifications sent in `[from, to)` (see the type).
     async fn analytics(
         &self,
         ctx: &Context<'_>,
@@ -144,7 +229,12 @@ impl AnalyticsQuery {
                 })
                 .collect()
         };
-        Ok(group(&entries, &group_by, &filter))
+        let engagement = if ctx.look_ahead().field("engagement").exists() {
+            Some(analytics::engagement(pool, tenant, from, to).await?)
+        } else {
+            None
+        };
+        Ok(group(&entries, engagement.as_deref(), &group_by, &filter))
     }
 
     /// Time from each notification's request to its NotificationSent (per
@@ -206,21 +296,41 @@ type Key = (
     Option<String>,
 );
 
+/// The rows of `entries` and, when asked for (`Some`), `engagement`.
 fn group(
     entries: &[Entry],
+    engagement: Option<&[analytics::EngagementCount]>,
     by: &[AnalyticsDimension],
     filter: &AnalyticsFilter,
 ) -> Vec<AnalyticsRow> {
     use AnalyticsDimension as D;
     let has = |d| by.contains(&d);
-    let key = |e: &Entry, status: Option<&str>| -> Key {
+    let key_of = |hour: DateTime<Utc>,
+                  channel: &str,
+                  provider: Option<&str>,
+                  template: Option<&str>,
+                  status: Option<&str>|
+     -> Key {
         (
-            has(D::Hour).then_some(e.hour),
-            has(D::Day).then(|| day_of(e.hour)),
-            has(D::Channel).then(|| e.channel.clone()),
-            has(D::Provider).then(|| e.provider.clone()).flatten(),
-            has(D::Template).then(|| e.template.clone()).flatten(),
+            has(D::Hour).then_some(hour),
+            has(D::Day).then(|| day_of(hour)),
+            has(D::Channel).then(|| channel.to_string()),
+            has(D::Provider)
+                .then(|| provider.map(str::to_string))
+                .flatten(),
+            has(D::Template)
+                .then(|| template.map(str::to_string))
+                .flatten(),
             status.map(str::to_string),
+        )
+    };
+    let key = |e: &Entry, status: Option<&str>| -> Key {
+        key_of(
+            e.hour,
+            &e.channel,
+            e.provider.as_deref(),
+            e.template.as_deref(),
+            status,
         )
     };
     let wanted_status = filter
@@ -231,20 +341,17 @@ fn group(
     let channel = filter
         .channel
         .map(|c| crate::domain::values::Channel::from(c).as_str());
-    let matches = |e: &&Entry| {
-        channel.is_none_or(|c| e.channel == c)
-            && filter
-                .provider
-                .as_ref()
-                .is_none_or(|p| e.provider.as_ref() == Some(p))
-            && filter
-                .template
-                .as_ref()
-                .is_none_or(|t| e.template.as_ref() == Some(t))
+    let matches = |c: &str, p: Option<&str>, t: Option<&str>| {
+        channel.is_none_or(|channel| c == channel)
+            && filter.provider.as_deref().is_none_or(|f| p == Some(f))
+            && filter.template.as_deref().is_none_or(|f| t == Some(f))
     };
     let mut totals: BTreeMap<Key, i64> = BTreeMap::new();
     let mut requested: BTreeMap<Key, i64> = BTreeMap::new();
-    for e in entries.iter().filter(matches) {
+    for e in entries
+        .iter()
+        .filter(|e| matches(&e.channel, e.provider.as_deref(), e.template.as_deref()))
+    {
         if by_status && wanted_status.is_none_or(|s| s == e.status) {
             *totals.entry(key(e, Some(&e.status))).or_default() += e.count;
         } else if !by_status && counted(&e.status) {
@@ -254,25 +361,34 @@ fn group(
             *requested.entry(key(e, None)).or_default() += e.count;
         }
     }
+    // Engagement is not a status: not shown by STATUS.
+    let mut engaged: BTreeMap<Key, analytics::Engagement> = BTreeMap::new();
+    for e in engagement.filter(|_| !by_status).unwrap_or_default() {
+        if matches(&e.channel, Some(&e.provider), Some(&e.template)) {
+            let key = key_of(
+                e.hour,
+                &e.channel,
+                Some(&e.provider),
+                Some(&e.template),
+                None,
+            );
+            totals.entry(key.clone()).or_default();
+            *engaged.entry(key).or_default() += e.engagement;
+        }
+    }
+    let shows_engagement = engagement.is_some() && !by_status;
     let rated = by_status || wanted_status.is_some();
     totals
         .into_iter()
         .map(
             |((hour, day, channel, provider, template, status), count)| {
-                let base = requested
-                    .get(&(
-                        hour,
-                        day,
-                        channel.clone(),
-                        provider.clone(),
-                        template.clone(),
-                        None,
-                    ))
-                    .copied();
+                // What the rate and engagement are of: the group, whatever the status.
+                let group = (hour, day, channel, provider, template, None);
+                let base = requested.get(&group).copied();
+                let engagement = shows_engagement
+                    .then(|| Engagement(engaged.get(&group).copied().unwrap_or_default()));
+                let (hour, day, channel, provider, template, _) = group;
                 AnalyticsRow {
-                    rate: base
-                        .filter(|b| rated && *b > 0)
-                        .map(|b| count as f64 / b as f64),
                     hour,
                     day,
                     channel,
@@ -280,6 +396,10 @@ fn group(
                     template,
                     status,
                     count,
+                    rate: base
+                        .filter(|b| rated && *b > 0)
+                        .map(|b| count as f64 / b as f64),
+                    engagement,
                 }
             },
         )
@@ -352,6 +472,7 @@ mod tests {
         let none = AnalyticsFilter::default();
         let by_channel = group(
             &entries,
+            None,
             &[AnalyticsDimension::Channel, AnalyticsDimension::Status],
             &none,
         );
@@ -359,7 +480,7 @@ mod tests {
         assert_eq!(find(&by_channel, "email", "DELIVERED").rate, Some(0.4));
         assert_eq!(find(&by_channel, "sms", "DELIVERED").rate, Some(1.0));
 
-        let by_day = group(&entries, &[AnalyticsDimension::Day], &none);
+        let by_day = group(&entries, None, &[AnalyticsDimension::Day], &none);
         assert_eq!(by_day.len(), 1);
         assert_eq!(
             by_day[0].count, 25,
@@ -373,13 +494,14 @@ mod tests {
             status: Some(NotificationStatus::Delivered),
             ..Default::default()
         };
-        let by_channel = group(&entries, &[AnalyticsDimension::Channel], &delivered);
+        let by_channel = group(&entries, None, &[AnalyticsDimension::Channel], &delivered);
         assert_eq!(by_channel.len(), 2);
         assert_eq!((by_channel[0].count, by_channel[0].rate), (8, Some(0.4)));
         assert_eq!((by_channel[1].count, by_channel[1].rate), (5, Some(1.0)));
 
         let by_provider = group(
             &entries,
+            None,
             &[AnalyticsDimension::Provider, AnalyticsDimension::Status],
             &AnalyticsFilter {
                 channel: Some(Channel::Sms),
@@ -400,6 +522,74 @@ mod tests {
             shown,
             [("none", "REQUESTED", 5), ("twilio", "DELIVERED", 5)]
         );
+    }
+
+    #[test]
+    fn engagement_adds_up_per_group_beside_the_counts() {
+        let entries = [
+            entry(10, "email", "none", "REQUESTED", 4),
+            entry(10, "email", "ses", "SENT", 3),
+        ];
+        let sends = |hour: u32, template: &str, sent, opened| analytics::EngagementCount {
+            hour: format!("2026-01-01T{hour:02}:00:00Z").parse().unwrap(),
+            channel: "email".into(),
+            provider: "ses".into(),
+            template: template.into(),
+            engagement: analytics::Engagement {
+                sent,
+                opened,
+                ..Default::default()
+            },
+        };
+        // Sent at 10:00 and at 11:00, the second hour without requests.
+        let engagement = [sends(10, "none", 3, 1), sends(11, "welcome", 1, 1)];
+        let none = AnalyticsFilter::default();
+        let by_hour = group(
+            &entries,
+            Some(&engagement),
+            &[AnalyticsDimension::Hour],
+            &none,
+        );
+        let shown: Vec<_> = by_hour
+            .iter()
+            .map(|r| {
+                let e = r.engagement.unwrap().0;
+                (r.count, e.sent, e.opened, e.share(e.opened))
+            })
+            .collect();
+        assert_eq!(shown, [(4, 3, 1, Some(1.0 / 3.0)), (0, 1, 1, Some(1.0))]);
+
+        let by_day = group(
+            &entries,
+            Some(&engagement),
+            &[AnalyticsDimension::Day],
+            &none,
+        );
+        assert_eq!(by_day.len(), 1);
+        assert_eq!(by_day[0].engagement.unwrap().0.sent, 4);
+
+        // The template filter applies, the status filter does not.
+        let welcome = AnalyticsFilter {
+            template: Some("welcome".into()),
+            status: Some(NotificationStatus::Sent),
+            ..Default::default()
+        };
+        let filtered = group(&[], Some(&engagement), &[AnalyticsDimension::Day], &welcome);
+        assert_eq!(filtered[0].engagement.unwrap().0.sent, 1);
+
+        // Nothing sent: the rates have no base.
+        let by_channel = group(&entries, Some(&[]), &[AnalyticsDimension::Channel], &none);
+        assert_eq!(by_channel[0].engagement, Some(Engagement::default()));
+        assert_eq!(Engagement::default().0.share(0), None);
+
+        let by_status = group(
+            &entries,
+            Some(&engagement),
+            &[AnalyticsDimension::Status],
+            &none,
+        );
+        assert_eq!(by_status.len(), 2, "no rows from engagement");
+        assert!(by_status.iter().all(|r| r.engagement.is_none()));
     }
 
     #[test]
