@@ -1,9 +1,10 @@
-//! The HTTP surface: GraphQL (with GraphiQL), the REST twin, health and
-//! readiness; and, on a listener of its own, metrics.
+//! The HTTP surface: GraphQL (with GraphiQL, served from the binary), the REST
+//! twin, health and readiness; and, on a listener of its own, metrics.
 
 mod auth;
 mod campaigns;
 mod error;
+mod graphiql;
 pub mod graphql;
 mod ingest;
 mod links;
@@ -17,12 +18,11 @@ pub mod tenant_slots;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -176,7 +176,7 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
         .layer(DefaultBodyLimit::disable());
     // Browsers holding a feed token call /graphql from the tenant's own
     // origins; no other route answers a cross-origin browser.
-    let graphql_routes = Router::new().route("/graphql", get(graphiql).post(graphql));
+    let graphql_routes = Router::new().route("/graphql", get(graphiql::page).post(graphql));
     let graphql_routes = match cors(&options.cors_origins) {
         Some(cors) => graphql_routes.layer(cors),
         None => graphql_routes,
@@ -184,6 +184,7 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
     Router::new()
         .merge(graphql_routes)
         .route("/graphql/ws", get(graphql_ws))
+        .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
         .route("/api/notifications", axum::routing::post(rest::send))
         .route("/api/notifications/{id}", get(rest::get))
         .route("/schemas/event.json", get(ingest::event_schema))
@@ -227,15 +228,6 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
             let body = handle.render();
             async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
         }),
-    )
-}
-
-async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
     )
 }
 

@@ -22,7 +22,7 @@ pub mod recipient;
 pub mod schedule;
 mod scope;
 mod send_notification;
-mod sha256_hex;
+pub(crate) mod sha256_hex;
 pub mod signed_link;
 mod source_event;
 mod source_event_ingested;

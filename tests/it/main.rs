@@ -13,6 +13,7 @@ mod campaigns;
 mod crash;
 mod delivery;
 mod eventstore;
+mod graphiql;
 mod hostile_tenant;
 mod inapp_feed;
 mod ingest;

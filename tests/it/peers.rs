@@ -1,8 +1,10 @@
 //! Test peers Herald did not write (aiosmtpd, moto, Standard Webhooks'
-//! verifier), run as child processes on free loopback ports and killed when
-//! dropped. `.ci/run` installs them; a missing one fails with how to install it.
+//! verifier, the Node.js ones in tests/peers/), run as child processes on
+//! free loopback ports and killed when dropped. `.ci/run` installs them; a
+//! missing one fails with how to install it.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,21 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The folder of the Node.js peer `tests/peers/{name}`, its locked packages
+/// installed on first use (`.ci/run` installs them up front).
+pub fn node_peer(name: &str) -> PathBuf {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers")).join(name);
+    if !dir.join("node_modules").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm installs the Node.js test peers: install Node.js and npm");
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    }
+    dir
 }
 
 /// A child process serving on `port`; killed on drop.
