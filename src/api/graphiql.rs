@@ -106,6 +106,7 @@ struct ManifestRow {
     package: &'static str,
     version: &'static str,
     vendored: &'static str,
+    #[cfg(test)]
     sha256: &'static str,
 }
 
@@ -113,11 +114,12 @@ fn manifest_rows() -> impl Iterator<Item = ManifestRow> {
     MANIFEST.lines().skip(1).filter_map(|line| {
         let fields: Vec<&'static str> = line.split('\t').collect();
         match fields[..] {
-            [package, version, _license, _source, vendored, sha256] => Some(ManifestRow {
+            [package, version, _license, _source, vendored, _sha256] => Some(ManifestRow {
                 package,
                 version,
                 vendored,
-                sha256,
+                #[cfg(test)]
+                sha256: _sha256,
             }),
             _ => None,
         }

@@ -23,6 +23,7 @@ const report = {
   blocked: [],
   cspViolations: [],
   pageErrors: [],
+  graphqlResponses: [],
 };
 
 // Root in a container: Chromium's sandbox needs namespaces it may not get.
@@ -43,6 +44,13 @@ try {
     return route.abort("blockedbyclient");
   });
   page.on("pageerror", (error) => report.pageErrors.push(String(error)));
+  // GraphQL's answers, for a failure's report.
+  page.on("response", async (response) => {
+    if (response.request().method() === "POST") {
+      const body = await response.text().catch((error) => String(error));
+      report.graphqlResponses.push(`${response.status()} ${body.slice(0, 300)}`);
+    }
+  });
   // Init scripts run outside the page's CSP, so this sees its violations.
   await page.addInitScript(() => {
     window.__cspViolations = [];
@@ -59,6 +67,18 @@ try {
   const queryEditor = page.locator(".graphiql-query-editor .CodeMirror");
   await queryEditor.waitFor();
 
+  // The API key, typed into the headers pane; Herald answers introspection
+  // to keys only, so GraphiQL then re-fetches the schema with it.
+  await page.getByRole("button", { name: "Headers" }).click();
+  const headersEditor = page.locator(
+    ".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror",
+  );
+  await headersEditor.click();
+  await page.keyboard.press("ControlOrMeta+A");
+  await page.keyboard.insertText(JSON.stringify({ Authorization: `Bearer ${apiKey}` }));
+  report.headersPane = await headersEditor.innerText();
+  await page.getByRole("button", { name: "Re-fetch GraphQL schema" }).click();
+
   // The schema, read by GraphiQL's own introspection, in the docs pane.
   await page.getByRole("button", { name: "Show Documentation Explorer" }).click();
   const queryRoot = page
@@ -71,16 +91,10 @@ try {
   report.docsTitle = await page.locator(".graphiql-doc-explorer-title").innerText();
   report.queryFields = await fieldNames.allInnerTexts();
 
-  // A query typed into the editor, with the key typed into the headers pane.
+  // A query typed into the editor and run with those headers.
   await queryEditor.click();
   await page.keyboard.press("ControlOrMeta+A");
   await page.keyboard.insertText("{ viewer { tenantId scopes } }");
-  await page.getByRole("button", { name: "Headers" }).click();
-  const headersEditor = page.locator(".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror");
-  await headersEditor.click();
-  await page.keyboard.press("ControlOrMeta+A");
-  await page.keyboard.insertText(JSON.stringify({ Authorization: `Bearer ${apiKey}` }));
-  report.headersPane = await headersEditor.innerText();
   await page.getByRole("button", { name: "Execute query (Ctrl-Enter)" }).click();
   const result = page.locator(".result-window");
   await result.filter({ hasText: /"(data|errors)"/ }).waitFor();
@@ -117,7 +131,11 @@ try {
     });
   });
   report.cspViolations = await page.evaluate(() => window.__cspViolations);
+} catch (error) {
+  report.failure = String(error);
 } finally {
   await browser.close();
 }
+// The report goes out on failure too: it shows what the page got.
 console.log(JSON.stringify(report));
+process.exitCode = report.failure === undefined ? 0 : 1;
