@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header;
 use serde_json::Value;
 
-use crate::peers::node_peer;
+use crate::peers::npm_peer;
 use crate::support::TestApp;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -137,7 +137,7 @@ async fn graphiql_renders_its_docs_and_runs_a_keyed_query_in_chromium_with_other
     let _ = std::fs::remove_file(&screenshot);
 
     let run = tokio::process::Command::new("node")
-        .arg(node_peer("browser").join("graphiql.mjs"))
+        .arg(npm_peer("browser").join("graphiql.mjs"))
         .args([&app.base, &key, &screenshot.display().to_string()])
         .kill_on_drop(true)
         .output();

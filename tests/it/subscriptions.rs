@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::eventstore::event;
-use crate::peers::node_peer;
+use crate::peers::npm_peer;
 use crate::support::{TestApp, fresh_database};
 
 #[tokio::test]
@@ -23,7 +23,7 @@ async fn a_graphql_ws_client_follows_a_notification_sent_after_it_subscribed() {
     let (_, key) = app.tenant().await;
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
     let mut client = tokio::process::Command::new("node")
-        .arg(node_peer("graphql-ws").join("subscribe.mjs"))
+        .arg(npm_peer("graphql-ws").join("subscribe.mjs"))
         .args([&url, &key])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -98,7 +98,7 @@ async fn the_websocket_refuses_a_connection_without_a_valid_key() {
     let app = TestApp::start().await;
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
     let output = tokio::process::Command::new("node")
-        .arg(node_peer("graphql-ws").join("subscribe.mjs"))
+        .arg(npm_peer("graphql-ws").join("subscribe.mjs"))
         .args([&url, "hk_wrong"])
         .output()
         .await
