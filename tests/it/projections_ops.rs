@@ -377,6 +377,7 @@ async fn a_rebuild_started_through_graphql_runs_in_the_background_one_at_a_time(
     .await;
 
     // Started through the API: it answers at once, rebuilding.
+    crate::support::wait_until_readable(&app.store).await;
     let started = app.graphql(Some(&operator), REBUILD, name).await;
     assert!(started["errors"].is_null(), "{started}");
     let started = &started["data"]["rebuildProjection"];

@@ -350,3 +350,23 @@ pub async fn append_raw(
     .await
     .expect("raw event appended")
 }
+
+/// Waits until every event stored so far is readable by projections and
+/// rebuilds: their horizon is the cluster's oldest running transaction, and
+/// tests running beside this one on the same cluster hold it back a moment.
+pub async fn wait_until_readable(store: &herald::eventstore::EventStore) {
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT max(transaction_id::text::int8) FROM events")
+            .fetch_one(store.pool())
+            .await
+            .expect("newest event");
+    let Some(newest) = newest else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.horizon().await.expect("horizon").transaction_id <= newest {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "another transaction kept the events unreadable for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
