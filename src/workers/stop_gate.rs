@@ -77,6 +77,7 @@ impl CampaignGate {
     pub async fn check(&self, pool: &PgPool, campaign_id: Uuid) -> Result<Option<Stop>, SendError> {
         self.reads
             .get(campaign_id, |ids| async move {
+                metrics::counter!("campaign_gate_reads_total").increment(1);
                 let rows: Vec<(Uuid, String)> = sqlx::query_as(
                     "SELECT campaign_id, status FROM campaigns WHERE campaign_id = ANY($1)",
                 )

@@ -253,4 +253,9 @@ async fn a_paused_campaign_stops_sending_until_resumed_then_sends_the_rest_once(
     let addresses: HashSet<&String> = receipts.iter().map(|(_, address)| address).collect();
     assert_eq!(addresses.len(), MESSAGES, "every email arrived");
     assert_eq!(receipts.len(), MESSAGES, "each email once");
+    let withheld = service.served.metric("notifications_withheld_total").await;
+    let reads = service.served.metric("campaign_gate_reads_total").await;
+    eprintln!(
+        "{MESSAGES} sent and {withheld} withheld after {reads} reads of the campaign's status"
+    );
 }
