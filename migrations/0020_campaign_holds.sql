@@ -11,7 +11,8 @@ ALTER TABLE delivery_queue
 CREATE INDEX delivery_queue_campaign ON delivery_queue (campaign_id)
     WHERE campaign_id IS NOT NULL;
 
--- Messages queued before the campaign was kept in the queue.
+-- Rows queued before this migration: their campaign from its messages, and
+-- held if it is paused now.
 UPDATE delivery_queue q SET campaign_id = m.campaign_id
 FROM campaign_messages m WHERE m.notification_id = q.notification_id;
 

@@ -657,8 +657,8 @@ async fn in_step(
             .bind(id)
             .execute(&mut *conn)
             .await?;
-            // Cancelled by `cancel`, or at the dispatcher's last look
-            // before the provider call, whichever comes first.
+            // Back in reach: each is cancelled by `cancel`'s sweep or, if a
+            // dispatcher claims it first, at its last look before the call.
             delivery_queue::unhold_campaign(conn, id).await?;
             // Queued by `cancel` once the released notifications are
             // cancelled too, with the summary.
