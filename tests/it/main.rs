@@ -9,6 +9,7 @@ mod api;
 mod attachments;
 mod audience;
 mod callbacks;
+mod campaign_control;
 mod campaigns;
 mod crash;
 mod delivery;

@@ -3,6 +3,7 @@
 //! dropped. `.ci/run` installs them; a missing one fails with how to install it.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,35 @@ pub async fn aiosmtpd(handler: &[&str], extra: &[&str]) -> Peer {
     args.push("-c");
     args.extend(handler);
     Peer::spawn("aiosmtpd", "env", &args, port, INSTALL_HINT).await
+}
+
+/// aiosmtpd with `tests/peers/smtp_recorder.py`, which appends one line per
+/// recipient received to a file.
+pub struct SmtpRecorder {
+    pub peer: Peer,
+    file: PathBuf,
+}
+
+/// Starts an [`SmtpRecorder`] writing to a file in `dir`.
+pub async fn smtp_recorder(dir: &Path) -> SmtpRecorder {
+    let file = dir.join("received.txt");
+    std::fs::write(&file, "").expect("the receipts file");
+    let peer = aiosmtpd(&["smtp_recorder.Recorder", file.to_str().unwrap()], &[]).await;
+    SmtpRecorder { peer, file }
+}
+
+impl SmtpRecorder {
+    /// Every recipient received so far, in order, repeats included: when
+    /// (UNIX seconds) and the address.
+    pub fn receipts(&self) -> Vec<(f64, String)> {
+        let text = std::fs::read_to_string(&self.file).expect("the receipts file");
+        text.lines()
+            .filter_map(|line| {
+                let (at, address) = line.split_once(' ')?;
+                Some((at.parse().expect("a time"), address.to_string()))
+            })
+            .collect()
+    }
 }
 
 /// `tests/peers/webhook_receiver.py` on `port`: verifies every POST with the

@@ -113,6 +113,26 @@ impl Served {
         assert!(body["errors"].is_null(), "{body:#}");
         body["data"].clone()
     }
+
+    /// The sum of every series of the Prometheus metric `name` (0 if none).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.metrics_base))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 /// The SMTP settings of a `mail` provider at `port` that every email uses.

@@ -200,6 +200,7 @@ impl From<SendNotificationInput> for domain::SendNotification {
                     content_base64: a.content_base64,
                 })
                 .collect(),
+            campaign_id: None,
         }
     }
 }
