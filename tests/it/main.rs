@@ -10,6 +10,7 @@ mod attachments;
 mod audience;
 mod callbacks;
 mod campaigns;
+mod contract;
 mod crash;
 mod delivery;
 mod eventstore;
