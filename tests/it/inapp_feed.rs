@@ -464,7 +464,7 @@ async fn a_subscriber_gets_its_recipients_items_live_and_can_resume() {
     subscribe(&mut mine, "1", "recipientId: \"user-1\"").await;
     // Another tenant following a recipient of the same name, from the start of the log.
     let mut theirs = connect(&f.app, &other_key).await;
-    subscribe(&mut theirs, "1", "recipientId: \"user-1\", after: 0").await;
+    subscribe(&mut theirs, "1", "recipientId: \"user-1\", after: \"0\"").await;
     // Subscriptions start asynchronously; a live-only one misses what comes before.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -502,7 +502,8 @@ async fn a_subscriber_gets_its_recipients_items_live_and_can_resume() {
     let again = update(&mut resumed).await;
     assert_eq!(again["change"], "MARKED", "{again}");
     assert_eq!(again["position"], marked["position"]);
-    // And from the start of the log, the whole story in order.
+    // And from the start of the log, the whole story in order (an Int
+    // position is still accepted, for clients written before the scalar).
     subscribe(&mut resumed, "2", "recipientId: \"user-1\", after: 0").await;
     let story = [update(&mut resumed).await, update(&mut resumed).await];
     assert_eq!(
