@@ -11,6 +11,7 @@ mod audience;
 mod callbacks;
 mod campaign_control;
 mod campaigns;
+mod contract;
 mod crash;
 mod delivery;
 mod eventstore;

@@ -75,6 +75,28 @@ impl Drop for Peer {
     }
 }
 
+/// `tests/peers/NAME`, an npm package of Node.js peers, installed from its
+/// lock file on first use (`.ci/run` does it up front).
+pub fn npm_peer(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name);
+    // Tests run in parallel: one installs while the others wait.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !dir.join("node_modules").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is needed for the Node.js test peers: install Node.js");
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    }
+    dir
+}
+
 /// How to install the Python peers, for error messages.
 pub const INSTALL_HINT: &str = "pip install -r tests/peers/requirements.txt";
 

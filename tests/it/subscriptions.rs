@@ -2,7 +2,6 @@
 //! catch-up and live events, and tenant confinement.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,23 +14,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::eventstore::event;
+use crate::peers::npm_peer;
 use crate::support::{TestApp, fresh_database};
-
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/graphql-ws");
-
-/// Installs the npm client on first use (`.ci/run` does it up front).
-fn graphql_ws_peer() -> &'static Path {
-    let dir = Path::new(PEER);
-    if !dir.join("node_modules/graphql-ws").exists() {
-        let status = std::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(dir)
-            .status()
-            .expect("npm is needed for the graphql-ws test peer: install Node.js");
-        assert!(status.success(), "npm install in {PEER} failed");
-    }
-    dir
-}
 
 #[tokio::test]
 async fn a_graphql_ws_client_follows_a_notification_sent_after_it_subscribed() {
@@ -39,7 +23,7 @@ async fn a_graphql_ws_client_follows_a_notification_sent_after_it_subscribed() {
     let (_, key) = app.tenant().await;
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
     let mut client = tokio::process::Command::new("node")
-        .arg(graphql_ws_peer().join("subscribe.mjs"))
+        .arg(npm_peer("graphql-ws").join("subscribe.mjs"))
         .args([&url, &key])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -114,7 +98,7 @@ async fn the_websocket_refuses_a_connection_without_a_valid_key() {
     let app = TestApp::start().await;
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
     let output = tokio::process::Command::new("node")
-        .arg(graphql_ws_peer().join("subscribe.mjs"))
+        .arg(npm_peer("graphql-ws").join("subscribe.mjs"))
         .args([&url, "hk_wrong"])
         .output()
         .await
@@ -207,7 +191,7 @@ async fn subscriptions_only_see_the_callers_tenant() {
         .unwrap()
         .unwrap();
     let mut b_events = state.schema.execute_stream(
-        async_graphql::Request::new("subscription { events(after: 0) { type streamId data } }")
+        async_graphql::Request::new("subscription { events(after: \"0\") { type streamId data } }")
             .data(Caller(Some(principal_b))),
     );
     let send = |key: String| {

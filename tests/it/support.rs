@@ -308,6 +308,14 @@ impl TestApp {
     }
 }
 
+/// A log position as the API writes it: the `Position` scalar, a string of digits.
+pub fn position(value: &serde_json::Value) -> i64 {
+    value
+        .as_str()
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("a Position (a string of digits), not {value}"))
+}
+
 /// The `extensions.code` of every error in a GraphQL response.
 pub fn error_codes(response: &serde_json::Value) -> Vec<String> {
     response["errors"]

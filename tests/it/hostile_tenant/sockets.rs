@@ -94,7 +94,7 @@ async fn subscribe(socket: &mut Socket, id: &str) -> Value {
         socket,
         json!({
             "type": "subscribe", "id": id,
-            "payload": { "query": "subscription { events(after: 0) { position type streamId } }" }
+            "payload": { "query": "subscription { events(after: \"0\") { position type streamId } }" }
         }),
     )
     .await;
