@@ -575,3 +575,74 @@ async fn oversized_graphql_bodies_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 413);
 }
+
+/// POSTs `body` as `content_type`; the status and the JSON answer.
+async fn post_raw(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let answer = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(key)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test]
+async fn unreadable_oversized_and_mistyped_bodies_answer_json_in_the_routes_shape() {
+    let app = TestApp::start_with(&herald::config::Config {
+        max_request_bytes: 4096,
+        ..herald::config::Config::default()
+    })
+    .await;
+    let (_, key) = app.tenant().await;
+    let json = "application/json";
+    for (body, what) in [
+        (b"[1,2,3]".to_vec(), "an array of numbers"),
+        (br#"{"query": "{ viewer"#.to_vec(), "truncated JSON"),
+        (b"{\"query\": \"\xff\xfe\"}".to_vec(), "invalid UTF-8"),
+    ] {
+        let (status, answer) = post_raw(&app, &key, "/graphql", json, body).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert_eq!(error_codes(&answer), ["BAD_REQUEST"], "{what}: {answer}");
+        assert!(answer["errors"][0]["message"].is_string(), "{answer}");
+    }
+
+    let oversized = vec![b' '; 5000];
+    let (status, answer) = post_raw(&app, &key, "/graphql", json, oversized.clone()).await;
+    assert_eq!(status, 413);
+    assert_eq!(error_codes(&answer), ["PAYLOAD_TOO_LARGE"], "{answer}");
+    let (status, answer) = post_raw(&app, &key, "/api/notifications", json, oversized).await;
+    assert_eq!(status, 413);
+    assert_eq!(answer["error"]["code"], "PAYLOAD_TOO_LARGE", "{answer}");
+
+    let query = br#"{"query": "{ viewer { tenantId } }"}"#.to_vec();
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let (status, answer) = post_raw(&app, &key, "/graphql", content_type, query.clone()).await;
+        assert_eq!(status, 415);
+        assert_eq!(error_codes(&answer), ["UNSUPPORTED_MEDIA_TYPE"], "{answer}");
+        let send = json!({ "recipient": { "email": "ada@example.com" }, "channels": ["email"], "content": { "text": "hi" } });
+        let (status, answer) = post_raw(
+            &app,
+            &key,
+            "/api/notifications",
+            content_type,
+            send.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 415);
+        assert_eq!(
+            answer["error"]["code"], "UNSUPPORTED_MEDIA_TYPE",
+            "{answer}"
+        );
+    }
+}
