@@ -368,11 +368,10 @@ fn unreadable_graphql(rejection: async_graphql::ParseRequestError) -> ApiError {
     use async_graphql::ParseRequestError;
     let over_limit = match &rejection {
         ParseRequestError::PayloadTooLarge => true,
-        // The body-limit layer cut a body that came without a length.
-        ParseRequestError::Io(error) => {
-            std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
-                .any(|e| e.is::<http_body_util::LengthLimitError>())
-        }
+        // The body-limit layer cut a body that came without a length;
+        // async-graphql-axum keeps only the message of that error
+        // (http-body's `LengthLimitError`).
+        ParseRequestError::Io(error) => error.to_string() == "length limit exceeded",
         _ => false,
     };
     if over_limit {

@@ -625,6 +625,11 @@ async fn unreadable_oversized_and_mistyped_bodies_answer_json_in_the_routes_shap
     assert_eq!(status, 413);
     assert_eq!(answer["error"]["code"], "PAYLOAD_TOO_LARGE", "{answer}");
 
+    // Without a Content-Length the limit cuts the body while GraphQL reads it.
+    let (head, answer) = chunked_graphql_post(&app, &key, &vec![b' '; 5000]).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head} {answer:?}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+
     let query = br#"{"query": "{ viewer { tenantId } }"}"#.to_vec();
     for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
         let (status, answer) = post_raw(&app, &key, "/graphql", content_type, query.clone()).await;
@@ -645,4 +650,26 @@ async fn unreadable_oversized_and_mistyped_bodies_answer_json_in_the_routes_shap
             "{answer}"
         );
     }
+}
+
+/// POSTs `body` to `/graphql` in one chunk of a chunked request (reqwest
+/// always sends a length); the status line and the rest of the answer.
+async fn chunked_graphql_post(app: &TestApp, key: &str, body: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = socket.write_all(body).await;
+    let _ = socket.write_all(b"\r\n0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, rest) = answer.split_once("\r\n").unwrap_or((&answer, ""));
+    (head.to_string(), rest.to_string())
 }
