@@ -21,6 +21,7 @@ mod ingest;
 mod journey;
 mod limits;
 mod links;
+mod outage;
 mod projections;
 mod projections_ops;
 mod providers_ntfy;
