@@ -50,9 +50,15 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     .await?)
 }
 
-/// `herald migrate`: applies the embedded migrations and exits.
+/// `herald migrate`: applies the embedded migrations and exits. Like the
+/// other administration commands, it never creates the embedded cluster.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let db = open_database(config).await?;
+    let db = Database::open_as_client(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.database_max_connections,
+    )
+    .await?;
     let result = db.migrate().await;
     db.close().await;
     result?;

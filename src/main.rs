@@ -18,6 +18,11 @@ struct Cli {
     /// Configuration file (default: $HERALD_CONFIG, else ./herald.toml when present).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Herald's data dir, where `herald serve` keeps its embedded cluster
+    /// (overrides HERALD_DATA_DIR and `data_dir`; default ./.herald).
+    /// Other commands must name the service's own: they never create one.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +80,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(data_dir) = cli.data_dir {
+        config.data_dir = data_dir;
+    }
     if let Command::Serve {
         listen: Some(listen),
         ..

@@ -18,12 +18,12 @@ mod served;
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use peers::{Peer, aiosmtpd};
+use peers::{SmtpRecorder, smtp_recorder};
 use served::{Served, serve, smtp_config};
 
 const DEFAULT_ROWS: usize = 100_000;
@@ -33,7 +33,7 @@ const P99_LIMIT_MS: f64 = 250.0;
 
 struct Service {
     served: Served,
-    _smtp: Peer,
+    smtp: SmtpRecorder,
     dir: PathBuf,
 }
 
@@ -47,39 +47,24 @@ impl Service {
     async fn start() -> Service {
         let dir = std::env::temp_dir().join(format!("herald-load-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
-        let received = dir.join("received.txt");
-        std::fs::write(&received, "").unwrap();
-        let smtp = aiosmtpd(&["smtp_recorder.Recorder", received.to_str().unwrap()], &[]).await;
-        let served = serve(&dir, "Load", &smtp_config(smtp.port)).await;
-        Service {
-            served,
-            _smtp: smtp,
-            dir,
-        }
+        let smtp = smtp_recorder(&dir).await;
+        let served = serve(&dir, "Load", &smtp_config(smtp.peer.port)).await;
+        Service { served, smtp, dir }
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
         self.served.graphql(query, variables).await
     }
-
-    fn received(&self) -> PathBuf {
-        self.dir.join("received.txt")
-    }
 }
 
 /// Each address the SMTP server received, with when (UNIX seconds), and the
 /// number of receipts in all (repeats included).
-fn read_receipts(path: &Path) -> (HashMap<String, f64>, usize) {
-    let text = std::fs::read_to_string(path).expect("the receipts file");
+fn read_receipts(smtp: &SmtpRecorder) -> (HashMap<String, f64>, usize) {
+    let receipts = smtp.receipts();
+    let total = receipts.len();
     let mut first = HashMap::new();
-    let mut total = 0;
-    for line in text.lines() {
-        let Some((at, address)) = line.split_once(' ') else {
-            continue;
-        };
-        total += 1;
-        let at: f64 = at.parse().expect("a time");
-        first.entry(address.to_string()).or_insert(at);
+    for (at, address) in receipts {
+        first.entry(address).or_insert(at);
     }
     (first, total)
 }
@@ -221,7 +206,7 @@ async fn a_100k_campaign_reaches_the_smtp_server_while_transactional_sends_keep_
     // Every email reached the SMTP server: the campaign's and the transactional ones.
     let wait_until = Instant::now() + Duration::from_secs(30);
     let (receipts, total) = loop {
-        let (receipts, total) = read_receipts(&service.received());
+        let (receipts, total) = read_receipts(&service.smtp);
         let arrived = accepted.iter().all(|(to, _)| receipts.contains_key(to));
         if arrived || Instant::now() > wait_until {
             break (receipts, total);

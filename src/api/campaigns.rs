@@ -6,15 +6,15 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
-use super::ApiState;
 use super::error::ApiError;
 use super::rest::caller;
+use super::{ApiState, has_media_type};
 use crate::commands::Actor;
 use crate::commands::campaigns::{self, ImportProgress};
 use crate::domain::Scope;
@@ -39,7 +39,7 @@ pub async fn recipients(
     let Ok(campaign_id) = Uuid::parse_str(&id) else {
         return ApiError::field("id", "is not a campaign id").into_response();
     };
-    if !is_csv(&headers) {
+    if !has_media_type(&headers, CSV) {
         return ApiError::UnsupportedMediaType(CSV).into_response();
     }
     let idle = state.request_timeout;
@@ -77,12 +77,4 @@ pub async fn recipients(
         Ok(summary) => (StatusCode::OK, Json(summary)).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
-}
-
-fn is_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(CSV))
 }

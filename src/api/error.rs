@@ -42,12 +42,25 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     /// The client sent nothing for too long.
     Timeout,
+    /// The body is not a request the route can read at all (not JSON, not
+    /// UTF-8, cut short); a readable request with bad values is `Validation`.
+    BadRequest(String),
+    /// The body is larger than `max_request_bytes`.
+    PayloadTooLarge,
+    /// PostgreSQL cannot be reached (see `DatabaseHealth`), or gave no
+    /// connection within the pool's acquire timeout: the same request can be
+    /// sent again shortly.
+    Unavailable,
     /// A notification's stream holds an event that cannot be read, and the
     /// answer needs it; an operator must repair the event first.
     UnreadableStream(crate::commands::notifications::Unreadable),
     /// Carries the id under which the cause was logged.
     Internal(String),
 }
+
+/// `Retry-After` while the database is unreachable: about how long the
+/// health probe takes to notice it is back, plus a restart's usual length.
+const UNAVAILABLE_RETRY_SECONDS: u64 = 2;
 
 fn summary(errors: &[FieldError]) -> String {
     errors
@@ -82,6 +95,14 @@ impl ApiError {
                 format!("send the body as Content-Type: {expected}")
             }
             ApiError::Timeout => "the request body stopped arriving".into(),
+            ApiError::BadRequest(message) => message.clone(),
+            ApiError::PayloadTooLarge => {
+                "the request body is larger than this server accepts".into()
+            }
+            ApiError::Unavailable => format!(
+                "the database is unreachable or overloaded; retry in \
+                 {UNAVAILABLE_RETRY_SECONDS} s (an Idempotency-Key makes a send safe to repeat)"
+            ),
             ApiError::UnreadableStream(unreadable) => format!(
                 "the notification cannot be decided until an operator repairs its {unreadable}"
             ),
@@ -102,6 +123,9 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Timeout => "TIMEOUT",
+            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::Unavailable => "UNAVAILABLE",
             ApiError::UnreadableStream(_) => "UNREADABLE_STREAM",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -121,6 +145,9 @@ impl ApiError {
             | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,6 +177,7 @@ impl ApiError {
             ApiError::QuotaExceeded { resets_at, .. } => {
                 Some((*resets_at - chrono::Utc::now()).num_seconds().max(1) as u64)
             }
+            ApiError::Unavailable => Some(UNAVAILABLE_RETRY_SECONDS),
             _ => None,
         }
     }
@@ -199,6 +227,9 @@ impl From<CommandError> for ApiError {
             }
             CommandError::Store(StoreError::InvalidBatch(message)) => ApiError::internal(message),
             CommandError::UnreadableStream(unreadable) => ApiError::UnreadableStream(unreadable),
+            CommandError::Store(StoreError::Database(error)) | CommandError::Database(error) => {
+                error.into()
+            }
             other => ApiError::internal(other),
         }
     }
@@ -206,7 +237,12 @@ impl From<CommandError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(error)
+        if crate::database::is_unreachable(&error) {
+            tracing::warn!(%error, "the database is unreachable");
+            ApiError::Unavailable
+        } else {
+            ApiError::internal(error)
+        }
     }
 }
 
@@ -246,8 +282,10 @@ impl From<ApiError> for async_graphql::Error {
             if let ApiError::QuotaExceeded { resets_at, .. } = &error {
                 extensions.set("resetsAt", resets_at.to_rfc3339());
             }
-            if let ApiError::RateLimited { retry_after } = &error {
-                extensions.set("retryAfter", *retry_after);
+            if let ApiError::RateLimited { .. } | ApiError::Unavailable = &error
+                && let Some(retry_after) = error.retry_after()
+            {
+                extensions.set("retryAfter", retry_after);
             }
         })
     }

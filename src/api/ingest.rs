@@ -13,9 +13,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::json;
 use tokio_util::io::StreamReader;
 
-use super::ApiState;
 use super::error::ApiError;
 use super::rest::caller;
+use super::{ApiState, has_media_type};
 use crate::commands::Actor;
 use crate::commands::ingest::{self, BulkFailure, Progress};
 use crate::domain::{IngestEventInput, Scope};
@@ -31,7 +31,7 @@ pub async fn bulk(State(state): State<ApiState>, headers: HeaderMap, body: Body)
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
-    if !is_ndjson(&headers) {
+    if !has_media_type(&headers, NDJSON) {
         return ApiError::UnsupportedMediaType(NDJSON).into_response();
     }
     let chunks =
@@ -70,14 +70,6 @@ pub async fn bulk(State(state): State<ApiState>, headers: HeaderMap, body: Body)
             (error.status(), Json(body)).into_response()
         }
     }
-}
-
-fn is_ndjson(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(NDJSON))
 }
 
 enum BodyError {

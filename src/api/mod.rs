@@ -18,6 +18,7 @@ pub mod tenant_slots;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
@@ -51,6 +52,8 @@ pub struct ApiState {
     sockets: tenant_slots::TenantSlots,
     /// Every API key's request bucket.
     requests: Arc<request_rate::RequestLimiter>,
+    /// Whether PostgreSQL answers, from a probe apart from the pool.
+    health: database::DatabaseHealth,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,10 @@ impl ApiState {
             max_import_bytes: options.max_import_bytes,
         };
         Ok(ApiState {
+            health: database::DatabaseHealth::start(
+                api.store.pool().connect_options().as_ref().clone(),
+            )
+            .await,
             schema: graphql::build(api.clone()),
             api,
             request_timeout: options.request_timeout,
@@ -165,6 +172,8 @@ impl ApiState {
 }
 
 pub fn router(state: ApiState, options: &ApiOptions) -> Router {
+    let database_reachable =
+        axum::middleware::from_fn_with_state(state.clone(), while_database_reachable);
     // The bulk route streams bodies of any size for as long as they keep
     // arriving, so it sits outside the router-wide body limit and timeout.
     let streaming = Router::new()
@@ -173,6 +182,7 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
             "/api/campaigns/{id}/recipients",
             axum::routing::post(campaigns::recipients),
         )
+        .route_layer(database_reachable.clone())
         .layer(DefaultBodyLimit::disable());
     // Browsers holding a feed token call /graphql from the tenant's own
     // origins; no other route answers a cross-origin browser.
@@ -184,14 +194,15 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
     Router::new()
         .merge(graphql_routes)
         .route("/graphql/ws", get(graphql_ws))
-        .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
         .route("/api/notifications", axum::routing::post(rest::send))
         .route("/api/notifications/{id}", get(rest::get))
-        .route("/schemas/event.json", get(ingest::event_schema))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
         .merge(links::routes())
         .merge(receipts::routes())
+        .route_layer(database_reachable)
+        .route("/schemas/event.json", get(ingest::event_schema))
+        .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(options.max_request_bytes))
         // The GraphQL extractor reads the raw body, which DefaultBodyLimit does not cover.
         .layer(RequestBodyLimitLayer::new(options.max_request_bytes))
@@ -200,7 +211,49 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
             options.request_timeout,
         ))
         .merge(streaming)
+        .layer(axum::middleware::from_fn(json_body_limit))
         .with_state(state)
+}
+
+const JSON: &str = "application/json";
+
+/// Whether the body is declared as `expected` (parameters such as `charset` aside).
+fn has_media_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
+}
+
+/// A body over the limit is refused by the body-limit layers before any
+/// handler runs, in plain text; this gives it the route's JSON shape.
+async fn json_body_limit(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let graphql = request.uri().path() == "/graphql";
+    let response = next.run(request).await;
+    // application/json, or GraphQL's application/graphql-response+json.
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        answer(ApiError::PayloadTooLarge, graphql)
+    } else {
+        response
+    }
+}
+
+/// `error` as a GraphQL error on `/graphql`, else as the REST envelope.
+fn answer(error: ApiError, graphql: bool) -> axum::response::Response {
+    if graphql {
+        refused(error)
+    } else {
+        error.into_response()
+    }
 }
 
 /// Preflights and answers for the configured origins only; `None` when
@@ -235,19 +288,30 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
 /// [`sockets`] for who may hold one.
 async fn graphql_ws(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> axum::response::Response {
+    let transport_ws = sockets::speaks_transport_ws(&headers);
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| sockets::serve(state, socket, protocol))
+        .on_upgrade(move |socket| sockets::serve(state, socket, protocol, transport_ws))
 }
 
 async fn graphql(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> axum::response::Response {
+    // JSON, or multipart for uploads: never a type a browser may send
+    // cross-origin without a preflight (text/plain, a form).
+    if !has_media_type(&headers, JSON) && !has_media_type(&headers, "multipart/form-data") {
+        return refused(ApiError::UnsupportedMediaType(JSON));
+    }
+    let request = match request {
+        Ok(request) => request,
+        Err(GraphQLRejection(rejection)) => return refused(unreadable_graphql(rejection)),
+    };
     // An unknown or revoked key, or an expired or altered feed token, is
     // treated as no credential: resolvers answer UNAUTHENTICATED.
     let (caller, grant) = match auth::bearer(&headers) {
@@ -271,23 +335,60 @@ async fn graphql(
     let mut response = state.schema.execute(request).await;
     // Errors raised by the GraphQL layer itself (syntax, unknown fields, input
     // coercion, depth and complexity limits) are the request's fault.
+    let mut unavailable = false;
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", "VALIDATION");
+        match extensions.get("code") {
+            None => extensions.set("code", "VALIDATION"),
+            Some(code) => {
+                unavailable |= *code == async_graphql::Value::from(ApiError::Unavailable.code())
+            }
         }
     }
-    GraphQLResponse::from(response).into_response()
+    let mut answer = GraphQLResponse::from(response).into_response();
+    // A resolver that lost the database answers like the REST twin would,
+    // so HTTP clients and proxies retry after a pause.
+    if unavailable {
+        *answer.status_mut() = ApiError::Unavailable.status();
+        ApiError::Unavailable.set_retry_after(&mut answer);
+    }
+    answer
 }
 
-/// A GraphQL request refused before it ran, as a GraphQL error. Past its key's
-/// rate the status is 429 with `Retry-After`, like the REST routes, so HTTP
-/// clients and proxies back off too; `extensions.retryAfter` says the same.
+/// Why a `/graphql` body could not be read as a GraphQL request.
+fn unreadable_graphql(rejection: async_graphql::ParseRequestError) -> ApiError {
+    use async_graphql::ParseRequestError;
+    let over_limit = match &rejection {
+        ParseRequestError::PayloadTooLarge => true,
+        // The body-limit layer cut a body that came without a length;
+        // async-graphql-axum keeps only the message of that error
+        // (http-body's `LengthLimitError`).
+        ParseRequestError::Io(error) => error.to_string() == "length limit exceeded",
+        _ => false,
+    };
+    if over_limit {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::BadRequest(format!("the body is not a GraphQL request: {rejection}"))
+    }
+}
+
+/// A GraphQL request refused before it ran, as a GraphQL error. A refusal
+/// HTTP itself has a status for keeps it, like the REST routes: past its
+/// key's rate 429, and 503 while the database is unreachable, both with
+/// `Retry-After`, so HTTP clients and proxies back off too
+/// (`extensions.retryAfter` says the same); 400, 413 and 415 for a body that
+/// cannot be read. Other refusals (a key without a scope, say) are 200, like
+/// errors from resolvers.
 fn refused(error: ApiError) -> axum::response::Response {
     let mut headers = axum::response::Response::new(());
     error.set_retry_after(&mut headers);
     let status = match error {
-        ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::RateLimited { .. }
+        | ApiError::Unavailable
+        | ApiError::BadRequest(_)
+        | ApiError::PayloadTooLarge
+        | ApiError::UnsupportedMediaType(_) => error.status(),
         _ => StatusCode::OK,
     };
     let error = async_graphql::Error::from(error);
@@ -302,20 +403,40 @@ async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and carries this binary's schema.
+/// The database answers and carries this binary's schema, as the health
+/// probe last found (at most half a second ago): answered at once, so a load
+/// balancer's check never waits on a busy pool or a dead database.
 async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
-    match database::is_migrated(state.api.store.pool()).await {
-        Ok(true) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Ok(false) => (
+    let not_ready = |reason: &str| {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "reason": "database migrations are pending" })),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check could not reach the database");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "not ready", "reason": "database unreachable" })),
-            )
-        }
+            Json(json!({ "status": "not ready", "reason": reason })),
+        )
+    };
+    match state.health.current() {
+        database::Health::Ready => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        database::Health::MigrationsPending => not_ready("database migrations are pending"),
+        database::Health::Unreachable(_) => not_ready("database unreachable"),
+    }
+}
+
+/// While the health probe finds PostgreSQL unreachable, a request that needs
+/// it is answered 503 `UNAVAILABLE` at once, and one already waiting (on the
+/// pool, say) is cut short, instead of each waiting out the pool's acquire
+/// timeout. Handlers are cancellation-safe already (the request timeout
+/// cancels them too), and a send cut short is retried with its key.
+async fn while_database_reachable(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let graphql = request.uri().path() == "/graphql";
+    let unavailable = || answer(ApiError::Unavailable, graphql);
+    if state.health.is_unreachable() {
+        return unavailable();
+    }
+    tokio::select! {
+        response = next.run(request) => response,
+        () = state.health.unreachable() => unavailable(),
     }
 }

@@ -7,9 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use super::ApiState;
 use super::auth::bearer;
 use super::error::ApiError;
+use super::{ApiState, JSON, has_media_type};
 use crate::commands::notifications::NotificationDetails;
 use crate::commands::tenants::Principal;
 use crate::commands::{self, Actor};
@@ -73,6 +73,9 @@ pub async fn send(
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let principal = caller(&state, &headers, Scope::Send).await?;
+    if !has_media_type(&headers, JSON) {
+        return Err(ApiError::UnsupportedMediaType(JSON));
+    }
     let mut input: SendNotification = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field("body", format!("not a valid send request: {e}")))?;
     if let Some(key) = headers.get("idempotency-key") {

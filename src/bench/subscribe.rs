@@ -204,7 +204,10 @@ async fn client(
         let message: Value = serde_json::from_str(&text)?;
         match message["type"].as_str() {
             Some("next") => {
-                let Some(position) = message["payload"]["data"]["events"]["position"].as_i64()
+                // A `Position` is a string of digits.
+                let Some(position) = message["payload"]["data"]["events"]["position"]
+                    .as_str()
+                    .and_then(|digits| digits.parse::<i64>().ok())
                 else {
                     anyhow::bail!("subscription error: {message}");
                 };

@@ -40,6 +40,7 @@ use crate::domain::template::VariableSpec;
 use crate::domain::values::{NotificationId, TemplateVersion, TenantId};
 use crate::domain::{Aggregate, NotificationStatus, ValidationErrors};
 use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
+use crate::projections::delivery_queue;
 
 pub fn stream_id(campaign_id: Uuid) -> String {
     format!("campaign-{campaign_id}")
@@ -126,8 +127,10 @@ pub async fn create(
     })
 }
 
-/// Holds back every batch not yet released; a batch being released
-/// finishes its current chunk of sends.
+/// Holds back every batch not yet released (a batch being released
+/// finishes its current chunk of sends) and every released message not yet
+/// handed to a provider: queued ones are held in the queue, and one a
+/// dispatcher already took goes back there at its last look before the call.
 pub async fn pause(
     store: &EventStore,
     tenant_id: &TenantId,
@@ -148,7 +151,8 @@ pub async fn resume(
 
 /// Cancels the campaign: messages never released are marked cancelled with
 /// the event, then each released notification not yet sent is cancelled
-/// through its own Cancel command. Sent ones are kept.
+/// through its own Cancel command; one a dispatcher already took is
+/// cancelled at its last look before the provider call. Sent ones are kept.
 pub async fn cancel(
     store: &EventStore,
     tenant_id: &TenantId,
@@ -653,8 +657,19 @@ async fn in_step(
             .bind(id)
             .execute(&mut *conn)
             .await?;
+            // Back in reach: each is cancelled by `cancel`'s sweep or, if a
+            // dispatcher claims it first, at its last look before the call.
+            delivery_queue::unhold_campaign(conn, id).await?;
             // Queued by `cancel` once the released notifications are
             // cancelled too, with the summary.
+            None
+        }
+        CampaignEvent::Paused => {
+            delivery_queue::hold_campaign(conn, id).await?;
+            None
+        }
+        CampaignEvent::Resumed => {
+            delivery_queue::unhold_campaign(conn, id).await?;
             None
         }
         CampaignEvent::Started { .. } => Some(callback(

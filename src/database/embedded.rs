@@ -318,6 +318,11 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
+/// Whether `pg_dir` holds a cluster already (initdb ran there).
+pub fn is_initialised(pg_dir: &Path) -> bool {
+    pg_dir.join("data").exists()
+}
+
 /// How a client reaches the cluster in `pg_dir` over its unix socket.
 pub fn connect_options(pg_dir: &Path, database: &str) -> PgConnectOptions {
     // Port and TLS set explicitly so PGPORT / PGSSLMODE cannot redirect us.
@@ -433,7 +438,7 @@ impl Server {
     /// Initialises the cluster if needed, starts the postmaster and waits
     /// until it accepts connections.
     async fn launch(&self, opts: &EmbeddedOptions) -> Result<Child, EmbeddedError> {
-        if !self.data.exists() {
+        if !is_initialised(&self.pg_dir) {
             self.initdb(opts).await?;
         }
         let log_path = self.pg_dir.join(LOG_FILE);

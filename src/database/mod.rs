@@ -2,7 +2,9 @@
 //! migrations compiled into the binary.
 
 pub mod embedded;
+mod health;
 mod pool;
 
 pub use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+pub use health::{DatabaseHealth, Health, is_unreachable};
 pub use pool::{Database, DatabaseError, MIGRATOR, is_migrated};

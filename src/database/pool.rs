@@ -1,7 +1,7 @@
 //! Opening the database Herald runs on: a server named by URL, or the private
 //! embedded cluster. Migrations are compiled into the binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,6 +26,13 @@ pub enum DatabaseError {
     Connect(sqlx::Error),
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "no Herald database in the data dir {data_dir} (no embedded cluster under {pg_dir}); \
+         only `herald serve` creates one. Run this command in the directory `herald serve` \
+         runs in, or point it at the service's data dir (--data-dir DIR or HERALD_DATA_DIR=DIR) \
+         or at its database (DATABASE_URL)"
+    )]
+    NoCluster { data_dir: PathBuf, pg_dir: PathBuf },
 }
 
 pub struct Database {
@@ -45,7 +52,9 @@ impl Database {
 
     /// Like `open`, but when a running `herald serve` owns the embedded
     /// cluster, connects to it as a client instead of failing: what the
-    /// administration commands want while the service runs.
+    /// administration commands want while the service runs. Never creates
+    /// a cluster: one made by a command run from the wrong directory would
+    /// be a second database, whose tenants and keys the service never sees.
     pub async fn open_as_client(
         url: Option<&str>,
         data_dir: &Path,
@@ -66,6 +75,13 @@ impl Database {
                 PgConnectOptions::from_str(url).map_err(DatabaseError::InvalidUrl)?,
                 None,
             ),
+            None if join_running && !embedded::is_initialised(&pg_dir) => {
+                let absolute = |dir: &Path| std::path::absolute(dir).unwrap_or(dir.to_path_buf());
+                return Err(DatabaseError::NoCluster {
+                    data_dir: absolute(data_dir),
+                    pg_dir: absolute(&pg_dir),
+                });
+            }
             None if join_running && pg_dir.join(".s.PGSQL.5432").exists() && is_locked(&pg_dir) => {
                 (embedded::connect_options(&pg_dir, EMBEDDED_DATABASE), None)
             }
@@ -122,13 +138,13 @@ fn is_locked(pg_dir: &Path) -> bool {
 }
 
 /// Whether the schema this binary needs is in place.
-pub async fn is_migrated(pool: &PgPool) -> Result<bool, sqlx::Error> {
+pub async fn is_migrated<'c>(connection: impl sqlx::PgExecutor<'c>) -> Result<bool, sqlx::Error> {
     let Some(latest) = MIGRATOR.iter().map(|m| m.version).max() else {
         return Ok(true);
     };
     let applied: Option<i64> =
         sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
+            .fetch_one(connection)
             .await
             .or_else(|e| match &e {
                 // No migrations table yet: nothing applied.

@@ -13,7 +13,7 @@
 //! | ReleaseBatch | sending, the next batch in order | CampaignBatchReleased (+ CampaignAllReleased after the last) |
 //! | ReachProgress | sending, paused or sent, each step above the last, in order | CampaignProgressReached per step |
 //! | Complete | sent | CampaignCompleted |
-//! | Pause | scheduled or sending | CampaignPaused |
+//! | Pause | scheduled, sending or sent | CampaignPaused |
 //! | Resume | paused | CampaignResumed |
 //! | Cancel | not completed nor cancelled | CampaignCancelled |
 //!
@@ -657,12 +657,14 @@ impl Aggregate for Campaign {
             }
             CampaignCommand::Pause => match status {
                 Some(S::Paused) => Ok(Vec::new()),
-                Some(S::Scheduled | S::Sending) => Ok(vec![CampaignEvent::Paused]),
-                _ => Err(self.illegal("only a scheduled or sending campaign pauses")),
+                // Sent: every batch is released, but messages may still
+                // wait in the delivery queue.
+                Some(S::Scheduled | S::Sending | S::Sent) => Ok(vec![CampaignEvent::Paused]),
+                _ => Err(self.illegal("only a scheduled, sending or sent campaign pauses")),
             },
             CampaignCommand::Resume => match status {
                 Some(S::Paused) => Ok(vec![CampaignEvent::Resumed]),
-                Some(S::Scheduled | S::Sending) => Ok(Vec::new()),
+                Some(S::Scheduled | S::Sending | S::Sent) => Ok(Vec::new()),
                 _ => Err(self.illegal("only a paused campaign resumes")),
             },
             CampaignCommand::Cancel { reason } => match status {

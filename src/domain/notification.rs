@@ -23,6 +23,8 @@
 //! | Suppress | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING, SENDING | NotificationSuppressed | SUPPRESSED | SUPPRESSED |
 //! | Expire | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING, SENDING | NotificationExpired | EXPIRED | EXPIRED |
 //! | Cancel | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING | NotificationCancelled | CANCELLED | CANCELLED |
+//! | WithdrawAttempt | SENDING, current attempt | DeliveryWithdrawn | RANKED | RANKED at that attempt |
+//! | CancelAttempt | SENDING, current attempt | NotificationCancelled | CANCELLED | CANCELLED |
 //!
 //! Every other pair is `IllegalTransition`; any command but Request before
 //! the notification exists is `NotRequested`. Why some rows are as they are:
@@ -37,6 +39,11 @@
 //!   numbers go on.
 //! - Cancel stops short of SENDING: the message may already be with the
 //!   provider, and a cancel that cannot stop it must not claim it did.
+//! - WithdrawAttempt and CancelAttempt are the dispatcher's, decided at its
+//!   last look before the provider call (the campaign was paused or
+//!   cancelled meanwhile), when it knows the message never left. A withdrawal
+//!   counts no failure: the retry budget and the routes tried stay as they
+//!   were, and only the attempt number goes on.
 //! - Reject and Suppress are legal in SENDING because a provider can refuse at
 //!   send time (an address on its own suppression list).
 //! - Expire is legal in SENDING so a notification whose dispatcher died
@@ -501,6 +508,27 @@ impl NotificationState {
                 },
                 illegal,
             ),
+            C::WithdrawAttempt { attempt, reason } => match status {
+                S::Sending => {
+                    self.ensure_current(attempt)?;
+                    Ok(vec![E::DeliveryWithdrawn {
+                        attempt,
+                        reason: clip(reason),
+                    }])
+                }
+                S::Ranked if attempt > 0 && attempt == self.attempts => Ok(vec![]),
+                _ => Err(illegal),
+            },
+            C::CancelAttempt { attempt, reason } => match status {
+                S::Sending => {
+                    self.ensure_current(attempt)?;
+                    Ok(vec![E::Cancelled {
+                        reason: Some(clip(reason)),
+                    }])
+                }
+                S::Cancelled => Ok(vec![]),
+                _ => Err(illegal),
+            },
         }
     }
 

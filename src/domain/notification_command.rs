@@ -93,6 +93,18 @@ pub enum NotificationCommand {
     Cancel {
         reason: Option<String>,
     },
+    /// The dispatcher takes back `attempt`, which it has not handed to the
+    /// provider, to try again later (its campaign was paused).
+    WithdrawAttempt {
+        attempt: u32,
+        reason: String,
+    },
+    /// The dispatcher cancels the notification instead of making `attempt`,
+    /// which it has not handed to the provider (its campaign was cancelled).
+    CancelAttempt {
+        attempt: u32,
+        reason: String,
+    },
 }
 
 impl NotificationCommand {
@@ -115,6 +127,8 @@ impl NotificationCommand {
             NotificationCommand::Suppress { .. } => "Suppress",
             NotificationCommand::Expire => "Expire",
             NotificationCommand::Cancel { .. } => "Cancel",
+            NotificationCommand::WithdrawAttempt { .. } => "WithdrawAttempt",
+            NotificationCommand::CancelAttempt { .. } => "CancelAttempt",
         }
     }
 }

@@ -103,6 +103,11 @@ pub enum NotificationEvent {
     Expired,
     #[serde(rename = "NotificationCancelled")]
     Cancelled { reason: Option<String> },
+    /// The dispatcher took `attempt` back before handing it to the provider
+    /// (its campaign was paused meanwhile): the notification waits in the
+    /// queue again, and no failure is counted.
+    #[serde(rename = "DeliveryWithdrawn")]
+    DeliveryWithdrawn { attempt: u32, reason: String },
 }
 
 /// Rendered words a delivery showed, kept where the log must remember them.
@@ -120,7 +125,7 @@ impl NotificationEvent {
     /// The schema version every event is written with today.
     pub const SCHEMA_VERSION: i16 = 1;
 
-    pub const EVENT_TYPES: [&'static str; 17] = [
+    pub const EVENT_TYPES: [&'static str; 18] = [
         "NotificationRequested",
         "NotificationRanked",
         "NotificationScheduled",
@@ -138,6 +143,7 @@ impl NotificationEvent {
         "NotificationSuppressed",
         "NotificationExpired",
         "NotificationCancelled",
+        "DeliveryWithdrawn",
     ];
 
     /// The log's `event_type`, equal to the payload's `type` tag.
@@ -160,6 +166,7 @@ impl NotificationEvent {
             NotificationEvent::Suppressed { .. } => "NotificationSuppressed",
             NotificationEvent::Expired => "NotificationExpired",
             NotificationEvent::Cancelled { .. } => "NotificationCancelled",
+            NotificationEvent::DeliveryWithdrawn { .. } => "DeliveryWithdrawn",
         }
     }
 
@@ -192,6 +199,8 @@ impl NotificationEvent {
             "NotificationSuppressed" => S::Suppressed,
             "NotificationExpired" => S::Expired,
             "NotificationCancelled" => S::Cancelled,
+            // Back in the queue, ranked as before the attempt.
+            "DeliveryWithdrawn" => S::Ranked,
             "NotificationOpened" | "NotificationClicked" => return Ok(None),
             other => {
                 return Err(DomainError::UnknownEventType {

@@ -8,6 +8,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::attachment::AttachmentSpec;
 use super::sha256_hex::sha256_hex;
@@ -45,6 +46,10 @@ pub struct NotificationRequest {
     /// Email only; the request's order is the email's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentSpec>,
+    /// The campaign that released it, whose pause or cancel stops it up to
+    /// the provider call. Set by the campaign's release, never by a send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<Uuid>,
 }
 
 impl NotificationRequest {
@@ -62,12 +67,15 @@ impl NotificationRequest {
     ///
     /// Two sends with one idempotency key are the same send when their
     /// fingerprints match. The trace id is left out: a client retrying a send
-    /// may well start a new trace.
+    /// may well start a new trace. So is the campaign, which its messages'
+    /// keys name already: a message released before the campaign was kept
+    /// in the request is the same send when released again.
     pub fn fingerprint(&self) -> String {
         let mut value = serde_json::to_value(self)
             .expect("a NotificationRequest has only string keys and infallible fields");
         if let Value::Object(fields) = &mut value {
             fields.remove("trace_id");
+            fields.remove("campaign_id");
         }
         sha256_hex(canonical(value).to_string().as_bytes())
     }

@@ -302,6 +302,8 @@ fn notification_json(send: &SendNotification) -> Value {
         trace_id,
         source_event,
         attachments,
+        // A schedule's sends are its own, never a campaign's.
+        campaign_id: _,
     } = send;
     let super::RecipientInput {
         id,

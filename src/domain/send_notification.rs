@@ -55,6 +55,9 @@ pub struct SendNotification {
     pub source_event: Option<SourceEventInput>,
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
+    /// Only a campaign's release sets it; no send input can.
+    #[serde(skip)]
+    pub campaign_id: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -187,6 +190,7 @@ impl SendNotification {
             trace_id,
             source_event,
             attachments,
+            campaign_id: self.campaign_id,
         })
     }
 }

@@ -197,5 +197,9 @@ pub(crate) fn every_notification_event() -> Vec<NotificationEvent> {
         E::Cancelled {
             reason: Some("user asked".into()),
         },
+        E::DeliveryWithdrawn {
+            attempt: 1,
+            reason: "campaign paused".into(),
+        },
     ]
 }

@@ -6,6 +6,13 @@
 //! it commits, and a crash can never leave an accepted notification that no
 //! worker will find. A row leaves as soon as its notification is sent or
 //! ends, so the table holds only live work.
+//!
+//! A paused campaign's rows are held: their due time is kept in
+//! `held_due_at` and `due_at` moved to [`held_due_at`], beyond any claim, so
+//! the claim query never even looks at them ([`hold_campaign`],
+//! [`unhold_campaign`]).
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -38,6 +45,13 @@ pub fn due_at(state: &NotificationState, now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// Where a held row's `due_at` waits: beyond any claim, yet a time chrono
+/// reads (`next_due` decodes it; PostgreSQL's `infinity` would not decode).
+/// Migration 0020 writes the same time.
+pub fn held_due_at() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_214_400, 0).expect("9999-12-31 is a valid time")
+}
+
 /// A row to put in the queue (or move) in one statement with others.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
@@ -45,6 +59,8 @@ pub struct QueueEntry {
     pub tenant_id: TenantId,
     pub priority: Priority,
     pub due_at: DateTime<Utc>,
+    /// The campaign that released it: held while that campaign is paused.
+    pub campaign_id: Option<Uuid>,
 }
 
 impl QueueEntry {
@@ -54,33 +70,105 @@ impl QueueEntry {
             tenant_id: state.tenant_id.clone(),
             priority: state.request.priority,
             due_at: due_at(state, now),
+            campaign_id: state.request.campaign_id,
         }
     }
 }
 
 /// Puts entries in the queue, or moves existing ones to their new due time
-/// and releases their lease.
+/// and releases their lease; an entry of a paused campaign goes in held.
 pub async fn put(conn: &mut PgConnection, entries: &[QueueEntry]) -> Result<(), sqlx::Error> {
     if entries.is_empty() {
         return Ok(());
     }
+    let paused = paused_campaigns(conn, entries).await?;
+    let held = |e: &QueueEntry| e.campaign_id.is_some_and(|id| paused.contains(&id));
     let ids: Vec<Uuid> = entries
         .iter()
         .map(|e| e.notification_id.as_uuid())
         .collect();
     let tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
     let priorities: Vec<i16> = entries.iter().map(|e| rank(e.priority)).collect();
-    let due: Vec<DateTime<Utc>> = entries.iter().map(|e| e.due_at).collect();
+    let due: Vec<DateTime<Utc>> = entries
+        .iter()
+        .map(|e| if held(e) { held_due_at() } else { e.due_at })
+        .collect();
+    let campaigns: Vec<Option<Uuid>> = entries.iter().map(|e| e.campaign_id).collect();
+    let held_due: Vec<Option<DateTime<Utc>>> = entries
+        .iter()
+        .map(|e| held(e).then_some(e.due_at))
+        .collect();
     sqlx::query(
-        "INSERT INTO delivery_queue (notification_id, tenant_id, priority, due_at) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::timestamptz[]) \
+        "INSERT INTO delivery_queue (notification_id, tenant_id, priority, due_at, campaign_id, held_due_at) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::timestamptz[], $5::uuid[], $6::timestamptz[]) \
          ON CONFLICT (notification_id) DO UPDATE \
-             SET due_at = EXCLUDED.due_at, priority = EXCLUDED.priority, leased_by = NULL, rechecks = 0",
+             SET due_at = EXCLUDED.due_at, held_due_at = EXCLUDED.held_due_at, \
+                 priority = EXCLUDED.priority, leased_by = NULL, rechecks = 0",
     )
     .bind(&ids)
     .bind(&tenants)
     .bind(&priorities)
     .bind(&due)
+    .bind(&campaigns)
+    .bind(&held_due)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Which of the entries' campaigns are paused. Their rows stay locked (for
+/// share) until the commit, so a pause or resume of one of them either
+/// commits first and is seen here, or waits for this write and then holds
+/// or releases its rows too: no row is left held once its campaign resumed.
+async fn paused_campaigns(
+    conn: &mut PgConnection,
+    entries: &[QueueEntry],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = entries.iter().filter_map(|e| e.campaign_id).collect();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "SELECT campaign_id, status = 'PAUSED' FROM campaigns \
+         WHERE campaign_id = ANY($1) ORDER BY campaign_id FOR SHARE",
+    )
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, paused)| paused.then_some(id))
+        .collect())
+}
+
+/// Holds the campaign's rows, in the transaction that pauses it: none is
+/// claimed until [`unhold_campaign`]. Rows leased now stay leased; their
+/// outcome, if it puts them back, puts them back held.
+pub async fn hold_campaign(conn: &mut PgConnection, campaign_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE delivery_queue SET held_due_at = due_at, due_at = $2 \
+         WHERE campaign_id = $1 AND held_due_at IS NULL",
+    )
+    .bind(campaign_id)
+    .bind(held_due_at())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts the campaign's held rows back at their own due time, in the
+/// transaction that resumes (or cancels) it.
+pub async fn unhold_campaign(
+    conn: &mut PgConnection,
+    campaign_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE delivery_queue SET due_at = held_due_at, held_due_at = NULL \
+         WHERE campaign_id = $1 AND held_due_at IS NOT NULL",
+    )
+    .bind(campaign_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -104,7 +192,8 @@ pub async fn remove(
 
 /// Hands leased rows back, each due again at its time, without an event:
 /// a hold restated for the same reason (see `NotificationCommand::Schedule`).
-/// `rechecks` counts these since the row's last event.
+/// `rechecks` counts these since the row's last event. A row held meanwhile
+/// (its campaign paused) stays held, due then once its campaign resumes.
 pub async fn recheck(
     executor: impl PgExecutor<'_>,
     rows: &[(NotificationId, DateTime<Utc>)],
@@ -115,7 +204,9 @@ pub async fn recheck(
     let (ids, due): (Vec<Uuid>, Vec<DateTime<Utc>>) =
         rows.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
     sqlx::query(
-        "UPDATE delivery_queue q SET due_at = r.due_at, leased_by = NULL, rechecks = q.rechecks + 1 \
+        "UPDATE delivery_queue q SET leased_by = NULL, rechecks = q.rechecks + 1, \
+             due_at = CASE WHEN q.held_due_at IS NULL THEN r.due_at ELSE q.due_at END, \
+             held_due_at = CASE WHEN q.held_due_at IS NOT NULL THEN r.due_at END \
          FROM unnest($1::uuid[], $2::timestamptz[]) AS r(notification_id, due_at) \
          WHERE q.notification_id = r.notification_id",
     )
@@ -126,16 +217,22 @@ pub async fn recheck(
     Ok(())
 }
 
-/// Hands leased rows back, due now, for another look.
+/// Hands leased rows back, due now, for another look; a row held meanwhile
+/// (its campaign paused) stays held, due now once its campaign resumes.
 pub async fn release(
     executor: impl PgExecutor<'_>,
     ids: &[NotificationId],
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = ids.iter().map(NotificationId::as_uuid).collect();
-    sqlx::query("UPDATE delivery_queue SET due_at = now(), leased_by = NULL WHERE notification_id = ANY($1)")
-        .bind(&ids)
-        .execute(executor)
-        .await?;
+    sqlx::query(
+        "UPDATE delivery_queue SET leased_by = NULL, \
+             due_at = CASE WHEN held_due_at IS NULL THEN now() ELSE due_at END, \
+             held_due_at = CASE WHEN held_due_at IS NOT NULL THEN now() END \
+         WHERE notification_id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(executor)
+    .await?;
     Ok(())
 }
 

@@ -8,6 +8,11 @@
 //! by one writer task. Delivery is at least once: a crash after a provider
 //! took a message but before `NotificationSent` was appended sends it again
 //! when the lease runs out, with the same notification id as idempotency key.
+//!
+//! A campaign message takes a last look at its campaign once it holds every
+//! permit for its call ([`super::stop_gate`]): if the campaign was paused or
+//! cancelled since the claim, the attempt is withdrawn or the message
+//! cancelled instead, and the provider is never called.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use super::lanes::{LanePermit, Lanes, share_of};
 use super::ranker::Ranker;
 use super::retry::retry_delay;
 use super::routing::{Availability, Route, RouteDecision, next_route};
+use super::stop_gate::{CampaignGate, Stop};
 use super::{DeliveryConfig, RoutingConfig, throttle};
 use crate::commands::limits::Limits;
 use crate::commands::notifications::{Change, Loaded, append_changes, load_many};
@@ -100,6 +106,8 @@ struct Inner {
     /// that many is left out of that band's claims, so its own LOW backlog
     /// never keeps its HIGH and NORMAL rows from being claimed.
     tenant_claims: Lanes,
+    /// The last look at a campaign message's campaign before its call.
+    campaign_gate: CampaignGate,
     actor: Actor,
 }
 
@@ -177,7 +185,21 @@ struct Outcome {
     route: Route,
     /// Where else the recipient can be reached, should this route fail.
     reach: Vec<(Channel, Destination)>,
-    result: Result<Delivered, SendError>,
+    result: Result<Delivered, Unsent>,
+}
+
+/// Why a message did not go out.
+enum Unsent {
+    /// Its call failed, or could not be made.
+    Failed(SendError),
+    /// Its campaign stopped it at the last look, before any call.
+    Withheld(Stop),
+}
+
+impl From<SendError> for Unsent {
+    fn from(error: SendError) -> Unsent {
+        Unsent::Failed(error)
+    }
 }
 
 /// What a planned notification does next, besides recording its events.
@@ -256,6 +278,7 @@ impl Dispatcher {
                 endpoint_breakers,
                 in_flight,
                 tenant_claims,
+                campaign_gate: CampaignGate::default(),
                 actor: Actor::new("dispatcher"),
             }),
         }
@@ -945,10 +968,17 @@ impl Dispatcher {
             let state = change.state;
             let version = change.expected_version + change.events.len() as i64;
             let result = call_provider(&inner, &state, &route, locale.as_ref()).await;
-            // A permanent error is about this message (a bad address), not
-            // the provider's health; anything else counts against its breaker.
-            let healthy = !matches!(result, Err(SendError::Transient { .. }));
-            inner.record_health(&state.tenant_id, &route, healthy);
+            match &result {
+                // Never called: says nothing of the provider's health.
+                Err(Unsent::Withheld(_)) => {}
+                // A permanent error is about this message (a bad address), not
+                // the provider's health; anything else counts against its breaker.
+                other => {
+                    let healthy =
+                        !matches!(other, Err(Unsent::Failed(SendError::Transient { .. })));
+                    inner.record_health(&state.tenant_id, &route, healthy);
+                }
+            }
             let outcome = Outcome {
                 state,
                 version,
@@ -1019,7 +1049,12 @@ impl Dispatcher {
                     content,
                 }
             }
-            Err(error) => {
+            Err(Unsent::Withheld(stop)) => {
+                metrics::counter!("notifications_withheld_total", "reason" => stop.label())
+                    .increment(1);
+                stop.command(attempt)
+            }
+            Err(Unsent::Failed(error)) => {
                 let permanent = error.is_permanent();
                 metrics::counter!("notifications_failed_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "reason" => if permanent { "permanent" } else { "transient" }).increment(1);
                 let retry_at = self.retry_at(&state, &route, &reach, &error, now);
@@ -1149,18 +1184,17 @@ impl Inner {
 }
 
 /// Renders the message and calls the provider, within its concurrency limits
-/// and timeout.
+/// and timeout, unless its campaign stops it at the last moment.
 async fn call_provider(
     inner: &Inner,
     state: &NotificationState,
     route: &Route,
     profile_locale: Option<&Locale>,
-) -> Result<Delivered, SendError> {
+) -> Result<Delivered, Unsent> {
     let Some(provider) = inner.providers.get(&route.provider) else {
-        return Err(SendError::permanent(format!(
-            "provider {} is not configured",
-            route.provider
-        )));
+        return Err(
+            SendError::permanent(format!("provider {} is not configured", route.provider)).into(),
+        );
     };
     let mut message = inner
         .composer
@@ -1207,13 +1241,24 @@ async fn call_provider(
         text: message.text.clone(),
         data: message.data.clone(),
     });
+    // Last, with every permit held: a pause or cancel committed while the
+    // message waited for them stops it here.
+    if let Some(campaign_id) = state.request.campaign_id
+        && let Some(stop) = inner
+            .campaign_gate
+            .check(inner.store.pool(), campaign_id)
+            .await?
+    {
+        return Err(Unsent::Withheld(stop));
+    }
     match tokio::time::timeout(timeout, provider.send(&message)).await {
-        Ok(result) => result.map(|receipt| Delivered { receipt, content }),
+        Ok(result) => Ok(result.map(|receipt| Delivered { receipt, content })?),
         Err(_) => Err(SendError::transient(format!(
             "{} did not answer within {} s",
             route.provider,
             timeout.as_secs()
-        ))),
+        ))
+        .into()),
     }
 }
 

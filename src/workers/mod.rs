@@ -14,6 +14,7 @@ pub mod ranker;
 pub mod retry;
 pub mod routing;
 pub mod scheduler;
+pub mod stop_gate;
 pub mod throttle;
 
 use std::collections::BTreeMap;

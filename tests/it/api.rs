@@ -575,3 +575,101 @@ async fn oversized_graphql_bodies_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 413);
 }
+
+/// POSTs `body` as `content_type`; the status and the JSON answer.
+async fn post_raw(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let answer = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(key)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test]
+async fn unreadable_oversized_and_mistyped_bodies_answer_json_in_the_routes_shape() {
+    let app = TestApp::start_with(&herald::config::Config {
+        max_request_bytes: 4096,
+        ..herald::config::Config::default()
+    })
+    .await;
+    let (_, key) = app.tenant().await;
+    let json = "application/json";
+    for (body, what) in [
+        (b"[1,2,3]".to_vec(), "an array of numbers"),
+        (br#"{"query": "{ viewer"#.to_vec(), "truncated JSON"),
+        (b"{\"query\": \"\xff\xfe\"}".to_vec(), "invalid UTF-8"),
+    ] {
+        let (status, answer) = post_raw(&app, &key, "/graphql", json, body).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert_eq!(error_codes(&answer), ["BAD_REQUEST"], "{what}: {answer}");
+        assert!(answer["errors"][0]["message"].is_string(), "{answer}");
+    }
+
+    let oversized = vec![b' '; 5000];
+    let (status, answer) = post_raw(&app, &key, "/graphql", json, oversized.clone()).await;
+    assert_eq!(status, 413);
+    assert_eq!(error_codes(&answer), ["PAYLOAD_TOO_LARGE"], "{answer}");
+    let (status, answer) = post_raw(&app, &key, "/api/notifications", json, oversized).await;
+    assert_eq!(status, 413);
+    assert_eq!(answer["error"]["code"], "PAYLOAD_TOO_LARGE", "{answer}");
+
+    // Without a Content-Length the limit cuts the body while GraphQL reads it.
+    let (head, answer) = chunked_graphql_post(&app, &key, &vec![b' '; 5000]).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head} {answer:?}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+
+    let query = br#"{"query": "{ viewer { tenantId } }"}"#.to_vec();
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let (status, answer) = post_raw(&app, &key, "/graphql", content_type, query.clone()).await;
+        assert_eq!(status, 415);
+        assert_eq!(error_codes(&answer), ["UNSUPPORTED_MEDIA_TYPE"], "{answer}");
+        let send = json!({ "recipient": { "email": "ada@example.com" }, "channels": ["email"], "content": { "text": "hi" } });
+        let (status, answer) = post_raw(
+            &app,
+            &key,
+            "/api/notifications",
+            content_type,
+            send.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 415);
+        assert_eq!(
+            answer["error"]["code"], "UNSUPPORTED_MEDIA_TYPE",
+            "{answer}"
+        );
+    }
+}
+
+/// POSTs `body` to `/graphql` in one chunk of a chunked request (reqwest
+/// always sends a length); the status line and the rest of the answer.
+async fn chunked_graphql_post(app: &TestApp, key: &str, body: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = socket.write_all(body).await;
+    let _ = socket.write_all(b"\r\n0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, rest) = answer.split_once("\r\n").unwrap_or((&answer, ""));
+    (head.to_string(), rest.to_string())
+}

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::{Peer, free_port, webhook_answer_next, webhook_receiver, webhook_requests};
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, error_codes, position};
 
 const CREATE: &str = r#"mutation($input: CreateWebhookEndpointInput!) {
   createWebhookEndpoint(input: $input) { secret endpoint { id url description eventTypes } }
@@ -472,7 +472,7 @@ async fn replay_to_an_endpoint_sends_the_range_signed_and_stops_on_a_permanent_f
             .as_array()
             .unwrap()
         {
-            positions.push(event["position"].as_i64().unwrap());
+            positions.push(position(&event["position"]));
         }
     }
     let range = format!("{}..{}", positions[0], positions[3]);

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use futures::{SinkExt, StreamExt};
 use herald::commands::Actor;
 use herald::commands::campaigns;
@@ -12,7 +14,8 @@ use herald::commands::notifications::SendPolicy;
 use herald::config::Config;
 use herald::domain::NotificationCommand;
 use herald::domain::values::NotificationId;
-use herald::domain::values::TenantId;
+use herald::domain::values::{Priority, TenantId};
+use herald::projections::delivery_queue;
 use herald::workers::campaigns::CampaignsConfig;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -478,6 +481,87 @@ async fn pause_holds_batches_resume_releases_them_and_cancel_stops_the_rest() {
         .await
         .unwrap();
     assert_eq!(again.sent, 0);
+}
+
+/// The queue side of a pause: rows held out of every claim, a row written
+/// meanwhile held too, each put back at its own due time on resume.
+#[tokio::test]
+async fn a_pause_holds_queued_messages_from_every_claim_and_resume_restores_their_due_times() {
+    let c = Campaigns::start().await;
+    let (id, _) = c.create(json!({ "batchSize": 2 })).await;
+    c.add(id, 2).await;
+    let store = &c.app.store;
+    let actor = Actor::new("test");
+    let policy = SendPolicy::unlimited(Duration::from_secs(3600));
+    assert!(
+        campaigns::start(store, &c.tenant, id, &actor)
+            .await
+            .unwrap()
+    );
+    campaigns::release_next_batch(store, &c.tenant, id, &policy, &actor)
+        .await
+        .unwrap();
+    let queued = || async {
+        sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
+            "SELECT notification_id, due_at FROM delivery_queue WHERE campaign_id = $1 ORDER BY 1",
+        )
+        .bind(id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    };
+    let released = queued().await;
+    assert_eq!(released.len(), 2);
+    let nobody = delivery_queue::Excluded::default();
+    let claim = || delivery_queue::claim(store.pool(), Uuid::now_v7(), 100, 100, 60, &nobody);
+
+    c.graphql(
+        "mutation($id: ID!) { pauseCampaign(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert!(
+        claim().await.unwrap().is_empty(),
+        "held rows are not claimed"
+    );
+    let written_while_paused = NotificationId::new();
+    let mut conn = store.pool().acquire().await.unwrap();
+    delivery_queue::put(
+        &mut conn,
+        &[delivery_queue::QueueEntry {
+            notification_id: written_while_paused,
+            tenant_id: c.tenant.clone(),
+            priority: Priority::Low,
+            due_at: Utc::now(),
+            campaign_id: Some(id),
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(
+        claim().await.unwrap().is_empty(),
+        "a row written while paused is held"
+    );
+
+    c.graphql(
+        "mutation($id: ID!) { resumeCampaign(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let resumed = queued().await;
+    for row in &released {
+        assert!(
+            resumed.contains(row),
+            "{row:?} back at its own due time: {resumed:?}"
+        );
+    }
+    let claimed = claim().await.unwrap();
+    assert_eq!(claimed.len(), 3, "{claimed:?}");
+    assert!(
+        claimed
+            .iter()
+            .any(|c| c.notification_id == written_while_paused.as_uuid())
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use sqlx::ConnectOptions;
 
-use crate::support::{TestApp, error_codes, fresh_database};
+use crate::support::{TestApp, error_codes, fresh_database, position};
 
 const INGEST: &str = r#"mutation($input: IngestEventInput!) {
   ingestEvent(input: $input) { eventId position duplicate }
@@ -94,7 +94,7 @@ async fn a_repeated_event_id_is_stored_as_a_flagged_duplicate() {
     let again = ingest(&app, &key, event("billing", "evt-1")).await;
     assert_eq!(again["duplicate"], true);
     assert_ne!(again["eventId"], first["eventId"], "both are stored");
-    assert!(again["position"].as_i64() > first["position"].as_i64());
+    assert!(position(&again["position"]) > position(&first["position"]));
     // The same id from another source is another event.
     let other = ingest(&app, &key, event("shop", "evt-1")).await;
     assert_eq!(other["duplicate"], false);
@@ -173,6 +173,7 @@ async fn invalid_events_are_refused_field_by_field() {
     let (tenant, key) = app.tenant().await;
     let input = json!({
         "source": "Billing Service",
+        "entityType": "Invoice",
         "entityId": "has space",
         "eventType": "invoice.paid",
         "occurredAt": "2999-01-01T00:00:00Z",
@@ -198,6 +199,23 @@ async fn invalid_events_are_refused_field_by_field() {
             "occurred_at",
             "payload"
         ]
+    );
+    assert_eq!(counts(&app, &tenant).await, (0, 0));
+
+    // Every field is required by the schema itself, so a missing one is
+    // refused before Herald reads the rest.
+    let mut missing = event("billing", "evt-1");
+    missing.as_object_mut().unwrap().remove("entityType");
+    let response = app
+        .graphql(Some(&key), INGEST, json!({ "input": missing }))
+        .await;
+    assert_eq!(error_codes(&response), vec!["VALIDATION"], "{response}");
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("entityType"),
+        "{response}"
     );
     assert_eq!(counts(&app, &tenant).await, (0, 0));
 

@@ -114,6 +114,35 @@ pub async fn aiosmtpd(handler: &[&str], extra: &[&str]) -> Peer {
     Peer::spawn("aiosmtpd", "env", &args, port, INSTALL_HINT).await
 }
 
+/// aiosmtpd with `tests/peers/smtp_recorder.py`, which appends one line per
+/// recipient received to a file.
+pub struct SmtpRecorder {
+    pub peer: Peer,
+    file: PathBuf,
+}
+
+/// Starts an [`SmtpRecorder`] writing to a file in `dir`.
+pub async fn smtp_recorder(dir: &Path) -> SmtpRecorder {
+    let file = dir.join("received.txt");
+    std::fs::write(&file, "").expect("the receipts file");
+    let peer = aiosmtpd(&["smtp_recorder.Recorder", file.to_str().unwrap()], &[]).await;
+    SmtpRecorder { peer, file }
+}
+
+impl SmtpRecorder {
+    /// Every recipient received so far, in order, repeats included: when
+    /// (UNIX seconds) and the address.
+    pub fn receipts(&self) -> Vec<(f64, String)> {
+        let text = std::fs::read_to_string(&self.file).expect("the receipts file");
+        text.lines()
+            .filter_map(|line| {
+                let (at, address) = line.split_once(' ')?;
+                Some((at.parse().expect("a time"), address.to_string()))
+            })
+            .collect()
+    }
+}
+
 /// `tests/peers/webhook_receiver.py` on `port`: verifies every POST with the
 /// independent `standardwebhooks` library against `secret` and records it.
 pub async fn webhook_receiver(port: u16, secret: &herald::providers::WebhookSecret) -> Peer {

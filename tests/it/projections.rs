@@ -849,6 +849,7 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for projection in status_and_analytics() {
+        crate::support::wait_until_readable(&store).await;
         let mut reports = 0;
         let done = projections::rebuild::rebuild(&store, projection.as_ref(), |_| reports += 1)
             .await

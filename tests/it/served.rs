@@ -40,11 +40,23 @@ pub async fn serve_with_stderr(
     stderr: Stdio,
 ) -> Served {
     let db = fresh_database().await;
+    serve_on(&db.pool, dir, tenant_name, config, stderr).await
+}
+
+/// [`serve_with_stderr`] on the database `pool` connects to (migrated here),
+/// for a test that runs that database itself.
+pub async fn serve_on(
+    pool: &sqlx::PgPool,
+    dir: &Path,
+    tenant_name: &str,
+    config: &str,
+    stderr: Stdio,
+) -> Served {
     herald::database::MIGRATOR
-        .run(&db.pool)
+        .run(pool)
         .await
         .expect("migrated");
-    let store = herald::eventstore::EventStore::new(db.pool.clone());
+    let store = herald::eventstore::EventStore::new(pool.clone());
     let tenant = herald::commands::tenants::create_tenant(
         &store,
         tenant_name,
@@ -52,7 +64,7 @@ pub async fn serve_with_stderr(
     )
     .await
     .expect("tenant");
-    let database_url = db.options.to_url_lossy().to_string();
+    let database_url = pool.connect_options().to_url_lossy().to_string();
     let (port, metrics_port) = (free_port(), free_port());
     let file = dir.join("herald.toml");
     std::fs::write(
@@ -112,6 +124,26 @@ impl Served {
             .expect("JSON answer");
         assert!(body["errors"].is_null(), "{body:#}");
         body["data"].clone()
+    }
+
+    /// The sum of every series of the Prometheus metric `name` (0 if none).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.metrics_base))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 

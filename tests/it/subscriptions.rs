@@ -191,7 +191,7 @@ async fn subscriptions_only_see_the_callers_tenant() {
         .unwrap()
         .unwrap();
     let mut b_events = state.schema.execute_stream(
-        async_graphql::Request::new("subscription { events(after: 0) { type streamId data } }")
+        async_graphql::Request::new("subscription { events(after: \"0\") { type streamId data } }")
             .data(Caller(Some(principal_b))),
     );
     let send = |key: String| {

@@ -308,6 +308,14 @@ impl TestApp {
     }
 }
 
+/// A log position as the API writes it: the `Position` scalar, a string of digits.
+pub fn position(value: &serde_json::Value) -> i64 {
+    value
+        .as_str()
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("a Position (a string of digits), not {value}"))
+}
+
 /// The `extensions.code` of every error in a GraphQL response.
 pub fn error_codes(response: &serde_json::Value) -> Vec<String> {
     response["errors"]
@@ -349,4 +357,24 @@ pub async fn append_raw(
     .fetch_one(store.pool())
     .await
     .expect("raw event appended")
+}
+
+/// Waits until every event stored so far is readable by projections and
+/// rebuilds: their horizon is the cluster's oldest running transaction, and
+/// tests running beside this one on the same cluster hold it back a moment.
+pub async fn wait_until_readable(store: &herald::eventstore::EventStore) {
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT max(transaction_id::text::int8) FROM events")
+            .fetch_one(store.pool())
+            .await
+            .expect("newest event");
+    let Some(newest) = newest else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.horizon().await.expect("horizon").transaction_id <= newest {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "another transaction kept the events unreadable for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, append_raw, error_codes};
+use crate::support::{TestApp, append_raw, error_codes, position};
 
 const GET: &str = r#"query($id: ID!) {
   notification(id: $id) { id status timeline { type position version readError } }
@@ -92,12 +92,7 @@ async fn a_stream_with_unreadable_events_reads_as_its_readable_history() {
     let marked: Vec<(i64, i64)> = timeline
         .iter()
         .filter(|e| !e["readError"].is_null())
-        .map(|e| {
-            (
-                e["position"].as_i64().unwrap(),
-                e["version"].as_i64().unwrap(),
-            )
-        })
+        .map(|e| (position(&e["position"]), e["version"].as_i64().unwrap()))
         .collect();
     assert_eq!(marked, [(malformed, 2), (future, 4)], "{read}");
     assert!(

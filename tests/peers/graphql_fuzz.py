@@ -146,6 +146,11 @@ def custom_scalars(seeded):
         # Past 32 bits an Int must be refused as invalid input, not crash.
         "Int": st.one_of(st.integers(-(2**31), 2**31 - 1), edge_ints).map(nodes.Int),
         "DateTime": st.one_of(datetimes, known, text).map(nodes.String),
+        # A log position is a string of digits; an Int is accepted too.
+        "Position": st.one_of(
+            st.one_of(st.integers(-(2**64), 2**64).map(str), known, text).map(nodes.String),
+            edge_ints.map(nodes.Int),
+        ),
         "JSON": json_values(),
         # A multipart upload cannot be inlined; a literal must be refused cleanly.
         "Upload": text.map(nodes.String),

@@ -17,7 +17,7 @@ use async_graphql::{Context, Enum, ID, Json, Object, Result, SimpleObject};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
-use super::types::PageInfo;
+use super::types::{PageInfo, Position};
 use super::{ApiError, MAX_PAGE, actor, api, require};
 use crate::commands::Actor;
 use crate::commands::inapp_feed as commands;
@@ -54,7 +54,7 @@ pub struct InAppItem {
     pub read_at: Option<DateTime<Utc>>,
     pub archived_at: Option<DateTime<Utc>>,
     /// The log position of its delivery (its `NotificationSent`).
-    pub position: i64,
+    pub position: Position,
 }
 
 impl InAppItem {
@@ -71,7 +71,7 @@ impl InAppItem {
             delivered_at: row.delivered_at,
             read_at: row.read_at,
             archived_at: row.archived_at,
-            position: row.delivered_position,
+            position: Position(row.delivered_position),
         }
     }
 
@@ -88,7 +88,7 @@ impl InAppItem {
             delivered_at: delivery.delivered_at,
             read_at: None,
             archived_at: None,
-            position: delivery.position,
+            position: Position(delivery.position),
         }
     }
 }
@@ -116,7 +116,7 @@ pub struct MarkInAppItemsPayload {
     /// The log position of the mark, comparable with the `inappFeed`
     /// subscription's; null when there was nothing to mark. The `inappFeed`
     /// query shows the change once its read model has caught up to it.
-    pub position: Option<i64>,
+    pub position: Option<Position>,
 }
 
 impl From<commands::Marked> for MarkInAppItemsPayload {
@@ -128,7 +128,7 @@ impl From<commands::Marked> for MarkInAppItemsPayload {
                 .iter()
                 .map(|id| ID(id.to_string()))
                 .collect(),
-            position: marked.position,
+            position: marked.position.map(Position),
         }
     }
 }
@@ -146,7 +146,7 @@ pub enum InAppFeedChange {
 pub struct InAppFeedUpdate {
     /// The event's log position: pass the last one received as `after` to
     /// resume without gap or duplicate.
-    pub position: i64,
+    pub position: Position,
     pub change: InAppFeedChange,
     /// The item delivered, or the items marked.
     pub ids: Vec<ID>,
@@ -384,7 +384,7 @@ impl FeedWatch {
                 Ok(delivery
                     .filter(|d| d.recipient_id == self.recipient.as_str())
                     .map(|d| InAppFeedUpdate {
-                        position: event.global_position,
+                        position: Position(event.global_position),
                         change: InAppFeedChange::Delivered,
                         ids: vec![ID(d.notification_id.to_string())],
                         state: InAppItemState::Unread,
@@ -404,7 +404,7 @@ impl FeedWatch {
                 )
                 .map_err(ApiError::internal)?;
                 Ok(Some(InAppFeedUpdate {
-                    position: event.global_position,
+                    position: Position(event.global_position),
                     change: InAppFeedChange::Marked,
                     ids: notification_ids
                         .iter()

@@ -7,6 +7,7 @@ mod feed;
 mod limits;
 mod notification;
 mod projections;
+mod query_shape;
 mod recipients;
 mod schedules;
 mod subscription;
@@ -82,8 +83,8 @@ pub fn build(api: ApiContext) -> HeraldSchema {
         SubscriptionRoot,
     )
     .data(api)
-    .limit_depth(12)
-    .limit_complexity(2_000)
+    // Depth and size, with introspection judged on its own terms.
+    .extension(query_shape::QueryShape)
     .finish()
 }
 
@@ -311,7 +312,7 @@ impl CoreQuery {
                 .events
                 .into_iter()
                 .map(|r| ReplayedEvent {
-                    position: r.event.global_position,
+                    position: Position(r.event.global_position),
                     event_type: r.event.event_type,
                     stream_id: r.event.stream_id,
                     version: r.event.stream_version,
@@ -345,7 +346,7 @@ impl CoreQuery {
 /// One event of a replay.
 #[derive(async_graphql::SimpleObject)]
 pub struct ReplayedEvent {
-    pub position: i64,
+    pub position: Position,
     #[graphql(name = "type")]
     pub event_type: String,
     pub stream_id: String,
@@ -519,7 +520,7 @@ impl CoreMutation {
         .map_err(ApiError::from)?;
         Ok(IngestEventPayload {
             event_id: ID(ingested.event_id.to_string()),
-            position: ingested.position,
+            position: Position(ingested.position),
             duplicate: ingested.duplicate,
         })
     }

@@ -4,7 +4,7 @@
 use async_graphql::{Context, ID, Json, Object, Result};
 use chrono::{DateTime, Utc};
 
-use super::types::{Channel, NotificationStatus, Priority, TimelineEvent};
+use super::types::{Channel, NotificationStatus, Position, Priority, TimelineEvent};
 use super::{ApiContext, require};
 use crate::commands::notifications::{self, NotificationDetails};
 use crate::domain::values::{NotificationId, TenantId};
@@ -151,7 +151,7 @@ impl NotificationNode {
             .iter()
             .map(|e| TimelineEvent {
                 event_type: e.event_type.clone(),
-                position: e.global_position,
+                position: Position(e.global_position),
                 version: e.stream_version,
                 recorded_at: e.recorded_at,
                 data: Json(e.payload.clone()),

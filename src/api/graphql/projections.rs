@@ -13,6 +13,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ErrorExtensions, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::types::Position;
 use super::{ApiError, actor, api, require};
 use crate::commands::tenants::Principal;
 use crate::domain::Scope;
@@ -73,7 +74,7 @@ pub struct ProjectionObject {
     /// position): the last event applied, or, once caught up, the horizon of
     /// committed transactions with position 0. `lagEvents` says what is left.
     pub checkpoint_transaction_id: i64,
-    pub checkpoint_position: i64,
+    pub checkpoint_position: Position,
     /// Events it reads that lie after its checkpoint.
     pub lag_events: i64,
     /// Age of the oldest of those events.
@@ -81,7 +82,7 @@ pub struct ProjectionObject {
     pub events_processed: i64,
     pub updated_at: Option<DateTime<Utc>>,
     /// When failed: the global position of the event it stopped at.
-    pub failed_position: Option<i64>,
+    pub failed_position: Option<Position>,
     /// When failed: why. Another tenant's event's error is not shown.
     pub error: Option<String>,
     pub rebuild: Option<RebuildProgress>,
@@ -109,12 +110,12 @@ impl ProjectionObject {
             version: status.version,
             state: status.activity.into(),
             checkpoint_transaction_id: status.checkpoint.transaction_id,
-            checkpoint_position: status.checkpoint.global_position,
+            checkpoint_position: Position(status.checkpoint.global_position),
             lag_events: status.lag_events,
             lag_seconds: status.lag_seconds,
             events_processed: status.events_processed,
             updated_at: status.updated_at,
-            failed_position: status.failed_position,
+            failed_position: status.failed_position.map(Position),
         }
     }
 }
@@ -123,7 +124,7 @@ impl ProjectionObject {
 #[derive(SimpleObject)]
 pub struct ProjectionSkip {
     /// Where the `ProjectionEventSkipped` record went in the log (stream `projection-<name>`).
-    pub recorded_position: i64,
+    pub recorded_position: Position,
     pub projection: ProjectionObject,
 }
 
@@ -236,13 +237,13 @@ impl ProjectionsMutation {
         &self,
         ctx: &Context<'_>,
         name: String,
-        position: i64,
+        position: Position,
         reason: String,
     ) -> Result<ProjectionSkip> {
         let principal = require_operator(ctx)?;
         may_exist(&name)?;
         let actor = actor(principal);
-        let recorded = checkpoints::skip(&api(ctx)?.store, &name, position, &reason, &actor.name)
+        let recorded = checkpoints::skip(&api(ctx)?.store, &name, position.0, &reason, &actor.name)
             .await
             .map_err(|error| match error {
                 SkipError::NoReason | SkipError::NulInReason => {
@@ -253,7 +254,7 @@ impl ProjectionsMutation {
                 SkipError::Database(error) => error.into(),
             })?;
         Ok(ProjectionSkip {
-            recorded_position: recorded,
+            recorded_position: Position(recorded),
             projection: status_of(ctx, principal, &name).await?,
         })
     }

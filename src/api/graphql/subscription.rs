@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
 use super::feed::{FeedWatch, InAppFeedUpdate, feed_caller};
-use super::types::NotificationStatus;
+use super::types::{NotificationStatus, Position};
 use super::{ApiContext, ApiError, api, require};
 use crate::api::live::LiveError;
 use crate::api::tenant_slots::Slot;
@@ -22,7 +22,7 @@ use crate::eventstore::{Checkpoint, RecordedEvent};
 #[derive(SimpleObject, Clone)]
 pub struct LogEvent {
     /// Pass the last one received as `after` to resume without gap or duplicate.
-    pub position: i64,
+    pub position: Position,
     #[graphql(name = "type")]
     pub event_type: String,
     pub stream_id: String,
@@ -35,7 +35,7 @@ pub struct LogEvent {
 #[derive(SimpleObject, Clone)]
 pub struct NotificationUpdate {
     pub notification_id: ID,
-    pub position: i64,
+    pub position: Position,
     #[graphql(name = "type")]
     pub event_type: String,
     /// The status after this event; null for events that leave it (opens, clicks).
@@ -46,7 +46,7 @@ pub struct NotificationUpdate {
 
 fn log_event(event: &RecordedEvent) -> LogEvent {
     LogEvent {
-        position: event.global_position,
+        position: Position(event.global_position),
         event_type: event.event_type.clone(),
         stream_id: event.stream_id.clone(),
         version: event.stream_version,
@@ -66,7 +66,7 @@ fn notification_update(event: &RecordedEvent) -> Option<NotificationUpdate> {
     .status_after();
     Some(NotificationUpdate {
         notification_id: ID(id.to_string()),
-        position: event.global_position,
+        position: Position(event.global_position),
         event_type: event.event_type.clone(),
         status: status.map(Into::into),
         recorded_at: event.recorded_at,
@@ -77,9 +77,9 @@ fn notification_update(event: &RecordedEvent) -> Option<NotificationUpdate> {
 /// Resolves `after` (a position the client saw) to the log's read order.
 async fn resume_point(
     api: &ApiContext,
-    after: Option<i64>,
+    after: Option<Position>,
 ) -> Result<Option<Checkpoint>, ApiError> {
-    match after {
+    match after.map(|position| position.0) {
         None => Ok(None),
         Some(0) => Ok(Some(Checkpoint::ORIGIN)),
         Some(position) => api
@@ -137,7 +137,7 @@ impl SubscriptionRoot {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        after: Option<i64>,
+        after: Option<Position>,
         types: Option<Vec<String>>,
     ) -> Result<impl Stream<Item = Result<LogEvent>> + use<>> {
         let principal = require(ctx, Scope::Read)?;
@@ -225,7 +225,7 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         recipient_id: String,
-        after: Option<i64>,
+        after: Option<Position>,
     ) -> Result<impl Stream<Item = Result<InAppFeedUpdate>> + use<>> {
         let recipient = super::feed::recipient(&recipient_id)?;
         let (tenant_id, _, grant) = feed_caller(ctx, &recipient, Scope::Read)?;

@@ -1,10 +1,38 @@
 //! GraphQL object, input and enum types, and their conversions to the domain.
 
-use async_graphql::{Enum, InputObject, Json, SimpleObject};
+use async_graphql::{
+    Enum, InputObject, InputValueError, InputValueResult, Json, Scalar, ScalarType, SimpleObject,
+    Value as GraphQLValue,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain;
+
+/// A log position, typed for GraphQL (whose `Int` is 32-bit) as a string.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Position(pub i64);
+
+/// A position in Herald's event log: a 64-bit integer written as a string of
+/// digits, e.g. `"4294967296"`. An `Int` is accepted as input too.
+#[Scalar]
+impl ScalarType for Position {
+    fn parse(value: GraphQLValue) -> InputValueResult<Self> {
+        let position = match &value {
+            GraphQLValue::String(digits) => digits.parse::<i64>().ok(),
+            GraphQLValue::Number(number) => number.as_i64(),
+            _ => return Err(InputValueError::expected_type(value)),
+        };
+        position
+            .filter(|position| *position >= 0)
+            .map(Position)
+            .ok_or_else(|| InputValueError::custom("a log position is an integer from 0 to 2^63-1"))
+    }
+
+    fn to_value(&self) -> GraphQLValue {
+        GraphQLValue::String(self.0.to_string())
+    }
+}
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::domain::values::Channel")]
@@ -81,19 +109,19 @@ pub struct InlineContentInput {
     pub data: Option<Json<Value>>,
 }
 
-#[derive(InputObject, Default)]
+#[derive(InputObject)]
 pub struct TemplateRefInput {
-    pub key: Option<String>,
+    pub key: String,
     pub version: Option<u32>,
     pub locale: Option<String>,
     pub variables: Option<Json<Value>>,
 }
 
-#[derive(InputObject, Default)]
+#[derive(InputObject)]
 pub struct SourceEventInput {
-    pub event_id: Option<String>,
-    pub source: Option<String>,
-    pub occurred_at: Option<DateTime<Utc>>,
+    pub event_id: String,
+    pub source: String,
+    pub occurred_at: DateTime<Utc>,
     pub segment: Option<String>,
 }
 
@@ -127,10 +155,10 @@ pub struct SendNotificationInput {
 }
 
 /// A file to attach to the email: give `url` or `contentBase64`, not both.
-#[derive(InputObject, Default)]
+#[derive(InputObject)]
 pub struct AttachmentInput {
     /// As the recipient sees it, without path separators, e.g. `invoice.pdf`.
-    pub filename: Option<String>,
+    pub filename: String,
     /// A MIME type such as `application/pdf`; without it, the type comes from
     /// the URL's answer or the file name's extension.
     pub content_type: Option<String>,
@@ -171,7 +199,7 @@ impl From<SendNotificationInput> for domain::SendNotification {
                 data: c.data.map(|d| d.0),
             }),
             template: input.template.map(|t| domain::TemplateRefInput {
-                key: t.key,
+                key: Some(t.key),
                 version: t.version,
                 locale: t.locale,
                 variables: t.variables.map(|v| v.0),
@@ -185,56 +213,57 @@ impl From<SendNotificationInput> for domain::SendNotification {
             metadata: input.metadata.map(|m| m.0),
             trace_id: input.trace_id,
             source_event: input.source_event.map(|s| domain::SourceEventInput {
-                event_id: s.event_id,
-                source: s.source,
-                occurred_at: s.occurred_at,
+                event_id: Some(s.event_id),
+                source: Some(s.source),
+                occurred_at: Some(s.occurred_at),
                 segment: s.segment,
             }),
             attachments: input
                 .attachments
                 .into_iter()
                 .map(|a| domain::AttachmentInput {
-                    filename: a.filename,
+                    filename: Some(a.filename),
                     content_type: a.content_type,
                     url: a.url,
                     content_base64: a.content_base64,
                 })
                 .collect(),
+            campaign_id: None,
         }
     }
 }
 
-/// A raw event from a source system (seed 001). Every field is required; they
-/// are nullable here so that all missing ones are reported at once, by field.
+/// A raw event from a source system (seed 001). Every field is required;
+/// a bad value is reported by field (`VALIDATION`, `extensions.fields`).
 /// The JSON Schema of the same event is served at `/schemas/event.json`.
-#[derive(InputObject, Default)]
+#[derive(InputObject)]
 pub struct IngestEventInput {
     /// The system the event comes from, e.g. `billing` or `s3.orders`.
-    pub source: Option<String>,
+    pub source: String,
     /// The kind of entity the event is about, e.g. `order`.
-    pub entity_type: Option<String>,
+    pub entity_type: String,
     /// The source's id of that entity.
-    pub entity_id: Option<String>,
+    pub entity_id: String,
     /// What happened, e.g. `order.created`.
-    pub event_type: Option<String>,
+    pub event_type: String,
     /// At most five minutes ahead of Herald's clock.
-    pub occurred_at: Option<DateTime<Utc>>,
+    pub occurred_at: DateTime<Utc>,
     /// A JSON object of at most 256 KiB.
-    pub payload: Option<Json<Value>>,
+    pub payload: Json<Value>,
     /// The source's id for this event: a repeat is stored as a duplicate.
-    pub event_id: Option<String>,
+    pub event_id: String,
 }
 
 impl From<IngestEventInput> for domain::IngestEventInput {
     fn from(input: IngestEventInput) -> Self {
         domain::IngestEventInput {
-            source: input.source,
-            entity_type: input.entity_type,
-            entity_id: input.entity_id,
-            event_type: input.event_type,
-            occurred_at: input.occurred_at,
-            payload: input.payload.map(|p| p.0),
-            event_id: input.event_id,
+            source: Some(input.source),
+            entity_type: Some(input.entity_type),
+            entity_id: Some(input.entity_id),
+            event_type: Some(input.event_type),
+            occurred_at: Some(input.occurred_at),
+            payload: Some(input.payload.0),
+            event_id: Some(input.event_id),
         }
     }
 }
@@ -245,7 +274,7 @@ pub struct IngestEventPayload {
     /// The id of the stored event in Herald's log (not the source's event id).
     pub event_id: async_graphql::ID,
     /// Its position in the log.
-    pub position: i64,
+    pub position: Position,
     /// The source had already sent this event id: it is stored, flagged as a
     /// duplicate, and is not a second original.
     pub duplicate: bool,
@@ -269,7 +298,7 @@ pub struct TimelineEvent {
     #[graphql(name = "type")]
     pub event_type: String,
     /// Position in the global log.
-    pub position: i64,
+    pub position: Position,
     pub version: i64,
     pub recorded_at: DateTime<Utc>,
     /// The stored payload as it is, readable or not.

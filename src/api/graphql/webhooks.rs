@@ -6,7 +6,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::types::PageInfo;
+use super::types::{PageInfo, Position};
 use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
 use crate::commands::webhook_endpoints::{self, EndpointRow};
 use crate::domain::Scope;
@@ -108,7 +108,7 @@ pub struct WebhookDelivery {
     pub event_id: ID,
     pub event_type: String,
     pub notification_id: ID,
-    pub position: i64,
+    pub position: Position,
     pub status: WebhookDeliveryStatus,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -128,7 +128,7 @@ impl TryFrom<DeliveryRow> for WebhookDelivery {
             event_id: ID(row.event_id.to_string()),
             event_type: row.event_type,
             notification_id: ID(row.notification_id.to_string()),
-            position: row.global_position,
+            position: Position(row.global_position),
             status: WebhookDeliveryStatus::parse(&row.status)?,
             attempts: row.attempts,
             last_error: row.last_error,

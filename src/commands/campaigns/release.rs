@@ -180,6 +180,7 @@ fn message(
         }),
         category: Some(spec.category.as_str().to_string()),
         tags: vec![format!("campaign:{id}")],
+        campaign_id: Some(id),
         ..SendNotification::default()
     }
 }

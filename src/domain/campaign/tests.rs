@@ -211,6 +211,32 @@ fn a_paused_campaign_releases_nothing_and_resumes_where_it_was() {
 }
 
 #[test]
+fn a_campaign_with_every_batch_released_still_pauses_and_resumes_to_sent() {
+    let mut events = sending();
+    events.extend([
+        CampaignEvent::BatchReleased { batch: 0 },
+        CampaignEvent::BatchReleased { batch: 1 },
+        CampaignEvent::AllReleased,
+    ]);
+    given::<Campaign>(events.clone())
+        .when(CampaignCommand::Pause)
+        .then([CampaignEvent::Paused]);
+    events.push(CampaignEvent::Paused);
+    assert!(
+        refused(
+            events.clone(),
+            CampaignCommand::Complete {
+                summary: summary(1500, 0)
+            }
+        ),
+        "a paused campaign does not complete"
+    );
+    let mut campaign = Campaign::fold(&events);
+    campaign.apply(&CampaignEvent::Resumed);
+    assert_eq!(campaign.status(), Some(CampaignStatus::Sent));
+}
+
+#[test]
 fn cancel_is_refused_once_completed_and_repeats_quietly() {
     let mut events = sending();
     events.push(CampaignEvent::Cancelled { reason: None });

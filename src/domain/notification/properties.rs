@@ -96,6 +96,14 @@ fn command() -> impl Strategy<Value = NotificationCommand> {
         }),
         1 => Just(C::Expire),
         1 => prop::option::of(Just("asked".to_owned())).prop_map(|reason| C::Cancel { reason }),
+        1 => attempt().prop_map(|attempt| C::WithdrawAttempt {
+            attempt,
+            reason: "campaign paused".into(),
+        }),
+        1 => attempt().prop_map(|attempt| C::CancelAttempt {
+            attempt,
+            reason: "campaign cancelled".into(),
+        }),
     ]
 }
 
@@ -134,13 +142,19 @@ proptest! {
                         prop_assert!(status.is_some_and(NotificationStatus::is_pending));
                         prop_assert_eq!(*attempt, attempts + 1);
                     }
-                    E::Sent { attempt, .. } | E::DeliveryFailed { attempt, .. } => {
+                    E::Sent { attempt, .. }
+                    | E::DeliveryFailed { attempt, .. }
+                    | E::DeliveryWithdrawn { attempt, .. } => {
                         prop_assert_eq!(status, Some(S::Sending));
                         prop_assert_eq!(*attempt, attempts);
                     }
                     E::Opened { first, .. } => {
                         prop_assert!(status.is_some_and(NotificationStatus::is_sent_or_delivered));
                         first_opens += usize::from(*first);
+                    }
+                    // Never after a provider took it.
+                    E::Cancelled { .. } => {
+                        prop_assert!(status.is_some_and(NotificationStatus::is_unsent));
                     }
                     E::Clicked { .. } | E::Delivered { .. } => {
                         prop_assert!(status.is_some_and(NotificationStatus::is_sent_or_delivered));

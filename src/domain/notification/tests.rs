@@ -703,6 +703,125 @@ fn cancel_after_another_ending_is_illegal() {
     }
 }
 
+// WithdrawAttempt and CancelAttempt: the dispatcher's last look before the call
+
+fn withdraw(attempt: u32) -> NotificationCommand {
+    C::WithdrawAttempt {
+        attempt,
+        reason: "campaign paused".into(),
+    }
+}
+
+fn withdrawn(attempt: u32) -> NotificationEvent {
+    E::DeliveryWithdrawn {
+        attempt,
+        reason: "campaign paused".into(),
+    }
+}
+
+fn cancel_attempt(attempt: u32) -> NotificationCommand {
+    C::CancelAttempt {
+        attempt,
+        reason: "campaign cancelled".into(),
+    }
+}
+
+#[test]
+fn withdraw_puts_a_sending_notification_back_in_the_queue() {
+    given::<Notification>(history(S::Sending))
+        .when(withdraw(1))
+        .then([withdrawn(1)]);
+}
+
+#[test]
+fn a_withdrawn_attempt_counts_no_failure_and_the_next_attempt_follows_it() {
+    let mut events = history(S::Sending);
+    events.push(withdrawn(1));
+    let notification = Notification::fold(&events);
+    let state = notification.state().unwrap();
+    assert_eq!(state.status, S::Ranked);
+    assert_eq!(
+        (state.transient_failures, state.failed_routes.len()),
+        (0, 0)
+    );
+    assert_eq!(
+        (state.retry_at, state.last_failed_provider.as_ref()),
+        (None, None)
+    );
+    given::<Notification>(events)
+        .when(attempt(Channel::Email))
+        .then([attempted(2, Channel::Email)]);
+}
+
+#[test]
+fn withdraw_twice_changes_nothing() {
+    let mut events = history(S::Sending);
+    events.push(withdrawn(1));
+    given::<Notification>(events)
+        .when(withdraw(1))
+        .then_nothing();
+}
+
+#[test]
+fn withdraw_of_another_attempt_is_stale() {
+    given::<Notification>(history(S::Sending))
+        .when(withdraw(2))
+        .then_error(DomainError::StaleAttempt {
+            current: 1,
+            reported: 2,
+        });
+}
+
+#[test]
+fn withdraw_only_while_sending() {
+    for status in [S::Ranked, S::RetryPending, S::Sent, S::Cancelled] {
+        given::<Notification>(history(status))
+            .when(withdraw(1))
+            .then_error(illegal(status, "WithdrawAttempt"));
+    }
+}
+
+#[test]
+fn cancel_attempt_cancels_a_sending_notification() {
+    given::<Notification>(history(S::Sending))
+        .when(cancel_attempt(1))
+        .then([E::Cancelled {
+            reason: Some("campaign cancelled".into()),
+        }]);
+}
+
+#[test]
+fn cancel_attempt_of_another_attempt_is_stale() {
+    given::<Notification>(history(S::Sending))
+        .when(cancel_attempt(0))
+        .then_error(DomainError::StaleAttempt {
+            current: 1,
+            reported: 0,
+        });
+}
+
+#[test]
+fn cancel_attempt_twice_changes_nothing() {
+    given::<Notification>(history(S::Cancelled))
+        .when(cancel_attempt(1))
+        .then_nothing();
+}
+
+#[test]
+fn cancel_attempt_only_while_sending() {
+    for status in [
+        S::Ranked,
+        S::RetryPending,
+        S::Sent,
+        S::Delivered,
+        S::Expired,
+    ] {
+        given::<Notification>(history(status))
+            .when(cancel_attempt(1))
+            .then_error(illegal(status, "CancelAttempt"));
+    }
+}
+
 // Expire, Reject, Suppress
 
 #[test]

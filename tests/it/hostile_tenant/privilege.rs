@@ -309,11 +309,11 @@ async fn a_feed_token_socket_follows_only_its_recipient() {
     assert_eq!(ack["type"], "connection_ack", "{ack}");
 
     // Another recipient's feed, or the tenant's log: an error, no stream.
-    subscribe(&mut socket, "b", "recipientId: \"user-b\", after: 0").await;
+    subscribe(&mut socket, "b", "recipientId: \"user-b\", after: \"0\"").await;
     refused_then_complete(&mut socket).await;
     crate::inapp_feed::send(
         &mut socket,
-        json!({ "id": "e", "type": "subscribe", "payload": { "query": "subscription { events(after: 0) { type data } }" } }),
+        json!({ "id": "e", "type": "subscribe", "payload": { "query": "subscription { events(after: \"0\") { type data } }" } }),
     )
     .await;
     refused_then_complete(&mut socket).await;

@@ -36,17 +36,23 @@ async fn app_with(sockets: usize, subscriptions: usize) -> TestApp {
     TestApp::start_with(&config).await
 }
 
-/// A socket that sent its `connection_init` with `key`.
-async fn open(app: &TestApp, key: &str) -> Socket {
+/// A graphql-transport-ws socket that has sent nothing yet.
+async fn connect(app: &TestApp) -> Socket {
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().expect("a request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("the upgrade succeeds");
+    socket
+}
+
+/// A socket that sent its `connection_init` with `key`.
+async fn open(app: &TestApp, key: &str) -> Socket {
+    let mut socket = connect(app).await;
     send(
         &mut socket,
         json!({ "type": "connection_init", "payload": { "apiKey": key } }),
@@ -94,7 +100,7 @@ async fn subscribe(socket: &mut Socket, id: &str) -> Value {
         socket,
         json!({
             "type": "subscribe", "id": id,
-            "payload": { "query": "subscription { events(after: 0) { position type streamId } }" }
+            "payload": { "query": "subscription { events(after: \"0\") { position type streamId } }" }
         }),
     )
     .await;
@@ -266,15 +272,55 @@ async fn a_key_revoked_by_the_cli_in_another_process_closes_its_live_socket_with
 #[tokio::test]
 async fn a_socket_that_never_initialises_is_closed() {
     let app = app_with(10, 10).await;
-    let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = connect(&app).await;
     let (code, _) = closed_within(&mut socket, Duration::from_secs(15)).await;
     assert_eq!(code, 4408);
+}
+
+/// Every way graphql-transport-ws's PROTOCOL.md says a socket ends, with
+/// its code: a message outside the protocol (4400), `subscribe` before
+/// `connection_init` (4401), a refused credential (4403), an id already
+/// subscribed (4409), a second `connection_init` (4429).
+#[tokio::test]
+async fn protocol_breaches_close_with_the_graphql_transport_ws_codes() {
+    let app = app_with(10, 10).await;
+    let (_, key) = app.tenant().await;
+
+    for garbage in [
+        Message::text("not json"),
+        Message::text(json!({ "type": "shout" }).to_string()),
+    ] {
+        let mut socket = admitted(&app, &key).await;
+        socket.send(garbage).await.unwrap();
+        let (code, _) = closed_within(&mut socket, Duration::from_secs(5)).await;
+        assert_eq!(code, 4400);
+    }
+
+    let mut socket = connect(&app).await;
+    let subscribe_a = json!({
+        "type": "subscribe", "id": "a",
+        "payload": { "query": "subscription { events(after: 0) { position } }" }
+    });
+    send(&mut socket, subscribe_a.clone()).await;
+    assert!(matches!(hear(&mut socket).await, Heard::Closed(4401)));
+
+    let mut socket = open(&app, "hk_not_a_key").await;
+    assert!(matches!(hear(&mut socket).await, Heard::Closed(4403)));
+
+    let mut socket = admitted(&app, &key).await;
+    subscribe(&mut socket, "a").await;
+    send(&mut socket, subscribe_a).await;
+    let (code, _) = closed_within(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(code, 4409);
+
+    let mut socket = admitted(&app, &key).await;
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "apiKey": key } }),
+    )
+    .await;
+    let (code, _) = closed_within(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(code, 4429);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
