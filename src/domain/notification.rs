@@ -7,7 +7,7 @@
 //! |---|---|---|---|---|
 //! | Request | nothing yet | NotificationRequested (+ NotificationScheduled, reason `schedule_at`, when `schedule_at` is later) | REQUESTED (SCHEDULED) | never: `AlreadyRequested` |
 //! | Rank | REQUESTED, or SCHEDULED not yet ranked | NotificationRanked | RANKED | |
-//! | Schedule | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; not past expiry | NotificationScheduled | SCHEDULED | |
+//! | Schedule | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; not past expiry | NotificationScheduled | SCHEDULED | SCHEDULED for the same reason, ending within the command's `recheck` |
 //! | AttemptDelivery | REQUESTED, RANKED, SCHEDULED, RETRY_PENDING; a requested channel; not past expiry | DeliveryAttempted, attempt n + 1 | SENDING | |
 //! | RecordSent | SENDING, current attempt | NotificationSent | SENT | SENT, DELIVERED, BOUNCED or COMPLAINED at that attempt |
 //! | RecordFailure with `retry_at` | SENDING, current attempt | DeliveryFailed | RETRY_PENDING | RETRY_PENDING or DEAD_LETTERED at that attempt |

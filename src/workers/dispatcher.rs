@@ -860,19 +860,23 @@ impl Dispatcher {
             }
         }
         let mut waits: Vec<Option<Throttled>> = vec![None; planned.len()];
-        for (bulk, (requests, owners)) in bands.iter().enumerate() {
+        for (band, (requests, owners)) in bands.iter().enumerate() {
             if requests.is_empty() {
                 continue;
             }
+            let urgent = band == 0;
             let pool = inner.store.pool();
-            let grants = if bulk == 1 {
-                throttle::take_bulk(pool, requests).await?
-            } else {
+            let grants = if urgent {
                 throttle::take(pool, requests).await?
+            } else {
+                throttle::take_bulk(pool, requests).await?
             };
             // Refused attempts of one bucket queue up behind each other, one
             // token apart, rather than all coming back at the next token.
             let mut refused: HashMap<&str, u32> = HashMap::new();
+            // Refused urgent attempts hold their bucket from LOW ones until a
+            // little past the last one's return, so it is claimed and takes
+            // its token before the hold ends.
             let mut holds: HashMap<&str, DateTime<Utc>> = HashMap::new();
             for ((request, owner), grant) in requests.iter().zip(owners).zip(grants) {
                 if grant.granted > 0 {
@@ -884,12 +888,13 @@ impl Dispatcher {
                 );
                 *ahead += 1;
                 let until = grant.next_token_at + spacing;
-                // Held a little past the refused attempt's return, so it is
-                // claimed and takes its token before the hold ends.
-                let token = TimeDelta::milliseconds((1000.0 / request.rate.per_second()) as i64);
-                let held_until = until + token.max(URGENT_HOLD_GRACE);
-                let held = holds.entry(request.key.as_str()).or_insert(held_until);
-                *held = (*held).max(held_until);
+                if urgent {
+                    let token =
+                        TimeDelta::milliseconds((1000.0 / request.rate.per_second()) as i64);
+                    let held_until = until + token.max(URGENT_HOLD_GRACE);
+                    let held = holds.entry(request.key.as_str()).or_insert(held_until);
+                    *held = (*held).max(held_until);
+                }
                 let later = waits[*owner].as_ref().is_none_or(|wait| wait.until < until);
                 if later {
                     metrics::counter!("notifications_throttled_total", "bucket" => bucket_kind(&request.key)).increment(1);
@@ -899,13 +904,11 @@ impl Dispatcher {
                     });
                 }
             }
-            if bulk == 0 {
-                let holds: Vec<(String, DateTime<Utc>)> = holds
-                    .into_iter()
-                    .map(|(key, until)| (key.to_string(), until))
-                    .collect();
-                throttle::hold_for_urgent(inner.store.pool(), &holds).await?;
-            }
+            let holds: Vec<(String, DateTime<Utc>)> = holds
+                .into_iter()
+                .map(|(key, until)| (key.to_string(), until))
+                .collect();
+            throttle::hold_for_urgent(pool, &holds).await?;
         }
         Ok(waits)
     }
@@ -1124,10 +1127,8 @@ impl Dispatcher {
                     .candidates(state, route.channel, &route.destination)
                     .into_iter()
                     .filter(|p| {
-                        self.inner
-                            .providers
-                            .get(p)
-                            .is_some_and(|p| p.supports(route.channel))
+                        self.availability(&state.tenant_id, p, &route.destination, false)
+                            != Availability::Missing
                     })
                     .count()
                     .max(1) as u32;

@@ -172,14 +172,22 @@ async fn with_postgresql_down_sends_answer_503_unavailable_at_once_and_work_agai
 #[tokio::test]
 async fn a_command_run_away_from_the_data_dir_refuses_to_create_a_second_cluster() {
     let dir = temp_dir("elsewhere");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["tenants", "create", "--name", "Acme"])
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("HERALD_DATABASE_URL")
-        .env_remove("HERALD_DATA_DIR")
-        .env_remove("HERALD_CONFIG")
-        .output()
+    // The built binary, run in `dir` with nothing pointing it at a database.
+    let herald = |args: &'static [&'static str]| {
+        let dir = &dir;
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(args)
+                .current_dir(dir)
+                .env_remove("DATABASE_URL")
+                .env_remove("HERALD_DATABASE_URL")
+                .env_remove("HERALD_DATA_DIR")
+                .env_remove("HERALD_CONFIG")
+                .output()
+                .await
+        }
+    };
+    let output = herald(&["tenants", "create", "--name", "Acme"])
         .await
         .expect("herald runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -200,13 +208,7 @@ async fn a_command_run_away_from_the_data_dir_refuses_to_create_a_second_cluster
     );
 
     // Pointed at a data dir that holds no cluster either, it says so too.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["tenants", "list", "--data-dir", "service-data"])
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("HERALD_DATA_DIR")
-        .env_remove("HERALD_CONFIG")
-        .output()
+    let output = herald(&["tenants", "list", "--data-dir", "service-data"])
         .await
         .expect("herald runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
