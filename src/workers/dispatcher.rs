@@ -16,10 +16,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::audience::{AudienceGate, BatchAudience};
 use super::breaker::{BreakerState, Breakers, endpoint_key, split_endpoint_key};
 use super::compose::Composer;
-use super::lanes::{LanePermit, Lanes, share_of};
+use super::lanes::{AnswerTimes, LanePermit, Lanes, share_of};
 use super::ranker::Ranker;
 use super::retry::retry_delay;
 use super::routing::{Availability, Route, RouteDecision, next_route};
@@ -96,6 +96,8 @@ struct Inner {
     /// else, so a slow endpoint's messages wait holding no provider slot.
     endpoint_lanes: Lanes,
     host_lanes: Lanes,
+    /// Which destinations answer fast enough to go past those caps.
+    answer_times: AnswerTimes,
     /// Breakers per tenant and webhook endpoint origin: an endpoint's
     /// failures pass over that endpoint, never the provider.
     endpoint_breakers: Breakers,
@@ -256,6 +258,7 @@ impl Dispatcher {
         let tenant_claims = Lanes::new(share_of(in_flight_size, delivery.tenant_share));
         let endpoint_lanes = Lanes::new(delivery.endpoint_concurrency);
         let host_lanes = Lanes::new(delivery.host_concurrency);
+        let answer_times = AnswerTimes::new(Duration::from_millis(delivery.fast_answer_ms));
         let endpoint_breakers = Breakers::per_endpoint(&delivery.endpoint_breaker);
         Dispatcher {
             inner: Arc::new(Inner {
@@ -275,6 +278,7 @@ impl Dispatcher {
                 tenant_lanes,
                 endpoint_lanes,
                 host_lanes,
+                answer_times,
                 endpoint_breakers,
                 in_flight,
                 tenant_claims,
@@ -1166,13 +1170,15 @@ impl Inner {
     /// Places in the lanes of a webhook's endpoint and host, waited for at
     /// most half a lease: a message still waiting then fails as transient
     /// (and counts against the endpoint) rather than outliving its claim.
-    async fn endpoint_places(&self, url: &HttpUrl) -> Result<(LanePermit, LanePermit), SendError> {
+    /// A fast endpoint takes the places that are free and waits for none.
+    async fn endpoint_places(&self, url: &HttpUrl) -> Result<Vec<LanePermit>, SendError> {
         let origin = url.origin();
         let wait = Duration::from_secs(self.delivery.lease_seconds / 2);
+        let times = &self.answer_times;
         let places = async {
-            let endpoint = self.endpoint_lanes.acquire(&origin).await;
-            let host = self.host_lanes.acquire(url.host()).await;
-            (endpoint, host)
+            let endpoint = times.place(&self.endpoint_lanes, &origin, &origin).await;
+            let host = times.place(&self.host_lanes, url.host(), &origin).await;
+            [endpoint, host].into_iter().flatten().collect()
         };
         tokio::time::timeout(wait, places).await.map_err(|_| {
             SendError::transient(format!(
@@ -1181,6 +1187,38 @@ impl Inner {
                 wait.as_secs()
             ))
         })
+    }
+
+    /// A place in the tenant's share of `provider` and a slot of it. A fast
+    /// destination whose tenant's share is full takes a slot nobody waits
+    /// for (the slots are handed out in order, so a waiting tenant's call
+    /// is served first); failing that, it waits for its share like the rest.
+    async fn provider_places(
+        &self,
+        provider: &str,
+        tenant_id: &TenantId,
+        destination: &str,
+    ) -> Result<(Option<LanePermit>, Option<OwnedSemaphorePermit>), SendError> {
+        let share_key = format!("{provider}\n{tenant_id}");
+        let share = self
+            .answer_times
+            .place(&self.tenant_lanes, &share_key, destination)
+            .await;
+        let Some(slots) = self.provider_slots.get(provider).cloned() else {
+            return Ok((share, None));
+        };
+        let (share, slot) = match share {
+            Some(share) => (Some(share), slots.acquire_owned().await),
+            None => match slots.clone().try_acquire_owned() {
+                Ok(slot) => (None, Ok(slot)),
+                Err(_) => (
+                    Some(self.tenant_lanes.acquire(&share_key).await),
+                    slots.acquire_owned().await,
+                ),
+            },
+        };
+        let slot = slot.map_err(|_| SendError::transient("shutting down"))?;
+        Ok((share, Some(slot)))
     }
 }
 
@@ -1210,28 +1248,21 @@ async fn call_provider(
     // Held until the call ends, and taken narrowest first: a message waits
     // for its endpoint, its priority's and its tenant's lanes, not in the
     // provider's own queue, so others claimed later still find a slot.
+    let destination = match &route.destination {
+        Destination::Webhook(url) => url.origin(),
+        _ => route.provider.clone(),
+    };
     let _endpoint = match &route.destination {
-        Destination::Webhook(url) => Some(inner.endpoint_places(url).await?),
-        _ => None,
+        Destination::Webhook(url) => inner.endpoint_places(url).await?,
+        _ => Vec::new(),
     };
     let _low = match state.request.priority {
         Priority::Low => Some(inner.low_priority_lanes.acquire(&route.provider).await),
         _ => None,
     };
-    let _tenant = inner
-        .tenant_lanes
-        .acquire(&format!("{}\n{}", route.provider, state.tenant_id))
-        .await;
-    let _slot = match inner.provider_slots.get(&route.provider) {
-        Some(slots) => Some(
-            slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| SendError::transient("shutting down"))?,
-        ),
-        None => None,
-    };
+    let _places = inner
+        .provider_places(&route.provider, &state.tenant_id, &destination)
+        .await?;
     let timeout = Duration::from_secs(inner.delivery.provider_timeout_seconds.max(1));
     // The in-app feed is folded from the log, which holds a template's name
     // and variables but not its rendered words.
@@ -1252,7 +1283,10 @@ async fn call_provider(
     {
         return Err(Unsent::Withheld(stop));
     }
-    match tokio::time::timeout(timeout, provider.send(&message)).await {
+    let started = Instant::now();
+    let answered = tokio::time::timeout(timeout, provider.send(&message)).await;
+    inner.answer_times.record(&destination, started.elapsed());
+    match answered {
         Ok(result) => Ok(result.map(|receipt| Delivered { receipt, content })?),
         Err(_) => Err(SendError::transient(format!(
             "{} did not answer within {} s",

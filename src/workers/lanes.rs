@@ -7,11 +7,18 @@
 //! so a key's semaphore exists only while someone holds or waits for it.
 //! Written here rather than taken from a crate: this is tokio's `Semaphore`
 //! plus that eviction, which no well-kept crate offers on its own.
+//!
+//! The caps are for destinations that answer slowly: [`AnswerTimes`] tells
+//! which destinations answer fast, and those may go past their lanes into
+//! slots nobody waits for.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::ttl_cache::TtlCache;
 
 type ByKey = Arc<Mutex<HashMap<String, Arc<Semaphore>>>>;
 
@@ -123,11 +130,135 @@ impl Drop for LanePermit {
     }
 }
 
+/// How long a destination's answer time is remembered after its last call:
+/// one silent for longer is unknown again, hence slow.
+const ANSWER_TIMES_TTL: Duration = Duration::from_secs(60);
+/// The weight of the latest call in a destination's answer time.
+const LATEST_WEIGHT: f64 = 0.2;
+
+/// How fast each destination (a webhook endpoint origin, a provider) has
+/// been answering: a moving average of its calls' durations. Caps that keep
+/// a slow destination from holding slots others need (per endpoint and host,
+/// a tenant's share of a provider) are lifted for a fast one while there is
+/// room, since a fast call gives its slot back before anyone waits long.
+pub struct AnswerTimes {
+    fast: Duration,
+    averages: TtlCache<String, Duration>,
+    /// Woken when a destination turns fast, so calls already waiting for
+    /// its caps stop waiting.
+    turned_fast: Notify,
+}
+
+impl AnswerTimes {
+    /// Destinations answering within `fast` on average count as fast.
+    pub fn new(fast: Duration) -> AnswerTimes {
+        AnswerTimes {
+            fast,
+            averages: TtlCache::new(ANSWER_TIMES_TTL),
+            turned_fast: Notify::new(),
+        }
+    }
+
+    /// Whether `destination` has been answering within the bound; one not
+    /// called lately is not (its first calls keep to every cap).
+    pub fn is_fast(&self, destination: &str) -> bool {
+        self.averages
+            .get(&destination.to_owned())
+            .is_some_and(|average| average <= self.fast)
+    }
+
+    /// Counts one call of `destination` that took `took` (answered, failed
+    /// or timed out).
+    pub fn record(&self, destination: &str, took: Duration) {
+        let key = destination.to_owned();
+        let before = self.averages.get(&key);
+        let average = match before {
+            Some(average) => average.mul_f64(1.0 - LATEST_WEIGHT) + took.mul_f64(LATEST_WEIGHT),
+            None => took,
+        };
+        self.averages.insert(key, average);
+        if average <= self.fast && before.is_none_or(|before| before > self.fast) {
+            self.turned_fast.notify_waiters();
+        }
+    }
+
+    /// A place in `key`'s lane, or none if `destination` is fast: a free
+    /// place is taken either way, and a call waiting for one stops waiting
+    /// when its destination turns fast.
+    pub async fn place(&self, lanes: &Lanes, key: &str, destination: &str) -> Option<LanePermit> {
+        loop {
+            if let Some(place) = lanes.try_acquire(key) {
+                return Some(place);
+            }
+            // Registered before the check, so a turn in between is not missed.
+            let turned_fast = self.turned_fast.notified();
+            if self.is_fast(destination) {
+                return None;
+            }
+            tokio::select! {
+                place = lanes.acquire(key) => return Some(place),
+                () = turned_fast => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    #[test]
+    fn a_destination_is_fast_only_once_it_has_answered_fast() {
+        let times = AnswerTimes::new(Duration::from_millis(100));
+        assert!(!times.is_fast("https://a.example"));
+
+        times.record("https://a.example", Duration::from_millis(20));
+        assert!(times.is_fast("https://a.example"));
+        assert!(!times.is_fast("https://b.example"));
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_for_a_place_goes_on_when_its_destination_turns_fast() {
+        let times = Arc::new(AnswerTimes::new(Duration::from_millis(100)));
+        let lanes = Lanes::new(1);
+        let _held = lanes.try_acquire("a").unwrap();
+        let waiter = tokio::spawn({
+            let (times, lanes) = (times.clone(), lanes.clone());
+            async move { times.place(&lanes, "a", "a").await.is_some() }
+        });
+        // Waiting once it holds a clone of the lane's semaphore.
+        while lanes.lock().get("a").map(Arc::strong_count) != Some(3) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+
+        times.record("a", Duration::from_millis(5));
+
+        let placed = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter went on")
+            .unwrap();
+        assert!(!placed, "it went on without a place");
+    }
+
+    #[test]
+    fn a_fast_destination_turning_slow_is_soon_slow() {
+        let times = AnswerTimes::new(Duration::from_millis(100));
+        times.record("a", Duration::from_millis(10));
+
+        // One 10 s timeout after fast answers is enough.
+        times.record("a", Duration::from_secs(10));
+
+        assert!(!times.is_fast("a"));
+        // And it takes a run of fast answers to be fast again.
+        for _ in 0..5 {
+            times.record("a", Duration::from_millis(10));
+        }
+        assert!(!times.is_fast("a"));
+        for _ in 0..10 {
+            times.record("a", Duration::from_millis(10));
+        }
+        assert!(times.is_fast("a"));
+    }
 
     #[test]
     fn a_share_is_at_least_one_slot() {

@@ -144,6 +144,14 @@ pub struct DeliveryConfig {
     pub endpoint_concurrency: usize,
     /// Calls in flight to one host, whatever the scheme and port.
     pub host_concurrency: usize,
+    /// A destination (webhook endpoint origin, or provider) whose calls
+    /// have answered within this many milliseconds on average is fast: it
+    /// is not held to `endpoint_concurrency` and `host_concurrency`, and
+    /// its tenant may go past `tenant_share` into provider slots nobody is
+    /// waiting for. Caps are for what answers slowly; a fast call gives its
+    /// slot back before anyone waits long. A destination not called in the
+    /// last minute counts as slow until it answers.
+    pub fast_answer_ms: u64,
     /// The breaker of each webhook endpoint origin (deliveries and status
     /// callbacks); an endpoint's failures never open its provider's breaker.
     pub endpoint_breaker: BreakerConfig,
@@ -170,6 +178,7 @@ impl Default for DeliveryConfig {
             tenant_share: 0.5,
             endpoint_concurrency: 8,
             host_concurrency: 32,
+            fast_answer_ms: 250,
             endpoint_breaker: BreakerConfig::default(),
             provider_timeout_seconds: 10,
             recheck_seconds: 5.0,

@@ -87,6 +87,10 @@ impl Neighbours {
 
     /// The dispatcher with the webhook provider, as `herald serve` has it.
     async fn dispatch(&self) {
+        self.dispatch_with(delivery()).await;
+    }
+
+    async fn dispatch_with(&self, delivery: DeliveryConfig) {
         let mut providers = Providers::default();
         providers.insert(Arc::new(
             WebhookProvider::new(
@@ -104,7 +108,7 @@ impl Neighbours {
             DispatchSettings {
                 providers,
                 routing: RoutingConfig::default(),
-                delivery: delivery(),
+                delivery,
                 breakers: Breakers::new(&breaker()),
                 ranker: Ranker::new(&RankingConfig::default()).expect("default ranking"),
                 limits: Arc::new(Limits::new(LimitsConfig::default())),
@@ -455,5 +459,91 @@ async fn a_failing_slow_endpoint_does_not_delay_another_tenants_callbacks() {
     assert!(
         a_calls <= delivery().endpoint_concurrency * 2,
         "A's endpoint got {a_calls} calls"
+    );
+}
+
+/// Answers within half a second count as fast here, whatever the machine's
+/// load does to them.
+fn delivery_with_fast_half_seconds() -> DeliveryConfig {
+    DeliveryConfig {
+        fast_answer_ms: 2_000,
+        ..delivery()
+    }
+}
+
+/// The most requests that reached `peer` within any `window`: the calls
+/// it had in flight at once when each answer takes that long.
+async fn most_at_once(peer: &Peer, window: Duration) -> usize {
+    let mut at: Vec<f64> = webhook_requests(peer)
+        .await
+        .iter()
+        .map(|request| request["at"].as_f64().expect("the receiver's clock"))
+        .collect();
+    at.sort_by(f64::total_cmp);
+    let window = window.as_secs_f64();
+    (0..at.len())
+        .map(|first| at[first..].partition_point(|t| *t < at[first] + window))
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_fast_endpoint_alone_is_not_held_to_the_caps_made_for_slow_ones() {
+    let n = Neighbours::start(json!(["NotificationDeadLettered"])).await;
+    let answer = Duration::from_millis(500);
+    answer_always(
+        &n.a.peer,
+        json!({ "status": 204, "delay_seconds": answer.as_secs_f64() }),
+    )
+    .await;
+    let delivery = delivery_with_fast_half_seconds();
+    n.dispatch_with(delivery.clone()).await;
+
+    let ids = n.send(&n.a, 200, true).await;
+    arrivals(&n.a.peer, &ids, Duration::from_secs(60)).await;
+
+    // Past the endpoint's and host's caps, and past the tenant's share of
+    // the provider's slots: nobody else was waiting for them.
+    let share = (delivery.provider_concurrency as f64 * delivery.tenant_share) as usize;
+    let at_once = most_at_once(&n.a.peer, answer).await;
+    assert!(
+        at_once > share.max(delivery.host_concurrency),
+        "A's fast endpoint had at most {at_once} calls at once"
+    );
+    assert!(
+        at_once <= delivery.provider_concurrency,
+        "{at_once} calls at once"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_past_its_share_gives_way_to_another_that_waits() {
+    let n = Neighbours::start(json!(["NotificationDeadLettered"])).await;
+    let answer = Duration::from_millis(500);
+    for tenant in [&n.a, &n.b] {
+        answer_always(
+            &tenant.peer,
+            json!({ "status": 204, "delay_seconds": answer.as_secs_f64() }),
+        )
+        .await;
+    }
+    n.dispatch_with(delivery_with_fast_half_seconds()).await;
+
+    n.send(&n.a, 400, true).await;
+    requested(&n.a.peer, 1).await;
+    let b_sent = n.trickle(&n.b, 20, true).await;
+
+    let b_ids: Vec<NotificationId> = b_sent.iter().map(|(id, _)| *id).collect();
+    let latencies = n
+        .delivery_latencies(&n.b, &b_ids, Duration::from_secs(30))
+        .await;
+    // B's own answer time, at most one of A's calls giving back a slot it
+    // had taken past its share, and room for a loaded machine; waiting for
+    // A's backlog would take several seconds.
+    let bound = answer * 4;
+    assert!(
+        p99(&latencies) < bound,
+        "B's p99 {:?} is not under {bound:?}: {latencies:?}",
+        p99(&latencies)
     );
 }
