@@ -248,6 +248,12 @@ impl Dispatcher {
                 .collect::<HashMap<_, _>>()
         };
         let provider_slots = slots(delivery.provider_concurrency);
+        crate::telemetry::metrics::zero_providers(providers.names().flat_map(|name| {
+            Channel::ALL
+                .into_iter()
+                .filter(|channel| providers.get(name).is_some_and(|p| p.supports(*channel)))
+                .map(move |channel| (channel, name))
+        }));
         let share = |fraction| Lanes::new(share_of(delivery.provider_concurrency, fraction));
         let low_priority_lanes = share(delivery.low_priority_share);
         let tenant_lanes = share(delivery.tenant_share);
@@ -492,6 +498,9 @@ impl Dispatcher {
         sqlx::query("DELETE FROM provider_health WHERE updated_at < now() - interval '5 minutes'")
             .execute(inner.store.pool())
             .await?;
+        let (oldest_due, dead_letters) = delivery_queue::waiting(inner.store.pool()).await?;
+        metrics::gauge!("delivery_queue_oldest_due_seconds").set(oldest_due);
+        metrics::gauge!("dead_letter_queue_depth").set(dead_letters as f64);
         for (priority, depth) in delivery_queue::depth_by_priority(inner.store.pool()).await? {
             let priority = match priority {
                 0 => "high",

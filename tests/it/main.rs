@@ -22,6 +22,7 @@ mod ingest;
 mod journey;
 mod limits;
 mod links;
+mod metrics;
 mod outage;
 mod projections;
 mod projections_ops;

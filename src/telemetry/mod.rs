@@ -1,5 +1,8 @@
 //! Logs and traces: a fmt layer (pretty or JSON) and, when an OTLP endpoint is
 //! configured, an OpenTelemetry layer exporting spans over OTLP/HTTP.
+//! [`metrics`] names and describes every Prometheus metric.
+
+pub mod metrics;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
