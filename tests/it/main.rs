@@ -36,4 +36,5 @@ mod schedules;
 mod subscriptions;
 mod templates;
 mod torture;
+mod traces;
 mod unreadable;
