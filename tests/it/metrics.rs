@@ -142,7 +142,13 @@ async fn query(prometheus: &Peer, promql: &str) -> Vec<Value> {
 async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
     let dir = std::env::temp_dir().join(format!("herald-metrics-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let served = serve(&dir, "Metered", "").await;
+    // The first send reaches the daily soft cap: its counter and alert.
+    let served = serve(
+        &dir,
+        "Metered",
+        "[limits]\nmessages_per_day = 10\nsoft_cap_fraction = 0.1\n",
+    )
+    .await;
 
     // Before any send: the counters are there, at 0, each described (the
     // provider series once the workers started, just after the API).
@@ -203,9 +209,33 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         .await
         .expect("an answer");
     assert_eq!(answer.status(), 202);
+    // Counted, and every metric the alerts watch is served (the workers
+    // refresh the queue gauges every 2 s).
+    let watched = [
+        "dead_letter_queue_depth",
+        "provider_circuit_state",
+        "eventstore_reader_lag_events",
+        "delivery_queue_oldest_due_seconds",
+        "tenant_quota_soft_cap_total",
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while served.metric("notifications_sent_total").await < 1.0 {
-        assert!(Instant::now() < deadline, "the send was never counted");
+    loop {
+        let text = scrape(&served).await;
+        let sent = series(&text, "notifications_sent_total", &[]);
+        let missing: Vec<&str> = watched
+            .iter()
+            .copied()
+            .filter(|name| series(&text, name, &[]).is_none())
+            .collect();
+        if sent == Some(1.0) && missing.is_empty() {
+            assert_eq!(series(&text, "tenant_quota_soft_cap_total", &[]), Some(1.0));
+            assert_eq!(series(&text, "dead_letter_queue_depth", &[]), Some(0.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sent {sent:?}, missing {missing:?}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -256,7 +286,8 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // It loaded the alert rules, and none fires on an idle, healthy service.
+    // It loaded the alert rules and, evaluating them on what it scraped,
+    // fires the soft cap's alert for this tenant, and no other.
     let rules: Value = reqwest::get(format!("http://127.0.0.1:{}/api/v1/rules", prometheus.port))
         .await
         .expect("rules answered")
@@ -267,8 +298,24 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         .as_array()
         .map_or(0, Vec::len);
     assert_eq!(loaded, 5, "{rules:#}");
-    let firing = query(&prometheus, "ALERTS{alertstate=\"firing\"}").await;
-    assert!(firing.is_empty(), "{firing:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let firing = loop {
+        let firing = query(&prometheus, "ALERTS{alertstate=\"firing\"}").await;
+        if !firing.is_empty() {
+            break firing;
+        }
+        assert!(Instant::now() < deadline, "no alert fired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(firing.len(), 1, "{firing:#?}");
+    assert_eq!(
+        firing[0]["metric"]["alertname"], "HeraldTenantSoftCapReached",
+        "{firing:#?}"
+    );
+    assert_eq!(
+        firing[0]["metric"]["quota"], "daily_messages",
+        "{firing:#?}"
+    );
 }
 
 /// What `promtool` says of `args`.
