@@ -111,14 +111,16 @@ impl TracePoint {
     /// context, which starts it), a child of this point, unless the current
     /// span, its parent, is in this trace already. Without a span id here (a
     /// caller's bare trace id, a process that exported no spans) its parent
-    /// is an id of Herald's choosing that no exported span has: backends
-    /// show it as the trace's root.
+    /// id is the current span's, of another trace, or else one of Herald's
+    /// choosing: either way no span of this trace, so backends show it as
+    /// the trace's root.
     pub fn adopt(&self, span: &tracing::Span) {
-        let parent = TracePoint::of_span(&tracing::Span::current());
-        if parent.is_some_and(|here| here.trace_id == self.trace_id) {
+        let current = TracePoint::of_span(&tracing::Span::current());
+        if current.is_some_and(|here| here.trace_id == self.trace_id) {
             return;
         }
-        let span_id = self.span_id.unwrap_or_else(|| {
+        let span_id = self.span_id.or(current.and_then(|here| here.span_id));
+        let span_id = span_id.unwrap_or_else(|| {
             let mut bytes = [0u8; 8];
             while bytes == [0; 8] {
                 rand::fill(&mut bytes);

@@ -52,6 +52,35 @@ async fn send(served: &Served, traceparent: Option<&str>, body_trace_id: Option<
         .to_string()
 }
 
+/// Sends one email through GraphQL with a `traceparent` header and a
+/// `traceId`; its notification id.
+async fn graphql_send(served: &Served, traceparent: &str, trace_id: &str) -> String {
+    let answer: Value = served
+        .http
+        .post(format!("{}/graphql", served.base))
+        .bearer_auth(&served.key)
+        .header("traceparent", traceparent)
+        .json(&json!({
+            "query": "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
+            "variables": { "input": {
+                "recipient": { "email": "ada@example.com" },
+                "channels": ["EMAIL"],
+                "content": { "title": "Traced", "text": "Named by the caller" },
+                "traceId": trace_id,
+            } },
+        }))
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("JSON");
+    answer["data"]["sendNotification"]["notification"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a notification: {answer:#}"))
+        .to_string()
+}
+
 /// Waits until the notification was handed to its provider.
 async fn wait_sent(served: &Served, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -128,7 +157,7 @@ async fn spans_of(receiver: &Peer, trace_id: &str, names: &[&str]) -> Vec<Value>
     }
 }
 
-fn named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+fn named_span<'a>(spans: &'a [Value], name: &str) -> &'a Value {
     spans
         .iter()
         .find(|span| span["name"] == name)
@@ -170,11 +199,32 @@ async fn a_notification_s_life_is_one_trace() {
     let from_body = send(&served, None, Some(body_trace)).await;
     // Neither: a new trace, which the events name.
     let fresh = send(&served, None, None).await;
-    for id in [&from_header, &from_body, &fresh] {
+    // Both, through GraphQL, the request's `traceId` not a W3C id: the
+    // request's wins, as the first 16 bytes of its SHA-256.
+    let other_caller = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let named = graphql_send(
+        &served,
+        &format!("00-{other_caller}-{caller_span}-01"),
+        "order-1234",
+    )
+    .await;
+    let named_trace = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(b"order-1234");
+        digest[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    for id in [&from_header, &from_body, &fresh, &named] {
         wait_sent(&served, id).await;
     }
 
-    for (id, trace) in [(&from_header, caller_trace), (&from_body, body_trace)] {
+    for (id, trace) in [
+        (&from_header, caller_trace),
+        (&from_body, body_trace),
+        (&named, named_trace.as_str()),
+    ] {
         let traces = event_trace_ids(&served, id).await;
         assert!(
             traces.iter().all(|t| t.as_deref() == Some(trace)),
@@ -194,9 +244,9 @@ async fn a_notification_s_life_is_one_trace() {
 
     // The header's trace, span by span: request, command, dispatch, provider call.
     let spans = spans_of(&receiver, caller_trace, &LIFE).await;
-    let request = named(&spans, LIFE[0]);
-    let command = named(&spans, LIFE[1]);
-    let call = named(&spans, LIFE[3]);
+    let request = named_span(&spans, LIFE[0]);
+    let command = named_span(&spans, LIFE[1]);
+    let call = named_span(&spans, LIFE[3]);
     assert_eq!(request["parent_span_id"], caller_span, "{spans:#?}");
     assert_eq!(request["service"], "herald");
     assert_eq!(command["parent_span_id"], request["span_id"], "{spans:#?}");
@@ -214,7 +264,7 @@ async fn a_notification_s_life_is_one_trace() {
 
     // The request's trace_id: the command and everything after it.
     let spans = spans_of(&receiver, body_trace, &LIFE[1..]).await;
-    let command = named(&spans, LIFE[1]);
+    let command = named_span(&spans, LIFE[1]);
     let dispatch = spans
         .iter()
         .find(|span| span["name"] == "dispatch" && span["parent_span_id"] == command["span_id"])
@@ -224,12 +274,28 @@ async fn a_notification_s_life_is_one_trace() {
         from_body.as_str()
     );
 
+    // The caller's traceparent holds the GraphQL request's span; the
+    // command, in the named trace, links back to it.
+    let spans = spans_of(&receiver, other_caller, &["POST /graphql"]).await;
+    let request = named_span(&spans, "POST /graphql");
+    assert_eq!(request["parent_span_id"], caller_span);
+    let spans = spans_of(&receiver, &named_trace, &LIFE[1..]).await;
+    assert_eq!(
+        named_span(&spans, LIFE[1])["parent_span_id"],
+        request["span_id"],
+        "{spans:#?}"
+    );
+
     // A new trace: the whole life again, the request span its root.
     let spans = spans_of(&receiver, &fresh_trace, &LIFE).await;
-    assert_eq!(named(&spans, LIFE[0])["parent_span_id"], "", "{spans:#?}");
     assert_eq!(
-        named(&spans, LIFE[1])["parent_span_id"],
-        named(&spans, LIFE[0])["span_id"]
+        named_span(&spans, LIFE[0])["parent_span_id"],
+        "",
+        "{spans:#?}"
+    );
+    assert_eq!(
+        named_span(&spans, LIFE[1])["parent_span_id"],
+        named_span(&spans, LIFE[0])["span_id"]
     );
 }
 
