@@ -22,7 +22,6 @@ pub mod workers;
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -70,9 +69,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")?;
+    let metrics = telemetry::metrics::install().context("installing the Prometheus recorder")?;
 
     let db = open_database(&config).await?;
     let result = run(&config, roles, &db, metrics, shutdown).await;

@@ -14,6 +14,7 @@ mod request_rate;
 mod rest;
 mod sockets;
 pub mod tenant_slots;
+mod traced;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,6 +213,7 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
         ))
         .merge(streaming)
         .layer(axum::middleware::from_fn(json_body_limit))
+        .layer(axum::middleware::from_fn(traced::trace_requests))
         .with_state(state)
 }
 

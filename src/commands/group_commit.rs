@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
 use super::notifications::{self, SendPolicy, Sent};
 use super::{Actor, CommandError};
 use crate::domain::SendNotification;
 use crate::domain::values::TenantId;
 use crate::eventstore::{EventStore, StoreError};
+use crate::telemetry::trace::TracePoint;
 
 /// Sends in one transaction at most.
 const MAX_GROUP: usize = 100;
@@ -66,21 +68,35 @@ impl GroupCommit {
         input: SendNotification,
         actor: &Actor,
     ) -> Result<Sent, CommandError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            input,
-            actor: actor.clone(),
-            reply,
-        };
-        if let Err(mpsc::error::SendError(job)) = self.lane(tenant_id).send(job).await {
-            // The lane closed as it went idle: this send commits alone.
-            let Inner { store, policy, .. } = &*self.inner;
-            return notifications::send(store, tenant_id, job.input, policy, &job.actor).await;
-        }
-        // Dropped only if the committing task panicked.
-        answer
-            .await
-            .unwrap_or(Err(CommandError::Store(StoreError::TransactionAborted)))
+        // The command's span, in the notification's trace: a `trace_id` the
+        // request names moves it (and what follows) there.
+        let span = tracing::info_span!("send_notification", tenant_id = %tenant_id);
+        let trace = notifications::trace_of(&input, actor);
+        trace.adopt(&span);
+        let actor = actor.at(TracePoint::of_span(&span).or(Some(trace)));
+        // Boxed: the resolvers' futures are deep enough already for rustc.
+        Box::pin(
+            async move {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    input,
+                    actor,
+                    reply,
+                };
+                if let Err(mpsc::error::SendError(job)) = self.lane(tenant_id).send(job).await {
+                    // The lane closed as it went idle: this send commits alone.
+                    let Inner { store, policy, .. } = &*self.inner;
+                    return notifications::send(store, tenant_id, job.input, policy, &job.actor)
+                        .await;
+                }
+                // Dropped only if the committing task panicked.
+                answer
+                    .await
+                    .unwrap_or(Err(CommandError::Store(StoreError::TransactionAborted)))
+            }
+            .instrument(span),
+        )
+        .await
     }
 
     fn lane(&self, tenant_id: &TenantId) -> mpsc::Sender<Job> {

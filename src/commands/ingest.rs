@@ -103,9 +103,9 @@ pub async fn store_batch(
             Ok(stored) => {
                 let duplicates = stored.iter().filter(|s| s.duplicate).count() as u64;
                 let tenant = tenant_id.to_string();
-                metrics::counter!("herald_source_events_ingested_total", "tenant" => tenant.clone())
+                metrics::counter!("source_events_ingested_total", "tenant" => tenant.clone())
                     .increment(stored.len() as u64 - duplicates);
-                metrics::counter!("herald_source_events_duplicate_total", "tenant" => tenant)
+                metrics::counter!("source_events_duplicate_total", "tenant" => tenant)
                     .increment(duplicates);
                 return Ok(stored);
             }
@@ -400,7 +400,7 @@ pub async fn ingest_ndjson<R: AsyncBufRead + Unpin>(
     };
     let ((mut summary, read_result), (accepted, duplicates, write_result)) =
         tokio::join!(read, write);
-    metrics::counter!("herald_source_events_rejected_total", "tenant" => tenant_id.to_string())
+    metrics::counter!("source_events_rejected_total", "tenant" => tenant_id.to_string())
         .increment(summary.rejected_count);
     summary.accepted = accepted;
     summary.duplicates = duplicates;

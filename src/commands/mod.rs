@@ -26,6 +26,7 @@ use crate::eventstore::{
     EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StoreTransaction,
     StreamAppend,
 };
+use crate::telemetry::trace::TracePoint;
 
 /// Commands retry this often when another writer moved the stream first.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -87,26 +88,46 @@ pub async fn check_urls<'a>(
 }
 
 /// Who or what caused a change, recorded in every event's metadata.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Actor {
     /// `api-key:<id>`, `cli`, or a worker's name.
     pub name: String,
     pub correlation_id: Uuid,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+    /// The trace the change belongs to (`trace_id` and `span_id` in the
+    /// metadata); a notification's events all carry the notification's.
+    pub trace: Option<TracePoint>,
 }
 
 impl Actor {
+    /// An actor in the trace of the work in hand ([`TracePoint::current`]):
+    /// an API request's, none for a worker started outside any.
     pub fn new(name: impl Into<String>) -> Actor {
         Actor {
             name: name.into(),
             correlation_id: Uuid::now_v7(),
-            trace_id: None,
+            trace: TracePoint::current(),
+        }
+    }
+
+    /// The same actor, its changes recorded at `trace`.
+    pub fn at(&self, trace: Option<TracePoint>) -> Actor {
+        Actor {
+            trace,
+            ..self.clone()
         }
     }
 
     fn metadata(&self) -> Value {
-        json!({ "actor": self.name, "correlation_id": self.correlation_id, "trace_id": self.trace_id })
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("actor".into(), json!(self.name));
+        metadata.insert("correlation_id".into(), json!(self.correlation_id));
+        match &self.trace {
+            Some(trace) => trace.write(&mut metadata),
+            None => {
+                metadata.insert("trace_id".into(), Value::Null);
+            }
+        }
+        Value::Object(metadata)
     }
 }
 

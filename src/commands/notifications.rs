@@ -20,6 +20,7 @@ use crate::eventstore::{
 };
 use crate::projections::delivery_queue::{self, QueueEntry};
 use crate::projections::notification_status;
+use crate::telemetry::trace::TracePoint;
 
 pub fn stream_id(id: &NotificationId) -> String {
     format!("notification-{}", id.as_uuid())
@@ -261,6 +262,7 @@ async fn prepare(
 ) -> Result<Prepared, CommandError> {
     // The idempotency fingerprint is of the request as given: a retry after
     // a new template version is published is still the same send.
+    let trace = trace_of(&input, actor);
     let given = input.parse(Utc::now())?;
     let mut request = given.clone();
     if let Content::Template(template) = &request.content {
@@ -286,8 +288,42 @@ async fn prepare(
         request,
         notification_id,
         events,
-        actor: actor.clone(),
+        actor: actor.at(Some(trace)),
     })
+}
+
+/// The trace a new notification's events go in: the one its request names
+/// in `trace_id`, else its caller's, else a new one.
+pub fn trace_of(input: &SendNotification, actor: &Actor) -> TracePoint {
+    let caller = actor.trace.unwrap_or_else(TracePoint::new_trace);
+    match &input.trace_id {
+        Some(given) => {
+            let named = TracePoint::from_caller(given);
+            if named.trace_id == caller.trace_id {
+                caller
+            } else {
+                named
+            }
+        }
+        None => caller,
+    }
+}
+
+/// A notification's trace as its events record it: its request's trace id,
+/// with the span of the last event recorded in that trace with one (where
+/// the next span of its life goes).
+pub fn stream_trace(recorded: &[RecordedEvent]) -> Option<TracePoint> {
+    let trace_id = recorded
+        .iter()
+        .find_map(|event| TracePoint::read(&event.metadata))?
+        .trace_id;
+    let span_id = recorded
+        .iter()
+        .rev()
+        .filter_map(|event| TracePoint::read(&event.metadata))
+        .find(|point| point.trace_id == trace_id && point.span_id.is_some())
+        .and_then(|point| point.span_id);
+    Some(TracePoint { trace_id, span_id })
 }
 
 /// The URLs a send makes Herald call, by field.
@@ -679,6 +715,14 @@ pub async fn handle(
         if events.is_empty() {
             return Ok(details);
         }
+        // In the notification's trace; the span only when this one is in it.
+        let trace = stream_trace(&details.timeline).map(|notification| TracePoint {
+            span_id: actor
+                .trace
+                .filter(|here| here.trace_id == notification.trace_id)
+                .and_then(|here| here.span_id),
+            ..notification
+        });
         let mut tx = store.begin().await?;
         match append_in(
             &mut tx,
@@ -686,7 +730,7 @@ pub async fn handle(
             id,
             ExpectedVersion::Exact(version),
             &events,
-            actor,
+            &actor.at(trace.or(actor.trace)),
         )
         .await
         {
@@ -783,6 +827,8 @@ pub struct Loaded {
     pub notification: Notification,
     /// Events in its stream: the version the next append expects.
     pub version: i64,
+    /// Its trace, as its events record it ([`stream_trace`]).
+    pub trace: Option<TracePoint>,
 }
 
 /// Several notifications in one round trip, each by its id; ids without a
@@ -807,6 +853,7 @@ pub async fn load_many(
             None => Ok(Loaded {
                 notification: Notification::fold(events.iter().flatten()),
                 version: stream.len() as i64,
+                trace: stream_trace(stream),
             }),
         };
         loaded.push((*id, outcome));
@@ -821,6 +868,8 @@ pub struct Change {
     /// The stream's version the events were decided on.
     pub expected_version: i64,
     pub events: Vec<NotificationEvent>,
+    /// Where the events go in the notification's trace (the actor's, if none).
+    pub trace: Option<TracePoint>,
 }
 
 /// Appends the changes of many notifications in one transaction, with the
@@ -845,7 +894,7 @@ pub async fn append_changes(
                 NotificationEvent::event_type,
                 NotificationEvent::SCHEMA_VERSION,
                 change.state.tenant_id.as_str(),
-                actor,
+                &actor.at(change.trace.or(actor.trace)),
             )?,
         });
     }

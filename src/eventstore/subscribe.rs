@@ -67,8 +67,8 @@ impl Subscription {
                     last_position = last.global_position;
                 }
                 let lag = if batch.caught_up && !batch.held_back { 0 } else { (batch.head - last_position).max(0) };
-                metrics::gauge!("herald_eventstore_head_position").set(batch.head as f64);
-                metrics::gauge!("herald_eventstore_reader_lag_events", "reader" => name.clone()).set(lag as f64);
+                metrics::gauge!("eventstore_head_position").set(batch.head as f64);
+                metrics::gauge!("eventstore_reader_lag_events", "reader" => name.clone()).set(lag as f64);
 
                 let caught_up = batch.caught_up;
                 let held_back = batch.held_back;
@@ -106,7 +106,7 @@ impl Subscription {
 async fn warn_about_stall(store: &EventStore, reader: &str, stalled_for: Duration) {
     match store.oldest_transaction().await {
         Ok(Some(oldest)) => {
-            metrics::gauge!("herald_eventstore_oldest_transaction_seconds").set(oldest.age_seconds);
+            metrics::gauge!("eventstore_oldest_transaction_seconds").set(oldest.age_seconds);
             tracing::warn!(
                 reader,
                 stalled_for = ?stalled_for,

@@ -349,6 +349,18 @@ pub async fn depth_by_priority(
         .await
 }
 
+/// Seconds the longest-waiting due row not claimed has been due (0 when
+/// none is), and the dead letters not replayed, every tenant: the gauges
+/// alerts watch.
+pub async fn waiting(executor: impl PgExecutor<'_>) -> Result<(f64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(due_at) FROM delivery_queue WHERE due_at <= now())), 0)::float8, \
+                (SELECT count(*) FROM dead_letters WHERE NOT requeued)",
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// One worker process's view of one provider.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProviderHealth {

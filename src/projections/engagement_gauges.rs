@@ -53,14 +53,6 @@ type Pair = (String, String);
 /// Refreshes the gauges until `shutdown`.
 pub fn spawn(pool: PgPool, config: AnalyticsConfig, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        metrics::describe_gauge!(
-            "open_rate",
-            "Unique opens over emails sent in the window, per tenant and template"
-        );
-        metrics::describe_gauge!(
-            "click_rate",
-            "Unique clicks over emails sent in the window, per tenant and template"
-        );
         let interval = Duration::from_secs(config.gauge_interval_seconds.max(1));
         let mut shown = BTreeSet::new();
         while !shutdown.is_cancelled() {

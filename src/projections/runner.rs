@@ -92,6 +92,7 @@ pub fn spawn_all(store: EventStore, shutdown: CancellationToken) -> JoinHandle<(
     let runners: Vec<RunnerHandle> = super::all()
         .into_iter()
         .map(|projection| {
+            crate::telemetry::metrics::zero_projection(projection.name());
             spawn(
                 store.clone(),
                 projection,
@@ -388,9 +389,9 @@ impl Runner {
             return Ok(Applied::Reload);
         }
         tx.commit().await?;
-        metrics::counter!("herald_projection_events_total", "projection" => self.name().to_owned())
+        metrics::counter!("projection_events_total", "projection" => self.name().to_owned())
             .increment(batch.len() as u64);
-        metrics::histogram!("herald_projection_batch_seconds", "projection" => self.name().to_owned())
+        metrics::histogram!("projection_batch_seconds", "projection" => self.name().to_owned())
             .record(started.elapsed().as_secs_f64());
         Ok(Applied::Advanced(to))
     }
@@ -476,7 +477,7 @@ impl Runner {
         if saved {
             tx.commit().await?;
             self.set_state(RunnerState::Failed);
-            metrics::counter!("herald_projection_failures_total", "projection" => self.name().to_owned())
+            metrics::counter!("projection_failures_total", "projection" => self.name().to_owned())
                 .increment(1);
         } else {
             tx.rollback().await?;

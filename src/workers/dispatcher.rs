@@ -48,7 +48,9 @@ use crate::domain::{
 use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
 use crate::providers::{Destination, Providers, Receipt, SendError, WebhookSecret};
+use crate::telemetry::trace::TracePoint;
 use crate::ttl_cache::TtlCache;
+use tracing::Instrument;
 
 /// The longest idle sleep; wake-ups from appends usually come much sooner.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -188,6 +190,8 @@ struct Outcome {
     /// Where else the recipient can be reached, should this route fail.
     reach: Vec<(Channel, Destination)>,
     result: Result<Delivered, Unsent>,
+    /// The provider call's place in the notification's trace, else the dispatch's.
+    trace: Option<TracePoint>,
 }
 
 /// Why a message did not go out.
@@ -250,6 +254,12 @@ impl Dispatcher {
                 .collect::<HashMap<_, _>>()
         };
         let provider_slots = slots(delivery.provider_concurrency);
+        crate::telemetry::metrics::zero_providers(providers.names().flat_map(|name| {
+            Channel::ALL
+                .into_iter()
+                .filter(|channel| providers.get(name).is_some_and(|p| p.supports(*channel)))
+                .map(move |channel| (channel, name))
+        }));
         let share = |fraction| Lanes::new(share_of(delivery.provider_concurrency, fraction));
         let low_priority_lanes = share(delivery.low_priority_share);
         let tenant_lanes = share(delivery.tenant_share);
@@ -496,6 +506,9 @@ impl Dispatcher {
         sqlx::query("DELETE FROM provider_health WHERE updated_at < now() - interval '5 minutes'")
             .execute(inner.store.pool())
             .await?;
+        let (oldest_due, dead_letters) = delivery_queue::waiting(inner.store.pool()).await?;
+        metrics::gauge!("delivery_queue_oldest_due_seconds").set(oldest_due);
+        metrics::gauge!("dead_letter_queue_depth").set(dead_letters as f64);
         for (priority, depth) in delivery_queue::depth_by_priority(inner.store.pool()).await? {
             let priority = match priority {
                 0 => "high",
@@ -562,6 +575,7 @@ impl Dispatcher {
         let now = Utc::now();
         let mut changes = Vec::with_capacity(loaded.len());
         let mut routes = Vec::with_capacity(loaded.len());
+        let mut spans = Vec::with_capacity(loaded.len());
         let mut rechecks = Vec::new();
         // Rank what is new and due, concurrently: an LLM scorer may take a
         // while. A send for later stays SCHEDULED until its time.
@@ -598,7 +612,7 @@ impl Dispatcher {
         // The attempts must fit the token buckets; the others wait their turn.
         let waits = self.throttle(&planned).await?;
         for ((item, ranking, change, next), wait) in planned.into_iter().zip(waits) {
-            let (change, next) = match wait {
+            let (mut change, next) = match wait {
                 None => (change, next),
                 Some(wait) => match self.plan(item, ranking, &audience, now, Some(wait)) {
                     Ok(replanned) => replanned,
@@ -616,8 +630,26 @@ impl Dispatcher {
                 }
                 Next::Rest => None,
             };
+            // This step of the notification's life, in its trace; its
+            // events record the span, and its provider call runs in it.
+            // A hold looked at again and left as it was is no step.
+            let span = if change.events.is_empty() && route.is_none() {
+                tracing::Span::none()
+            } else {
+                let span = tracing::info_span!(
+                    "dispatch",
+                    notification_id = %change.state.notification_id.as_uuid(),
+                    tenant_id = %change.state.tenant_id,
+                );
+                if let Some(trace) = change.trace {
+                    trace.adopt(&span);
+                }
+                change.trace = TracePoint::of_span(&span).or(change.trace);
+                span
+            };
             changes.push(change);
             routes.push(route);
+            spans.push(span);
         }
         delivery_queue::recheck(inner.store.pool(), &rechecks).await?;
         let recorded = match append_changes(&inner.store, &changes, &inner.actor).await {
@@ -651,10 +683,12 @@ impl Dispatcher {
             }
             Err(error) => return Err(error),
         };
-        for ((change, route), recorded) in changes.into_iter().zip(routes).zip(recorded) {
+        for (((change, route), recorded), span) in
+            changes.into_iter().zip(routes).zip(recorded).zip(spans)
+        {
             if let (Some(route), true) = (route, recorded) {
                 let share = held.remove(&change.state.notification_id);
-                self.start_send(change, route, share, &audience, outcomes.clone())
+                self.start_send(change, route, share, &audience, outcomes.clone(), span)
                     .await;
             }
         }
@@ -674,6 +708,7 @@ impl Dispatcher {
         let Loaded {
             mut notification,
             version,
+            trace,
         } = loaded;
         let mut events = Vec::new();
         // Returns how many events the command recorded.
@@ -821,6 +856,7 @@ impl Dispatcher {
                 state,
                 expected_version: version,
                 events,
+                trace,
             },
             next,
         ))
@@ -963,6 +999,7 @@ impl Dispatcher {
         share: Option<LanePermit>,
         audience: &BatchAudience,
         outcomes: mpsc::Sender<Outcome>,
+        span: tracing::Span,
     ) {
         let inner = self.inner.clone();
         let reach = audience.reach(&change.state).routes;
@@ -974,7 +1011,8 @@ impl Dispatcher {
             let _permits = (permit, share);
             let state = change.state;
             let version = change.expected_version + change.events.len() as i64;
-            let result = call_provider(&inner, &state, &route, locale.as_ref()).await;
+            let mut trace = change.trace;
+            let result = call_provider(&inner, &state, &route, locale.as_ref(), &mut trace).await;
             match &result {
                 // Never called: says nothing of the provider's health.
                 Err(Unsent::Withheld(_)) => {}
@@ -992,13 +1030,14 @@ impl Dispatcher {
                 route,
                 reach,
                 result,
+                trace,
             };
             if outcomes.send(outcome).await.is_err() {
                 tracing::error!(
                     "the outcome writer stopped; this send's outcome is recorded when its lease runs out"
                 );
             }
-        });
+        }.instrument(span));
     }
 
     /// Collects provider outcomes and appends them in batches.
@@ -1041,6 +1080,7 @@ impl Dispatcher {
             route,
             reach,
             result,
+            trace,
         } = outcome;
         let attempt = state.attempts;
         let command = match result {
@@ -1092,6 +1132,7 @@ impl Dispatcher {
                 .clone(),
             expected_version: version,
             events,
+            trace,
         })
     }
 
@@ -1223,12 +1264,14 @@ impl Inner {
 }
 
 /// Renders the message and calls the provider, within its concurrency limits
-/// and timeout, unless its campaign stops it at the last moment.
+/// and timeout, unless its campaign stops it at the last moment. The call
+/// has a span of its own; `trace` becomes its place in the trace.
 async fn call_provider(
     inner: &Inner,
     state: &NotificationState,
     route: &Route,
     profile_locale: Option<&Locale>,
+    trace: &mut Option<TracePoint>,
 ) -> Result<Delivered, Unsent> {
     let Some(provider) = inner.providers.get(&route.provider) else {
         return Err(
@@ -1283,18 +1326,32 @@ async fn call_provider(
     {
         return Err(Unsent::Withheld(stop));
     }
+    let call = tracing::info_span!(
+        "provider_call",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        provider = %route.provider,
+        channel = route.channel.as_str(),
+    );
+    *trace = TracePoint::of_span(&call).or(*trace);
     let started = Instant::now();
-    let answered = tokio::time::timeout(timeout, provider.send(&message)).await;
+    let sent = tokio::time::timeout(timeout, provider.send(&message))
+        .instrument(call.clone())
+        .await;
     inner.answer_times.record(&destination, started.elapsed());
-    match answered {
-        Ok(result) => Ok(result.map(|receipt| Delivered { receipt, content })?),
+    let sent = match sent {
+        Ok(result) => result.map(|receipt| Delivered { receipt, content }),
         Err(_) => Err(SendError::transient(format!(
             "{} did not answer within {} s",
             route.provider,
             timeout.as_secs()
-        ))
-        .into()),
-    }
+        ))),
+    };
+    call.record(
+        "otel.status_code",
+        if sent.is_ok() { "OK" } else { "ERROR" },
+    );
+    Ok(sent?)
 }
 
 /// The key of a tenant's claim share for rows of `priority`: LOW rows

@@ -1,10 +1,17 @@
 //! Logs and traces: a fmt layer (pretty or JSON) and, when an OTLP endpoint is
 //! configured, an OpenTelemetry layer exporting spans over OTLP/HTTP.
+//! [`trace`] carries a notification's trace through its events, [`metrics`]
+//! names and describes every Prometheus metric.
+
+pub mod metrics;
+pub mod trace;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -47,12 +54,15 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         Some(endpoint) => Some(otlp_provider(endpoint)?),
         None => None,
     };
-    let otel = tracer_provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("herald")));
+    // Herald's spans go to the collector whatever the log level: quiet
+    // logs (`warn`) must not cut a notification's trace.
+    let otel = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("herald"))
+            .with_filter(Targets::new().with_target("herald", Level::INFO))
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()?;
     Ok(Telemetry { tracer_provider })
