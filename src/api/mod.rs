@@ -3,6 +3,7 @@
 
 mod auth;
 mod campaigns;
+mod cursor;
 mod error;
 mod graphiql;
 pub mod graphql;
