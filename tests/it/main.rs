@@ -22,6 +22,7 @@ mod ingest;
 mod journey;
 mod limits;
 mod links;
+mod openapi;
 mod outage;
 mod projections;
 mod projections_ops;
