@@ -1,5 +1,5 @@
-//! Page cursors by row id, and the page size, shared by GraphQL and the
-//! REST twin: a cursor from one API works in the other.
+//! Paging shared by GraphQL and the REST twin: cursors by row id (a cursor
+//! from one API works in the other), the page size, filter values.
 
 use base64::Engine;
 
@@ -18,4 +18,20 @@ pub fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
         .ok()
         .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
         .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
+}
+
+/// A list filter's value (a recipient id, a tag) parsed as a notification's
+/// own would be, so a value no notification can carry (a NUL, say) is
+/// `VALIDATION` on `field` rather than a database error.
+pub fn filter_value<T: ToString, E: ToString>(
+    field: &str,
+    raw: Option<String>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<String>, ApiError> {
+    raw.map(|raw| {
+        parse(&raw)
+            .map(|value| value.to_string())
+            .map_err(|error| ApiError::field(field, error.to_string()))
+    })
+    .transpose()
 }

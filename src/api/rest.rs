@@ -19,7 +19,7 @@ use serde_json::Value;
 use self::wire::*;
 use super::ApiState;
 use super::auth::bearer;
-use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor};
+use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor, filter_value};
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::graphql::MAX_BATCH;
 use super::{JSON, has_media_type};
@@ -227,29 +227,11 @@ async fn list(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    // Parsed as a send's would be, so no value reaches the database that
-    // a notification could not carry (a NUL, say).
-    let recipient_id = params
-        .recipient_id
-        .map(|id| {
-            RecipientId::parse(&id)
-                .map(|id| id.to_string())
-                .map_err(|e| ApiError::field("recipient_id", e.to_string()))
-        })
-        .transpose()?;
-    let tag = params
-        .tag
-        .map(|tag| {
-            Tag::parse(&tag)
-                .map(|tag| tag.to_string())
-                .map_err(|e| ApiError::field("tag", e.to_string()))
-        })
-        .transpose()?;
     let filter = notification_status::Filter {
         statuses,
         channel: params.channel.map(|c| c.as_str().to_string()),
-        recipient_id,
-        tag,
+        recipient_id: filter_value("recipient_id", params.recipient_id, RecipientId::parse)?,
+        tag: filter_value("tag", params.tag, Tag::parse)?,
         created_after: params.from,
         created_before: params.to,
     };

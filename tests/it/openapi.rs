@@ -439,6 +439,31 @@ async fn notifications_are_listed_by_filter_a_page_at_a_time() {
     let (status, refused) = get(&app, &key, "/api/notifications?limit=-1").await;
     assert_eq!(status, 400);
     assert_eq!(refused["error"]["code"], "BAD_REQUEST", "{refused}");
+
+    // The GraphQL query parses its filter the same way (a NUL used to
+    // reach PostgreSQL, whose error text came back as the message).
+    for (field, filter) in [
+        ("filter.tag", json!({ "tag": "a\u{0}b" })),
+        ("filter.recipientId", json!({ "recipientId": "a\u{0}b" })),
+    ] {
+        let answer = app
+            .graphql(
+                Some(&key),
+                "query($filter: NotificationFilter) { notifications(filter: $filter) { edges { cursor } } }",
+                json!({ "filter": filter }),
+            )
+            .await;
+        assert_eq!(
+            crate::support::error_codes(&answer),
+            ["VALIDATION"],
+            "{answer}"
+        );
+        assert_eq!(
+            answer["errors"][0]["extensions"]["fields"][0]["path"], field,
+            "{answer}"
+        );
+        assert!(!answer.to_string().contains("database"), "{answer}");
+    }
 }
 
 #[tokio::test]

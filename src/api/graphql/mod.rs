@@ -26,7 +26,7 @@ use self::notification::NotificationNode;
 pub use self::subscription::SubscriptionRoot;
 use self::types::*;
 use super::auth::KeyCache;
-use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor};
+use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor, filter_value};
 use super::error::ApiError;
 use super::live::LiveHub;
 use crate::commands::links::FeedGrant;
@@ -225,15 +225,20 @@ impl CoreQuery {
             channel: filter
                 .channel
                 .map(|c| domain::values::Channel::from(c).as_str().to_string()),
-            recipient_id: filter.recipient_id,
-            tag: filter.tag,
+            recipient_id: filter_value(
+                "filter.recipientId",
+                filter.recipient_id,
+                domain::values::RecipientId::parse,
+            )?,
+            tag: filter_value("filter.tag", filter.tag, domain::values::Tag::parse)?,
             created_after: filter.from,
             created_before: filter.to,
         };
         let pool = api(ctx)?.store.pool();
         let (rows, has_next_page) =
             notification_status::page(pool, &principal.tenant_id, &filter, first as usize, after)
-                .await?;
+                .await
+                .map_err(ApiError::from)?;
         let end_cursor = rows.last().map(|row| encode_cursor(&row.notification_id));
         let edges = rows
             .into_iter()
