@@ -296,6 +296,19 @@ async fn a_seed_002_message_is_sent_with_its_category_and_tags() {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["message_id"], id.as_str());
 
+    // A later schedule_at is answered SCHEDULED.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let (status, scheduled) = post(
+        &app,
+        &key,
+        "/api/notifications",
+        json!({ "channel": "sms", "template_id": "otp_login", "to": { "phone": "+447700900123" },
+                "variables": { "code": "1" }, "schedule_at": later }),
+    )
+    .await;
+    assert_eq!(status, 202, "{scheduled}");
+    assert_eq!(scheduled["status"], "SCHEDULED", "{scheduled}");
+
     // Errors name the message's own fields.
     let (status, refused) = post(
         &app,

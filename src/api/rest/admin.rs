@@ -99,11 +99,25 @@ pub(super) async fn providers(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<ProviderStatus>>, ApiError> {
-    caller(&state, &headers, Scope::Ops).await?;
+    let principal = caller(&state, &headers, Scope::Ops).await?;
     let rows = delivery_queue::provider_health(state.api.store.pool()).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| ProviderStatus {
+                endpoints: row
+                    .endpoints
+                    .0
+                    .into_iter()
+                    // Endpoint breakers are the tenants' own.
+                    .filter(|endpoint| endpoint.tenant_id == principal.tenant_id.as_str())
+                    .map(|endpoint| EndpointStatus {
+                        origin: endpoint.origin,
+                        breaker: endpoint.state,
+                        recent_failures: endpoint.recent_failures,
+                        opened_at: endpoint.opened_at,
+                        in_flight: endpoint.in_flight,
+                    })
+                    .collect(),
                 provider: row.provider,
                 worker_id: row.worker_id,
                 breaker: row.state,

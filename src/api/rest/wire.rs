@@ -547,6 +547,21 @@ pub struct ProviderStatus {
     pub in_flight: i32,
     /// When the process last reported.
     pub reported_at: DateTime<Utc>,
+    /// For a webhook provider: the caller's own endpoints (by origin) that
+    /// failed lately, each with its own breaker.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// One worker process's view of one of the tenant's webhook endpoint origins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointStatus {
+    /// Scheme, host and port, e.g. `https://hooks.example.com`.
+    pub origin: String,
+    /// `closed`, `open` (its messages wait) or `half_open` (one probe).
+    pub breaker: String,
+    pub recent_failures: i32,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub in_flight: i32,
 }
 
 /// One priority × channel line of the tenant's delivery queue.
