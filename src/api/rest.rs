@@ -27,7 +27,7 @@ use crate::commands::tenants::Principal;
 use crate::commands::{self, Actor};
 use crate::domain::values::{JsonObject, Locale};
 use crate::domain::values::{NotificationId, RecipientId, Tag, TemplateKey, TemplateVersion};
-use crate::domain::{MAX_VARIABLES_BYTES, NotificationStatus, Scope, TemplateRef};
+use crate::domain::{FieldError, MAX_VARIABLES_BYTES, NotificationStatus, Scope, TemplateRef};
 use crate::projections::notification_status;
 
 /// The REST routes that need the database; `/api/openapi.json` does not.
@@ -93,9 +93,11 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
             `MessageAccepted`, Herald's own shape `Accepted`", body = SendAnswer),
         (status = 200, description = "The idempotency key named an earlier send", body = SendAnswer),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody), (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
         (status = 409, description = "`IDEMPOTENCY_CONFLICT`", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody), (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
         (status = 503, description = "`UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
@@ -107,7 +109,7 @@ async fn send(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let principal = caller(&state, &headers, Scope::Send).await?;
-    let body = SendBody::read(json_body(&headers, &body)?, "")?;
+    let body = SendBody::read(json_body(&headers, &body)?)?;
     let seed = matches!(body, SendBody::Message(_));
     let mut input = body.into_send(&principal.tenant_id)?;
     if let Some(key) = headers.get("idempotency-key") {
@@ -159,10 +161,13 @@ fn message_fields(seed: bool, error: ApiError) -> ApiError {
     params(("id" = uuid::Uuid, Path, description = "The notification id (a send's `notification_id` or `message_id`)")),
     responses(
         (status = 200, description = "OK", body = NotificationView),
-        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody), (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody), (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
+        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`UNREADABLE_STREAM`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody), (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -188,8 +193,10 @@ async fn read(
     params(ListParams),
     responses(
         (status = 200, description = "OK", body = NotificationPage),
-        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody), (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody), (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
         (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -268,9 +275,12 @@ async fn list(
     responses(
         (status = 200, description = "Each item's notification or error, in order", body = BatchAnswer),
         (status = 400, description = "Not a batch, or more than 1,000 items", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody), (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody), (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody), (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -280,7 +290,7 @@ async fn batch(
     body: axum::body::Bytes,
 ) -> Result<Json<BatchAnswer>, ApiError> {
     let principal = caller(&state, &headers, Scope::Send).await?;
-    let request: BatchRequest = wire::read(json_body(&headers, &body)?, "")?;
+    let request: BatchRequest = wire::read(json_body(&headers, &body)?)?;
     if request.messages.is_empty() || request.messages.len() > MAX_BATCH {
         return Err(ApiError::field(
             "messages",
@@ -292,8 +302,7 @@ async fn batch(
     let mut sends = Vec::new();
     let mut seeds = Vec::new();
     for (index, item) in request.messages.into_iter().enumerate() {
-        let prefix = format!("messages[{index}].");
-        let read = SendBody::read(item, &prefix).and_then(|body| {
+        let read = SendBody::read(item).and_then(|body| {
             let seed = matches!(body, SendBody::Message(_));
             Ok((seed, body.into_send(&principal.tenant_id)?))
         });
@@ -335,7 +344,24 @@ async fn batch(
     }))
 }
 
+/// Item `index` refused; its fields are named from the batch's root
+/// (`messages[1].to.phone`).
 fn refused(index: usize, error: ApiError) -> BatchItem {
+    let error = match error {
+        ApiError::Validation(fields) => ApiError::Validation(
+            fields
+                .into_iter()
+                .map(|field| FieldError {
+                    path: match field.path.as_str() {
+                        "body" => format!("messages[{index}]"),
+                        path => format!("messages[{index}].{path}"),
+                    },
+                    ..field
+                })
+                .collect(),
+        ),
+        other => other,
+    };
     BatchItem {
         index,
         message_id: None,
@@ -356,9 +382,12 @@ fn refused(index: usize, error: ApiError) -> BatchItem {
         (status = 200, description = "OK", body = Preview),
         (status = 400, description = "`VALIDATION`: no such template or version, a bad or \
             missing variable, a template that does not render", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody), (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody), (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody), (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -368,7 +397,7 @@ async fn preview(
     body: axum::body::Bytes,
 ) -> Result<Json<Preview>, ApiError> {
     let principal = caller(&state, &headers, Scope::Read).await?;
-    let request: PreviewRequest = wire::read(json_body(&headers, &body)?, "")?;
+    let request: PreviewRequest = wire::read(json_body(&headers, &body)?)?;
     let (key, version) = template_id(&request.template_id)?;
     let template = TemplateRef {
         key: TemplateKey::parse(key.trim())
@@ -411,9 +440,12 @@ async fn preview(
     request_body = ShortLinkRequest,
     responses(
         (status = 201, description = "Created", body = ShortLink),
-        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody), (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody), (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody), (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
         (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -424,7 +456,7 @@ async fn short_link(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<ShortLink>), ApiError> {
     let principal = caller(&state, &headers, Scope::Send).await?;
-    let request: ShortLinkRequest = wire::read(json_body(&headers, &body)?, "")?;
+    let request: ShortLinkRequest = wire::read(json_body(&headers, &body)?)?;
     let row = commands::links::create_short_link(
         &state.api.store,
         &state.api.links,

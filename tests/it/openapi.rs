@@ -505,7 +505,7 @@ async fn a_batch_answers_each_item_and_is_bounded() {
     assert!(results[0]["message_id"].is_string());
     assert_eq!(results[1]["error"]["code"], "VALIDATION");
     assert_eq!(
-        results[1]["error"]["fields"][0]["path"], "to.phone",
+        results[1]["error"]["fields"][0]["path"], "messages[1].to.phone",
         "{answer}"
     );
     assert!(results[2]["message_id"].is_string());

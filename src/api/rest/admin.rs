@@ -33,7 +33,8 @@ pub fn routes() -> Router<ApiState> {
     tag = "admin",
     responses(
         (status = 200, description = "OK", body = Healthz),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody), (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
         (status = 503, description = "`UNAVAILABLE`: the database is unreachable or not migrated", body = ErrorBody),
     ),
@@ -90,8 +91,10 @@ pub(super) async fn healthz(
     tag = "admin",
     responses(
         (status = 200, description = "OK", body = Vec<ProviderStatus>),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody), (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody), (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -138,8 +141,10 @@ pub(super) async fn providers(
     tag = "admin",
     responses(
         (status = 200, description = "OK", body = Vec<QueueLine>),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody), (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody), (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -178,12 +183,15 @@ pub(super) async fn queues(
     request_body = DlqReplayRequest,
     responses(
         (status = 200, description = "OK", body = DlqReplayed),
-        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody), (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
+        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
         (status = 404, description = "No such notification", body = ErrorBody),
         (status = 409, description = "The notification is not dead-lettered", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody), (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody), (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -196,7 +204,7 @@ pub(super) async fn dlq_replay(
     let request: DlqReplayRequest = if body.is_empty() {
         DlqReplayRequest::default()
     } else {
-        read(json_body(&headers, &body)?, "")?
+        read(json_body(&headers, &body)?)?
     };
     let actor = actor(&principal);
     let replayed = match request.id {

@@ -21,14 +21,12 @@ use crate::domain::{
 use crate::projections::notification_status;
 
 /// Reads `value` as a `T`; a value that does not fit is `VALIDATION`
-/// naming the field, under `prefix` (`messages[3].` for a batch item).
-pub fn read<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
+/// naming the field (`body` for the value as a whole).
+pub fn read<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let path = match (prefix, path.as_str()) {
-            ("", ".") => "body".to_string(),
-            (prefix, ".") => prefix.trim_end_matches('.').to_string(),
-            (prefix, path) => format!("{prefix}{path}"),
+        let path = match error.path().to_string() {
+            root if root == "." => "body".to_string(),
+            path => path,
         };
         ApiError::field(&path, error.into_inner().to_string())
     })
@@ -44,16 +42,16 @@ pub enum SendBody {
 }
 
 impl SendBody {
-    pub fn read(value: Value, prefix: &str) -> Result<SendBody, ApiError> {
+    pub fn read(value: Value) -> Result<SendBody, ApiError> {
         let is_message = value.as_object().is_some_and(|object| {
             ["channel", "to", "template_id"]
                 .iter()
                 .any(|field| object.contains_key(*field))
         });
         Ok(if is_message {
-            SendBody::Message(read(value, prefix)?)
+            SendBody::Message(read(value)?)
         } else {
-            SendBody::Notification(read(value, prefix)?)
+            SendBody::Notification(read(value)?)
         })
     }
 
