@@ -431,6 +431,15 @@ async fn notifications_are_listed_by_filter_a_page_at_a_time() {
     )
     .await;
     assert_eq!(tagged["items"].as_array().unwrap().len(), 2, "{tagged}");
+    // Another tenant sees none of them, not even by id.
+    let (_, other) = app.tenant().await;
+    let (_, theirs) = get(&app, &other, "/api/notifications").await;
+    assert_eq!(theirs["items"], json!([]), "{theirs}");
+    let id = everything["items"][0]["notification_id"].as_str().unwrap();
+    let (status, _) = get(&app, &other, &format!("/api/notifications/{id}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(&app, &other, "/admin/dlq/replay", json!({ "id": id })).await;
+    assert_eq!(status, 404);
     let (_, none) = get(&app, &key, "/api/notifications?status=SENT").await;
     assert_eq!(none["items"], json!([]));
 
