@@ -291,22 +291,58 @@ impl From<ApiError> for async_graphql::Error {
     }
 }
 
+/// The REST twin's error body, `{"error": {...}}`, with the HTTP status of
+/// its code (`ToSchema`: the OpenAPI document's `ErrorBody`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `VALIDATION`, `BAD_REQUEST`, `UNAUTHENTICATED`, `FORBIDDEN`,
+    /// `NOT_FOUND`, `CONFLICT`, `IDEMPOTENCY_CONFLICT`, `RATE_LIMITED`,
+    /// `QUOTA_EXCEEDED`, `LIMIT_EXCEEDED`, `PAYLOAD_TOO_LARGE`,
+    /// `UNSUPPORTED_MEDIA_TYPE`, `TIMEOUT`, `UNREADABLE_STREAM`,
+    /// `UNAVAILABLE` or `INTERNAL`.
+    pub code: &'static str,
+    pub message: String,
+    /// For `VALIDATION`: each bad field.
+    pub fields: Option<Vec<FieldError>>,
+    /// For `INTERNAL`: the id the cause was logged under.
+    pub error_id: Option<String>,
+    /// For `UNREADABLE_STREAM`: the event that cannot be read (position,
+    /// version, type, error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub unreadable: Option<serde_json::Value>,
+}
+
+impl ErrorDetail {
+    pub fn of(error: &ApiError) -> ErrorDetail {
+        ErrorDetail {
+            code: error.code(),
+            message: error.message(),
+            fields: error.fields().map(<[FieldError]>::to_vec),
+            error_id: match error {
+                ApiError::Internal(id) => Some(id.clone()),
+                _ => None,
+            },
+            unreadable: match error {
+                ApiError::UnreadableStream(unreadable) => Some(unreadable.view()),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl ApiError {
     /// The REST body: `{"error": {code, message, fields, error_id}}`, and
     /// `unreadable` (position, version, type, error) for `UNREADABLE_STREAM`.
     pub fn body(&self) -> serde_json::Value {
-        let mut body = json!({
-            "error": {
-                "code": self.code(),
-                "message": self.message(),
-                "fields": self.fields(),
-                "error_id": match self { ApiError::Internal(id) => Some(id.as_str()), _ => None },
-            }
-        });
-        if let ApiError::UnreadableStream(unreadable) = self {
-            body["error"]["unreadable"] = unreadable.view();
-        }
-        body
+        json!(ErrorBody {
+            error: ErrorDetail::of(self),
+        })
     }
 }
 

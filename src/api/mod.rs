@@ -3,6 +3,7 @@
 
 mod auth;
 mod campaigns;
+mod cursor;
 mod error;
 mod graphiql;
 pub mod graphql;
@@ -195,12 +196,12 @@ pub fn router(state: ApiState, options: &ApiOptions) -> Router {
     Router::new()
         .merge(graphql_routes)
         .route("/graphql/ws", get(graphql_ws))
-        .route("/api/notifications", axum::routing::post(rest::send))
-        .route("/api/notifications/{id}", get(rest::get))
+        .merge(rest::routes())
         .merge(links::routes())
         .merge(receipts::routes())
         .route_layer(database_reachable)
         .route("/schemas/event.json", get(ingest::event_schema))
+        .route("/api/openapi.json", get(rest::serve_openapi))
         .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -19,7 +19,7 @@ use crate::eventstore::{
     EventStore, ExpectedVersion, RecordedEvent, StoreError, StoreTransaction, StreamAppend,
 };
 use crate::projections::delivery_queue::{self, QueueEntry};
-use crate::projections::notification_status;
+use crate::projections::{dead_letters, notification_status};
 use crate::telemetry::trace::TracePoint;
 
 pub fn stream_id(id: &NotificationId) -> String {
@@ -799,6 +799,42 @@ pub async fn requeue(
     )
     .await
 }
+
+/// At most this many dead letters are requeued by one [`replay_dead_letters`].
+pub const MAX_DEAD_LETTER_REPLAY: usize = 10_000;
+
+/// Requeues every dead letter of the tenant that `filter` selects (the
+/// newest [`MAX_DEAD_LETTER_REPLAY`]), each with a fresh retry budget;
+/// returns how many were requeued. One requeued since the read model last
+/// caught up is passed over.
+pub async fn replay_dead_letters(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    filter: &dead_letters::Filter,
+    actor: &Actor,
+) -> Result<usize, CommandError> {
+    let (rows, _) = dead_letters::page(
+        store.pool(),
+        tenant_id.as_str(),
+        filter,
+        MAX_DEAD_LETTER_REPLAY,
+        None,
+    )
+    .await?;
+    let mut replayed = 0;
+    for row in rows {
+        let id = NotificationId::from(row.notification_id);
+        match requeue(store, tenant_id, &id, DEAD_LETTER_REPLAY, actor).await {
+            Ok(_) => replayed += 1,
+            Err(CommandError::Domain(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(replayed)
+}
+
+/// The reason a DLQ replay records on `NotificationRequeued`.
+pub const DEAD_LETTER_REPLAY: &str = "replayed from the dead-letter queue";
 
 /// Keeps the delivery queue in step with notifications that just changed:
 /// pending ones are (re)queued at their due time, ended or sent ones leave,

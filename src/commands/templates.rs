@@ -630,6 +630,23 @@ impl TemplateCache {
     }
 }
 
+/// Previews of the APIs render through the dispatcher's code path, with a
+/// cache of their own.
+static PREVIEWS: std::sync::LazyLock<TemplateCache> =
+    std::sync::LazyLock::new(|| TemplateCache::new(256));
+
+/// The APIs' preview for a tenant: `herald.tenant_id` is set, the other
+/// `herald.*` values render empty.
+pub async fn preview_for_tenant(
+    pool: &PgPool,
+    tenant_id: &TenantId,
+    template: &TemplateRef,
+) -> Result<(TemplateVersion, RenderedTemplate), CommandError> {
+    let mut herald = Map::new();
+    herald.insert("tenant_id".into(), Value::String(tenant_id.to_string()));
+    preview(&PREVIEWS, pool, tenant_id, template, &herald).await
+}
+
 /// A preview: the version rendered, exactly as dispatch would render it
 /// with `herald` as the reserved values.
 pub async fn preview(

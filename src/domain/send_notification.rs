@@ -32,27 +32,48 @@ pub const MAX_VARIABLES_BYTES: usize = 32 * 1024;
 /// How far in the past `schedule_at` may be, to forgive clock skew.
 const SCHEDULE_SKEW: TimeDelta = TimeDelta::minutes(1);
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A notification to send (Herald's own shape). Give `content` or
+/// `template`, not both. The REST twin's OpenAPI document is derived from
+/// these types (`utoipa`), so its descriptions are these comments.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "recipient": { "email": "ada@example.com" },
+    "channels": ["email"],
+    "content": { "title": "Welcome", "text": "Hello Ada" },
+    "tags": ["welcome"]
+}))]
 pub struct SendNotification {
+    /// The same key within the idempotency window returns the original
+    /// notification (the `Idempotency-Key` header overrides it).
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub recipient: RecipientInput,
+    /// In order of preference: `email`, `sms`, `push`, `webhook`, `ntfy`, `in_app`.
     #[serde(default)]
+    #[schema(max_items = 6)]
     pub channels: Vec<String>,
+    /// `HIGH`, `NORMAL` (the default) or `LOW`, in any case.
     pub priority: Option<String>,
     pub content: Option<InlineContentInput>,
     pub template: Option<TemplateRefInput>,
+    /// For preferences, e.g. `billing` or `marketing`.
     pub category: Option<String>,
     pub schedule_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// 1 to 2,592,000 (30 days); not with `expires_at`.
     pub ttl_seconds: Option<u64>,
+    /// A registered webhook endpoint's URL: receives a signed POST for each status change.
     pub callback_url: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub tags: Vec<String>,
+    /// A JSON object of at most 16 KiB, kept with the notification.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     pub trace_id: Option<String>,
     pub source_event: Option<SourceEventInput>,
+    /// Files for the email channel.
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
     /// Only a campaign's release sets it; no send input can.
@@ -60,12 +81,15 @@ pub struct SendNotification {
     pub campaign_id: Option<uuid::Uuid>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientInput {
+    /// Your id for the recipient (required for the in-app channel).
     pub id: Option<String>,
     pub email: Option<String>,
+    /// E.164, e.g. `+447700900123`.
     pub phone: Option<String>,
+    /// A mobile push endpoint ARN or device token.
     pub push_target: Option<String>,
     pub webhook_url: Option<String>,
     pub ntfy_topic: Option<String>,
@@ -73,28 +97,34 @@ pub struct RecipientInput {
     pub timezone: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InlineContentInput {
+    /// Email subject, push or in-app title.
     pub title: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Call-to-action URL.
     pub cta_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRefInput {
     pub key: Option<String>,
+    /// The latest version when absent.
     pub version: Option<u32>,
     pub locale: Option<String>,
+    /// A JSON object of at most 32 KiB.
+    #[schema(value_type = Option<Object>)]
     pub variables: Option<Value>,
 }
 
 /// The canonical incoming event's identity (seed 000: `eventId`, `source`,
 /// `occurredAt`, `user.segment`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceEventInput {
     pub event_id: Option<String>,
@@ -105,7 +135,7 @@ pub struct SourceEventInput {
 
 /// A file to attach to the email: by `url` (fetched at send time) or as
 /// `content_base64`, exactly one of the two.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentInput {
     pub filename: Option<String>,

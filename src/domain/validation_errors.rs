@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::values::ValueError;
 
 /// One refused field of an input, by its path (`recipient.email`, `channels[1]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub message: String,

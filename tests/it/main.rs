@@ -23,6 +23,7 @@ mod journey;
 mod limits;
 mod links;
 mod metrics;
+mod openapi;
 mod outage;
 mod projections;
 mod projections_ops;

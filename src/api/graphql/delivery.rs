@@ -10,11 +10,7 @@ use super::types::{Channel, PageInfo, Priority};
 use super::{ApiError, MAX_PAGE, actor, api, parse_id, require};
 use crate::commands::notifications;
 use crate::domain::Scope;
-use crate::domain::values::NotificationId;
 use crate::projections::{dead_letters, delivery_queue};
-
-/// At most this many dead letters are requeued by one `replayDeadLetters`.
-const MAX_REPLAY: usize = 10_000;
 
 #[derive(InputObject, Default)]
 pub struct DeadLetterFilter {
@@ -274,7 +270,7 @@ impl DeliveryMutation {
             &api(ctx)?.store,
             &principal.tenant_id,
             &id,
-            "replayed from the dead-letter queue",
+            notifications::DEAD_LETTER_REPLAY,
             &actor(principal),
         )
         .await
@@ -290,36 +286,14 @@ impl DeliveryMutation {
         filter: Option<DeadLetterFilter>,
     ) -> Result<i32> {
         let principal = require(ctx, Scope::Ops)?;
-        let api = api(ctx)?;
-        let filter: dead_letters::Filter = filter.unwrap_or_default().into();
-        let (rows, _) = dead_letters::page(
-            api.store.pool(),
-            principal.tenant_id.as_str(),
-            &filter,
-            MAX_REPLAY,
-            None,
+        let replayed = notifications::replay_dead_letters(
+            &api(ctx)?.store,
+            &principal.tenant_id,
+            &filter.unwrap_or_default().into(),
+            &actor(principal),
         )
         .await
         .map_err(ApiError::from)?;
-        let actor = actor(principal);
-        let mut replayed = 0;
-        for row in rows {
-            let id = NotificationId::from(row.notification_id);
-            match notifications::requeue(
-                &api.store,
-                &principal.tenant_id,
-                &id,
-                "replayed from the dead-letter queue",
-                &actor,
-            )
-            .await
-            {
-                Ok(_) => replayed += 1,
-                // Requeued since the projection last caught up: nothing to do.
-                Err(crate::commands::CommandError::Domain(_)) => {}
-                Err(error) => return Err(ApiError::from(error).into()),
-            }
-        }
-        Ok(replayed)
+        Ok(replayed as i32)
     }
 }

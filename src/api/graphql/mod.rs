@@ -26,6 +26,7 @@ use self::notification::NotificationNode;
 pub use self::subscription::SubscriptionRoot;
 use self::types::*;
 use super::auth::KeyCache;
+use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor, filter_value};
 use super::error::ApiError;
 use super::live::LiveHub;
 use crate::commands::links::FeedGrant;
@@ -40,7 +41,6 @@ pub type HeraldSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// At most this many notifications per `sendNotifications` call.
 pub const MAX_BATCH: usize = 1_000;
-const MAX_PAGE: usize = 100;
 
 /// What every resolver may use.
 #[derive(Clone)]
@@ -135,10 +135,6 @@ fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
     NotificationId::parse(id.as_str()).map_err(|e| ApiError::field(field, e.to_string()))
 }
 
-fn encode_cursor(id: &uuid::Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
 fn encode_checkpoint(checkpoint: &crate::eventstore::Checkpoint) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checkpoint.to_string())
 }
@@ -155,14 +151,6 @@ fn decode_checkpoint(cursor: &str) -> Result<crate::eventstore::Checkpoint, ApiE
                 global_position: global_position.parse().ok()?,
             })
         })
-        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
-}
-
-fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
         .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
 }
 
@@ -237,15 +225,20 @@ impl CoreQuery {
             channel: filter
                 .channel
                 .map(|c| domain::values::Channel::from(c).as_str().to_string()),
-            recipient_id: filter.recipient_id,
-            tag: filter.tag,
+            recipient_id: filter_value(
+                "filter.recipientId",
+                filter.recipient_id,
+                domain::values::RecipientId::parse,
+            )?,
+            tag: filter_value("filter.tag", filter.tag, domain::values::Tag::parse)?,
             created_after: filter.from,
             created_before: filter.to,
         };
         let pool = api(ctx)?.store.pool();
         let (rows, has_next_page) =
             notification_status::page(pool, &principal.tenant_id, &filter, first as usize, after)
-                .await?;
+                .await
+                .map_err(ApiError::from)?;
         let end_cursor = rows.last().map(|row| encode_cursor(&row.notification_id));
         let edges = rows
             .into_iter()

@@ -2,27 +2,22 @@
 //! `previewTemplate`, `publishTemplate`, `upsertTemplatePartial`.
 //! Publishing and partials need `admin`; reading and previewing need `read`.
 
-use std::sync::LazyLock;
-
 use async_graphql::{
     ComplexObject, Context, Enum, InputObject, Json, Object, Result, SimpleObject,
 };
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::types::PageInfo;
 use super::{ApiError, MAX_PAGE, actor, api, require};
-use crate::commands::templates::{self, PartialRow, StoredVersion, TemplateCache, TemplateRow};
+use crate::commands::templates::{self, PartialRow, StoredVersion, TemplateRow};
 use crate::domain::template::{
     EmailParts, LocaleInput, LocaleParts, PartialKind, PublishTemplate, RenderedEmail,
     RenderedTemplate, RenderedTitled, TitledParts, UpsertPartial, VariableInput, VariableType,
 };
 use crate::domain::values::{JsonObject, Locale, TemplateKey, TemplateVersion};
 use crate::domain::{MAX_VARIABLES_BYTES, Scope, TemplateRef};
-
-/// Previews render through the dispatcher's code path, with their own cache.
-static PREVIEWS: LazyLock<TemplateCache> = LazyLock::new(|| TemplateCache::new(256));
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "TemplateVariableType")]
@@ -532,20 +527,10 @@ impl TemplatesQuery {
                     .map_err(|e| ApiError::field("template.variables", e.to_string()))?,
             },
         };
-        let mut herald = Map::new();
-        herald.insert(
-            "tenant_id".into(),
-            Value::String(principal.tenant_id.to_string()),
-        );
-        let (version, rendered) = templates::preview(
-            &PREVIEWS,
-            api(ctx)?.store.pool(),
-            &principal.tenant_id,
-            &template,
-            &herald,
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let (version, rendered) =
+            templates::preview_for_tenant(api(ctx)?.store.pool(), &principal.tenant_id, &template)
+                .await
+                .map_err(ApiError::from)?;
         Ok(TemplatePreview::new(&template.key, version, rendered))
     }
 }

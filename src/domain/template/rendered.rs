@@ -5,19 +5,23 @@ use serde_json::{Map, Value};
 
 use crate::domain::values::{Channel, Locale};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Every part of a template version rendered, as dispatch renders it (the
+/// REST twin's preview answer, hence `ToSchema`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RenderedTemplate {
     /// The locale the fallback chain chose.
+    #[schema(value_type = String)]
     pub locale: Locale,
     pub email: Option<RenderedEmail>,
     pub sms: Option<String>,
     pub push: Option<RenderedTitled>,
+    #[schema(value_type = Option<Object>)]
     pub webhook: Option<Map<String, Value>>,
     pub ntfy: Option<RenderedTitled>,
     pub in_app: Option<RenderedTitled>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RenderedEmail {
     pub subject: String,
     /// Auto-escaped.
@@ -25,7 +29,7 @@ pub struct RenderedEmail {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RenderedTitled {
     pub title: Option<String>,
     pub body: String,
