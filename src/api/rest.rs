@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 
+use self::openapi::{BodyRefusals, Refusals};
 use self::wire::*;
 use super::ApiState;
 use super::auth::bearer;
@@ -93,13 +94,8 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
             `MessageAccepted`, Herald's own shape `Accepted`", body = SendAnswer),
         (status = 200, description = "The idempotency key named an earlier send", body = SendAnswer),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
         (status = 409, description = "`IDEMPOTENCY_CONFLICT`", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+        Refusals, BodyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -162,12 +158,9 @@ fn message_fields(seed: bool, error: ApiError) -> ApiError {
     responses(
         (status = 200, description = "OK", body = NotificationView),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`UNREADABLE_STREAM`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals,
     ),
     security(("api_key" = []))
 )]
@@ -194,10 +187,7 @@ async fn read(
     responses(
         (status = 200, description = "OK", body = NotificationPage),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals,
     ),
     security(("api_key" = []))
 )]
@@ -275,12 +265,7 @@ async fn list(
     responses(
         (status = 200, description = "Each item's notification or error, in order", body = BatchAnswer),
         (status = 400, description = "Not a batch, or more than 1,000 items", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals, BodyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -382,12 +367,7 @@ fn refused(index: usize, error: ApiError) -> BatchItem {
         (status = 200, description = "OK", body = Preview),
         (status = 400, description = "`VALIDATION`: no such template or version, a bad or \
             missing variable, a template that does not render", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals, BodyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -441,12 +421,7 @@ async fn preview(
     responses(
         (status = 201, description = "Created", body = ShortLink),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals, BodyRefusals,
     ),
     security(("api_key" = []))
 )]

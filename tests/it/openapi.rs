@@ -148,6 +148,28 @@ async fn the_openapi_document_is_valid_openapi_3_1_and_lists_seed_002s_routes() 
             { "$ref": "#/components/schemas/SendNotification" }
         ])
     );
+    // Every route lists the refusals any route may answer, and those that
+    // read a body list the body's.
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let responses = document["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} has responses"));
+        responses.keys().cloned().collect()
+    };
+    for status in ["401", "403", "429", "503"] {
+        assert!(statuses("/admin/queues", "get").contains(&status.to_string()));
+        assert!(statuses("/api/batch", "post").contains(&status.to_string()));
+    }
+    for status in ["413", "415"] {
+        assert!(statuses("/api/batch", "post").contains(&status.to_string()));
+        assert!(!statuses("/admin/queues", "get").contains(&status.to_string()));
+    }
+    let unauthenticated = &document["paths"]["/admin/queues"]["get"]["responses"]["401"];
+    assert_eq!(
+        unauthenticated["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody",
+        "{unauthenticated}"
+    );
 
     let dir = tempfile_dir();
     let path = dir.join("openapi.json");

@@ -6,6 +6,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::openapi::{BodyRefusals, Refusals};
 use super::wire::*;
 use super::{actor, caller, json_body};
 use crate::api::ApiState;
@@ -33,10 +34,7 @@ pub fn routes() -> Router<ApiState> {
     tag = "admin",
     responses(
         (status = 200, description = "OK", body = Healthz),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable or not migrated", body = ErrorBody),
+        Refusals,
     ),
     security(("api_key" = []))
 )]
@@ -91,10 +89,7 @@ pub(super) async fn healthz(
     tag = "admin",
     responses(
         (status = 200, description = "OK", body = Vec<ProviderStatus>),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals,
     ),
     security(("api_key" = []))
 )]
@@ -141,10 +136,7 @@ pub(super) async fn providers(
     tag = "admin",
     responses(
         (status = 200, description = "OK", body = Vec<QueueLine>),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals,
     ),
     security(("api_key" = []))
 )]
@@ -184,14 +176,9 @@ pub(super) async fn queues(
     responses(
         (status = 200, description = "OK", body = DlqReplayed),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no valid API key", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the key lacks the scope", body = ErrorBody),
         (status = 404, description = "No such notification", body = ErrorBody),
         (status = 409, description = "The notification is not dead-lettered", body = ErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`", body = ErrorBody),
-        (status = 429, description = "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the database is unreachable, with `Retry-After`", body = ErrorBody),
+        Refusals, BodyRefusals,
     ),
     security(("api_key" = []))
 )]

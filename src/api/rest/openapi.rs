@@ -1,12 +1,14 @@
 //! The REST twin's OpenAPI 3.1 document, derived by `utoipa` from the
 //! handlers' `#[utoipa::path]` attributes and their wire types.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::api::error::ErrorBody;
 
@@ -43,6 +45,57 @@ use crate::api::error::ErrorBody;
     )
 )]
 struct RestApi;
+
+/// What any route may answer besides its own answers: refusals of the key,
+/// its scope, the request limiter and an unreachable database; listed once
+/// here rather than on every path.
+pub struct Refusals;
+
+impl IntoResponses for Refusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[
+            ("401", "`UNAUTHENTICATED`: no valid API key"),
+            ("403", "`FORBIDDEN`: the key lacks the scope"),
+            (
+                "429",
+                "`RATE_LIMITED` or `QUOTA_EXCEEDED`, with `Retry-After`",
+            ),
+            (
+                "503",
+                "`UNAVAILABLE`: the database is unreachable or not migrated, with `Retry-After`",
+            ),
+        ])
+    }
+}
+
+/// What a route that reads a JSON body may answer besides [`Refusals`].
+pub struct BodyRefusals;
+
+impl IntoResponses for BodyRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[
+            ("413", "`PAYLOAD_TOO_LARGE`"),
+            ("415", "`UNSUPPORTED_MEDIA_TYPE`: send `application/json`"),
+        ])
+    }
+}
+
+/// Error answers by status, each with the error envelope as its body.
+fn errors(answers: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>> {
+    answers
+        .iter()
+        .map(|(status, description)| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build();
+            let answer = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", body)
+                .build();
+            (status.to_string(), RefOr::T(answer))
+        })
+        .collect()
+}
 
 /// The `api_key` security scheme the paths name.
 struct ApiKey;
