@@ -371,7 +371,7 @@ pub struct ProviderHealth {
     pub opened_at: Option<DateTime<Utc>>,
     pub in_flight: i32,
     pub updated_at: DateTime<Utc>,
-    /// Webhook endpoints (of every tenant) whose breaker is worth showing.
+    /// Webhook endpoints whose breaker is worth showing.
     pub endpoints: sqlx::types::Json<Vec<EndpointHealth>>,
 }
 
@@ -388,14 +388,23 @@ pub struct EndpointHealth {
     pub in_flight: i32,
 }
 
-/// What the worker processes last published about their providers.
+/// What the worker processes last published about their providers, as
+/// `tenant` may see it: providers are shared, endpoint breakers are each
+/// tenant's own, so only its endpoints are kept.
 pub async fn provider_health(
     executor: impl PgExecutor<'_>,
+    tenant: &TenantId,
 ) -> Result<Vec<ProviderHealth>, sqlx::Error> {
-    sqlx::query_as(
+    let mut rows: Vec<ProviderHealth> = sqlx::query_as(
         "SELECT worker_id, provider, state, recent_failures, opened_at, in_flight, updated_at, endpoints \
          FROM provider_health ORDER BY provider, worker_id",
     )
     .fetch_all(executor)
-    .await
+    .await?;
+    for row in &mut rows {
+        row.endpoints
+            .0
+            .retain(|endpoint| endpoint.tenant_id == tenant.as_str());
+    }
+    Ok(rows)
 }

@@ -201,7 +201,7 @@ impl DeliveryQuery {
     /// process (requires `ops`). Providers are shared by every tenant.
     async fn provider_health(&self, ctx: &Context<'_>) -> Result<Vec<ProviderHealth>> {
         let principal = require(ctx, Scope::Ops)?;
-        let rows = delivery_queue::provider_health(api(ctx)?.store.pool())
+        let rows = delivery_queue::provider_health(api(ctx)?.store.pool(), &principal.tenant_id)
             .await
             .map_err(ApiError::from)?;
         Ok(rows
@@ -211,8 +211,6 @@ impl DeliveryQuery {
                     .endpoints
                     .0
                     .into_iter()
-                    // Endpoint breakers are the tenants' own.
-                    .filter(|endpoint| endpoint.tenant_id == principal.tenant_id.as_str())
                     .map(|endpoint| EndpointHealth {
                         origin: endpoint.origin,
                         breaker: endpoint.state,

@@ -42,7 +42,7 @@ pub(super) async fn healthz(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Healthz>, ApiError> {
-    caller(&state, &headers, Scope::Ops).await?;
+    let principal = caller(&state, &headers, Scope::Ops).await?;
     if state.health.current() != Health::Ready {
         return Err(ApiError::Unavailable);
     }
@@ -62,7 +62,7 @@ pub(super) async fn healthz(
             lag_seconds: status.lag_seconds,
         })
         .collect();
-    let open_breakers = delivery_queue::provider_health(pool)
+    let open_breakers = delivery_queue::provider_health(pool, &principal.tenant_id)
         .await?
         .iter()
         .filter(|provider| provider.state == "open")
@@ -98,7 +98,8 @@ pub(super) async fn providers(
     headers: HeaderMap,
 ) -> Result<Json<Vec<ProviderStatus>>, ApiError> {
     let principal = caller(&state, &headers, Scope::Ops).await?;
-    let rows = delivery_queue::provider_health(state.api.store.pool()).await?;
+    let rows =
+        delivery_queue::provider_health(state.api.store.pool(), &principal.tenant_id).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| ProviderStatus {
@@ -106,8 +107,6 @@ pub(super) async fn providers(
                     .endpoints
                     .0
                     .into_iter()
-                    // Endpoint breakers are the tenants' own.
-                    .filter(|endpoint| endpoint.tenant_id == principal.tenant_id.as_str())
                     .map(|endpoint| EndpointStatus {
                         origin: endpoint.origin,
                         breaker: endpoint.state,
