@@ -1212,19 +1212,22 @@ impl Inner {
     /// most half a lease: a message still waiting then fails as transient
     /// (and counts against the endpoint) rather than outliving its claim.
     /// A fast endpoint takes the places that are free and waits for none.
-    async fn endpoint_places(&self, url: &HttpUrl) -> Result<Vec<LanePermit>, SendError> {
-        let origin = url.origin();
+    async fn endpoint_places(
+        &self,
+        url: &HttpUrl,
+        origin: &str,
+    ) -> Result<Vec<LanePermit>, SendError> {
         let wait = Duration::from_secs(self.delivery.lease_seconds / 2);
         let times = &self.answer_times;
         let places = async {
-            let endpoint = times.place(&self.endpoint_lanes, &origin, &origin).await;
-            let host = times.place(&self.host_lanes, url.host(), &origin).await;
+            let endpoint = times.place(&self.endpoint_lanes, origin, origin).await;
+            let host = times.place(&self.host_lanes, url.host(), origin).await;
             [endpoint, host].into_iter().flatten().collect()
         };
         tokio::time::timeout(wait, places).await.map_err(|_| {
             SendError::transient(format!(
                 "{origin} already had {} calls in flight for {} s",
-                self.endpoint_lanes.in_use(&origin),
+                self.endpoint_lanes.in_use(origin),
                 wait.as_secs()
             ))
         })
@@ -1296,7 +1299,7 @@ async fn call_provider(
         _ => route.provider.clone(),
     };
     let _endpoint = match &route.destination {
-        Destination::Webhook(url) => inner.endpoint_places(url).await?,
+        Destination::Webhook(url) => inner.endpoint_places(url, &destination).await?,
         _ => Vec::new(),
     };
     let _low = match state.request.priority {
