@@ -41,7 +41,8 @@ pub struct SmtpConfig {
     pub from_name: Option<String>,
     /// Limit on each SMTP command, connecting included.
     pub timeout_seconds: u64,
-    /// Most connections kept open to the relay at once.
+    /// Connections kept open to the relay for reuse; a send that finds none
+    /// idle opens one of its own, closed after it if the pool is full.
     pub pool_max_size: u32,
 }
 
