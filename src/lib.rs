@@ -1,8 +1,8 @@
 //! Herald: a multi-tenant notification service on one PostgreSQL event log.
 //!
-//! The rooms (DESIGN.md section 2), dependencies pointing down this list:
-//! `api` → `eventstore`; `database` opens PostgreSQL (embedded or by URL) and
-//! migrates it; `bench` holds the load generators behind `herald bench`.
+//! Each module is a room with one job; docs/architecture.md lists them and
+//! the rooms each may use. This file wires them together: the roles of
+//! `herald serve` and `herald migrate`.
 
 pub mod api;
 pub mod bench;

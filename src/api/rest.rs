@@ -1,4 +1,4 @@
-//! The REST twin (seed 002's surface), for services that do not speak
+//! The REST twin, for services that do not speak
 //! GraphQL: the same commands and read models as the GraphQL resolvers,
 //! the same errors, as JSON. Its OpenAPI 3.1 document, derived from the
 //! handlers and their wire types, is served at `/api/openapi.json`.
@@ -80,7 +80,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// One send in either shape, through the send command's group commit.
-/// Errors of a seed 002 message name its own fields.
+/// Errors of a flat message name its own fields.
 #[utoipa::path(
     post,
     path = "/api/notifications",
@@ -90,7 +90,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         description = "Makes a retry safe: the same key within the idempotency window \
                        returns the original notification (200, `duplicate`)")),
     responses(
-        (status = 202, description = "Accepted. A seed 002 message is answered \
+        (status = 202, description = "Accepted. A flat message is answered \
             `MessageAccepted`, Herald's own shape `Accepted`", body = SendAnswer),
         (status = 200, description = "The idempotency key named an earlier send", body = SendAnswer),
         (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
@@ -139,7 +139,7 @@ async fn send(
     Ok((status, Json(answer)).into_response())
 }
 
-/// A seed 002 message's `VALIDATION` errors by its own field names.
+/// A flat message's `VALIDATION` errors by its own field names.
 fn message_fields(seed: bool, error: ApiError) -> ApiError {
     match error {
         ApiError::Validation(fields) if seed => {
@@ -404,7 +404,7 @@ async fn preview(
     )
     .await
     // The command names the fields of a send's template; the request's
-    // are a seed 002 message's.
+    // are a flat message's.
     .map_err(|error| message_fields(true, error.into()))?;
     Ok(Json(Preview {
         template_id: format!("{}:v{}", template.key, version.get()),

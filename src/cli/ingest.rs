@@ -1,4 +1,4 @@
-//! `herald ingest FILE.ndjson --tenant TENANT`: a file drop (seed 000) into
+//! `herald ingest FILE.ndjson --tenant TENANT`: a file of a source's events into
 //! the log, one event per line, by the same engine as `POST /api/events/bulk`.
 //! Progress goes to stderr every second; the summary is JSON on stdout.
 

@@ -1,5 +1,5 @@
 //! `herald replay`: an event range to stdout as NDJSON, one event a line, in
-//! log order: an entity within a time window (seed 001), or a position range.
+//! log order: an entity within a time window, or a position range.
 //! With `--to-endpoint`, each line is POSTed instead to a registered webhook
 //! endpoint, signed like a status callback, at a steady pace. With `--into`,
 //! a position range is run through an idempotent projection's handler again.

@@ -1,4 +1,4 @@
-//! Campaigns (seed 004): events in `campaign-<uuid>` streams, with the
+//! Campaigns: events in `campaign-<uuid>` streams, with the
 //! `campaigns`, `campaign_batches` and `campaign_messages` tables kept in
 //! step in the same transaction as each append.
 //!
@@ -298,7 +298,7 @@ pub async fn list(
     .await
 }
 
-/// The seed's message statuses a campaign's messages are counted by: a
+/// The message statuses a campaign's messages are counted by: a
 /// message not released is `CREATED` (or `CANCELLED`), a released one
 /// takes its notification's status.
 pub const MESSAGE_STATUSES: [&str; 10] = [

@@ -1,5 +1,5 @@
-//! Ingesting raw source events (seed 001): one at a time from the API, or
-//! NDJSON streams (seed 000's file drops) in batches from the bulk endpoint
+//! Ingesting raw source events: one at a time from the API, or
+//! NDJSON streams (a source's file of events) in batches from the bulk endpoint
 //! and `herald ingest`.
 //!
 //! Each event becomes a `SourceEventIngested` on its entity's stream, and a

@@ -68,7 +68,7 @@ impl From<ValidationErrors> for CommandError {
 }
 
 /// Refuses, each as a `VALIDATION` error on its field, the URLs a tenant
-/// gave that lead where Herald never calls (DESIGN.md §8). They are judged
+/// gave that lead where Herald never calls (docs/security.md). They are judged
 /// again before every request; this makes the mistake visible at once.
 pub async fn check_urls<'a>(
     egress: &crate::egress::Egress,

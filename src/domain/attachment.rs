@@ -1,4 +1,4 @@
-//! Email attachments as a request names them (seed 002): a file fetched from
+//! Email attachments as a request names them: a file fetched from
 //! a URL at send time, or bytes given inline as base64.
 //!
 //! Inline bytes live in the `NotificationRequested` event, so their size is

@@ -1,7 +1,6 @@
-//! The `Campaign` aggregate (seed 004): one template sent to many recipients
-//! read from a CSV or a list, split into batches of messages. The seed's
-//! transaction → batch → message hierarchy is campaign → batch → message;
-//! a released message is a notification and reports its status from there.
+//! The `Campaign` aggregate: one template sent to many recipients read
+//! from a CSV or a list, split into batches of messages (campaign → batch →
+//! message); a released message is a notification and reports its status from there.
 //!
 //! | command | legal when | records |
 //! |---|---|---|
@@ -17,9 +16,8 @@
 //! | Resume | paused | CampaignResumed |
 //! | Cancel | not completed nor cancelled | CampaignCancelled |
 //!
-//! Statuses follow the seed's transaction statuses (ACCEPT → PROCESSING →
-//! SCHEDULED → READY_TO_SEND → SENT → COMPLETED), with `Sending` for
-//! READY_TO_SEND and `Paused` / `Cancelled` added for control.
+//! Statuses: ACCEPTED → PROCESSING → SCHEDULED → SENDING → SENT →
+//! COMPLETED, and `Paused` / `Cancelled` for control.
 
 use std::collections::BTreeMap;
 
@@ -56,7 +54,7 @@ pub enum CampaignStatus {
     Processing,
     /// Has recipients; waits for its `schedule_at`.
     Scheduled,
-    /// Started: batches are being released (the seed's READY_TO_SEND).
+    /// Started: batches are being released.
     Sending,
     Paused,
     /// Every batch is released.
@@ -96,7 +94,7 @@ impl CampaignStatus {
     }
 }
 
-/// A batch's status (seed 004's batch table): created whole by one import
+/// A batch's status: created whole by one import
 /// chunk, so it is `Ready` at once; `Sent` once released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchStatus {

@@ -1,6 +1,6 @@
 //! `[limits]` in herald.toml: the operator's limits, every tenant's unless it
-//! overrides them, and the ceiling of a tenant's own overrides (DESIGN.md §8:
-//! what the operator sets, a tenant's key can lower, never raise).
+//! overrides them, and the ceiling of a tenant's own overrides (what the
+//! operator sets, a tenant's key can lower, never raise; docs/security.md).
 //!
 //! Warnings (`soft_cap_fraction`, `monthly_soft_budget`) are the tenant's to
 //! move freely: they refuse nothing. Provider rates are not overridable at all.

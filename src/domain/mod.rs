@@ -1,5 +1,5 @@
 //! The domain: values, the message model, events, commands and the
-//! aggregates that decide them (DESIGN.md §2, §4).
+//! aggregates that decide them (docs/architecture.md).
 //!
 //! Pure: no IO, no async, no SQL. Everything here is tested without a
 //! database. Inputs are parsed into typed values once, at the edge; commands

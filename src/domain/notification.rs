@@ -1,4 +1,5 @@
-//! The `Notification` aggregate: which transitions are legal (DESIGN.md §4).
+//! The `Notification` aggregate: which transitions are legal (its life is
+//! described in docs/architecture.md).
 //!
 //! The same rules run when a command is handled ([`Notification::decide`]) and
 //! are assumed when state is rebuilt ([`Notification::apply`] trusts events).

@@ -1,6 +1,6 @@
 //! How urgent a requested notification is: the rule-based score the ranker
-//! records in `NotificationRanked` (seed 000's "priority + scheduled send
-//! time" with a `scoreBreakdown`), and when a low score waits (`send_after`).
+//! records in `NotificationRanked` (a priority score with a
+//! `scoreBreakdown`), and when a low score waits (`send_after`).
 //!
 //! The score is a sum of terms, so the breakdown adds up to it:
 //!
@@ -54,7 +54,7 @@ pub struct PriorityWeights {
     pub low: f64,
 }
 
-/// Seed 000's `sendAfter`: a low-value notification waits `seconds`, so it
+/// `sendAfter`: a low-value notification waits `seconds`, so it
 /// leaves room for urgent ones and can be batched or cancelled meanwhile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

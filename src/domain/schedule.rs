@@ -1,5 +1,5 @@
 //! The `Schedule` aggregate: a notification a tenant has sent on a cron
-//! schedule, in the schedule's own time zone (seed 003's scheduler).
+//! schedule, in the schedule's own time zone.
 //!
 //! | command | legal when | records |
 //! |---|---|---|

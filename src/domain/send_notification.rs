@@ -122,8 +122,8 @@ pub struct TemplateRefInput {
     pub variables: Option<Value>,
 }
 
-/// The canonical incoming event's identity (seed 000: `eventId`, `source`,
-/// `occurredAt`, `user.segment`).
+/// The identity of the source event a notification came from (`eventId`,
+/// `source`, `occurredAt`, `user.segment`).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceEventInput {

@@ -1,4 +1,4 @@
-//! A raw event from a producer (seed 001's ingest contract): kept immutable,
+//! A raw event from a producer (the ingest contract): kept immutable,
 //! indexed by entity and time for replay, and the input to rules that turn
 //! events into notifications.
 

@@ -1,4 +1,4 @@
-//! The fact that a raw source event arrived (seed 001): kept immutable in the
+//! The fact that a raw source event arrived: kept immutable in the
 //! log, on its entity's stream, whether or not it repeats an earlier one.
 //!
 //! A repeated event id from the same source is stored as well, flagged as a

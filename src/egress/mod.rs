@@ -1,4 +1,4 @@
-//! The guarded outbound HTTP client (DESIGN.md §8): every call Herald makes
+//! The guarded outbound HTTP client (docs/security.md): every call Herald makes
 //! to a URL a tenant gave (webhook endpoints, callbacks, CSV and attachment
 //! URLs) goes through it, so none reaches the operator's own network.
 //!

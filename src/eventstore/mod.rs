@@ -1,6 +1,6 @@
 //! The event log: append, read, subscribe. Knows nothing of notifications.
 //!
-//! Invariants (DESIGN.md section 3), each proved by tests/eventstore.rs:
+//! Invariants (docs/architecture.md), each proved by tests/it/eventstore.rs:
 //! optimistic concurrency, all-or-nothing batches, idempotent appends by event
 //! id, and readers that never skip an event that commits late.
 

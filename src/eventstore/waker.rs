@@ -4,7 +4,7 @@
 //! Appends in this process wake its readers directly after commit. Other
 //! processes hear a `NOTIFY` that a background task sends outside the append
 //! transactions, at most once per coalescing window: a `pg_notify` inside every
-//! append would serialise commits (DESIGN.md section 3).
+//! append would serialise commits (docs/architecture.md, "The event log").
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! `dead_letters`: the notifications that gave up, per tenant, newest first,
-//! until an operator requeues them (seed 002's DLQ inspection and replay).
+//! until an operator requeues them: what the dead-letter queue views list
+//! and replay.
 //!
 //! Each row remembers the position of the event that wrote it, and a change
 //! applies only over an older one; a requeue leaves a tombstone rather than

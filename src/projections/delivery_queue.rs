@@ -1,5 +1,5 @@
 //! `delivery_queue`: what the dispatcher has left to do, by priority and due
-//! time (DESIGN.md §6).
+//! time (docs/architecture.md, "Workers").
 //!
 //! Unlike the runner's read models it is written in the same transaction as
 //! the event that makes work due (an outbox): a send is claimable the moment
@@ -305,7 +305,7 @@ pub async fn next_due(executor: impl PgExecutor<'_>) -> Result<Option<DateTime<U
         .await
 }
 
-/// One line of the queue's ops view (seed 002's `/admin/queues`).
+/// One line of the queue's ops view (GraphQL `deliveryQueue`, REST `/admin/queues`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueStats {
     pub priority: i16,

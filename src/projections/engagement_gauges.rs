@@ -1,4 +1,4 @@
-//! Seed 002's gauges `open_rate{tenant,template_id}` and
+//! The engagement gauges `open_rate{tenant,template_id}` and
 //! `click_rate{tenant,template_id}`: per tenant and template (its key, or
 //! "none" for content written out in the request), the unique open and
 //! click rates of the emails sent in a recent window. A loop of the

@@ -1,4 +1,4 @@
-//! The entity index (seed 001): entity and time window to log positions, over
+//! The entity index, for replay: entity and time window to log positions, over
 //! `ingested_events`, which the ingest path keeps in step. Replay reads it.
 
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ pub struct ReplayQuery {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     /// With `false`, a repeated event id is returned once, the first time it
-    /// occurs in the window (seed 001).
+    /// occurs in the window: a source's retries are not replayed twice.
     pub include_duplicates: bool,
     pub limit: usize,
     /// Resume strictly after this point of the log's read order.

@@ -1,4 +1,4 @@
-//! Read models folded from the log (DESIGN.md section 5). Each file owns one
+//! Read models folded from the log (docs/architecture.md). Each file owns one
 //! table and the queries over it; `runner` keeps them in step, one process per
 //! projection, tables and checkpoint in one transaction.
 

@@ -1,4 +1,4 @@
-//! `ntfy`: publishes to a topic on an ntfy server (seed 003) with ntfy's
+//! `ntfy`: publishes to a topic on an ntfy server (ntfy.sh or self-hosted) with ntfy's
 //! header API: `POST {server}/{topic}`, the text as the body, the rest as
 //! `X-` headers (<https://docs.ntfy.sh/publish/>).
 

@@ -1,5 +1,5 @@
 //! Every Prometheus metric Herald exports, with its help text, in one place.
-//! One naming scheme: snake_case, no prefix (seed 002's names), the unit
+//! One naming scheme: snake_case, no prefix (`delivery_latency_ms`, not `herald_...`), the unit
 //! last (`_ms`, `_seconds`, `_events`), `_total` on counters. Counters are
 //! at 0 from the start for every label value known then (channels,
 //! reasons, configured providers, projections); a tenant's series appear
@@ -188,7 +188,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         Kind::Histogram,
         "Seconds a projection took for one batch, by projection.",
     ),
-    // Engagement (seed 002's names: ratios without a unit suffix).
+    // Engagement: ratios, so without a unit suffix.
     (
         "open_rate",
         Kind::Gauge,

@@ -1,5 +1,5 @@
 //! Email attachments: fetched by URL at send time (size and type limits) or
-//! decoded from base64, checked against the tenant's size cap (seed 002).
+//! decoded from base64, checked against the tenant's size cap.
 //!
 //! URL bodies are read in chunks and dropped as soon as they pass the cap, so
 //! a huge or endless answer costs at most the cap in memory.

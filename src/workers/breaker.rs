@@ -1,4 +1,4 @@
-//! Circuit breakers, one per provider (seed 003: five failures in a minute
+//! Circuit breakers, one per provider (by default five failures in a minute
 //! open it; half-open lets one request test the provider), and one per
 //! tenant and webhook endpoint origin (scheme, host, port), so a tenant's
 //! failing endpoint is passed over without opening the breaker every

@@ -1087,7 +1087,7 @@ impl Dispatcher {
             Ok(Delivered { receipt, content }) => {
                 metrics::counter!("notifications_sent_total", "channel" => route.channel.as_str(), "provider" => route.provider.clone(), "tenant" => state.tenant_id.to_string()).increment(1);
                 let latency = (now - state.requested_at).to_std().unwrap_or_default();
-                // From the request to the provider's acceptance (seed 002's delivery_latency_ms).
+                // From the request to the provider's acceptance.
                 metrics::histogram!("delivery_latency_ms", "channel" => route.channel.as_str(), "provider" => route.provider.clone()).record(latency.as_secs_f64() * 1000.0);
                 NotificationCommand::RecordSent {
                     attempt,

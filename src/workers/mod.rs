@@ -1,4 +1,4 @@
-//! Loops that move notifications along (DESIGN.md §4, §6): rank, schedule,
+//! Loops that move notifications along (docs/architecture.md): rank, schedule,
 //! throttle, dispatch with retries and failover, expire.
 
 pub mod attachments;
@@ -119,7 +119,8 @@ async fn wait_for_work<E>(
 pub struct DeliveryConfig {
     /// Pauses before each retry, for channels not named in `retry_delays_by_channel`.
     pub retry_delays_seconds: Vec<f64>,
-    /// Per-channel schedules, e.g. `ntfy = [1, 2, 4]` (seed 003).
+    /// Per-channel schedules, e.g. `ntfy = [1, 2, 4]` (a quick notice that is
+    /// worthless late).
     pub retry_delays_by_channel: BTreeMap<Channel, Vec<f64>>,
     /// Each pause is moved by up to this fraction either way, so retries of
     /// a burst do not arrive together.
@@ -220,7 +221,7 @@ pub struct RoutingConfig {
     /// alpha-2) with a `default` entry; used by cost-aware routing and budgets.
     pub costs: BTreeMap<String, BTreeMap<String, f64>>,
     /// Per tenant id, the only provider instances its messages may use
-    /// (seed 002's allow-list); a tenant not named may use every one.
+    /// (an allow-list); a tenant not named may use every one.
     pub tenant_providers: BTreeMap<String, Vec<String>>,
 }
 

@@ -1,5 +1,5 @@
-//! The ranker: how urgent a requested notification is (seed 000's ranking
-//! step). The rules in [`crate::domain::ranking`] always give an answer; an
+//! The ranker: how urgent a requested notification is, and so when it
+//! goes. The rules in [`crate::domain::ranking`] always give an answer; an
 //! OpenAI-compatible chat-completions model may be asked first, and when it
 //! fails, is slow or talks nonsense the rules decide and the breakdown says why.
 //!

@@ -1,4 +1,4 @@
-//! The retry schedule (seed 002: 10 s, 60 s, 5 min, with jitter).
+//! The retry schedule (by default 10 s, 60 s, 5 min, with jitter).
 
 use std::time::Duration;
 
@@ -28,11 +28,11 @@ pub fn retry_delay(
 mod tests {
     use super::*;
 
-    const SEED_002: [f64; 3] = [10.0, 60.0, 300.0];
+    const DEFAULT_DELAYS: [f64; 3] = [10.0, 60.0, 300.0];
 
     #[test]
     fn follows_the_schedule_then_gives_up() {
-        let delay = |n| retry_delay(&SEED_002, 0.2, n, None, 0.0);
+        let delay = |n| retry_delay(&DEFAULT_DELAYS, 0.2, n, None, 0.0);
         assert_eq!(delay(0), Some(Duration::from_secs(10)));
         assert_eq!(delay(1), Some(Duration::from_secs(60)));
         assert_eq!(delay(2), Some(Duration::from_secs(300)));
@@ -41,8 +41,8 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_band() {
-        let low = retry_delay(&SEED_002, 0.2, 0, None, -1.0).unwrap();
-        let high = retry_delay(&SEED_002, 0.2, 0, None, 1.0).unwrap();
+        let low = retry_delay(&DEFAULT_DELAYS, 0.2, 0, None, -1.0).unwrap();
+        let high = retry_delay(&DEFAULT_DELAYS, 0.2, 0, None, 1.0).unwrap();
         assert_eq!(low, Duration::from_secs(8));
         assert_eq!(high, Duration::from_secs(12));
     }
@@ -51,9 +51,9 @@ mod tests {
     fn retry_after_replaces_the_pause_but_not_the_budget() {
         let asked = Some(Duration::from_secs(7));
         assert_eq!(
-            retry_delay(&SEED_002, 0.2, 1, asked, 1.0),
+            retry_delay(&DEFAULT_DELAYS, 0.2, 1, asked, 1.0),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(retry_delay(&SEED_002, 0.2, 3, asked, 1.0), None);
+        assert_eq!(retry_delay(&DEFAULT_DELAYS, 0.2, 3, asked, 1.0), None);
     }
 }

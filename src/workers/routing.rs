@@ -1,4 +1,4 @@
-//! Which provider carries the next attempt (seed 002's routing policies).
+//! Which provider carries the next attempt: failover, and cost for marketing.
 //!
 //! Channels are tried in the order the send gives. Within a channel the
 //! providers come in the configured order (reliability first), or cheapest

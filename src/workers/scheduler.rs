@@ -1,5 +1,5 @@
 //! The scheduler: one loop per workers process that fires the recurring
-//! schedules whose slot is due (seed 003's scheduler creating messages).
+//! schedules whose slot is due, each firing an ordinary send.
 //!
 //! Several processes may run it on one database. They do not lock: each
 //! step is decided from a schedule's stream version and appended expecting

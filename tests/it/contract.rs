@@ -1,8 +1,8 @@
 //! The GraphQL contract as clients Herald did not write see it: the standard
 //! introspection queries of graphql-js and graphql-core build a client
 //! schema, the limits still refuse abuse, and GraphQL Code Generator with
-//! `tsc` builds typed TypeScript from `schema.graphql` and the README's
-//! operations.
+//! `tsc` builds typed TypeScript from `schema.graphql` and the operations
+//! `docs/api.md` shows.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -125,30 +125,30 @@ async fn alias_floods_and_over_deep_queries_are_refused_typed() {
     assert_eq!(error_codes(&expanding), ["VALIDATION"], "{expanding}");
 }
 
-/// The README's operations: every ```graphql block of its "GraphQL
-/// contract" section.
-fn readme_operations() -> String {
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("\n### GraphQL contract\n")
+/// The documented operations: every ```graphql block of the "GraphQL
+/// contract" section of `docs/api.md`.
+fn documented_operations() -> String {
+    let page = include_str!("../../docs/api.md");
+    let section = page
+        .split("\n## GraphQL contract\n")
         .nth(1)
-        .expect("README has a GraphQL contract section");
+        .expect("docs/api.md has a GraphQL contract section");
     let section = section.split("\n## ").next().unwrap_or(section);
     let blocks: Vec<&str> = section
         .split("```graphql\n")
         .skip(1)
         .map(|block| block.split("```").next().unwrap())
         .collect();
-    assert!(blocks.len() >= 4, "the README's operations: {blocks:?}");
+    assert!(blocks.len() >= 4, "the documented operations: {blocks:?}");
     blocks.concat()
 }
 
 #[tokio::test]
-async fn typescript_clients_build_from_the_schema_and_the_readme_operations() {
+async fn typescript_clients_build_from_the_schema_and_the_documented_operations() {
     let peer = npm_peer("graphql-codegen");
     let dir = std::env::temp_dir().join(format!("herald-codegen-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("operations.graphql"), readme_operations()).unwrap();
+    std::fs::write(dir.join("operations.graphql"), documented_operations()).unwrap();
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     // The whole schema's types, and the operations' types importing them.
     // Every scalar must be mapped (`strictScalars`): Position to string.

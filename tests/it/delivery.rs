@@ -895,7 +895,7 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
     runner.task.await.unwrap();
 }
 
-/// Seed 002's `POST /admin/dlq/replay` runs the same requeue as GraphQL's
+/// REST `POST /admin/dlq/replay` runs the same requeue as GraphQL's
 /// `replayDeadLetter` and `replayDeadLetters`.
 #[tokio::test]
 async fn dead_letters_are_replayed_through_the_rest_twin() {

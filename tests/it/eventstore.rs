@@ -1,4 +1,4 @@
-//! The event store's invariants (DESIGN.md section 3), on real PostgreSQL.
+//! The event store's invariants (docs/architecture.md), on real PostgreSQL.
 
 use futures::StreamExt;
 use herald::eventstore::{

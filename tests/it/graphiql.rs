@@ -118,7 +118,7 @@ async fn graphiql_is_served_from_the_binary_with_versioned_assets_and_a_self_onl
     assert_eq!(other_version.status(), 404);
 }
 
-/// Where the browser test leaves its screenshot (see README, GraphiQL).
+/// Where the browser test leaves its screenshot (see docs/api.md, GraphiQL).
 fn artifact(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&dir).expect("target/test-artifacts");

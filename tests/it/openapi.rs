@@ -1,4 +1,4 @@
-//! The REST twin (seed 002's surface) and its OpenAPI document: checked by
+//! The REST twin and its OpenAPI document: checked by
 //! an independent validator (openapi-spec-validator) and fuzzed by
 //! Schemathesis, both from PyPI (`tests/peers/requirements.txt`).
 
@@ -12,7 +12,7 @@ use crate::support::TestApp;
 const PUBLISH: &str =
     "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { number } }";
 
-/// `otp_login` v1 and v2, in English, by email and SMS; v2 is what seed 002's clients name.
+/// `otp_login` v1 and v2, in English, by email and SMS; v2 is what the flat messages name.
 async fn publish_otp(app: &TestApp, key: &str) {
     for greeting in ["Your code", "Your login code"] {
         let published = app
@@ -106,7 +106,7 @@ async fn run(
 }
 
 #[tokio::test]
-async fn the_openapi_document_is_valid_openapi_3_1_and_lists_seed_002s_routes() {
+async fn the_openapi_document_is_valid_openapi_3_1_and_lists_the_rest_routes() {
     let app = TestApp::start().await;
     let document = document(&app).await;
     assert_eq!(document["openapi"], "3.1.0");
@@ -267,7 +267,7 @@ async fn schemathesis_finds_no_server_error_in_the_rest_twin() {
 }
 
 #[tokio::test]
-async fn a_seed_002_message_is_sent_with_its_category_and_tags() {
+async fn a_flat_message_is_sent_with_its_category_and_tags() {
     let app = TestApp::start().await;
     let (tenant, key) = app.tenant().await;
     publish_otp(&app, &key).await;

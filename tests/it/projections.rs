@@ -1,4 +1,4 @@
-//! The projection runner (DESIGN.md section 5), on real PostgreSQL: batches
+//! The projection runner (docs/architecture.md), on real PostgreSQL: batches
 //! and checkpoints commit together, one process runs a projection while
 //! others stand by, and a failed event stops its projection visibly.
 

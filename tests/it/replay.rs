@@ -1,4 +1,4 @@
-//! Replay (seed 001): an entity's events in a time window, in log order, with
+//! Replay: an entity's events in a time window, in log order, with
 //! and without duplicates, paged by limit and cursor; and `herald replay`.
 
 use serde_json::{Value, json};

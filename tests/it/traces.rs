@@ -194,7 +194,7 @@ async fn a_notification_s_life_is_one_trace() {
         None,
     )
     .await;
-    // A trace id in the request (seed 002's `trace_id`), no header.
+    // A trace id in the request body (`trace_id`), no header.
     let body_trace = "0af7651916cd43dd8448eb211c80319c";
     let from_body = send(&served, None, Some(body_trace)).await;
     // Neither: a new trace, which the events name.

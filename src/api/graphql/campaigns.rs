@@ -1,4 +1,4 @@
-//! Campaigns (seed 004): `campaign`, `campaigns`, `createCampaign`,
+//! Campaigns: `campaign`, `campaigns`, `createCampaign`,
 //! recipients from a list, a CSV URL or an uploaded CSV, and
 //! `pauseCampaign` / `resumeCampaign` / `cancelCampaign`. The CSV body
 //! route is `POST /api/campaigns/{id}/recipients` (src/api/campaigns.rs).
@@ -37,7 +37,7 @@ pub struct CampaignTemplate {
 
 #[derive(SimpleObject)]
 pub struct CampaignStatusCount {
-    /// A message status of seed 004: CREATED, READY_TO_SEND, SENDING, SENT,
+    /// A campaign message's status: CREATED, READY_TO_SEND, SENDING, SENT,
     /// DELIVERED, BOUNCED, COMPLAINED, FAILED, CANCELLED, REJECTED.
     pub status: String,
     pub count: i64,

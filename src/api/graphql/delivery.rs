@@ -1,5 +1,5 @@
 //! Delivery operations: the dead-letter queue (inspect, replay) and the
-//! delivery queue's ops view (seed 002's `/admin/queues`, `/admin/dlq/replay`).
+//! delivery queue's ops view (REST twins: `/admin/queues`, `/admin/dlq/replay`).
 
 use async_graphql::{ComplexObject, Context, ID, InputObject, Object, Result, SimpleObject};
 use base64::Engine;
@@ -84,7 +84,7 @@ pub struct QueueLine {
     pub oldest_due_at: Option<DateTime<Utc>>,
 }
 
-/// One worker process's view of one provider (seed 002's `/admin/providers`).
+/// One worker process's view of one provider (as REST `/admin/providers`).
 #[derive(SimpleObject)]
 pub struct ProviderHealth {
     pub provider: String,

@@ -257,7 +257,7 @@ impl CoreQuery {
         })
     }
 
-    /// Seed 001's replay: an entity's ingested events within a time window,
+    /// Replay: an entity's ingested events within a time window,
     /// in log order, a page at a time. Without `includeDuplicates`, an event
     /// id repeated in the window is returned once.
     #[allow(clippy::too_many_arguments)]

@@ -1,4 +1,5 @@
-//! Projection operations (DESIGN.md section 5; `herald projections` in the API).
+//! Projection operations (`herald projections` in the API; see
+//! docs/operations.md).
 //!
 //! Who may do what: projections are system-wide (one read model, one
 //! checkpoint, for every tenant), while API keys belong to one tenant. So any

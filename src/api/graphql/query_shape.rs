@@ -6,7 +6,7 @@
 //!
 //! async-graphql's own `limit_complexity` skips `__typename`, and its depth
 //! limit counts introspection, whose standard queries nest 15 levels deep;
-//! this one judges both as the README describes.
+//! this one judges both as docs/api.md describes.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -233,7 +233,7 @@ impl From<SendNotificationInput> for domain::SendNotification {
     }
 }
 
-/// A raw event from a source system (seed 001). Every field is required;
+/// A raw event from a source system, stored as it came. Every field is required;
 /// a bad value is reported by field (`VALIDATION`, `extensions.fields`).
 /// The JSON Schema of the same event is served at `/schemas/event.json`.
 #[derive(InputObject)]

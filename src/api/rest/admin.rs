@@ -1,4 +1,4 @@
-//! Seed 002's admin routes, for `ops` keys (as the GraphQL ops queries):
+//! The REST admin routes, for `ops` keys (as the GraphQL ops queries):
 //! health, provider breakers, the delivery queue, DLQ replay.
 
 use axum::extract::State;

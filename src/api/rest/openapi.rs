@@ -16,12 +16,13 @@ use crate::api::error::ErrorBody;
 #[openapi(
     info(
         title = "Herald REST API",
-        description = "The REST twin of Herald's GraphQL API (seed 002's surface): the same \
-            commands, read models and errors. Every route but this document takes an API key \
-            as `Authorization: Bearer hk_...`; `/admin/*` needs the `ops` scope. Errors are \
-            `{\"error\": {\"code\", \"message\", \"fields\", \"error_id\"}}` with the HTTP \
-            status of their code. Bodies are JSON (`Content-Type: application/json`), at \
-            most `max_request_bytes` (1 MiB by default); a batch holds at most 1,000 sends."
+        description = "The REST twin of Herald's GraphQL API, for services that do not \
+            speak GraphQL: the same commands, read models and errors. Every route but this \
+            document takes an API key as `Authorization: Bearer hk_...`; `/admin/*` needs the \
+            `ops` scope. Errors are `{\"error\": {\"code\", \"message\", \"fields\", \
+            \"error_id\"}}` with the HTTP status of their code. Bodies are JSON \
+            (`Content-Type: application/json`), at most `max_request_bytes` (16 MiB by \
+            default); a batch holds at most 1,000 sends."
     ),
     paths(
         super::send,

@@ -32,8 +32,8 @@ pub fn read<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     })
 }
 
-/// A send: Herald's own shape (`SendNotification`) or seed 002's message
-/// (`Message`), told apart by seed 002's fields `channel`, `to` and
+/// A send: Herald's own shape (`SendNotification`) or the flat message
+/// shape (`Message`), told apart by the message's fields `channel`, `to` and
 /// `template_id`, which Herald's shape does not have.
 #[derive(Debug)]
 pub enum SendBody {
@@ -72,7 +72,7 @@ impl PartialSchema for SendBody {
             .item(Ref::from_schema_name(Message::name()))
             .item(Ref::from_schema_name(SendNotification::name()))
             .description(Some(
-                "Seed 002's message (it has `channel`, `to` and `template_id`) or Herald's own \
+                "A flat message (it has `channel`, `to` and `template_id`) or Herald's own \
                  send (`channels`, `recipient`, `content` or `template`).",
             ))
             .into()
@@ -88,7 +88,7 @@ impl ToSchema for SendBody {
     }
 }
 
-/// Seed 002's message: one channel, a template by `key:vN`, the addresses
+/// The flat message shape: one channel, a template by `key:vN`, the addresses
 /// in `to`. Its `metadata.category` and `metadata.tags` become the
 /// notification's category and tags.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -127,7 +127,7 @@ pub struct Message {
     pub trace_id: Option<String>,
 }
 
-/// Seed 002's channels as Herald has them (`whatsapp` is not one).
+/// A message's channels, as Herald has them (no `whatsapp`: Herald has no WhatsApp provider).
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageChannel {
@@ -289,11 +289,11 @@ pub fn template_id(raw: &str) -> Result<(String, Option<u32>), ApiError> {
     }
 }
 
-/// The answer to a seed 002 message.
+/// The answer to a flat message.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageAccepted {
     pub message_id: Uuid,
-    /// `REQUESTED` (seed 002's `queued`), or `SCHEDULED` for a later `schedule_at`.
+    /// `REQUESTED` (queued), or `SCHEDULED` for a later `schedule_at`.
     pub status: NotificationStatus,
 }
 

@@ -47,8 +47,8 @@ macro_rules! text_value {
 }
 
 /// A `Debug` that hides the value: these types hold personal data (addresses,
-/// message bodies) that logs and traces must never carry (seed 002's PII
-/// masking), and `{:?}` is how such data usually slips into a log line.
+/// message bodies) that logs and traces must never carry (personal data is
+/// masked), and `{:?}` is how such data usually slips into a log line.
 macro_rules! redacted_debug {
     ($name:ident) => {
         impl ::std::fmt::Debug for $name {

@@ -28,7 +28,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// Accepts any case: the seed's clients send `high`, GraphQL sends `HIGH`.
+    /// Accepts any case: REST clients send `high`, GraphQL sends `HIGH`.
     pub fn parse(s: &str) -> Result<Self, ValueError> {
         [Priority::High, Priority::Normal, Priority::Low]
             .into_iter()
