@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journey::Service;
 use crate::peers::{free_port, webhook_receiver};
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, data, error_codes, eventually};
 
 #[tokio::test]
 async fn analytics_counts_statuses_per_channel_with_rates() {
@@ -57,18 +57,7 @@ async fn analytics_counts_statuses_per_channel_with_rates() {
         { "channel": "email", "status": "REQUESTED", "count": 3, "rate": 1.0 },
         { "channel": "sms", "status": "REQUESTED", "count": 1, "rate": 1.0 },
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut rows: Value;
-    loop {
-        let response = app.graphql(Some(&key), query, window.clone()).await;
-        assert!(response["errors"].is_null(), "{response}");
-        rows = response["data"]["analytics"].clone();
-        if rows == expected || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(rows, expected);
+    until_answered(&app, &key, query, window.clone(), expected).await;
 
     let backwards = json!({ "from": window["to"], "to": window["from"] });
     let response = app.graphql(Some(&key), query, backwards).await;
@@ -173,34 +162,30 @@ fn sent(attempt: u32, provider: &str) -> NotificationEvent {
     }
 }
 
-/// Polls `query` until its one field equals `expected` (the projection runs
-/// beside), then asserts it.
-async fn eventually(app: &TestApp, key: &str, query: &str, variables: Value, expected: Value) {
+/// Waits until `query`'s one field equals `expected` (the projection runs
+/// beside).
+async fn until_answered(app: &TestApp, key: &str, query: &str, variables: Value, expected: Value) {
     until_equal(
-        async || {
-            let response = app.graphql(Some(key), query, variables.clone()).await;
-            assert!(response["errors"].is_null(), "{response}");
-            response["data"].clone()
-        },
+        async || data(app.graphql(Some(key), query, variables.clone()).await),
         query,
         expected,
     )
     .await;
 }
 
-/// Polls `ask` until the one field of the `data` it answers equals
-/// `expected`, then asserts it (`what` names it).
+/// Waits until the one field of the `data` that `ask` answers equals
+/// `expected` (`what` names it).
 async fn until_equal(ask: impl AsyncFn() -> Value, what: &str, expected: Value) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), async || {
         let data = ask().await;
         let rows = data.as_object().unwrap().values().next().unwrap();
-        if *rows == expected || std::time::Instant::now() > deadline {
-            assert_eq!(*rows, expected, "{what}");
-            return;
+        if *rows == expected {
+            Ok(())
+        } else {
+            Err(format!("{what}: {rows:#}, not {expected:#}"))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// The analytics tables, every row, in a stable order.
@@ -313,7 +298,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
         RunnerOptions::default(),
         stop.clone(),
     );
-    eventually(
+    until_answered(
         &app,
         &key,
         by_channel,
@@ -346,7 +331,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
         .await;
 
     // Requests have no provider yet: rates by provider have no base.
-    eventually(
+    until_answered(
         &app,
         &key,
         by_provider,
@@ -367,7 +352,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
     let by_template = r#"query($from: DateTime!, $to: DateTime!) {
       analytics(from: $from, to: $to, groupBy: [TEMPLATE], filter: { status: SENT }) { template count rate }
     }"#;
-    eventually(
+    until_answered(
         &app,
         &key,
         by_template,
@@ -382,7 +367,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
     let sms_only = r#"query($from: DateTime!, $to: DateTime!) {
       analytics(from: $from, to: $to, groupBy: [STATUS], filter: { channel: SMS, provider: "twilio" }) { status count }
     }"#;
-    eventually(
+    until_answered(
         &app,
         &key,
         sms_only,
@@ -404,7 +389,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
         variables["by"] = by;
         variables
     };
-    eventually(
+    until_answered(
         &app,
         &key,
         latency,
@@ -413,7 +398,7 @@ async fn a_new_version_rebuilds_with_providers_templates_and_latency() {
                  "p50Ms": 5000.0, "p90Ms": 48000.0, "p99Ms": 58800.0 }]),
     )
     .await;
-    eventually(
+    until_answered(
         &app,
         &key,
         latency,
@@ -487,6 +472,7 @@ const ENGAGEMENT: &str = "engagement { sent delivered opened clicked bounced com
 /// A template whose email links to a shop, so that clicks can be tracked.
 async fn publish_with_link(service: &Service, key: &str) {
     service
+        .served
         .graphql(
             "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { number } }",
             json!({ "input": {
@@ -591,7 +577,7 @@ async fn grouped_by(service: &Service, dimension: &str, window: &Value) -> Value
         "query($from: DateTime!, $to: DateTime!) {{ \
            analytics(from: $from, to: $to, groupBy: [{dimension}]) {{ {field} {ENGAGEMENT} }} }}"
     );
-    service.graphql(&query, window.clone()).await
+    service.served.graphql(&query, window.clone()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -601,6 +587,7 @@ async fn engagement_counts_real_opens_clicks_and_receipts_per_channel_template_p
     ))
     .await;
     service
+        .served
         .graphql(
             "mutation { setTrackingSettings(opens: true, clicks: true) { opens } }",
             json!({}),
@@ -611,7 +598,7 @@ async fn engagement_counts_real_opens_clicks_and_receipts_per_channel_template_p
     let port = free_port();
     let hook_url = format!("http://127.0.0.1:{port}/hooks");
     let secret = service
-        .graphql(
+        .served.graphql(
             "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }",
             json!({ "input": { "url": hook_url, "eventTypes": ["NotificationExpired"] } }),
         )
@@ -642,6 +629,7 @@ async fn engagement_counts_real_opens_clicks_and_receipts_per_channel_template_p
     for id in [&ada, &bob, &cy, &dee, &eve, &hooks[0], &hooks[1]] {
         service.wait_for_status(id, "SENT").await;
         let timeline = service
+            .served
             .graphql(
                 "query($id: ID!) { notification(id: $id) { timeline { type recordedAt } } }",
                 json!({ "id": id }),
@@ -770,11 +758,15 @@ async fn open_and_click_rate_gauges_per_tenant_and_template_within_their_cap() {
         "[analytics]\ngauge_interval_seconds = 1\ngauge_window_hours = 1\ngauge_max_series = 2\n",
     )
     .await;
-    let tenant = service.graphql("{ viewer { tenantId } }", json!({})).await["viewer"]["tenantId"]
+    let tenant = service
+        .served
+        .graphql("{ viewer { tenantId } }", json!({}))
+        .await["viewer"]["tenantId"]
         .as_str()
         .unwrap()
         .to_string();
     service
+        .served
         .graphql(
             "mutation { setTrackingSettings(opens: true, clicks: true) { opens } }",
             json!({}),

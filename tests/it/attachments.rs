@@ -71,7 +71,7 @@ print(json.dumps({"type": message.get_content_type(),
                   "children": [p.get_content_type() for p in message.iter_parts()],
                   "parts": parts}))
 "#;
-    let output = Command::new("python3")
+    let output = Command::new(crate::peers::python())
         .args(["-c", script, files[0].to_str().unwrap()])
         .output()
         .unwrap();

@@ -8,7 +8,7 @@ use herald::domain::recipient::{PreferenceChange, PreferenceSource};
 use herald::domain::values::{Category, Channel, RecipientId, TenantId};
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, data, error_codes};
 
 const UPSERT: &str = r#"mutation($input: UpsertRecipientInput!) {
   upsertRecipient(input: $input) { id hasProfile email phone locale timezone segment attributes quietHours { start end } }
@@ -45,9 +45,7 @@ impl Tenant {
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let response = self.app.graphql(Some(&self.key), query, variables).await;
-        assert!(response["errors"].is_null(), "{response}");
-        response["data"].clone()
+        data(self.app.graphql(Some(&self.key), query, variables).await)
     }
 
     async fn audience(&self, id: &str) -> Option<Audience> {

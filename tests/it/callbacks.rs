@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::{Peer, free_port, webhook_answer_next, webhook_receiver, webhook_requests};
-use crate::support::{TestApp, error_codes, position};
+use crate::support::{TestApp, data, error_codes, eventually, position};
 
 const CREATE: &str = r#"mutation($input: CreateWebhookEndpointInput!) {
   createWebhookEndpoint(input: $input) { secret endpoint { id url description eventTypes } }
@@ -59,9 +59,7 @@ impl Callbacks {
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let response = self.app.graphql(Some(&self.key), query, variables).await;
-        assert!(response["errors"].is_null(), "{response}");
-        response["data"].clone()
+        data(self.app.graphql(Some(&self.key), query, variables).await)
     }
 
     /// A new endpoint at `url`; returns its id and secret.
@@ -142,18 +140,15 @@ impl Drop for Callbacks {
 
 /// Waits until `done` holds for what the receiver recorded.
 async fn received(peer: &Peer, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), async || {
         let requests = webhook_requests(peer).await;
         if done(&requests) {
-            return requests;
+            Ok(requests)
+        } else {
+            Err(format!("the receiver got only {requests:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the receiver got only {requests:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 fn body(request: &Value) -> Value {
@@ -314,11 +309,15 @@ async fn status_changes_arrive_signed_once_each_and_a_failure_is_retried() {
     assert_eq!(requested["data"]["request"]["callback_url"], url);
 
     // Delivered rows leave the table.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cb.deliveries(json!({})).await.is_empty() {
-        assert!(Instant::now() < deadline, "delivered rows stayed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), async || {
+        let rows = cb.deliveries(json!({})).await;
+        if rows.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("delivered rows stay: {rows:#?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -388,15 +387,15 @@ async fn failures_stay_visible_in_webhook_deliveries() {
     let id = cb.send(Some(unregistered)).await;
     cb.cancel(&id).await;
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let failed = loop {
+    let failed = eventually(Duration::from_secs(20), async || {
         let failed = cb.deliveries(json!({ "status": "FAILED" })).await;
         if failed.len() == 3 {
-            break failed;
+            Ok(failed)
+        } else {
+            Err(format!("failed deliveries: {failed:#?}"))
         }
-        assert!(Instant::now() < deadline, "failed deliveries: {failed:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let unsigned: Vec<&Value> = failed
         .iter()
         .filter(|d| d["endpointId"].is_null())

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::peers::{SmtpRecorder, smtp_recorder};
 use crate::served::{Served, serve, smtp_config};
+use crate::support::eventually;
 
 const MESSAGES: usize = 2_000;
 /// Received before the test stops the campaign.
@@ -122,6 +123,8 @@ impl Service {
     }
 
     /// Waits until the SMTP server has received at least `count` messages.
+    /// It looks every 5 ms, closer than [`eventually`] does, so that what
+    /// the test does next lands soon after the `count`th.
     async fn received_at_least(&self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.received() < count {
@@ -136,15 +139,15 @@ impl Service {
 
     /// The campaign once `done` holds for it, within 60 s.
     async fn campaign_when(&self, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually(Duration::from_secs(60), async || {
             let campaign = self.campaign().await;
             if done(&campaign) {
-                return campaign;
+                Ok(campaign)
+            } else {
+                Err(format!("not settled: {campaign}"))
             }
-            assert!(Instant::now() < deadline, "never settled: {campaign}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -153,8 +156,7 @@ impl Service {
     /// (the queue says so, not a projection) and every email received is
     /// counted sent; returns how many were sent.
     async fn settled_while_paused(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually(Duration::from_secs(60), async || {
             let data = self
                 .served
                 .graphql(
@@ -172,11 +174,12 @@ impl Service {
                 && sent == self.received()
                 && count(&data["campaign"], "pending") == MESSAGES - sent
             {
-                return sent;
+                Ok(sent)
+            } else {
+                Err(format!("not settled: {data}"))
             }
-            assert!(Instant::now() < deadline, "never settled: {data}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 

@@ -3,7 +3,7 @@
 //! provider sends, and signed progress callbacks verified by the Standard
 //! Webhooks reference library, with a retry after a failure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::peers::{free_port, webhook_answer_next, webhook_receiver, webhook_requests};
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, data, error_codes, eventually};
 
 const PUBLISH: &str =
     r#"mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { key number } }"#;
@@ -134,9 +134,7 @@ impl Campaigns {
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let response = self.app.graphql(Some(&self.key), query, variables).await;
-        assert!(response["errors"].is_null(), "{response}");
-        response["data"].clone()
+        data(self.app.graphql(Some(&self.key), query, variables).await)
     }
 
     async fn create(&self, input: Value) -> (Uuid, Value) {
@@ -172,15 +170,15 @@ impl Campaigns {
     }
 
     async fn wait_for_status(&self, id: Uuid, status: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(within, async || {
             let campaign = self.campaign(id).await;
             if campaign["status"] == status {
-                return campaign;
+                Ok(campaign)
+            } else {
+                Err(format!("not {status}: {campaign:#}"))
             }
-            assert!(Instant::now() < deadline, "never {status}: {campaign:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -605,16 +603,16 @@ async fn a_campaign_reaches_the_provider_and_reports_signed_callbacks_with_a_ret
     assert_eq!(provider.len(), 5);
 
     // Every callback delivered, the first after one failure.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let callbacks = loop {
+    let callbacks = eventually(Duration::from_secs(15), async || {
         let campaign = c.campaign(id).await;
         let callbacks = campaign["callbacks"].as_array().unwrap().clone();
         if callbacks.iter().all(|cb| cb["status"] == "DELIVERED") && callbacks.len() >= 2 {
-            break callbacks;
+            Ok(callbacks)
+        } else {
+            Err(format!("{campaign:#}"))
         }
-        assert!(Instant::now() < deadline, "{campaign:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let events: Vec<&str> = callbacks
         .iter()
         .map(|cb| cb["event"].as_str().unwrap())
@@ -853,16 +851,16 @@ async fn campaign_analytics_count_opens_bounces_and_unsubscribes_of_its_messages
     .expect("unsubscribe");
 
     // The bounce reaches `notification_status` through its projection.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let analytics = loop {
+    let analytics = eventually(Duration::from_secs(15), async || {
         let analytics =
             c.graphql(ANALYTICS, json!({ "id": id })).await["campaign"]["analytics"].clone();
         if analytics["bounced"] == 1 {
-            break analytics;
+            Ok(analytics)
+        } else {
+            Err(format!("{analytics:#}"))
         }
-        assert!(Instant::now() < deadline, "{analytics:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(
         analytics,
         json!({

@@ -9,22 +9,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::peers::npm_peer;
+use crate::peers::{npm_peer, python};
 use crate::support::{TestApp, error_codes};
 
 /// Runs `program args...` in `dir`; its stdout parsed as one JSON line, or
 /// a panic with everything it said.
-async fn json_line(program: &str, args: &[&str], dir: &Path) -> Value {
+async fn json_line(program: impl AsRef<Path>, args: &[&str], dir: &Path) -> Value {
+    let program = program.as_ref();
     let output = tokio::process::Command::new(program)
         .args(args)
         .current_dir(dir)
         .output()
         .await
-        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "{program} {args:?} failed:\n{stdout}\n{}",
+        "{} {args:?} failed:\n{stdout}\n{}",
+        program.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not one JSON line: {stdout}"))
@@ -62,7 +64,7 @@ async fn graphql_core_introspection_builds_a_client_schema() {
     let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
     let url = format!("{}/graphql", app.base);
     // graphql-core is one of the Python peers (tests/peers/requirements.txt).
-    let built = json_line("python3", &["introspect.py", &url, &key], &peers).await;
+    let built = json_line(python(), &["introspect.py", &url, &key], &peers).await;
     assert_built(&built, "graphql-core");
 }
 

@@ -15,7 +15,7 @@ use herald::eventstore::EventStore;
 
 use sqlx::ConnectOptions;
 
-use crate::support::fresh_database;
+use crate::support::{eventually, fresh_database};
 
 /// An ntfy-compatible sink that counts every publish per notification id.
 #[derive(Clone, Default)]
@@ -131,14 +131,11 @@ async fn a_worker_killed_mid_load_loses_nothing_after_restart() {
     let url = db.options.to_url_lossy().to_string();
 
     let mut worker = workers_process(&url, &config);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while sink.totals().0 < COUNT / 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(60), async || match sink.totals().0 {
+        received if received >= COUNT / 5 => Ok(()),
+        received => Err(format!("the worker has sent {received} of {}", COUNT / 5)),
+    })
+    .await;
     worker.start_kill().unwrap();
     worker.wait().await.unwrap();
     let at_kill = sink.totals().0;
@@ -148,15 +145,13 @@ async fn a_worker_killed_mid_load_loses_nothing_after_restart() {
     );
 
     let mut restarted = workers_process(&url, &config);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while sent_count(&store).await < COUNT as i64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {COUNT} sent after the restart",
-            sent_count(&store).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(120), async || {
+        match sent_count(&store).await {
+            sent if sent >= COUNT as i64 => Ok(()),
+            sent => Err(format!("{sent} of {COUNT} sent after the restart")),
+        }
+    })
+    .await;
     let (unique, total) = sink.totals();
     eprintln!(
         "SIGKILL after {at_kill} of {COUNT} received: all {COUNT} sent after the restart; \
@@ -201,20 +196,33 @@ async fn a_token_bucket_holds_across_two_worker_processes() {
     let url = db.options.to_url_lossy().to_string();
     let mut first = workers_process(&url, &config);
     let mut second = workers_process(&url, &config);
-    // Both processes are up and idle before the load arrives.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both processes are up and idle before the load arrives: each
+    // dispatcher has published its providers' health.
+    eventually(Duration::from_secs(60), async || {
+        let dispatchers: i64 =
+            sqlx::query_scalar("SELECT count(DISTINCT worker_id) FROM provider_health")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if dispatchers == 2 {
+            Ok(())
+        } else {
+            Err(format!("{dispatchers} of 2 worker processes are up"))
+        }
+    })
+    .await;
     let started = std::time::Instant::now();
     send_many(&store, COUNT).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while sink.totals().0 < COUNT {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {:?} of {COUNT} arrived",
-            sink.totals()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(60), async || {
+        let (unique, total) = sink.totals();
+        if unique >= COUNT {
+            Ok(())
+        } else {
+            Err(format!("{unique} of {COUNT} arrived ({total} in all)"))
+        }
+    })
+    .await;
     let times = sink.times.lock().unwrap().clone();
     let mut times: Vec<f64> = times.iter().map(|t| (*t - started).as_secs_f64()).collect();
     times.sort_by(f64::total_cmp);

@@ -28,7 +28,7 @@ use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
 use herald::workers::ranker::{Ranker, RankingConfig};
 use herald::workers::{DeliveryConfig, RoutingConfig};
 
-use crate::support::{TestDatabase, append_raw, fresh_database};
+use crate::support::{TestDatabase, append_raw, eventually, fresh_database};
 
 /// A provider that answers from a script (then succeeds) and records calls.
 #[derive(Clone)]
@@ -190,20 +190,19 @@ impl Harness {
         status: NotificationStatus,
         within: Duration,
     ) -> NotificationDetails {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        eventually(within, async || {
             let details = self.details(id).await;
             if details.state.status == status {
-                return details;
+                Ok(details)
+            } else {
+                Err(format!(
+                    "still {}, waiting for {status}: {:?}",
+                    details.state.status,
+                    types(&details)
+                ))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "still {} after {within:?}, waiting for {status}: {:?}",
-                details.state.status,
-                types(&details)
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     async fn queue_len(&self) -> i64 {
@@ -446,9 +445,6 @@ async fn a_scheduled_send_waits_for_its_second() {
     let worker = h.start(&[&provider], quick());
     let schedule_at = Utc::now() + chrono::TimeDelta::seconds(2);
     let scheduled = h.send(json!({ "schedule_at": schedule_at })).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(provider.calls().is_empty(), "sent before its time");
-
     h.wait_for(
         &scheduled,
         NotificationStatus::Sent,
@@ -724,9 +720,8 @@ async fn the_retry_schedule_starts_once_every_provider_has_failed_in_turn() {
 async fn a_cancelled_notification_is_never_attempted() {
     let h = Harness::new().await;
     let provider = Scripted::new("mail-a");
-    let id = h
-        .send(json!({ "schedule_at": Utc::now() + chrono::TimeDelta::seconds(1) }))
-        .await;
+    let due = Utc::now() + chrono::TimeDelta::seconds(1);
+    let id = h.send(json!({ "schedule_at": due })).await;
     notifications::cancel(&h.store, &h.tenant, &id, None, &Actor::new("test"))
         .await
         .expect("cancelled");
@@ -735,9 +730,18 @@ async fn a_cancelled_notification_is_never_attempted() {
         0,
         "a cancel takes the row out of the queue"
     );
+    // Another falls due at the same second: once it is sent, the cancelled
+    // one has had its chance.
+    let kept = h.send(json!({ "schedule_at": due })).await;
     let worker = h.start(&[&provider], quick());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(provider.calls().is_empty());
+    h.wait_for(&kept, NotificationStatus::Sent, Duration::from_secs(10))
+        .await;
+    let attempted: Vec<NotificationId> = provider
+        .calls()
+        .iter()
+        .map(|call| call.notification_id)
+        .collect();
+    assert_eq!(attempted, [kept]);
     h.shutdown.cancel();
     worker.await.unwrap();
 }
@@ -779,21 +783,18 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
     let second = send("two").await;
 
     let list = "query { deadLetters(first: 10) { edges { node { id reason notification { status attempts } } } pageInfo { hasNextPage } } }";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let listed = loop {
+    let listed = eventually(Duration::from_secs(10), async || {
         let listed = app.graphql(Some(&key), list, json!({})).await;
         if listed["data"]["deadLetters"]["edges"]
             .as_array()
             .is_some_and(|e| e.len() == 2)
         {
-            break listed;
+            Ok(listed)
+        } else {
+            Err(format!("the dead letters are not listed: {listed}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dead letters never listed: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let edge = &listed["data"]["deadLetters"]["edges"][0]["node"];
     assert!(
         edge["reason"]
@@ -820,26 +821,24 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
     );
     let tenant_id = TenantId::parse(&tenant).unwrap();
     let h = |id: &str| NotificationId::parse(id).unwrap();
-    let details = notifications::get(&app.store, &tenant_id, &h(&first))
+    let sent = async |id: &str, what: &str| {
+        eventually(Duration::from_secs(10), async || {
+            let status = notifications::get(&app.store, &tenant_id, &h(id))
+                .await
+                .unwrap()
+                .unwrap()
+                .state
+                .status;
+            if status == NotificationStatus::Sent {
+                Ok(())
+            } else {
+                Err(format!("{what} is not sent: {status}"))
+            }
+        })
         .await
-        .unwrap()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut status = details.state.status;
-    while status != NotificationStatus::Sent {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "replayed dead letter not sent: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        status = notifications::get(&app.store, &tenant_id, &h(&first))
-            .await
-            .unwrap()
-            .unwrap()
-            .state
-            .status;
-    }
-    let bulk = loop {
+    };
+    sent(&first, "the replayed dead letter").await;
+    let bulk = eventually(Duration::from_secs(10), async || {
         let bulk = app
             .graphql(
                 Some(&key),
@@ -849,32 +848,14 @@ async fn dead_letters_are_listed_and_replayed_through_graphql() {
             .await;
         // The projection may still list the first one for a moment; it is skipped.
         if bulk["data"]["replayDeadLetters"].as_i64() == Some(1) {
-            break bulk;
+            Ok(bulk)
+        } else {
+            Err(format!("bulk replay: {bulk}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bulk replay: {bulk}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(bulk["data"]["replayDeadLetters"], 1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = notifications::get(&app.store, &tenant_id, &h(&second))
-            .await
-            .unwrap()
-            .unwrap()
-            .state
-            .status;
-        if status == NotificationStatus::Sent {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bulk-replayed dead letter not sent: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sent(&second, "the bulk-replayed dead letter").await;
     // Without the ops scope, the dead-letter queue is not visible.
     let read_key = app
         .graphql(
@@ -959,18 +940,15 @@ async fn dead_letters_are_replayed_through_the_rest_twin() {
     let wait_for = |id: NotificationId, wanted: NotificationStatus| {
         let status_of = &status_of;
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
+            eventually(Duration::from_secs(10), async || {
                 let status = status_of(id).await;
                 if status == wanted {
-                    return;
+                    Ok(())
+                } else {
+                    Err(format!("{id}: {status}, not {wanted}"))
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{id}: {status}, never {wanted}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            })
+            .await
         }
     };
     for id in &ids {
@@ -988,15 +966,18 @@ async fn dead_letters_are_replayed_through_the_rest_twin() {
 
     // The rest by filter, as the read model lists them (it may still list
     // the first, which is passed over, or not yet the others).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut total = 0;
-    while total < 2 {
+    eventually(Duration::from_secs(10), async || {
         let (status, replayed) = replay(json!({ "channel": "email" })).await;
         assert_eq!(status, 200, "{replayed}");
         total += replayed["replayed"].as_u64().unwrap();
-        assert!(tokio::time::Instant::now() < deadline, "{total} replayed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if total >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{total} replayed"))
+        }
+    })
+    .await;
     assert_eq!(total, 2);
     for id in &ids[1..] {
         wait_for(*id, NotificationStatus::Sent).await;
@@ -1015,11 +996,12 @@ async fn the_breaker_opens_fails_over_half_opens_and_closes() {
     for _ in 0..3 {
         first.then(Err(SendError::transient("connection reset")));
     }
-    let breakers = Breakers::new(&BreakerConfig {
+    let config = BreakerConfig {
         failures: 3,
         window_seconds: 60,
         open_seconds: 1,
-    });
+    };
+    let breakers = Breakers::new(&config);
     let state = |breakers: &Breakers| {
         breakers
             .snapshot()
@@ -1052,8 +1034,11 @@ async fn the_breaker_opens_fails_over_half_opens_and_closes() {
         "an open breaker lets nothing through"
     );
 
-    // After open_seconds one probe goes to the first provider; it succeeds and closes it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // After open_seconds one probe goes to the first provider; it succeeds
+    // and closes it. It opened before it was seen open, so its open_seconds
+    // are over once as many have passed from here: a wait on the breaker's
+    // own clock, nothing to poll for.
+    tokio::time::sleep(Duration::from_secs(config.open_seconds)).await;
     let id = h.send(json!({})).await;
     let details = h
         .wait_for(&id, NotificationStatus::Sent, Duration::from_secs(5))
@@ -1109,15 +1094,11 @@ async fn a_hold_behind_an_open_breaker_records_one_event_however_often_it_is_rec
         .await
         .unwrap()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while rechecks().await.unwrap_or(0) < 40 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rechecked {:?} times",
-            rechecks().await
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(Duration::from_secs(3), async || match rechecks().await {
+        Some(rechecks) if rechecks >= 40 => Ok(()),
+        rechecks => Err(format!("rechecked {rechecks:?} times")),
+    })
+    .await;
     let details = h
         .wait_for(&held, NotificationStatus::Sent, Duration::from_secs(10))
         .await;
@@ -1276,8 +1257,7 @@ async fn ops_views_show_the_queue_and_provider_health() {
         ]),
         "{queue}"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), async || {
         let health = app
             .graphql(
                 Some(&key),
@@ -1288,14 +1268,12 @@ async fn ops_views_show_the_queue_and_provider_health() {
         if health["data"]["providerHealth"]
             == json!([{ "provider": "mail-a", "breaker": "closed", "recentFailures": 0, "inFlight": 0 }])
         {
-            break;
+            Ok(())
+        } else {
+            Err(format!("provider health is not published: {health}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "provider health never published: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     shutdown.cancel();
     worker.await.unwrap();
 }

@@ -28,7 +28,7 @@ use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
 use herald::workers::ranker::{Ranker, RankingConfig};
 use herald::workers::{DeliveryConfig, RoutingConfig};
 
-use crate::support::{TestApp, error_codes, position};
+use crate::support::{TestApp, error_codes, eventually, position};
 
 pub(crate) const FEED: &str = "query($r: String!, $s: [InAppItemState!]) { inappFeed(recipientId: $r, states: $s) { \
     unreadCount edges { cursor node { id recipientId title text ctaUrl data category state deliveredAt readAt archivedAt position } } \
@@ -125,18 +125,15 @@ impl Feed {
         recipient: &str,
         ready: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
+        eventually(Duration::from_secs(15), async || {
             let feed = self.feed(&self.key, recipient, None).await;
             if ready(&feed) {
-                return feed;
+                Ok(feed)
+            } else {
+                Err(format!("the feed is not there yet: {feed}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the feed never got there: {feed}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     pub(crate) async fn mark(
@@ -426,6 +423,16 @@ pub(crate) async fn send(socket: &mut Socket, message: Value) {
         .unwrap();
 }
 
+/// The position of the log's last event, for a subscription from here on:
+/// subscriptions start asynchronously, and a live-only one misses what is
+/// sent before it has started, while one from a position misses nothing.
+pub(crate) async fn log_end(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(max(global_position), 0) FROM events")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("the log's end")
+}
+
 pub(crate) async fn subscribe(socket: &mut Socket, id: &str, arguments: &str) {
     let query = format!(
         "subscription {{ inappFeed({arguments}) {{ position change ids state at item {{ id title state recipientId }} }} }}"
@@ -461,13 +468,16 @@ async fn a_subscriber_gets_its_recipients_items_live_and_can_resume() {
     let f = Feed::start().await;
     let (_, other_key) = f.app.tenant().await;
     let mut mine = connect(&f.app, &f.key).await;
-    subscribe(&mut mine, "1", "recipientId: \"user-1\"").await;
+    let end = log_end(&f.app).await;
+    subscribe(
+        &mut mine,
+        "1",
+        &format!("recipientId: \"user-1\", after: \"{end}\""),
+    )
+    .await;
     // Another tenant following a recipient of the same name, from the start of the log.
     let mut theirs = connect(&f.app, &other_key).await;
     subscribe(&mut theirs, "1", "recipientId: \"user-1\", after: \"0\"").await;
-    // Subscriptions start asynchronously; a live-only one misses what comes before.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
     f.send("user-2", "Not for this feed").await;
     let id = f.send("user-1", "Hello live").await;
     let delivered = update(&mut mine).await;

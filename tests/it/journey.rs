@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::peers::{Peer, aiosmtpd};
 use crate::served::{Served, serve, smtp_config};
+use crate::support::eventually;
 
 /// A `herald serve` process over a fresh database, mailing through aiosmtpd.
 pub(crate) struct Service {
@@ -54,20 +55,16 @@ impl Service {
         }
     }
 
-    pub(crate) async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.served.graphql(query, variables).await
-    }
-
     /// Every message the SMTP server kept, decoded.
     fn mailbox(&self) -> Vec<Value> {
-        let output = std::process::Command::new("python3")
+        let output = std::process::Command::new(crate::peers::python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/peers/read_maildir.py"
             ))
             .arg(self.dir.join("mail"))
             .output()
-            .expect("python3 runs");
+            .expect("the Python peers run");
         assert!(
             output.status.success(),
             "{}",
@@ -78,28 +75,24 @@ impl Service {
 
     /// The one message addressed to `to`, once it has arrived.
     pub(crate) async fn email_to(&self, to: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(Duration::from_secs(30), async || {
             let found: Vec<Value> = self
                 .mailbox()
                 .into_iter()
                 .filter(|m| m["headers"]["to"].as_str() == Some(to))
                 .collect();
-            if let [message] = found.as_slice() {
-                return message.clone();
-            }
             assert!(found.len() < 2, "more than one email to {to}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no email reached {to}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            match found.as_slice() {
+                [message] => Ok(message.clone()),
+                _ => Err(format!("no email reached {to}")),
+            }
+        })
+        .await
     }
 
     pub(crate) async fn send(&self, input: Value) -> String {
         let data = self
-            .graphql(
+            .served.graphql(
                 "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }",
                 json!({ "input": input }),
             )
@@ -112,29 +105,26 @@ impl Service {
 
     /// The notification once its status is `status`, with its timeline.
     pub(crate) async fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(Duration::from_secs(30), async || {
             let data = self
+                .served
                 .graphql(
                     "query($id: ID!) { notification(id: $id) { status timeline { type data } } }",
                     json!({ "id": id }),
                 )
                 .await;
             if data["notification"]["status"] == status {
-                return data["notification"].clone();
+                Ok(data["notification"].clone())
+            } else {
+                Err(format!("{id} is not {status}: {:#}", data["notification"]))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} never reached {status}: {:#}",
-                data["notification"]
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     async fn publish_welcome(&self, greeting_fr: &str) -> i64 {
         let data = self
-            .graphql(
+            .served.graphql(
                 "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { number } }",
                 json!({ "input": {
                     "key": "welcome",
@@ -176,13 +166,13 @@ async fn a_template_in_two_locales_reaches_a_french_recipient_whose_unsubscribe_
     let service = Service::start().await;
     assert_eq!(service.publish_welcome("Bonjour").await, 1);
     service
-        .graphql(
+        .served.graphql(
             "mutation { upsertRecipient(input: { id: \"amelie\", email: \"amelie@example.com\", locale: \"fr\", timezone: \"Europe/Paris\" }) { id } }",
             json!({}),
         )
         .await;
     let preview = service
-        .graphql(
+        .served.graphql(
             "{ previewTemplate(key: \"welcome\", locale: \"fr-CA\", variables: {name: \"Amélie\"}) { locale email { subject html text } } }",
             json!({}),
         )
@@ -255,6 +245,7 @@ async fn a_template_in_two_locales_reaches_a_french_recipient_whose_unsubscribe_
         .unwrap();
     assert!(clicked.status().is_success(), "{}", clicked.status());
     let recipient = service
+        .served
         .graphql(
             "{ recipient(id: \"amelie\") { preferences { category channel optedIn source } } }",
             json!({}),
@@ -333,7 +324,7 @@ async fn a_queued_message_keeps_the_version_it_was_requested_with() {
 async fn suppressed_addresses_opt_outs_and_quiet_hours_are_applied_before_dispatch() {
     let service = Service::start().await;
     service
-        .graphql(
+        .served.graphql(
             "mutation { addSuppression(address: \"bounced@example.com\", note: \"hard bounce last week\") { address } }",
             json!({}),
         )
@@ -363,7 +354,7 @@ async fn suppressed_addresses_opt_outs_and_quiet_hours_are_applied_before_dispat
         .format("%H:%M")
         .to_string();
     service
-        .graphql(
+        .served.graphql(
             "mutation($start: String!, $end: String!) { upsertRecipient(input: { id: \"kenji\", email: \"kenji@example.com\", timezone: \"Asia/Tokyo\", quietHours: { start: $start, end: $end } }) { id } }",
             json!({ "start": start, "end": end }),
         )

@@ -8,10 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::peers::{Peer, free_port};
 use crate::served::{Served, serve};
+use crate::support::eventually;
 
 const INSTALL: &str = "apt-get install prometheus (Debian's package has prometheus and promtool; .ci/run installs it)";
 
@@ -152,14 +152,15 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
 
     // Before any send: the counters are there, at 0, each described (the
     // provider series once the workers started, just after the API).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let idle = loop {
+    let idle = eventually(Duration::from_secs(10), async || {
         let idle = scrape(&served).await;
-        if idle.contains("notifications_retried_total{") || Instant::now() > deadline {
-            break idle;
+        if idle.contains("notifications_retried_total{") {
+            Ok(idle)
+        } else {
+            Err(format!("no provider series yet:\n{idle}"))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     for (name, labels) in [
         ("campaign_gate_reads_total", vec![]),
         (
@@ -218,8 +219,7 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         "delivery_queue_oldest_due_seconds",
         "tenant_quota_soft_cap_total",
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), async || {
         let text = scrape(&served).await;
         let sent = series(&text, "notifications_sent_total", &[]);
         let missing: Vec<&str> = watched
@@ -230,14 +230,12 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         if sent == Some(1.0) && missing.is_empty() {
             assert_eq!(series(&text, "tenant_quota_soft_cap_total", &[]), Some(1.0));
             assert_eq!(series(&text, "dead_letter_queue_depth", &[]), Some(0.0));
-            break;
+            Ok(())
+        } else {
+            Err(format!("sent {sent:?}, missing {missing:?}:\n{text}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "sent {sent:?}, missing {missing:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 
     // A histogram (delivery_latency_ms_bucket), not a summary.
     let text = scrape(&served).await;
@@ -270,22 +268,21 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
 
     // A real Prometheus scrapes it: up, and Herald's series stored.
     let prometheus = prometheus(&dir, served.metrics_base.trim_start_matches("http://")).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), async || {
         let up = query(&prometheus, "up{job=\"herald\"}").await;
         let sent = query(&prometheus, "sum(notifications_sent_total)").await;
         let buckets = query(&prometheus, "delivery_latency_ms_bucket{le=\"+Inf\"}").await;
         let is_up = up.first().is_some_and(|s| s["value"][1] == "1");
         let counted = sent.first().is_some_and(|s| s["value"][1] == "1");
         if is_up && counted && !buckets.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "Prometheus has not scraped Herald: up {up:?}, sent {sent:?}, buckets {buckets:?}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never scraped Herald: up {up:?}, sent {sent:?}, buckets {buckets:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
     // It loaded the alert rules and, evaluating them on what it scraped,
     // fires the soft cap's alert for this tenant, and no other.
     let rules: Value = reqwest::get(format!("http://127.0.0.1:{}/api/v1/rules", prometheus.port))
@@ -298,15 +295,15 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         .as_array()
         .map_or(0, Vec::len);
     assert_eq!(loaded, 5, "{rules:#}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let firing = loop {
+    let firing = eventually(Duration::from_secs(30), async || {
         let firing = query(&prometheus, "ALERTS{alertstate=\"firing\"}").await;
-        if !firing.is_empty() {
-            break firing;
+        if firing.is_empty() {
+            Err("no alert fires")
+        } else {
+            Ok(firing)
         }
-        assert!(Instant::now() < deadline, "no alert fired");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    })
+    .await;
     assert_eq!(firing.len(), 1, "{firing:#?}");
     assert_eq!(
         firing[0]["metric"]["alertname"], "HeraldTenantSoftCapReached",

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::peers::INSTALL_HINT;
-use crate::support::TestApp;
+use crate::peers::{PYTHON_PEERS, python};
+use crate::support::{TestApp, eventually};
 
 const PUBLISH: &str =
     "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { number } }";
@@ -78,14 +78,9 @@ async fn document(app: &TestApp) -> Value {
     response.json().await.expect("the document is JSON")
 }
 
-/// Runs `program` in `dir` (where Schemathesis keeps its example database).
-async fn run(
-    program: &str,
-    args: &[&str],
-    dir: &std::path::Path,
-    limit: Duration,
-) -> (bool, String) {
-    let child = tokio::process::Command::new(program)
+/// Runs a Python peer in `dir` (where Schemathesis keeps its example database).
+async fn run_python(args: &[&str], dir: &std::path::Path, limit: Duration) -> (bool, String) {
+    let child = tokio::process::Command::new(python())
         .args(args)
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
@@ -93,8 +88,8 @@ async fn run(
         .output();
     let output = tokio::time::timeout(limit, child)
         .await
-        .unwrap_or_else(|_| panic!("{program} ran longer than {limit:?}"))
-        .unwrap_or_else(|error| panic!("cannot run {program} ({error}); {INSTALL_HINT}"));
+        .unwrap_or_else(|_| panic!("{args:?} ran longer than {limit:?}"))
+        .unwrap_or_else(|error| panic!("cannot run {args:?} ({error}); {PYTHON_PEERS}"));
     (
         output.status.success(),
         format!(
@@ -174,8 +169,7 @@ async fn the_openapi_document_is_valid_openapi_3_1_and_lists_the_rest_routes() {
     let dir = tempfile_dir();
     let path = dir.join("openapi.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
-    let (valid, output) = run(
-        "python3",
+    let (valid, output) = run_python(
         &[
             "-m",
             "openapi_spec_validator",
@@ -231,8 +225,7 @@ async fn schemathesis_finds_no_server_error_in_the_rest_twin() {
     .unwrap();
     // Every phase but stateful, at most 50 cases per operation; the
     // timeout only stops a run that hangs.
-    let (passed, output) = run(
-        "python3",
+    let (passed, output) = run_python(
         &[
             "-m",
             "schemathesis.cli",
@@ -419,16 +412,16 @@ async fn notifications_are_listed_by_filter_a_page_at_a_time() {
         assert_eq!(status, 202, "{sent}");
     }
     // The status view is a projection; wait until it shows all three.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let everything = loop {
+    let everything = eventually(Duration::from_secs(10), async || {
         let (status, page) = get(&app, &key, "/api/notifications?limit=100").await;
         assert_eq!(status, 200, "{page}");
         if page["items"].as_array().unwrap().len() == 3 {
-            break page;
+            Ok(page)
+        } else {
+            Err(format!("{page}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "{page}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(everything["has_more"], false);
     assert!(everything["next_cursor"].is_null());
 

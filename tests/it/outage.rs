@@ -10,7 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
 
 use crate::served::{Served, serve_on};
-use crate::support::error_codes;
+use crate::support::{error_codes, eventually};
 
 const SEND: &str = "mutation($input: SendNotificationInput!) { sendNotification(input: $input) { notification { id } } }";
 
@@ -151,11 +151,13 @@ async fn with_postgresql_down_sends_answer_503_unavailable_at_once_and_work_agai
 
     let cluster = start_cluster(&pg_dir).await;
     let restarted = Instant::now();
-    let deadline = restarted + Duration::from_secs(30);
-    while ready(&served).await.0 != 200 {
-        assert!(Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), async || {
+        match ready(&served).await.0 {
+            200 => Ok(()),
+            status => Err(format!("/ready answers {status}")),
+        }
+    })
+    .await;
     let (status, _, body, _) = graphql_send(&served, "after").await;
     assert!(status == 200 && body["errors"].is_null(), "{status} {body}");
     let (status, _, body, _) = rest_send(&served, "after").await;

@@ -1,11 +1,18 @@
 //! Test peers Herald did not write (aiosmtpd, moto, Standard Webhooks'
 //! verifier), run as child processes on free loopback ports and killed when
-//! dropped. `.ci/run` installs them; a missing one fails with how to install it.
+//! dropped. The tests install them on first use: the Python peers into a
+//! virtual environment under `target/`, the Node.js ones from their lock files.
 
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::support::eventually;
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -19,52 +26,60 @@ pub fn free_port() -> u16 {
 pub struct Peer {
     pub port: u16,
     child: Child,
-    name: String,
 }
 
 impl Peer {
     /// Starts `program args...` and waits until `port` accepts connections.
     pub async fn spawn(
         name: &str,
-        program: &str,
+        program: impl AsRef<Path>,
         args: &[&str],
         port: u16,
         install_hint: &str,
     ) -> Peer {
-        let child = Command::new(program)
-            .args(args)
+        let mut command = Command::new(program.as_ref());
+        command.args(args);
+        Peer::start(name, command, port, install_hint).await
+    }
+
+    /// Starts the Python peer `args...` (a script of `tests/peers`, or `-m`
+    /// and a module) with [`python`], the scripts of `tests/peers`
+    /// importable, and waits until `port` accepts connections.
+    pub async fn spawn_python(name: &str, args: &[&str], port: u16) -> Peer {
+        let mut command = Command::new(python());
+        command.args(args).env("PYTHONPATH", peers_dir());
+        Peer::start(name, command, port, PYTHON_PEERS).await
+    }
+
+    async fn start(name: &str, mut command: Command, port: u16, install_hint: &str) -> Peer {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|error| {
-                panic!("cannot start {name} ({program}): {error}; install it with: {install_hint}")
+                panic!(
+                    "cannot start {name} ({}): {error}; install it with: {install_hint}",
+                    command.get_program().display()
+                )
             });
-        let mut peer = Peer {
-            port,
-            child,
-            name: name.to_string(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let mut peer = Peer { port, child };
+        eventually(Duration::from_secs(30), async || {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return peer;
+                return Ok(());
             }
             if let Ok(Some(status)) = peer.child.try_wait() {
                 panic!(
                     "{name} exited with {status} before listening on {port}; install it with: {install_hint}"
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not listen on {port} within 30 s",
-                peer.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Err(format!("{name} does not listen on {port}"))
+        })
+        .await;
+        peer
     }
 }
 
@@ -75,43 +90,122 @@ impl Drop for Peer {
     }
 }
 
-/// `tests/peers/NAME`, an npm package of Node.js peers, installed from its
-/// lock file on first use (`.ci/run` does it up front).
-pub fn npm_peer(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/peers")
-        .join(name);
-    // Tests run in parallel: one installs while the others wait.
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _installing = INSTALLING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !dir.join("node_modules").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm is needed for the Node.js test peers: install Node.js");
-        assert!(status.success(), "npm ci in {} failed", dir.display());
-    }
+/// `tests/peers`: the peers' own scripts and packages.
+pub fn peers_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers"))
+}
+
+/// `target/test-peers`: what the tests install for their peers.
+fn installed_peers_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is under the target dir")
+        .join("test-peers");
+    std::fs::create_dir_all(&dir).expect("target/test-peers");
     dir
 }
 
-/// How to install the Python peers, for error messages.
-pub const INSTALL_HINT: &str = "pip install -r tests/peers/requirements.txt";
+/// Runs `install` unless `installed` already holds, once for every test
+/// process on the machine: tests run in parallel, in one process or many,
+/// and one installs while the others wait on `target/test-peers/NAME.lock`.
+fn install_once(name: &str, installed: impl Fn() -> bool, install: impl FnOnce()) {
+    if installed() {
+        return;
+    }
+    let lock = File::create(installed_peers_dir().join(format!("{name}.lock")))
+        .expect("the install lock file");
+    let _locked = Flock::lock(lock, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, error)| panic!("cannot lock the {name} install: {error}"));
+    if !installed() {
+        install();
+    }
+}
+
+/// Runs `command` to install a peer; panics with `what` if it fails.
+fn run_install_step(command: &mut Command, what: &str) {
+    let status = command
+        .status()
+        .unwrap_or_else(|error| panic!("cannot {what}: {error}"));
+    assert!(status.success(), "{what} failed ({status})");
+}
+
+/// `tests/peers/NAME`, an npm package of Node.js peers, installed from its
+/// lock file on first use.
+pub fn npm_peer(name: &str) -> PathBuf {
+    let dir = peers_dir().join(name);
+    // npm writes its own record of the tree last, once the install is whole.
+    let finished = dir.join("node_modules/.package-lock.json");
+    install_once(
+        &format!("npm-{name}"),
+        || finished.exists(),
+        || {
+            run_install_step(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                    .current_dir(&dir),
+                &format!("npm ci in {} (npm comes with Node.js)", dir.display()),
+            );
+        },
+    );
+    dir
+}
+
+/// How the Python peers are installed, for error messages.
+pub const PYTHON_PEERS: &str = "apt-get install python3-venv (the tests install \
+    tests/peers/requirements.txt into target/test-peers/venv themselves)";
+
+/// The Python of `target/test-peers/venv`, a virtual environment holding
+/// `tests/peers/requirements.txt`, made on first use and made again when
+/// the requirements change: the peers need nothing installed by hand.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let requirements = peers_dir().join("requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).expect("tests/peers/requirements.txt");
+        let venv = installed_peers_dir().join("venv");
+        // The venv keeps a copy of the requirements it was made from, written last.
+        let stamp = venv.join("herald-requirements.txt");
+        install_once(
+            "venv",
+            || std::fs::read_to_string(&stamp).is_ok_and(|made_from| made_from == wanted),
+            || {
+                if venv.exists() {
+                    std::fs::remove_dir_all(&venv).expect("remove the outdated venv");
+                }
+                run_install_step(
+                    Command::new("python3").arg("-m").arg("venv").arg(&venv),
+                    &format!("create the venv of the Python peers ({PYTHON_PEERS})"),
+                );
+                run_install_step(
+                    Command::new(venv.join("bin/python"))
+                        .args([
+                            "-m",
+                            "pip",
+                            "install",
+                            "--quiet",
+                            "--disable-pip-version-check",
+                        ])
+                        .arg("-r")
+                        .arg(&requirements),
+                    &format!("install the Python peers ({PYTHON_PEERS})"),
+                );
+                std::fs::write(&stamp, &wanted).expect("stamp the venv");
+            },
+        );
+        venv.join("bin/python")
+    })
+}
 
 /// aiosmtpd on a free port; `handler` is its `-c CLASS [ARGS]` (handlers of
 /// `tests/peers` are importable), `extra` more flags.
 pub async fn aiosmtpd(handler: &[&str], extra: &[&str]) -> Peer {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let pythonpath = format!("PYTHONPATH={}/tests/peers", env!("CARGO_MANIFEST_DIR"));
-    let mut args = vec![pythonpath.as_str(), "python3", "-m", "aiosmtpd", "-n"];
-    args.extend(["-l", listen.as_str()]);
+    let mut args = vec!["-m", "aiosmtpd", "-n", "-l", listen.as_str()];
     args.extend(extra);
     args.push("-c");
     args.extend(handler);
-    Peer::spawn("aiosmtpd", "env", &args, port, INSTALL_HINT).await
+    Peer::spawn_python("aiosmtpd", &args, port).await
 }
 
 /// aiosmtpd with `tests/peers/smtp_recorder.py`, which appends one line per
@@ -150,9 +244,8 @@ pub async fn webhook_receiver(port: u16, secret: &herald::providers::WebhookSecr
         env!("CARGO_MANIFEST_DIR"),
         "/tests/peers/webhook_receiver.py"
     );
-    Peer::spawn(
+    Peer::spawn_python(
         "webhook receiver",
-        "python3",
         &[
             script,
             "--port",
@@ -161,7 +254,6 @@ pub async fn webhook_receiver(port: u16, secret: &herald::providers::WebhookSecr
             secret.expose(),
         ],
         port,
-        INSTALL_HINT,
     )
     .await
 }

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::eventstore::event;
-use crate::support::fresh_database;
+use crate::support::{eventually, fresh_database};
 
 const COUNTED: &str = "Counted";
 
@@ -185,15 +185,36 @@ async fn caught_up(
     pool: &PgPool,
     projection: &Arc<dyn Projection>,
 ) -> checkpoints::ProjectionStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), async || {
         let status = status(pool, projection).await;
         if status.lag_events == 0 && status.state == "running" {
-            return status;
+            Ok(status)
+        } else {
+            Err(format!("not caught up: {status:?}"))
         }
-        assert!(Instant::now() < deadline, "never caught up: {status:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until the log holds `count` more events than now: the writer
+/// beside the test has kept going.
+async fn until_more_events(pool: &PgPool, count: i64) {
+    let event_count = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    let before = event_count().await;
+    eventually(Duration::from_secs(30), async || {
+        let written = event_count().await - before;
+        if written >= count {
+            Ok(())
+        } else {
+            Err(format!("{written} of {count} more events written"))
+        }
+    })
+    .await;
 }
 
 async fn wait_for_state(runner: &mut RunnerHandle, wanted: RunnerState, within: Duration) {
@@ -250,18 +271,16 @@ async fn a_runner_killed_mid_batch_neither_loses_nor_double_counts() {
     let _ = runner.task.await;
     let status_after_crash = status(&db.pool, &projection).await;
     assert_eq!(status_after_crash.events_processed, 30);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while checkpoints::holder(&db.pool, "count", 1)
-        .await
-        .unwrap()
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the dead runner's session never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        async || match checkpoints::holder(&db.pool, "count", 1).await.unwrap() {
+            None => Ok(()),
+            Some(holder) => Err(format!(
+                "the dead runner's session {holder:?} holds the lock"
+            )),
+        },
+    )
+    .await;
     assert_eq!(counts(&db.pool, "count").await, (30, 30, 30));
 
     let restarted: Arc<dyn Projection> = Arc::new(Counting::new("count"));
@@ -312,8 +331,7 @@ async fn a_standby_process_takes_over_from_the_checkpoint_when_the_holder_dies()
         options(7),
         shutdown.clone(),
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(*b.state.borrow(), RunnerState::Standby);
+    wait_for_state(&mut b, RunnerState::Standby, Duration::from_secs(10)).await;
     assert_eq!(*a.state.borrow(), RunnerState::Running);
     let holder = checkpoints::holder(&db.pool, "count", 1).await.unwrap();
     assert!(holder.is_some(), "the running process holds the lock");
@@ -329,9 +347,14 @@ async fn a_standby_process_takes_over_from_the_checkpoint_when_the_holder_dies()
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let before_crash = status(&db.pool, &projection).await.events_processed;
-    assert!(before_crash > 0, "A applied events before it died");
+    // A applies some of them before it dies.
+    let before_crash = eventually(Duration::from_secs(10), async || {
+        match status(&db.pool, &projection).await.events_processed {
+            0 => Err("A has applied no event yet"),
+            applied => Ok(applied),
+        }
+    })
+    .await;
     a.task.abort();
     let killed_at = Instant::now();
     wait_for_state(&mut b, RunnerState::Running, Duration::from_secs(5)).await;
@@ -392,8 +415,10 @@ async fn a_failed_event_stops_only_its_projection_until_retried_or_skipped() {
     // The other projection kept going.
     caught_up(&db.pool, &easy).await;
     assert_eq!(counts(&db.pool, "easy").await, (10, 10, 10));
-    // It stays stopped; it does not skip on its own.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // It stays stopped; it does not skip on its own. Nothing happening has
+    // no event to wait for: this watches while it looks for an operator's
+    // retry or skip (every `standby_retry`) at least once.
+    tokio::time::sleep(options(100).standby_retry * 6 / 5).await;
     assert_eq!(counts(&db.pool, "picky").await, (5, 5, 5));
 
     // Fix the handler, retry: it applies the failed event and the rest.
@@ -838,16 +863,18 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
         })
     };
     // Rebuild once there is something to rebuild, while more keeps coming.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notification_status")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-        < 30
-    {
-        assert!(Instant::now() < deadline, "the writer never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(30), async || {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_status")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if rows >= 30 {
+            Ok(())
+        } else {
+            Err(format!("the writer has made {rows} notifications"))
+        }
+    })
+    .await;
     for projection in status_and_analytics() {
         crate::support::wait_until_readable(&store).await;
         let mut reports = 0;
@@ -855,9 +882,8 @@ async fn a_rebuild_swaps_in_while_events_arrive_and_queries_answer() {
             .await
             .unwrap();
         assert!(done.swapped && done.events > 0 && reports >= 2, "{done:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_more_events(&db.pool, 20).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     writing.cancel();
     let [sms, email, sms_cancelled, email_cancelled] = writer.await.unwrap();
     assert!(reader.await.unwrap() > 10);
@@ -1019,15 +1045,15 @@ async fn the_cli_lists_retries_and_skips() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let failed_again = loop {
+    let failed_again = eventually(Duration::from_secs(10), async || {
         let now = status(&db.pool, &projection).await;
         if now.state == "failed" && now.updated_at > failed.updated_at {
-            break now;
+            Ok(now)
+        } else {
+            Err(format!("not run again: {now:?}"))
         }
-        assert!(Instant::now() < deadline, "never ran again: {now:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(failed_again.failed_position, Some(positions[0]));
     let wrong = run(
         &config,
@@ -1136,7 +1162,7 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over() {
             answered
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_more_events(&db.pool, 50).await;
 
     // The new version's process starts: it rebuilds beside the serving tables,
     // swaps them in, and the old version stops writing.
@@ -1148,7 +1174,7 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over() {
     );
     wait_for_state(&mut new, RunnerState::Running, Duration::from_secs(30)).await;
     wait_for_state(&mut old, RunnerState::Retired, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_more_events(&db.pool, 20).await;
     writing.cancel();
     let written = writer.await.unwrap();
     assert!(reader.await.unwrap() > 10);

@@ -6,7 +6,7 @@
 //! changes nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use herald::commands::{self, Actor};
@@ -20,7 +20,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::eventstore::event;
-use crate::support::{TestApp, error_codes, position};
+use crate::support::{TestApp, error_codes, eventually, position};
 
 const PROBE: &str = "OpsProbe";
 
@@ -114,15 +114,13 @@ async fn projection(app: &TestApp, key: &str, name: &str) -> Value {
 
 /// Polls the `projections` query until `name` is listed and `done` holds for it.
 async fn wait_for(app: &TestApp, key: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = listed(app, key, name).await;
-        if let Some(now) = now.as_ref().filter(|p| done(p)) {
-            return now.clone();
+    eventually(Duration::from_secs(30), async || {
+        match listed(app, key, name).await {
+            Some(now) if done(&now) => Ok(now),
+            now => Err(format!("{name} is not there: {now:?}")),
         }
-        assert!(Instant::now() < deadline, "{name} never got there: {now:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn message(response: &Value) -> String {

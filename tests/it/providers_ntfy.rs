@@ -20,14 +20,7 @@ async fn receiver(token: Option<&str>) -> Peer {
     if let Some(token) = token {
         args.extend(["--token", token]);
     }
-    Peer::spawn(
-        "ntfy receiver",
-        "python3",
-        &args,
-        port,
-        "python3 (stdlib only)",
-    )
-    .await
+    Peer::spawn_python("ntfy receiver", &args, port).await
 }
 
 async fn recorded(peer: &Peer) -> Vec<Value> {

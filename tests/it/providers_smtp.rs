@@ -215,12 +215,10 @@ async fn a_refused_login_is_the_providers_problem_not_the_messages() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/peers/smtp_auth_refusing.py"
     );
-    let _peer = Peer::spawn(
+    let _peer = Peer::spawn_python(
         "aiosmtpd refusing logins",
-        "python3",
         &[script, &port.to_string()],
         port,
-        crate::peers::INSTALL_HINT,
     )
     .await;
     let config = SmtpConfig {

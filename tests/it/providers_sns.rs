@@ -10,17 +10,13 @@ use serde_json::Value;
 
 use crate::peers::{Peer, free_port};
 
-const INSTALL: &str = "pip install -r tests/peers/requirements.txt";
-
 async fn moto() -> Peer {
     let port = free_port();
     let port_text = port.to_string();
-    Peer::spawn(
+    Peer::spawn_python(
         "moto",
-        "python3",
         &["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_text],
         port,
-        INSTALL,
     )
     .await
 }

@@ -17,7 +17,7 @@ use herald::domain::{NotificationCommand, NotificationStatus, SendNotification};
 use herald::eventstore::EventStore;
 use herald::providers::Secret;
 
-use crate::peers::{INSTALL_HINT, Peer, free_port};
+use crate::peers::{Peer, free_port};
 use crate::support::{TestDatabase, fresh_database};
 
 pub const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:herald-receipts";
@@ -38,14 +38,8 @@ impl Harness {
     pub async fn start() -> Harness {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/sns_signer.py");
-        let signer = Peer::spawn(
-            "SNS signer",
-            "python3",
-            &[script, "--port", &port.to_string()],
-            port,
-            INSTALL_HINT,
-        )
-        .await;
+        let signer =
+            Peer::spawn_python("SNS signer", &[script, "--port", &port.to_string()], port).await;
         let db = fresh_database().await;
         herald::database::MIGRATOR
             .run(&db.pool)

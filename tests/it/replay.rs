@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, error_codes, eventually};
 
 const INGEST: &str =
     "mutation($input: IngestEventInput!) { ingestEvent(input: $input) { position duplicate } }";
@@ -57,14 +57,15 @@ async fn replay_returns_an_entitys_window_with_and_without_duplicates() {
     let mut with = window.clone();
     with["dups"] = json!(true);
     // The replay index is a projection: wait until it has seen the repeat.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    let with = loop {
+    let with = eventually(std::time::Duration::from_secs(15), async || {
         let answer = app.graphql(Some(&key), REPLAY, with.clone()).await;
-        if minutes(&answer["data"]["replay"]).len() == 5 || tokio::time::Instant::now() > deadline {
-            break answer;
+        if minutes(&answer["data"]["replay"]).len() == 5 {
+            Ok(answer)
+        } else {
+            Err(format!("the repeat is not replayed yet: {answer}"))
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let without = app.graphql(Some(&key), REPLAY, window.clone()).await;
     assert!(without["errors"].is_null(), "{without}");
     assert_eq!(minutes(&without["data"]["replay"]), vec![2, 3, 4, 5]);

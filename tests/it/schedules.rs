@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use crate::crash::workers_process;
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, error_codes, eventually};
 use herald::commands::Actor;
 use herald::commands::notifications::SendPolicy;
 use herald::commands::schedules::{self, FireOutcome};
@@ -418,14 +418,27 @@ async fn every_second_fires_exactly_once_per_slot_across_two_processes_and_a_res
     let config = config_file(&dir);
     let url = app.database_url();
 
+    // Each stage lasts until the schedule has fired a few more slots.
+    let fired_more = async |slots: i64| {
+        let before = stream_events(&app, &id, "ScheduleFired").await;
+        eventually(Duration::from_secs(30), async || {
+            let fired = stream_events(&app, &id, "ScheduleFired").await - before;
+            if fired >= slots {
+                Ok(())
+            } else {
+                Err(format!("{fired} of {slots} more slots fired"))
+            }
+        })
+        .await;
+    };
     let mut first = workers_process(&url, &config);
     let second = workers_process(&url, &config);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    fired_more(3).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    fired_more(2).await;
     let restarted = workers_process(&url, &config);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    fired_more(2).await;
     for mut child in [second, restarted] {
         child.start_kill().unwrap();
         child.wait().await.unwrap();

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::ConnectOptions;
 
 use crate::peers::free_port;
-use crate::support::fresh_database;
+use crate::support::{data, eventually, fresh_database, graphql};
 
 pub struct Served {
     /// Killed when dropped.
@@ -85,19 +85,14 @@ pub async fn serve_on(
         .expect("herald starts");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(answer) = http.get(format!("{base}/ready")).send().await
-            && answer.status().is_success()
-        {
-            break;
+    eventually(Duration::from_secs(60), async || {
+        match http.get(format!("{base}/ready")).send().await {
+            Ok(answer) if answer.status().is_success() => Ok(()),
+            Ok(answer) => Err(format!("herald is not ready: {}", answer.status())),
+            Err(error) => Err(format!("herald is not ready: {error}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "herald never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     Served {
         _child: child,
         base,
@@ -111,19 +106,7 @@ pub async fn serve_on(
 impl Served {
     /// The `data` of a GraphQL call that must succeed.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let body: Value = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(&self.key)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("JSON answer");
-        assert!(body["errors"].is_null(), "{body:#}");
-        body["data"].clone()
+        data(graphql(&self.http, &self.base, Some(&self.key), query, variables).await)
     }
 
     /// The sum of every series of the Prometheus metric `name` (0 if none).

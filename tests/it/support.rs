@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use herald::database::{EmbeddedOptions, EmbeddedPostgres, MIGRATOR};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -284,27 +286,62 @@ impl TestApp {
         (created.tenant_id.to_string(), created.api_key)
     }
 
-    /// Runs a GraphQL operation; returns the whole response body.
-    pub async fn graphql(
-        &self,
-        key: Option<&str>,
-        query: &str,
-        variables: serde_json::Value,
-    ) -> serde_json::Value {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&serde_json::json!({ "query": query, "variables": variables }));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
+    /// Runs a GraphQL operation as `key`, when given; the whole response body.
+    pub async fn graphql(&self, key: Option<&str>, query: &str, variables: Value) -> Value {
+        graphql(&self.http, &self.base, key, query, variables).await
+    }
+}
+
+/// The suite's one GraphQL call: `query` to `base`'s `/graphql`, as `key`
+/// when given; the whole response body, errors included.
+pub async fn graphql(
+    http: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = http
+        .post(format!("{base}/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON response")
+}
+
+/// The `data` of a GraphQL response that must have no errors.
+pub fn data(response: Value) -> Value {
+    assert!(response["errors"].is_null(), "{response:#}");
+    response["data"].clone()
+}
+
+/// The suite's one way to wait: runs `check` until it answers `Ok`, and
+/// fails with its last `Err` (what it saw instead) once `within` has
+/// passed. Tests wait on a condition, never for a guessed time; the checks
+/// come quickly at first, then every 200 ms.
+pub async fn eventually<T, E: std::fmt::Display>(
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {within:?}: {seen}"
+            ),
         }
-        request
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("JSON response")
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 
@@ -369,12 +406,15 @@ pub async fn wait_until_readable(store: &herald::eventstore::EventStore) {
             .await
             .expect("newest event");
     let Some(newest) = newest else { return };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.horizon().await.expect("horizon").transaction_id <= newest {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "another transaction kept the events unreadable for 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(30), async || {
+        let horizon = store.horizon().await.expect("horizon").transaction_id;
+        if horizon > newest {
+            Ok(())
+        } else {
+            Err(format!(
+                "another transaction keeps the events unreadable (horizon {horizon}, newest {newest})"
+            ))
+        }
+    })
+    .await;
 }

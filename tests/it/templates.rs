@@ -6,7 +6,7 @@ use herald::domain::TemplateRef;
 use herald::domain::values::{JsonObject, Locale, TemplateKey, TemplateVersion, TenantId};
 use serde_json::{Map, Value, json};
 
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, data, error_codes};
 
 const PUBLISH: &str = r#"mutation($input: PublishTemplateInput!) {
   publishTemplate(input: $input) { key number locales partials variables { name type required } }
@@ -42,9 +42,7 @@ impl Templates {
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let response = self.raw(query, variables).await;
-        assert!(response["errors"].is_null(), "{response}");
-        response["data"].clone()
+        data(self.raw(query, variables).await)
     }
 
     async fn publish(&self, input: Value) -> Value {

@@ -7,22 +7,15 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use crate::peers::{INSTALL_HINT, Peer, free_port};
+use crate::peers::{Peer, free_port};
 use crate::served::{Served, serve};
+use crate::support::eventually;
 
 async fn otlp_receiver() -> Peer {
     let port = free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/otlp_receiver.py");
-    Peer::spawn(
-        "the OTLP receiver",
-        "python3",
-        &[script, &port.to_string()],
-        port,
-        INSTALL_HINT,
-    )
-    .await
+    Peer::spawn_python("the OTLP receiver", &[script, &port.to_string()], port).await
 }
 
 /// Sends one email through the REST twin; its notification id.
@@ -83,8 +76,7 @@ async fn graphql_send(served: &Served, traceparent: &str, trace_id: &str) -> Str
 
 /// Waits until the notification was handed to its provider.
 async fn wait_sent(served: &Served, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), async || {
         let view: Value = served
             .http
             .get(format!("{}/api/notifications/{id}", served.base))
@@ -96,11 +88,12 @@ async fn wait_sent(served: &Served, id: &str) {
             .await
             .expect("JSON");
         if view["status"] == "SENT" {
-            return;
+            Ok(())
+        } else {
+            Err(format!("not sent: {view:#}"))
         }
-        assert!(Instant::now() < deadline, "never sent: {view:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// The trace id of every event of the notification, from the log itself.
@@ -129,8 +122,7 @@ async fn event_trace_ids(served: &Served, id: &str) -> Vec<Option<String>> {
 /// The spans of `trace_id` the receiver has, once it has every one of `names`.
 async fn spans_of(receiver: &Peer, trace_id: &str, names: &[&str]) -> Vec<Value> {
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), async || {
         let all: Vec<Value> = http
             .get(format!("http://127.0.0.1:{}/spans", receiver.port))
             .send()
@@ -147,14 +139,14 @@ async fn spans_of(receiver: &Peer, trace_id: &str, names: &[&str]) -> Vec<Value>
             .iter()
             .all(|name| spans.iter().any(|span| span["name"] == *name))
         {
-            return spans;
+            Ok(spans)
+        } else {
+            Err(format!(
+                "trace {trace_id} lacks some of {names:?}: {spans:#?}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "trace {trace_id} lacks some of {names:?}: {spans:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 fn named_span<'a>(spans: &'a [Value], name: &str) -> &'a Value {

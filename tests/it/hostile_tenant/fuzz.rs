@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::peers::INSTALL_HINT;
+use crate::peers::{PYTHON_PEERS, python};
 use crate::served::serve_with_stderr;
 use crate::support::{TestApp, error_codes};
 
@@ -25,7 +25,7 @@ async fn generated_operations_get_typed_errors_and_the_service_stays_ready() {
     let stderr = File::create(&stderr_path).unwrap();
     let served = serve_with_stderr(&dir, "Fuzz", "", Stdio::from(stderr)).await;
 
-    let output = tokio::process::Command::new("python3")
+    let output = tokio::process::Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/peers/graphql_fuzz.py"
@@ -38,12 +38,12 @@ async fn generated_operations_get_typed_errors_and_the_service_stays_ready() {
         ])
         .output()
         .await
-        .expect("python3 runs");
+        .expect("the Python peers run");
     let report = String::from_utf8_lossy(&output.stdout);
     let server_stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(
         output.status.success(),
-        "{report}\n{}\n(install the peer with: {INSTALL_HINT})\nserver stderr:\n{server_stderr}",
+        "{report}\n{}\n(the Python peers: {PYTHON_PEERS})\nserver stderr:\n{server_stderr}",
         String::from_utf8_lossy(&output.stderr),
     );
     assert!(

@@ -28,7 +28,7 @@ use herald::workers::{DeliveryConfig, RoutingConfig};
 
 use crate::callbacks::run_callbacks;
 use crate::peers::{Peer, free_port, webhook_answer_next, webhook_receiver, webhook_requests};
-use crate::support::TestApp;
+use crate::support::{TestApp, eventually};
 
 const CREATE: &str = r#"mutation($input: CreateWebhookEndpointInput!) {
   createWebhookEndpoint(input: $input) { secret }
@@ -193,32 +193,27 @@ impl Neighbours {
         ids: &[NotificationId],
         within: Duration,
     ) -> Vec<Duration> {
-        let deadline = Instant::now() + within;
         let mut latencies = Vec::with_capacity(ids.len());
-        for id in ids {
-            loop {
+        eventually(within, async || {
+            for id in &ids[latencies.len()..] {
                 let details = self.status(tenant, id).await;
-                if details.state.status == NotificationStatus::Sent {
-                    let at = |kind: &str| -> DateTime<Utc> {
-                        details
-                            .timeline
-                            .iter()
-                            .find(|event| event.event_type == kind)
-                            .map(|event| event.recorded_at)
-                            .unwrap_or_else(|| panic!("no {kind} in {:?}", details.timeline))
-                    };
-                    let latency = at("NotificationSent") - at("NotificationRequested");
-                    latencies.push(latency.to_std().unwrap_or_default());
-                    break;
+                if details.state.status != NotificationStatus::Sent {
+                    return Err(format!("{id} is still {}", details.state.status));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{id} still {} after {within:?}",
-                    details.state.status
-                );
-                tokio::time::sleep(Duration::from_millis(25)).await;
+                let at = |kind: &str| -> DateTime<Utc> {
+                    details
+                        .timeline
+                        .iter()
+                        .find(|event| event.event_type == kind)
+                        .map(|event| event.recorded_at)
+                        .unwrap_or_else(|| panic!("no {kind} in {:?}", details.timeline))
+                };
+                let latency = at("NotificationSent") - at("NotificationRequested");
+                latencies.push(latency.to_std().unwrap_or_default());
             }
-        }
+            Ok(())
+        })
+        .await;
         latencies
     }
 }
@@ -228,8 +223,7 @@ impl Neighbours {
     /// holds for it (the dispatcher publishes every few seconds).
     async fn provider_health(&self, tenant: &Tenant, ready: impl Fn(&Value) -> bool) -> Value {
         let query = "{ providerHealth { provider breaker endpoints { origin breaker recentFailures openedAt inFlight } } }";
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(Duration::from_secs(20), async || {
             let answer = self.app.graphql(Some(&tenant.key), query, json!({})).await;
             let webhook = answer["data"]["providerHealth"]
                 .as_array()
@@ -237,15 +231,11 @@ impl Neighbours {
                 .iter()
                 .find(|provider| provider["provider"] == "webhook")
                 .cloned();
-            if let Some(webhook) = webhook.filter(&ready) {
-                return webhook;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "providerHealth never showed it: {answer}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            webhook
+                .filter(&ready)
+                .ok_or_else(|| format!("providerHealth does not show it: {answer}"))
+        })
+        .await
     }
 }
 
@@ -287,14 +277,13 @@ async fn answer_always(peer: &Peer, answer: Value) {
 
 /// Waits until the receiver has had at least `count` requests.
 async fn requested(peer: &Peer, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while webhook_requests(peer).await.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the receiver had fewer than {count} requests after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(Duration::from_secs(30), async || {
+        match webhook_requests(peer).await.len() {
+            had if had >= count => Ok(()),
+            had => Err(format!("the receiver has had {had} of {count} requests")),
+        }
+    })
+    .await;
 }
 
 /// The notification ids the receiver got (verified), with when it first got
@@ -304,9 +293,8 @@ async fn arrivals(
     wanted: &[NotificationId],
     within: Duration,
 ) -> HashMap<String, DateTime<Utc>> {
-    let deadline = Instant::now() + within;
     let mut seen = HashMap::new();
-    loop {
+    eventually(within, async || {
         for request in webhook_requests(peer).await {
             assert_eq!(request["verified"], true, "{request:#}");
             let body: Value = serde_json::from_str(request["body"].as_str().unwrap()).unwrap();
@@ -322,15 +310,13 @@ async fn arrivals(
             .filter(|id| !seen.contains_key(&id.to_string()))
             .count();
         if missing == 0 {
-            return seen;
+            Ok(())
+        } else {
+            Err(format!("{missing} of {} have not arrived", wanted.len()))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} of {} never arrived within {within:?}",
-            wanted.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    seen
 }
 
 /// The 99th percentile (nearest rank).

@@ -10,10 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::inapp_feed::{FEED, Feed, next, open_socket, subscribe, update};
+use crate::inapp_feed::{FEED, Feed, log_end, next, open_socket, subscribe, update};
 use crate::journey::{Service, unsubscribe_link};
 use crate::served::serve;
-use crate::support::{TestApp, error_codes};
+use crate::support::{TestApp, error_codes, eventually};
 
 const SEND: &str = "mutation($input: SendNotificationInput!) { \
     sendNotification(input: $input) { notification { id timeline { type data } } } }";
@@ -155,6 +155,7 @@ async fn an_emailed_unsubscribe_link_does_not_carry_the_address() {
         .unwrap();
     assert!(clicked.status().is_success(), "{}", clicked.status());
     let listed = service
+        .served
         .graphql("{ suppressions { edges { node { address } } } }", json!({}))
         .await;
     assert!(
@@ -266,22 +267,18 @@ async fn feed_tokens_are_short_lived_and_issued_by_send_keys_only() {
     let ack = next(&mut socket, Duration::from_secs(10)).await.unwrap();
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     subscribe(&mut socket, "a", "recipientId: \"user-a\"").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), async || {
         let answer = f
             .app
             .graphql(Some(&token), FEED, json!({ "r": "user-a" }))
             .await;
         if error_codes(&answer) == ["UNAUTHENTICATED"] {
-            break;
+            return Ok(());
         }
         assert!(answer["errors"].is_null(), "{answer}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the token never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Err("the token has not expired")
+    })
+    .await;
     let ended = next(&mut socket, Duration::from_secs(10)).await.unwrap();
     assert_eq!(ended["type"], "complete", "{ended}");
 }
@@ -318,9 +315,13 @@ async fn a_feed_token_socket_follows_only_its_recipient() {
     .await;
     refused_then_complete(&mut socket).await;
 
-    subscribe(&mut socket, "a", "recipientId: \"user-a\"").await;
-    // Subscriptions start asynchronously; a live-only one misses what comes before.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let end = log_end(&f.app).await;
+    subscribe(
+        &mut socket,
+        "a",
+        &format!("recipientId: \"user-a\", after: \"{end}\""),
+    )
+    .await;
     f.send("user-b", "Not yours").await;
     let id = f.send("user-a", "Yours").await;
     let delivered = update(&mut socket).await;
