@@ -1,6 +1,7 @@
 //! One configuration struct, from defaults, an optional `herald.toml` and the
-//! environment (later sources win). Unknown keys and bad values fail at start
-//! with an error that names the key and where it came from.
+//! environment (later sources win). Unknown keys, bad values and routing to a
+//! provider that is not configured fail at start with an error that names
+//! the key and where it came from. `herald.example.toml` shows every default.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,12 +25,14 @@ use crate::workers::{DeliveryConfig, RoutingConfig};
 /// `HERALD_CONFIG` names the file; it is not itself a setting.
 const CONFIG_FILE_VAR: &str = "HERALD_CONFIG";
 const DEFAULT_CONFIG_FILE: &str = "herald.toml";
+/// `HERALD_DELIVERY__LOW_PRIORITY_SHARE` sets `delivery.low_priority_share`.
+const NESTED_KEY_SEPARATOR: &str = "__";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// PostgreSQL to use; without it Herald runs a private cluster under `data_dir`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Connections in the pool of each process.
     pub database_max_connections: u32,
     /// Address of the HTTP API.
@@ -134,6 +137,16 @@ pub enum ConfigError {
     /// Settings that are each valid but do not make sense together.
     #[error("invalid configuration: {0}")]
     Inconsistent(&'static str),
+    /// Every send routed there would be rejected at run time.
+    #[error(
+        "invalid configuration: {entry} names provider {provider:?}, which is not configured \
+         (configured providers: {configured})"
+    )]
+    UnknownProvider {
+        entry: String,
+        provider: String,
+        configured: String,
+    },
 }
 
 impl Config {
@@ -159,15 +172,65 @@ impl Config {
                     // HERALD_TEST_* belongs to the test suite, HERALD_CONFIG names the file.
                     .filter(|key| {
                         key != "config" && !key.as_str().to_ascii_lowercase().starts_with("test_")
-                    }),
+                    })
+                    .split(NESTED_KEY_SEPARATOR),
             )
             .merge(Env::raw().only(&["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]))
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
-        match config.receipts.sns.problem() {
-            Some(problem) => Err(ConfigError::Inconsistent(problem)),
-            None => Ok(config),
+        if let Some(problem) = config.receipts.sns.problem() {
+            return Err(ConfigError::Inconsistent(problem));
         }
+        config.check_routing()?;
+        Ok(config)
+    }
+
+    /// Every provider routing names must be configured: a typo would
+    /// otherwise reject every send routed there, at run time.
+    fn check_routing(&self) -> Result<(), ConfigError> {
+        let routing = &self.routing;
+        let channels = routing.channels.iter().flat_map(|(channel, providers)| {
+            providers
+                .iter()
+                .map(move |p| (format!("routing.channels.{channel}"), p))
+        });
+        let tenants = routing
+            .tenant_providers
+            .iter()
+            .flat_map(|(tenant, providers)| {
+                providers
+                    .iter()
+                    .map(move |p| (format!("routing.tenant_providers.{tenant}"), p))
+            });
+        let costs = routing
+            .costs
+            .keys()
+            .map(|p| (format!("routing.costs.{p}"), p));
+        match channels
+            .chain(tenants)
+            .chain(costs)
+            .find(|(_, provider)| !self.providers.contains_key(*provider))
+        {
+            Some((entry, provider)) => Err(ConfigError::UnknownProvider {
+                entry,
+                provider: provider.clone(),
+                configured: self
+                    .providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every setting at its default, as TOML with a header saying how to
+    /// set them: the committed `herald.example.toml` (`herald config --defaults`).
+    pub fn example_toml() -> String {
+        let defaults =
+            toml::to_string_pretty(&Config::default()).expect("the defaults are plain TOML values");
+        format!("{EXAMPLE_HEADER}\n{defaults}")
     }
 
     pub fn api_options(&self) -> crate::api::ApiOptions {
@@ -198,7 +261,6 @@ impl Config {
     /// The configuration as TOML with secrets masked, for `herald config`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        shown.database_url = shown.database_url.as_deref().map(redact_url);
         if let Some(secret) = &mut shown.links.secret {
             *secret = crate::commands::links::LinkSecret::redacted();
         }
@@ -207,7 +269,58 @@ impl Config {
     }
 }
 
-/// Masks the password of a connection URL (and any `password=` parameter).
+const EXAMPLE_HEADER: &str = "\
+# Herald's settings, each at its default: generated by `herald config --defaults`
+# (a test keeps this file in step with the code). Put the ones you change in
+# herald.toml, or name another file with --config or HERALD_CONFIG.
+#
+# Later sources win: these defaults, then the file, then the environment.
+# A variable is HERALD_ and the key in capitals, with \"__\" between the
+# parts of a nested key:
+#   HERALD_LISTEN=0.0.0.0:8080
+#   HERALD_DELIVERY__LOW_PRIORITY_SHARE=0.5
+# or a whole table in TOML's inline form:
+#   HERALD_DELIVERY='{low_priority_share=0.5}'
+# DATABASE_URL and OTEL_EXPORTER_OTLP_ENDPOINT are read without the prefix.
+#
+# Settings without a default are not shown: database_url (without it Herald
+# runs a private PostgreSQL under data_dir), otel_exporter_otlp_endpoint,
+# [ranking.llm], links.secret, links.public_base_url, and [limits]
+# messages_per_day, messages_per_month, monthly_budget, monthly_soft_budget.
+# Secrets (database_url's password, providers' passwords, keys and tokens,
+# ranking.llm.api_key, links.secret, receipts' signing secrets) never print:
+# `herald config` and the logs mask them.
+";
+
+/// `database_url`, whose password never prints: Debug and serialization (so
+/// `herald config` and logs) mask it; only [`DatabaseUrl::expose`] gives the
+/// whole URL, to the connection pool.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(raw: impl Into<String>) -> Self {
+        DatabaseUrl(raw.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", redact_url(&self.0))
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&redact_url(&self.0))
+    }
+}
+
 /// An address, or `"off"` for none (TOML has no null).
 mod address_or_off {
     use std::net::SocketAddr;
@@ -237,7 +350,8 @@ mod address_or_off {
     }
 }
 
-pub fn redact_url(raw: &str) -> String {
+/// Masks the password of a connection URL (and any `password=` parameter).
+fn redact_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return "<unparsable URL, not shown>".into();
     };
@@ -381,10 +495,129 @@ mod tests {
             assert_eq!(config.listen, "0.0.0.0:7000".parse().unwrap());
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/herald"));
             assert_eq!(
-                config.database_url.as_deref(),
+                config.database_url.as_ref().map(DatabaseUrl::expose),
                 Some("postgres://localhost/x")
             );
             assert_eq!(config.log_format, LogFormat::Pretty);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nested_keys_are_settable_one_by_one_or_as_a_table() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_DELIVERY__LOW_PRIORITY_SHARE", "0.5");
+            jail.set_env("HERALD_RECEIPTS__SNS__VERIFY_SIGNATURES", "false");
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.delivery.low_priority_share, 0.5);
+            assert!(!config.receipts.sns.verify_signatures);
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_DELIVERY", "{low_priority_share=0.4}");
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.delivery.low_priority_share, 0.4);
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_DELIVERY__LOW_PRIORITY_SHAR", "0.5");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("low_priority_shar"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn routing_to_a_provider_that_is_not_configured_stops_the_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "[providers.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                 [routing.channels]\nemail = [\"mail\", \"mial\"]\n",
+            )?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                "invalid configuration: routing.channels.email names provider \"mial\", \
+                 which is not configured (configured providers: console, inapp, mail, webhook)"
+            );
+            Ok(())
+        });
+        for (entry, setting) in [
+            (
+                "routing.tenant_providers.t_1",
+                "[routing.tenant_providers]\nt_1 = [\"console\", \"sms-eu\"]\n",
+            ),
+            (
+                "routing.costs.sms-eu",
+                "[routing.costs.sms-eu]\ndefault = 0.05\n",
+            ),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("herald.toml", setting)?;
+                let error = Config::load(None).unwrap_err().to_string();
+                assert!(
+                    error.contains(&format!("{entry} names provider \"sms-eu\"")),
+                    "{error}"
+                );
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                r#"
+                database_url = "postgres://herald:db-s3cret@db/herald"
+                [providers.mail]
+                kind = "smtp"
+                host = "127.0.0.1"
+                username = "herald"
+                password = "smtp-s3cret"
+                [providers.sns]
+                kind = "sns"
+                region = "eu-west-1"
+                access_key_id = "AKIA"
+                secret_access_key = "aws-s3cret"
+                [providers.ntfy]
+                kind = "ntfy"
+                token = "tk_ntfys3cret"
+                [links]
+                secret = "links-s3cret-links-s3cret-links-s3cret"
+                [receipts.providers.acme]
+                secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+                "#,
+            )?;
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(
+                config.database_url.as_ref().map(DatabaseUrl::expose),
+                Some("postgres://herald:db-s3cret@db/herald")
+            );
+            for shown in [format!("{config:?}"), config.redacted_toml()] {
+                for secret in ["s3cret", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+                    assert!(!shown.contains(secret), "{secret} shown in {shown}");
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn herald_example_toml_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/herald.example.toml");
+        let committed = std::fs::read_to_string(path).expect("herald.example.toml at the root");
+        assert!(
+            committed == Config::example_toml(),
+            "herald.example.toml is out of date: run \
+             `cargo run -- config --defaults > herald.example.toml`"
+        );
+        // And it reads back as the defaults: every key it shows exists.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("herald.toml", &committed)?;
+            assert_eq!(Config::load(None).expect("valid config"), Config::default());
             Ok(())
         });
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::database::Database;
 use crate::eventstore::EventStore;
 
@@ -42,7 +42,7 @@ pub enum Role {
 /// Opens the database the configuration names (starting the embedded cluster if none).
 pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     Ok(Database::open(
-        config.database_url.as_deref(),
+        config.database_url.as_ref().map(DatabaseUrl::expose),
         &config.data_dir,
         config.database_max_connections,
     )
@@ -53,7 +53,7 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
 /// other administration commands, it never creates the embedded cluster.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let db = Database::open_as_client(
-        config.database_url.as_deref(),
+        config.database_url.as_ref().map(DatabaseUrl::expose),
         &config.data_dir,
         config.database_max_connections,
     )

@@ -46,7 +46,11 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Print the effective configuration, secrets masked.
-    Config,
+    Config {
+        /// Print every default instead, as committed in herald.example.toml.
+        #[arg(long)]
+        defaults: bool,
+    },
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
     /// Create tenants and manage their API keys.
@@ -73,6 +77,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The defaults need no configuration, and a broken one must not hide them.
+    if let Command::Config { defaults: true } = cli.command {
+        print!("{}", Config::example_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -91,7 +100,7 @@ fn main() -> std::process::ExitCode {
         config.listen = *listen;
     }
     match cli.command {
-        Command::Config => {
+        Command::Config { .. } => {
             print!("{}", config.redacted_toml());
             return std::process::ExitCode::SUCCESS;
         }
@@ -126,7 +135,9 @@ fn main() -> std::process::ExitCode {
             Command::Projections(command) => herald::cli::projections::run(&config, command).await,
             Command::DeadLetters(command) => herald::cli::dead_letters::run(&config, command).await,
             Command::Bench(command) => bench::run(&config, command).await,
-            Command::Config | Command::Schema => unreachable!("handled before the runtime starts"),
+            Command::Config { .. } | Command::Schema => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

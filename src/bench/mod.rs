@@ -64,7 +64,7 @@ pub struct ScratchDatabase {
 impl ScratchDatabase {
     async fn create(config: &Config) -> anyhow::Result<ScratchDatabase> {
         let (admin, cluster) = match &config.database_url {
-            Some(url) => (url.parse::<PgConnectOptions>()?, None),
+            Some(url) => (url.expose().parse::<PgConnectOptions>()?, None),
             None => {
                 let cluster = embedded::EmbeddedPostgres::start(
                     &config.data_dir.join("pg"),

@@ -7,7 +7,7 @@ pub mod projections;
 pub mod replay;
 pub mod tenants;
 
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::database::Database;
 use crate::eventstore::EventStore;
 
@@ -19,7 +19,7 @@ where
     F: Future<Output = anyhow::Result<T>>,
 {
     let db = Database::open_as_client(
-        config.database_url.as_deref(),
+        config.database_url.as_ref().map(DatabaseUrl::expose),
         &config.data_dir,
         config.database_max_connections,
     )

@@ -8,6 +8,7 @@
 mod aggregate;
 pub mod attachment;
 pub mod campaign;
+pub mod delivery_plan;
 mod domain_error;
 pub mod inapp_feed;
 mod limits_config;

@@ -21,13 +21,7 @@ use crate::ttl_cache::TtlCache;
 /// A change to a tenant's quiet hours reaches the dispatchers within this time.
 const QUIET_HOURS_TTL: Duration = Duration::from_secs(5);
 
-/// Where a notification may go, in the send's channel order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reach {
-    pub routes: Vec<(Channel, Destination)>,
-    /// Why channels with an address were refused (opt-out, suppression).
-    pub refusals: Vec<String>,
-}
+pub type Reach = crate::domain::delivery_plan::Reach<Destination>;
 
 /// Caches what changes rarely; everything else is read per batch.
 pub struct AudienceGate {

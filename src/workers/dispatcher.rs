@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::audience::{AudienceGate, BatchAudience};
+use super::audience::{AudienceGate, BatchAudience, Reach};
 use super::breaker::{BreakerState, Breakers, endpoint_key, split_endpoint_key};
 use super::compose::Composer;
 use super::lanes::{AnswerTimes, LanePermit, Lanes, share_of};
@@ -37,13 +37,14 @@ use crate::commands::limits::Limits;
 use crate::commands::notifications::{Change, Loaded, append_changes, load_many};
 use crate::commands::webhook_endpoints;
 use crate::commands::{Actor, CommandError};
+use crate::domain::delivery_plan::{self, DeliveryFacts, Occasion, Planned, Throttled};
 use crate::domain::ranking::Ranking;
 use crate::domain::values::NotificationId;
 use crate::domain::values::{Channel, Locale, Priority};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::{
     Content, DeliveredContent, DomainError, Notification, NotificationCommand, NotificationEvent,
-    NotificationState, NotificationStatus,
+    NotificationState,
 };
 use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
@@ -166,13 +167,6 @@ impl WebhookSecrets {
     }
 }
 
-/// A token bucket refused an attempt until `until`.
-#[derive(Debug, Clone)]
-struct Throttled {
-    until: DateTime<Utc>,
-    bucket: String,
-}
-
 /// The kind of bucket a key names (its first segment), for metrics.
 fn bucket_kind(key: &str) -> String {
     key.split(':').next().unwrap_or("bucket").to_string()
@@ -208,15 +202,41 @@ impl From<SendError> for Unsent {
     }
 }
 
-/// What a planned notification does next, besides recording its events.
-enum Next {
-    /// Call this route now.
-    Send(Route),
-    /// Held again for the reason already recorded: no event; its queue row
-    /// comes due again at this time.
-    Recheck(DateTime<Utc>),
-    /// Nothing now: its events say what happened.
-    Rest,
+type Next = delivery_plan::Next<Destination>;
+
+/// What a plan learns from the batch: the recipients' reach and quiet
+/// hours, and the providers' and endpoints' circuits.
+struct BatchFacts<'a> {
+    dispatcher: &'a Dispatcher,
+    audience: &'a BatchAudience,
+}
+
+impl DeliveryFacts for BatchFacts<'_> {
+    type Destination = Destination;
+
+    fn reach(&self, state: &NotificationState) -> Reach {
+        self.audience.reach(state)
+    }
+
+    fn quiet_until(&self, state: &NotificationState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.audience.quiet_until(state, now)
+    }
+
+    fn next_route(
+        &self,
+        state: &NotificationState,
+        routes: &[(Channel, Destination)],
+    ) -> RouteDecision {
+        next_route(
+            state,
+            routes,
+            &self.dispatcher.inner.routing,
+            |provider, destination| {
+                self.dispatcher
+                    .availability(&state.tenant_id, provider, destination, true)
+            },
+        )
+    }
 }
 
 /// A provider's acceptance, and the words to remember with it.
@@ -706,151 +726,25 @@ impl Dispatcher {
         throttled: Option<Throttled>,
     ) -> Result<(Change, Next), DomainError> {
         let Loaded {
-            mut notification,
+            notification,
             version,
             trace,
         } = loaded;
-        let mut events = Vec::new();
-        // Returns how many events the command recorded.
-        let mut decide = |notification: &mut Notification,
-                          command: NotificationCommand|
-         -> Result<usize, DomainError> {
-            let decided = notification.decide(command, now)?;
-            for event in &decided {
-                notification.apply(event);
-            }
-            let count = decided.len();
-            events.extend(decided);
-            Ok(count)
+        let occasion = Occasion {
+            now,
+            ranking,
+            throttled,
+            recheck: self.inner.delivery.recheck(),
         };
-        // A hold looked at again every `recheck` is recorded only when it is
-        // news (see `NotificationCommand::Schedule`); otherwise only its
-        // queue row moves.
-        let recheck = self.inner.delivery.recheck();
-        let hold = |schedule_at: DateTime<Utc>, reason: String| NotificationCommand::Schedule {
-            schedule_at,
-            reason,
-            recheck: Some(recheck),
+        let facts = BatchFacts {
+            dispatcher: self,
+            audience,
         };
-        let state = notification
-            .state()
-            .ok_or(DomainError::NotRequested)?
-            .clone();
-        let mut next = Next::Rest;
-        // A claim of a notification still SENDING means its worker died mid-call:
-        // the outcome is unknown, so count it as a transient failure and go on.
-        if state.status == NotificationStatus::Sending {
-            decide(
-                &mut notification,
-                NotificationCommand::RecordFailure {
-                    attempt: state.attempts,
-                    provider: state.provider.clone().unwrap_or_default(),
-                    error: "the worker's lease ran out before the provider answered; the outcome is unknown".into(),
-                    permanent: false,
-                    retry_at: Some(now),
-                },
-            )?;
-        }
-        if let Some(ranking) = ranking {
-            decide(
-                &mut notification,
-                NotificationCommand::Rank {
-                    score: ranking.score,
-                    breakdown: ranking.breakdown,
-                    scorer: ranking.scorer,
-                    send_after: ranking.send_after,
-                },
-            )?;
-        }
-        let state = notification
-            .state()
-            .ok_or(DomainError::NotRequested)?
-            .clone();
-        if state.status.is_pending() {
-            let reach = audience.reach(&state);
-            if state.expires_at().is_some_and(|at| at <= now) {
-                decide(&mut notification, NotificationCommand::Expire)?;
-            } else if let Some(wait_until) = self.wait_until(&state, now) {
-                // A retry's wait is already recorded by its DeliveryFailed.
-                let recorded = state.status == NotificationStatus::Scheduled
-                    && state.schedule_at == Some(wait_until);
-                if !recorded && state.retry_at.is_none_or(|retry_at| retry_at <= now) {
-                    decide(
-                        &mut notification,
-                        NotificationCommand::Schedule {
-                            schedule_at: wait_until,
-                            reason: "scheduled send time".into(),
-                            recheck: None,
-                        },
-                    )?;
-                }
-            } else if reach.routes.is_empty() && !reach.refusals.is_empty() {
-                decide(
-                    &mut notification,
-                    NotificationCommand::Suppress {
-                        reason: reach.refusals.join("; "),
-                    },
-                )?;
-            } else if let Some(until) = audience.quiet_until(&state, now) {
-                decide(
-                    &mut notification,
-                    NotificationCommand::Schedule {
-                        schedule_at: until,
-                        reason: "the recipient's quiet hours".into(),
-                        recheck: None,
-                    },
-                )?;
-            } else {
-                match next_route(
-                    &state,
-                    &reach.routes,
-                    &self.inner.routing,
-                    |provider, destination| {
-                        self.availability(&state.tenant_id, provider, destination, true)
-                    },
-                ) {
-                    RouteDecision::Use(_) if let Some(throttled) = throttled => {
-                        if state.expires_at().is_some_and(|at| at <= throttled.until) {
-                            decide(&mut notification, NotificationCommand::Expire)?;
-                        } else {
-                            let reason = format!("throttled: {}", throttled.bucket);
-                            if decide(&mut notification, hold(throttled.until, reason))? == 0 {
-                                next = Next::Recheck(throttled.until);
-                            }
-                        }
-                    }
-                    RouteDecision::Use(chosen) => {
-                        decide(
-                            &mut notification,
-                            NotificationCommand::AttemptDelivery {
-                                channel: chosen.channel,
-                                provider: chosen.provider.clone(),
-                            },
-                        )?;
-                        next = Next::Send(chosen);
-                    }
-                    RouteDecision::Blocked => {
-                        let until = now + recheck;
-                        let reason = "every route that can carry it is unavailable (a provider's or the endpoint's circuit is open)";
-                        if decide(&mut notification, hold(until, reason.into()))? == 0 {
-                            next = Next::Recheck(until);
-                        }
-                    }
-                    RouteDecision::Exhausted(reason) => {
-                        let command = if state.status == NotificationStatus::RetryPending {
-                            NotificationCommand::DeadLetter { reason }
-                        } else {
-                            NotificationCommand::Reject { reason }
-                        };
-                        decide(&mut notification, command)?;
-                    }
-                }
-            }
-        }
-        let state = notification
-            .state()
-            .ok_or(DomainError::NotRequested)?
-            .clone();
+        let Planned {
+            events,
+            state,
+            next,
+        } = delivery_plan::plan(notification, occasion, &facts)?;
         Ok((
             Change {
                 state,
@@ -951,16 +845,6 @@ impl Dispatcher {
             throttle::hold_for_urgent(pool, &holds).await?;
         }
         Ok(waits)
-    }
-
-    /// A future moment the notification must wait for (its schedule, the
-    /// ranker's `send_after`, a retry), if any.
-    fn wait_until(&self, state: &NotificationState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        [state.schedule_at, state.send_after, state.retry_at]
-            .into_iter()
-            .flatten()
-            .filter(|at| *at > now)
-            .max()
     }
 
     /// Whether `provider` can carry `destination`, and (when `take_probe`)

@@ -8,27 +8,14 @@
 //! `retry_at`), and a provider whose breaker is open is passed over.
 
 use crate::domain::NotificationState;
+use crate::domain::delivery_plan;
 use crate::domain::values::Channel;
 use crate::providers::Destination;
 
 use super::RoutingConfig;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    pub channel: Channel,
-    pub provider: String,
-    pub destination: Destination,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum RouteDecision {
-    Use(Route),
-    /// Routes remain, but every one of them is unavailable right now.
-    Blocked,
-    /// Nothing can carry it: no address for any requested channel, no
-    /// provider configured, or every route failed permanently.
-    Exhausted(String),
-}
+pub type Route = delivery_plan::Route<Destination>;
+pub type RouteDecision = delivery_plan::RouteDecision<Destination>;
 
 /// The ISO 3166 country a destination is in, where it has one (phone numbers).
 fn country(destination: &Destination) -> Option<String> {

@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use herald::commands::Actor;
 use herald::commands::campaigns;
 use herald::commands::notifications::SendPolicy;
-use herald::config::Config;
+use herald::config::{Config, DatabaseUrl};
 use herald::domain::NotificationCommand;
 use herald::domain::values::NotificationId;
 use herald::domain::values::{Priority, TenantId};
@@ -651,7 +651,7 @@ async fn the_cli_creates_a_campaign_from_a_csv_file() {
     // CRLF, as spreadsheets write it: the bad row is on line 3.
     std::fs::write(&file, "email,name\r\nada@example.com,Ada\r\nbad,Bob\r\n").unwrap();
     let config = Config {
-        database_url: Some(c.app.database_url()),
+        database_url: Some(DatabaseUrl::new(c.app.database_url())),
         ..Config::default()
     };
     let args = herald::cli::campaigns::ImportArgs {

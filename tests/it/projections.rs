@@ -1014,7 +1014,7 @@ async fn the_cli_lists_retries_and_skips() {
     create_test_tables(&db.pool).await;
     let store = EventStore::new(db.pool.clone());
     let config = herald::config::Config {
-        database_url: Some(url_of(&db.options)),
+        database_url: Some(herald::config::DatabaseUrl::new(url_of(&db.options))),
         database_max_connections: 3,
         ..herald::config::Config::default()
     };
