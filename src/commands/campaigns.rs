@@ -31,7 +31,8 @@ pub use self::import::{
     import_url,
 };
 pub use self::release::{Released, check_progress, release_next_batch, start};
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
+use super::pipeline::{self, Applied, Loaded, Step, Stream, Transaction};
+use super::{Actor, CommandError};
 use crate::domain::campaign::{
     Campaign, CampaignCommand, CampaignEvent, CampaignSpec, CampaignStatus, CampaignSummary,
     CreateCampaign,
@@ -39,7 +40,7 @@ use crate::domain::campaign::{
 use crate::domain::template::VariableSpec;
 use crate::domain::values::{NotificationId, TemplateVersion, TenantId};
 use crate::domain::{Aggregate, NotificationStatus, ValidationErrors};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
+use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
 
 pub fn stream_id(campaign_id: Uuid) -> String {
@@ -98,22 +99,9 @@ pub async fn create(
         },
         Utc::now(),
     )?;
-    let mut tx = store.begin().await?;
-    let appended = commit_in(
-        &mut tx,
-        tenant_id,
-        id,
-        ExpectedVersion::NoStream,
-        &Campaign::default(),
-        &events,
-        actor,
-    )
-    .await;
-    if let Err(error) = appended {
-        tx.rollback().await.ok();
-        return Err(error);
-    }
-    tx.commit().await?;
+    stream(store, tenant_id, id, actor)
+        .append(Loaded::default(), events, &keep_tables)
+        .await?;
     let signing_secret = match &spec.callback_url {
         Some(url) => callbacks::ensure_tenant_secret(store.pool(), tenant_id, url).await?,
         None => None,
@@ -178,7 +166,7 @@ async fn queue_cancelled_callback(
     tenant_id: &TenantId,
     id: Uuid,
 ) -> Result<(), CommandError> {
-    let (campaign, _) = load(store, tenant_id, id).await?;
+    let campaign = load(store, tenant_id, id).await?.state;
     let Some(url) = campaign.spec().and_then(|spec| spec.callback_url.clone()) else {
         return Ok(());
     };
@@ -454,104 +442,79 @@ async fn variable_schema(
         .ok_or(CommandError::NotFound("campaign template version"))
 }
 
-/// The tenant's campaign as its events have it, and the stream's version.
+/// The campaign's stream, written by `actor` in the tenant's name.
+fn stream<'a>(
+    store: &'a EventStore,
+    tenant_id: &'a TenantId,
+    id: Uuid,
+    actor: &'a Actor,
+) -> Stream<'a> {
+    Stream::new(store, stream_id(id), tenant_id, actor)
+}
+
+/// The tenant's campaign as its events have it; another tenant's is not found.
 async fn load(
     store: &EventStore,
     tenant_id: &TenantId,
     id: Uuid,
-) -> Result<(Campaign, i64), CommandError> {
-    let recorded = store.read_stream(&stream_id(id), 1).await?;
-    let campaign = Campaign::fold(&decode(&recorded, CampaignEvent::upcast)?);
+) -> Result<Loaded<Campaign>, CommandError> {
+    let loaded = pipeline::load::<Campaign>(store, &stream_id(id)).await?;
+    if loaded.state.tenant_id() != Some(tenant_id) {
+        return Err(CommandError::NotFound("campaign"));
+    }
+    Ok(loaded)
+}
+
+/// What the tenant's campaign records for `command`; another tenant's is
+/// not found.
+fn decide(
+    campaign: &Campaign,
+    tenant_id: &TenantId,
+    command: CampaignCommand,
+) -> Result<Vec<CampaignEvent>, CommandError> {
     if campaign.tenant_id() != Some(tenant_id) {
         return Err(CommandError::NotFound("campaign"));
     }
-    Ok((campaign, recorded.len() as i64))
+    Ok(campaign.decide(command, Utc::now())?)
 }
 
-/// Loads, decides, appends with the table rows in step; retries when
-/// another writer moved the stream first.
+/// Decides on the tenant's campaign with the table rows in step, and
+/// answers its row.
 async fn decide_and_commit(
     store: &EventStore,
     tenant_id: &TenantId,
     id: Uuid,
     actor: &Actor,
-    command: impl Fn() -> CampaignCommand,
+    command: impl Fn() -> CampaignCommand + Sync,
 ) -> Result<CampaignRow, CommandError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let (campaign, version) = load(store, tenant_id, id).await?;
-        let events = campaign.decide(command(), Utc::now())?;
-        if !events.is_empty() {
-            let mut tx = store.begin().await?;
-            let committed = commit_in(
-                &mut tx,
-                tenant_id,
-                id,
-                ExpectedVersion::Exact(version),
-                &campaign,
-                &events,
-                actor,
-            )
-            .await;
-            match committed {
-                Ok(_) => tx.commit().await?,
-                Err(CommandError::Store(error)) if error.is_conflict() => {
-                    tx.rollback().await.ok();
-                    continue;
-                }
-                Err(error) => {
-                    tx.rollback().await.ok();
-                    return Err(error);
-                }
-            }
-        }
-        return get(store.pool(), tenant_id, id)
-            .await?
-            .ok_or(CommandError::NotFound("campaign"));
-    }
-    Err(CommandError::Store(StoreError::TransactionAborted))
+    stream(store, tenant_id, id, actor)
+        .execute(
+            |campaign: &Campaign| decide(campaign, tenant_id, command()),
+            keep_tables,
+        )
+        .await?;
+    get(store.pool(), tenant_id, id)
+        .await?
+        .ok_or(CommandError::NotFound("campaign"))
 }
 
-/// Appends `events` to the campaign `before` was folded from and brings
-/// its rows in step, inside `tx`: the `campaigns` row, batch rows, messages
-/// cancelled, and a callback queued for each event that has one. Returns
-/// the state after.
-async fn commit_in(
-    tx: &mut StoreTransaction,
-    tenant_id: &TenantId,
-    id: Uuid,
-    expected: ExpectedVersion,
-    before: &Campaign,
-    events: &[CampaignEvent],
-    actor: &Actor,
-) -> Result<Campaign, CommandError> {
-    let new_events = envelopes(
-        events,
-        CampaignEvent::event_type,
-        CampaignEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    tx.append(&[StreamAppend {
-        stream_id: stream_id(id),
-        expected,
-        events: new_events,
-    }])
-    .await?;
-    let mut state = before.clone();
-    for event in events {
-        state.apply(event);
-    }
-    let version = match expected {
-        ExpectedVersion::Exact(version) => version + events.len() as i64,
-        _ => events.len() as i64,
-    };
-    let now = Utc::now();
-    let conn = tx.connection();
-    upsert_row(conn, tenant_id, id, &state, version, now).await?;
-    for event in events {
-        in_step(conn, tenant_id, id, &state, event, now).await?;
-    }
-    Ok(state)
+/// Brings the campaign's rows in step with the events: the `campaigns`
+/// row, batch rows, messages cancelled, and a callback queued for each
+/// event that has one.
+fn keep_tables<'c>(tx: &'c mut Transaction<'_>, applied: &'c Applied<Campaign>) -> Step<'c, ()> {
+    Box::pin(async move {
+        let state = &applied.state;
+        let (Some(tenant_id), Some(id)) = (state.tenant_id(), state.id()) else {
+            return Err(CommandError::NotFound("campaign"));
+        };
+        let now = Utc::now();
+        let conn = tx.connection();
+        upsert_row(conn, tenant_id, id, state, applied.version, now).await?;
+        for event in &applied.events {
+            in_step(conn, tenant_id, id, state, event, now).await?;
+        }
+        Ok(())
+    })
 }
 
 async fn upsert_row(

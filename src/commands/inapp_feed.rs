@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use super::{Actor, CommandError, decode, envelopes};
+use super::pipeline::{decode, envelopes};
+use super::{Actor, CommandError};
 use crate::domain::inapp_feed::{InAppFeedEvent, InAppItemState, MarkInAppItems};
 use crate::domain::values::{Channel, NotificationId, RecipientId, TenantId};
 use crate::domain::{Aggregate, Notification, NotificationEvent, ValidationErrors};
@@ -113,7 +114,7 @@ async fn delivered_in_log(
             .filter(|e| &e.stream_id == stream)
             .cloned()
             .collect();
-        let notification = Notification::fold(&decode(&timeline, NotificationEvent::upcast)?);
+        let notification = Notification::fold(&decode::<NotificationEvent>(&timeline)?);
         let sent_in_app = notification.state().is_some_and(|state| {
             &state.tenant_id == tenant_id
                 && state.request.recipient.id.as_ref() == Some(recipient_id)
@@ -137,13 +138,7 @@ async fn append(
     if events.is_empty() {
         return Ok(None);
     }
-    let events = envelopes(
-        events,
-        InAppFeedEvent::event_type,
-        InAppFeedEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
+    let events = envelopes(events, tenant_id.as_str(), actor)?;
     // Marks need no expected version: each is recorded as asked, and the
     // log's order decides which one stands.
     let positions = store

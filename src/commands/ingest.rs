@@ -22,7 +22,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use uuid::Uuid;
 
-use super::{Actor, CommandError, envelope};
+use super::pipeline::{envelope, in_transaction};
+use super::{Actor, CommandError};
 use crate::domain::values::TenantId;
 use crate::domain::{FieldError, IngestEventInput, SourceEvent, SourceEventIngested};
 use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
@@ -87,18 +88,8 @@ pub async fn store_batch(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut tx = store.begin().await?;
-        let result = match store_in(&mut tx, tenant_id, events, actor).await {
-            Ok(stored) => tx
-                .commit()
-                .await
-                .map(|()| stored)
-                .map_err(CommandError::from),
-            Err(error) => {
-                tx.rollback().await.ok();
-                Err(error)
-            }
-        };
+        let result =
+            in_transaction(store, |tx| Box::pin(store_in(tx, tenant_id, events, actor))).await;
         match result {
             Ok(stored) => {
                 let duplicates = stored.iter().filter(|s| s.duplicate).count() as u64;
@@ -215,13 +206,7 @@ async fn store_in(
                 source_event: events[index].clone(),
                 duplicate: duplicate[index],
             };
-            new_events.push(envelope(
-                &fact,
-                fact.event_type(),
-                SourceEventIngested::SCHEMA_VERSION,
-                tenant_id.as_str(),
-                actor,
-            )?);
+            new_events.push(envelope(&fact, tenant_id.as_str(), actor)?);
         }
         order.extend(indexes);
         appends.push(StreamAppend {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
-use super::{Actor, CommandError, envelopes, tenants};
+use super::pipeline::envelopes;
+use super::{Actor, CommandError, tenants};
 pub use crate::domain::LimitsConfig;
 use crate::domain::values::{Category, Channel, TenantId};
 use crate::domain::{FrequencyCap, LimitAuthority, Quota, RateLimit, TenantEvent, TenantLimits};
@@ -447,13 +448,7 @@ async fn record_soft_caps(
             limit: limits.cap(r.quota),
         })
         .collect();
-    let events = envelopes(
-        &events,
-        TenantEvent::event_type,
-        TenantEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
+    let events = envelopes(&events, tenant_id.as_str(), actor)?;
     // Any version: sends do not read the tenant's stream. The tenant's usage
     // row lock already orders the warnings of its concurrent sends.
     tx.append(&[StreamAppend {

@@ -16,7 +16,8 @@ use sqlx::PgPool;
 use url::Url;
 
 use super::notifications;
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, envelopes, recipients, suppressions};
+use super::pipeline::{Stream, in_transaction, retry_on_conflict};
+use super::{Actor, CommandError, recipients, suppressions};
 use crate::domain::recipient::{PreferenceChange, PreferenceSource, Preferences};
 use crate::domain::signed_link::{
     ClientContext, LinkClaims, LinkError, LinkEvent, LinkKey, LinkKind, MIN_KEY_BYTES,
@@ -25,7 +26,7 @@ use crate::domain::signed_link::{
 use crate::domain::suppression::{SuppressedAddress, SuppressionReason};
 use crate::domain::values::{Category, HttpUrl, NotificationId, RecipientId, TenantId};
 use crate::domain::{NotificationCommand, ValidationErrors};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StreamAppend};
+use crate::eventstore::EventStore;
 
 /// `[links]`: where links point and how long they stay valid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -444,82 +445,39 @@ pub async fn set_tracking_settings(
     settings: TrackingSettings,
     actor: &Actor,
 ) -> Result<TrackingSettings, CommandError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let version = store
-            .read_stream(&tracking_stream_id(tenant), 1)
-            .await?
-            .len();
-        if version > 0 && tracking_settings(store.pool(), tenant).await? == settings {
-            return Ok(settings);
-        }
-        let event = LinkEvent::TrackingSettingsChanged {
-            opens: settings.opens,
-            clicks: settings.clicks,
-        };
-        let expected = match version {
-            0 => ExpectedVersion::NoStream,
-            n => ExpectedVersion::Exact(n as i64),
-        };
-        let mut tx = store.begin().await?;
-        match append_link_events(
-            &mut tx,
-            tenant,
-            &tracking_stream_id(tenant),
-            expected,
-            event,
-            actor,
-        )
-        .await
-        {
-            Ok(()) => {}
-            Err(CommandError::Store(error)) if error.is_conflict() => {
-                tx.rollback().await.ok();
-                continue;
+    let stream = &Stream::new(store, tracking_stream_id(tenant), tenant, actor);
+    retry_on_conflict(|| {
+        Box::pin(async move {
+            let version = store.read_stream(stream.id(), 1).await?.len() as i64;
+            if version > 0 && tracking_settings(store.pool(), tenant).await? == settings {
+                return Ok(settings);
             }
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO tracking_settings (tenant_id, opens, clicks, updated_at) \
-             VALUES ($1, $2, $3, now()) \
-             ON CONFLICT (tenant_id) DO UPDATE \
-                 SET opens = EXCLUDED.opens, clicks = EXCLUDED.clicks, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(tenant.as_str())
-        .bind(settings.opens)
-        .bind(settings.clicks)
-        .execute(tx.connection())
-        .await?;
-        tx.commit().await?;
-        return Ok(settings);
-    }
-    Err(CommandError::Store(StoreError::TransactionAborted))
-}
-
-async fn append_link_events(
-    tx: &mut crate::eventstore::StoreTransaction,
-    tenant: &TenantId,
-    stream_id: &str,
-    expected: ExpectedVersion,
-    event: LinkEvent,
-    actor: &Actor,
-) -> Result<(), CommandError> {
-    let events = envelopes(
-        &[event],
-        LinkEvent::event_type,
-        LinkEvent::SCHEMA_VERSION,
-        tenant.as_str(),
-        actor,
-    )?;
-    tx.append(&[StreamAppend {
-        stream_id: stream_id.to_string(),
-        expected,
-        events,
-    }])
-    .await?;
-    Ok(())
+            let event = LinkEvent::TrackingSettingsChanged {
+                opens: settings.opens,
+                clicks: settings.clicks,
+            };
+            let append = stream.appending(version, &[event])?;
+            in_transaction(store, |tx| {
+                Box::pin(async move {
+                    tx.append(&[append]).await?;
+                    sqlx::query(
+                        "INSERT INTO tracking_settings (tenant_id, opens, clicks, updated_at) \
+                         VALUES ($1, $2, $3, now()) \
+                         ON CONFLICT (tenant_id) DO UPDATE \
+                             SET opens = EXCLUDED.opens, clicks = EXCLUDED.clicks, updated_at = EXCLUDED.updated_at",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(settings.opens)
+                    .bind(settings.clicks)
+                    .execute(tx.connection())
+                    .await?;
+                    Ok(settings)
+                })
+            })
+            .await
+        })
+    })
+    .await
 }
 
 /// A short link as stored.
@@ -555,53 +513,40 @@ pub async fn create_short_link(
         return Err(errors.into());
     };
     let expires_at = Utc::now() + links.tracking_ttl;
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let code = short_code();
-        let event = LinkEvent::ShortLinkCreated {
-            code: code.clone(),
-            notification_id,
-            url: url.clone(),
-            expires_at,
-        };
-        let mut tx = store.begin().await?;
-        let stream = short_link_stream_id(&code);
-        match append_link_events(
-            &mut tx,
-            tenant,
-            &stream,
-            ExpectedVersion::NoStream,
-            event,
-            actor,
-        )
-        .await
-        {
-            Ok(()) => {}
-            // Two equal random codes: draw another.
-            Err(CommandError::Store(error)) if error.is_conflict() => {
-                tx.rollback().await.ok();
-                continue;
-            }
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error);
-            }
-        }
-        let row = sqlx::query_as(
-            "INSERT INTO short_links (code, tenant_id, notification_id, url, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, now(), $5) \
-             RETURNING code, tenant_id, notification_id, url, created_at, expires_at, clicks",
-        )
-        .bind(&code)
-        .bind(tenant.as_str())
-        .bind(notification_id.map(|id| id.as_uuid()))
-        .bind(url.as_str())
-        .bind(expires_at)
-        .fetch_one(tx.connection())
-        .await?;
-        tx.commit().await?;
-        return Ok(row);
-    }
-    Err(CommandError::Store(StoreError::TransactionAborted))
+    // A conflict means two equal random codes: each attempt draws another.
+    retry_on_conflict(|| {
+        let url = url.clone();
+        Box::pin(async move {
+            let code = short_code();
+            let event = LinkEvent::ShortLinkCreated {
+                code: code.clone(),
+                notification_id,
+                url: url.clone(),
+                expires_at,
+            };
+            let append =
+                Stream::new(store, short_link_stream_id(&code), tenant, actor).appending(0, &[event])?;
+            in_transaction(store, |tx| {
+                Box::pin(async move {
+                    tx.append(&[append]).await?;
+                    Ok(sqlx::query_as(
+                        "INSERT INTO short_links (code, tenant_id, notification_id, url, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, now(), $5) \
+                         RETURNING code, tenant_id, notification_id, url, created_at, expires_at, clicks",
+                    )
+                    .bind(&code)
+                    .bind(tenant.as_str())
+                    .bind(notification_id.map(|id| id.as_uuid()))
+                    .bind(url.as_str())
+                    .bind(expires_at)
+                    .fetch_one(tx.connection())
+                    .await?)
+                })
+            })
+            .await
+        })
+    })
+    .await
 }
 
 /// The live short link `code`, counting this click.

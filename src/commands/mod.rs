@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod limits;
 pub mod links;
 pub mod notifications;
+mod pipeline;
 pub mod receipts;
 pub mod recipients;
 pub mod schedules;
@@ -17,19 +18,12 @@ pub mod templates;
 pub mod tenants;
 pub mod webhook_endpoints;
 
-use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::domain::{DomainError, ValidationErrors};
-use crate::eventstore::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StoreTransaction,
-    StreamAppend,
-};
+use crate::eventstore::StoreError;
 use crate::telemetry::trace::TracePoint;
-
-/// Commands retry this often when another writer moved the stream first.
-const MAX_CONFLICT_RETRIES: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -129,81 +123,4 @@ impl Actor {
         }
         Value::Object(metadata)
     }
-}
-
-/// A domain event in the log's envelope.
-fn envelope<E: Serialize>(
-    event: &E,
-    event_type: &str,
-    schema_version: i16,
-    tenant_id: &str,
-    actor: &Actor,
-) -> Result<NewEvent, CommandError> {
-    let payload = serde_json::to_value(event).map_err(|e| CommandError::CorruptEvent {
-        position: 0,
-        reason: format!("cannot serialise {event_type}: {e}"),
-    })?;
-    Ok(NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.to_string(),
-        schema_version,
-        tenant_id: tenant_id.to_string(),
-        payload,
-        metadata: actor.metadata(),
-    })
-}
-
-/// A transaction that has appended `events` to `stream`, for the caller to
-/// write its read tables in and commit; nothing is kept if the append fails.
-async fn begin_with_append(
-    store: &EventStore,
-    stream: &str,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-) -> Result<StoreTransaction, CommandError> {
-    let mut tx = store.begin().await?;
-    if let Err(error) = tx
-        .append(&[StreamAppend {
-            stream_id: stream.to_string(),
-            expected,
-            events,
-        }])
-        .await
-    {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
-    Ok(tx)
-}
-
-/// Domain events of one aggregate in the log's envelope, in order.
-fn envelopes<E: Serialize>(
-    events: &[E],
-    event_type: impl Fn(&E) -> &'static str,
-    schema_version: i16,
-    tenant_id: &str,
-    actor: &Actor,
-) -> Result<Vec<NewEvent>, CommandError> {
-    events
-        .iter()
-        .map(|event| envelope(event, event_type(event), schema_version, tenant_id, actor))
-        .collect()
-}
-
-/// Reads stored events back into domain events through the domain's upcaster.
-fn decode<E>(
-    recorded: &[RecordedEvent],
-    upcast: impl Fn(&str, i16, Value) -> Result<E, DomainError>,
-) -> Result<Vec<E>, CommandError> {
-    recorded
-        .iter()
-        .map(|r| {
-            upcast(&r.event_type, r.schema_version, r.payload.clone()).map_err(|e| {
-                CommandError::CorruptEvent {
-                    position: r.global_position,
-                    reason: e.to_string(),
-                }
-            })
-        })
-        .collect()
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::limits::{Charge, EffectiveLimits, Limits, LimitsConfig, QuotaOutcome, consume_quota};
+use super::pipeline::{Stream, envelopes, in_transaction, retry_on_conflict};
 use super::templates::Pins;
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, check_urls, envelopes, recipients};
+use super::{Actor, CommandError, check_urls, recipients};
 use crate::domain::attachment::{AttachmentSource, AttachmentsConfig};
 use crate::domain::values::{Channel, NotificationId, TenantId};
 use crate::domain::{
@@ -16,7 +17,7 @@ use crate::domain::{
 };
 use crate::egress::Egress;
 use crate::eventstore::{
-    EventStore, ExpectedVersion, RecordedEvent, StoreError, StoreTransaction, StreamAppend,
+    EventStore, ExpectedVersion, RecordedEvent, StoreTransaction, StreamAppend,
 };
 use crate::projections::delivery_queue::{self, QueueEntry};
 use crate::projections::{dead_letters, notification_status};
@@ -356,16 +357,11 @@ async fn commit_sends(
         return Ok(Vec::new());
     }
     let limits = policy.limits.effective(store.pool(), tenant_id).await?;
-    let mut tx = store.begin().await?;
-    let stored = store_sends(&mut tx, tenant_id, prepared, policy, &limits).await;
-    let (outcomes, quota) = match stored {
-        Ok(stored) => stored,
-        Err(error) => {
-            tx.rollback().await.ok();
-            return Err(error);
-        }
-    };
-    tx.commit().await?;
+    let limits = &limits;
+    let (outcomes, quota) = in_transaction(store, |tx| {
+        Box::pin(store_sends(tx, tenant_id, prepared, policy, limits))
+    })
+    .await?;
     if let Some(quota) = quota {
         quota.record_metrics(tenant_id);
     }
@@ -459,13 +455,7 @@ async fn store_sends(
         appends.push(StreamAppend {
             stream_id: stream_id(&item.notification_id),
             expected: ExpectedVersion::NoStream,
-            events: envelopes(
-                &item.events,
-                NotificationEvent::event_type,
-                NotificationEvent::SCHEMA_VERSION,
-                tenant_id.as_str(),
-                &item.actor,
-            )?,
+            events: envelopes(&item.events, tenant_id.as_str(), &item.actor)?,
         });
         let state = Box::new(
             Notification::fold(&item.events)
@@ -639,30 +629,6 @@ async fn reserve(
         .collect())
 }
 
-async fn append_in(
-    tx: &mut StoreTransaction,
-    tenant_id: &TenantId,
-    notification_id: &NotificationId,
-    expected: ExpectedVersion,
-    events: &[NotificationEvent],
-    actor: &Actor,
-) -> Result<Vec<i64>, CommandError> {
-    let new_events = envelopes(
-        events,
-        NotificationEvent::event_type,
-        NotificationEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    Ok(tx
-        .append(&[StreamAppend {
-            stream_id: stream_id(notification_id),
-            expected,
-            events: new_events,
-        }])
-        .await?)
-}
-
 /// The notification and its timeline, if it exists and belongs to the tenant.
 #[tracing::instrument(name = "get_notification", skip_all, fields(tenant_id = %tenant_id, notification_id = %id.as_uuid()))]
 pub async fn get(
@@ -698,67 +664,57 @@ pub async fn handle(
     store: &EventStore,
     tenant_id: &TenantId,
     id: &NotificationId,
-    command: impl Fn() -> NotificationCommand,
+    command: impl Fn() -> NotificationCommand + Sync,
     actor: &Actor,
 ) -> Result<NotificationDetails, CommandError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let details = get(store, tenant_id, id)
-            .await?
-            .ok_or(CommandError::NotFound("notification"))?;
-        // A command is decided on the whole state, never on a guess.
-        if let Some(unreadable) = details.unreadable.first() {
-            return Err(CommandError::UnreadableStream(unreadable.clone()));
-        }
-        let mut notification = Notification::from_state(details.state.clone());
-        let version = details.timeline.len() as i64;
-        let events = notification.decide(command(), Utc::now())?;
-        if events.is_empty() {
-            return Ok(details);
-        }
-        // In the notification's trace; the span only when this one is in it.
-        let trace = stream_trace(&details.timeline).map(|notification| TracePoint {
-            span_id: actor
-                .trace
-                .filter(|here| here.trace_id == notification.trace_id)
-                .and_then(|here| here.span_id),
-            ..notification
-        });
-        let mut tx = store.begin().await?;
-        match append_in(
-            &mut tx,
-            tenant_id,
-            id,
-            ExpectedVersion::Exact(version),
-            &events,
-            &actor.at(trace.or(actor.trace)),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(CommandError::Store(error)) if error.is_conflict() => {
-                tx.rollback().await.ok();
-                continue;
+    let command = &command;
+    retry_on_conflict(|| {
+        Box::pin(async move {
+            let details = get(store, tenant_id, id)
+                .await?
+                .ok_or(CommandError::NotFound("notification"))?;
+            // A command is decided on the whole state, never on a guess.
+            if let Some(unreadable) = details.unreadable.first() {
+                return Err(CommandError::UnreadableStream(unreadable.clone()));
             }
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error);
+            let mut notification = Notification::from_state(details.state.clone());
+            let version = details.timeline.len() as i64;
+            let events = notification.decide(command(), Utc::now())?;
+            if events.is_empty() {
+                return Ok(details);
             }
-        }
-        for event in &events {
-            notification.apply(event);
-        }
-        let state = notification
-            .state()
-            .ok_or(CommandError::NotFound("notification"))?;
-        notification_status::upsert(tx.connection(), &[(state, version + events.len() as i64)])
+            // In the notification's trace; the span only when this one is in it.
+            let trace = stream_trace(&details.timeline).map(|notification| TracePoint {
+                span_id: actor
+                    .trace
+                    .filter(|here| here.trace_id == notification.trace_id)
+                    .and_then(|here| here.span_id),
+                ..notification
+            });
+            let actor = actor.at(trace.or(actor.trace));
+            let append =
+                Stream::new(store, stream_id(id), tenant_id, &actor).appending(version, &events)?;
+            for event in &events {
+                notification.apply(event);
+            }
+            let state = notification
+                .state()
+                .ok_or(CommandError::NotFound("notification"))?;
+            let row = (state, version + events.len() as i64);
+            in_transaction(store, |tx| {
+                Box::pin(async move {
+                    tx.append(&[append]).await?;
+                    notification_status::upsert(tx.connection(), &[row]).await?;
+                    Ok(sync_queue(tx.connection(), &[row.0]).await?)
+                })
+            })
             .await?;
-        sync_queue(tx.connection(), &[state]).await?;
-        tx.commit().await?;
-        return get(store, tenant_id, id)
-            .await?
-            .ok_or(CommandError::NotFound("notification"));
-    }
-    Err(CommandError::Store(StoreError::TransactionAborted))
+            get(store, tenant_id, id)
+                .await?
+                .ok_or(CommandError::NotFound("notification"))
+        })
+    })
+    .await
 }
 
 pub async fn cancel(
@@ -927,20 +883,18 @@ pub async fn append_changes(
             expected: ExpectedVersion::Exact(change.expected_version),
             events: envelopes(
                 &change.events,
-                NotificationEvent::event_type,
-                NotificationEvent::SCHEMA_VERSION,
                 change.state.tenant_id.as_str(),
                 &actor.at(change.trace.or(actor.trace)),
             )?,
         });
     }
-    let mut tx = store.begin().await?;
-    if let Err(error) = tx.append(&appends).await {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
     let states: Vec<&NotificationState> = changes.iter().map(|c| &c.state).collect();
-    sync_queue(tx.connection(), &states).await?;
-    tx.commit().await?;
-    Ok(())
+    let (appends, states) = (&appends, &states);
+    in_transaction(store, |tx| {
+        Box::pin(async move {
+            tx.append(appends).await?;
+            Ok(sync_queue(tx.connection(), states).await?)
+        })
+    })
+    .await
 }

@@ -9,22 +9,19 @@
 use std::collections::HashMap;
 
 use chrono::{NaiveTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
-use crate::domain::quiet_hours::{
-    QuietHours, TenantQuietHours, TenantQuietHoursCommand, TenantQuietHoursEvent,
-};
+use super::pipeline::{Executed, Stream};
+use super::{Actor, CommandError};
+use crate::domain::Aggregate;
+use crate::domain::quiet_hours::{QuietHours, TenantQuietHours, TenantQuietHoursCommand};
 use crate::domain::recipient::{
-    PreferenceChange, PreferenceSource, Preferences, Recipient, RecipientCommand, RecipientEvent,
-    RecipientProfile, UpsertRecipient,
+    PreferenceChange, PreferenceSource, Preferences, Recipient, RecipientCommand, RecipientProfile,
+    UpsertRecipient,
 };
 use crate::domain::values::{RecipientId, TenantId};
-use crate::domain::{Aggregate, DomainError};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
+use crate::eventstore::EventStore;
 
 pub fn stream_id(tenant_id: &TenantId, recipient_id: &RecipientId) -> String {
     format!("recipient-{tenant_id}/{}", recipient_id.as_str())
@@ -185,30 +182,23 @@ async fn change_recipient(
     tenant: &TenantId,
     recipient_id: &RecipientId,
     actor: &Actor,
-    command: impl Fn() -> RecipientCommand,
+    command: impl Fn() -> RecipientCommand + Sync,
 ) -> Result<Recipient, CommandError> {
-    let stream = Stream {
-        store,
-        tenant,
-        stream_id: stream_id(tenant, recipient_id),
-        actor,
-    };
-    let decided = stream
-        .decide_and_append::<Recipient>(
-            command,
-            RecipientEvent::upcast,
-            RecipientEvent::event_type,
-            RecipientEvent::SCHEMA_VERSION,
+    let executed = Stream::new(store, stream_id(tenant, recipient_id), tenant, actor)
+        .execute(
+            |recipient: &Recipient| Ok(recipient.decide(command(), Utc::now())?),
+            |tx, applied| {
+                Box::pin(async move {
+                    write_recipient(tx.connection(), tenant, recipient_id, &applied.state).await?;
+                    Ok(applied.state.clone())
+                })
+            },
         )
         .await?;
-    match decided {
-        Decided::Unchanged(recipient) => Ok(recipient),
-        Decided::Appended(mut tx, recipient) => {
-            let written = write_recipient(tx.connection(), tenant, recipient_id, &recipient).await;
-            commit(tx, written).await?;
-            Ok(recipient)
-        }
-    }
+    Ok(match executed {
+        Executed::Unchanged(loaded) => loaded.state,
+        Executed::Appended(recipient) => recipient,
+    })
 }
 
 async fn change_tenant_quiet_hours(
@@ -217,113 +207,20 @@ async fn change_tenant_quiet_hours(
     command: TenantQuietHoursCommand,
     actor: &Actor,
 ) -> Result<(), CommandError> {
-    let stream = Stream {
-        store,
-        tenant,
-        stream_id: settings_stream_id(tenant),
-        actor,
-    };
-    let decided = stream
-        .decide_and_append::<TenantQuietHours>(
-            || command.clone(),
-            TenantQuietHoursEvent::upcast,
-            TenantQuietHoursEvent::event_type,
-            TenantQuietHoursEvent::SCHEMA_VERSION,
+    Stream::new(store, settings_stream_id(tenant), tenant, actor)
+        .execute(
+            |settings: &TenantQuietHours| Ok(settings.decide(command.clone(), Utc::now())?),
+            |tx, applied| {
+                Box::pin(async move {
+                    Ok(
+                        write_settings(tx.connection(), tenant, applied.state.quiet_hours())
+                            .await?,
+                    )
+                })
+            },
         )
         .await?;
-    match decided {
-        Decided::Unchanged(_) => Ok(()),
-        Decided::Appended(mut tx, settings) => {
-            let written = write_settings(tx.connection(), tenant, settings.quiet_hours()).await;
-            commit(tx, written).await
-        }
-    }
-}
-
-/// What a decision led to: nothing to record, or events appended in a
-/// transaction still open for the read table's write.
-enum Decided<A> {
-    Unchanged(A),
-    Appended(StoreTransaction, A),
-}
-
-/// One stream of the tenant's, written on behalf of `actor`.
-struct Stream<'a> {
-    store: &'a EventStore,
-    tenant: &'a TenantId,
-    stream_id: String,
-    actor: &'a Actor,
-}
-
-impl Stream<'_> {
-    /// Loads the stream, decides, and appends in a new transaction; retries
-    /// when another writer moved the stream first.
-    async fn decide_and_append<A>(
-        &self,
-        command: impl Fn() -> A::Command,
-        upcast: impl Fn(&str, i16, Value) -> Result<A::Event, DomainError> + Copy,
-        event_type: impl Fn(&A::Event) -> &'static str + Copy,
-        schema_version: i16,
-    ) -> Result<Decided<A>, CommandError>
-    where
-        A: Aggregate<Error = DomainError>,
-        A::Event: Serialize,
-    {
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let recorded = self.store.read_stream(&self.stream_id, 1).await?;
-            let mut state = A::fold(&decode(&recorded, upcast)?);
-            let events = state.decide(command(), Utc::now())?;
-            if events.is_empty() {
-                return Ok(Decided::Unchanged(state));
-            }
-            let new_events = envelopes(
-                &events,
-                event_type,
-                schema_version,
-                self.tenant.as_str(),
-                self.actor,
-            )?;
-            for event in &events {
-                state.apply(event);
-            }
-            let expected = match recorded.len() {
-                0 => ExpectedVersion::NoStream,
-                version => ExpectedVersion::Exact(version as i64),
-            };
-            let mut tx = self.store.begin().await?;
-            let appended = tx
-                .append(&[StreamAppend {
-                    stream_id: self.stream_id.clone(),
-                    expected,
-                    events: new_events,
-                }])
-                .await;
-            match appended {
-                Ok(_) => return Ok(Decided::Appended(tx, state)),
-                Err(error) => {
-                    tx.rollback().await.ok();
-                    if !error.is_conflict() {
-                        return Err(error.into());
-                    }
-                }
-            }
-        }
-        Err(CommandError::Store(StoreError::TransactionAborted))
-    }
-}
-
-/// Commits when the read table's write succeeded, else rolls the events back too.
-async fn commit(
-    tx: StoreTransaction,
-    written: Result<(), sqlx::Error>,
-) -> Result<(), CommandError> {
-    match written {
-        Ok(()) => Ok(tx.commit().await?),
-        Err(error) => {
-            tx.rollback().await.ok();
-            Err(error.into())
-        }
-    }
+    Ok(())
 }
 
 async fn write_recipient(

@@ -16,13 +16,14 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::notifications::{self, SendPolicy};
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes, templates};
+use super::pipeline::{Applied, Executed, Loaded, Step, Stream, Transaction, load};
+use super::{Actor, CommandError, templates};
+use crate::domain::ValidationErrors;
 use crate::domain::schedule::{
     CreateSchedule, CronExpression, Schedule, ScheduleCommand, ScheduleEvent,
 };
 use crate::domain::values::{TenantId, Timezone};
-use crate::domain::{Aggregate, ValidationErrors};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StreamAppend};
+use crate::eventstore::EventStore;
 
 pub fn stream_id(schedule_id: Uuid) -> String {
     format!("schedule-{schedule_id}")
@@ -113,16 +114,9 @@ pub async fn create(
         },
         now,
     )?;
-    append(
-        store,
-        tenant_id,
-        id,
-        ExpectedVersion::NoStream,
-        &[],
-        &events,
-        actor,
-    )
-    .await
+    Stream::new(store, stream_id(id), tenant_id, actor)
+        .append(Loaded::default(), events, &keep_table_in_step)
+        .await
 }
 
 pub async fn pause(
@@ -242,9 +236,8 @@ pub async fn fire(
     now: DateTime<Utc>,
     actor: &Actor,
 ) -> Result<FireOutcome, CommandError> {
-    let recorded = store.read_stream(&stream_id(schedule_id), 1).await?;
-    let past = decode(&recorded, ScheduleEvent::upcast)?;
-    let schedule = Schedule::fold(&past);
+    let loaded = load::<Schedule>(store, &stream_id(schedule_id)).await?;
+    let schedule = &loaded.state;
     let (Some(tenant_id), Some(spec)) = (schedule.tenant_id(), schedule.spec()) else {
         return Ok(FireOutcome::NotDue);
     };
@@ -280,18 +273,9 @@ pub async fn fire(
             }
         };
     }
-    let expected = ExpectedVersion::Exact(recorded.len() as i64);
-    match append(
-        store,
-        tenant_id,
-        schedule_id,
-        expected,
-        &past,
-        &events,
-        actor,
-    )
-    .await
-    {
+    let tenant_id = tenant_id.clone();
+    let stream = Stream::new(store, stream_id(schedule_id), &tenant_id, actor);
+    match stream.append(loaded, events, &keep_table_in_step).await {
         Ok(_) => Ok(outcome),
         Err(CommandError::Store(error)) if error.is_conflict() => Ok(FireOutcome::LostRace),
         Err(error) => Err(error),
@@ -322,9 +306,8 @@ fn under_notification(error: CommandError) -> CommandError {
     }
 }
 
-/// Loads the tenant's live schedule, decides, appends; retries when another
-/// writer (the scheduler) moved the stream first. Another tenant's schedule
-/// is not found.
+/// Decides on the tenant's live schedule and writes its row; another
+/// tenant's schedule is not found.
 async fn decide_and_append(
     store: &EventStore,
     tenant_id: &TenantId,
@@ -332,86 +315,42 @@ async fn decide_and_append(
     actor: &Actor,
     command: ScheduleCommand,
 ) -> Result<ScheduleRow, CommandError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let recorded = store.read_stream(&stream_id(schedule_id), 1).await?;
-        let past = decode(&recorded, ScheduleEvent::upcast)?;
-        let schedule = Schedule::fold(&past);
-        if !schedule.is_live() || schedule.tenant_id() != Some(tenant_id) {
-            return Err(CommandError::NotFound("schedule"));
-        }
-        let events = schedule.decide(command.clone(), Utc::now())?;
-        let expected = ExpectedVersion::Exact(recorded.len() as i64);
-        match append(
-            store,
-            tenant_id,
-            schedule_id,
-            expected,
-            &past,
-            &events,
-            actor,
+    let executed = Stream::new(store, stream_id(schedule_id), tenant_id, actor)
+        .execute(
+            |schedule: &Schedule| {
+                if !schedule.is_live() || schedule.tenant_id() != Some(tenant_id) {
+                    return Err(CommandError::NotFound("schedule"));
+                }
+                Ok(schedule.decide(command.clone(), Utc::now())?)
+            },
+            keep_table_in_step,
         )
-        .await
-        {
-            Err(CommandError::Store(error)) if error.is_conflict() => continue,
-            result => return result,
-        }
+        .await?;
+    match executed {
+        Executed::Appended(row) => Ok(row),
+        // The domain records an event for every command it accepts here.
+        Executed::Unchanged(_) => Err(CommandError::NotFound("schedule")),
     }
-    Err(CommandError::Store(StoreError::TransactionAborted))
 }
 
-/// Appends `events` after `past` and writes the row of the state they lead
-/// to, in one short transaction.
-async fn append(
-    store: &EventStore,
-    tenant_id: &TenantId,
-    schedule_id: Uuid,
-    expected: ExpectedVersion,
-    past: &[ScheduleEvent],
-    events: &[ScheduleEvent],
-    actor: &Actor,
-) -> Result<ScheduleRow, CommandError> {
-    let new_events = envelopes(
-        events,
-        ScheduleEvent::event_type,
-        ScheduleEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    let state = Schedule::fold(past.iter().chain(events));
-    let version = (past.len() + events.len()) as i64;
-    let mut tx = store.begin().await?;
-    let appended = tx
-        .append(&[StreamAppend {
-            stream_id: stream_id(schedule_id),
-            expected,
-            events: new_events,
-        }])
-        .await;
-    if let Err(error) = appended {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
-    match keep_table_in_step(tx.connection(), tenant_id, schedule_id, &state, version).await {
-        Ok(row) => {
-            tx.commit().await?;
-            Ok(row)
-        }
-        Err(error) => {
-            tx.rollback().await.ok();
-            Err(error)
-        }
-    }
+fn keep_table_in_step<'c>(
+    tx: &'c mut Transaction<'_>,
+    applied: &'c Applied<Schedule>,
+) -> Step<'c, ScheduleRow> {
+    Box::pin(write_row(tx.connection(), &applied.state, applied.version))
 }
 
 /// Writes the schedule's row as `state` has it; removes it once deleted.
-async fn keep_table_in_step(
+async fn write_row(
     conn: &mut PgConnection,
-    tenant_id: &TenantId,
-    schedule_id: Uuid,
     state: &Schedule,
     version: i64,
 ) -> Result<ScheduleRow, CommandError> {
-    let spec = state.spec().ok_or(CommandError::NotFound("schedule"))?;
+    let (Some(tenant_id), Some(schedule_id), Some(spec)) =
+        (state.tenant_id(), state.id(), state.spec())
+    else {
+        return Err(CommandError::NotFound("schedule"));
+    };
     if !state.is_live() {
         return Ok(sqlx::query_as(concat!(
             "DELETE FROM schedules WHERE schedule_id = $1 RETURNING ",

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
-use crate::domain::Aggregate;
+use super::pipeline::Stream;
+use super::{Actor, CommandError};
 use crate::domain::suppression::{
-    AddSuppression, SuppressedAddress, Suppression, SuppressionCommand, SuppressionEvent,
-    SuppressionReason, SuppressionSpec, parse_note, stream_id,
+    AddSuppression, SuppressedAddress, Suppression, SuppressionCommand, SuppressionReason,
+    SuppressionSpec, parse_note, stream_id,
 };
 use crate::domain::values::{Channel, TenantId};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StreamAppend};
+use crate::eventstore::EventStore;
 
 /// An entry as listed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -205,67 +205,35 @@ fn escape_like(text: &str) -> String {
         .replace('_', "\\_")
 }
 
-/// Loads the address's stream, decides, appends and keeps the row in step;
-/// retries when another writer moved the stream first.
+/// Decides on the address's stream and keeps its row in step.
 async fn decide_and_append(
     store: &EventStore,
     tenant: &TenantId,
     address: &SuppressedAddress,
     actor: &Actor,
-    command: impl Fn() -> SuppressionCommand,
+    command: impl Fn() -> SuppressionCommand + Sync,
 ) -> Result<(), CommandError> {
-    let stream = stream_id(tenant, address);
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let recorded = store.read_stream(&stream, 1).await?;
-        let past = decode(&recorded, SuppressionEvent::upcast)?;
-        let state = Suppression::fold(&past);
-        let command = command();
-        if command == SuppressionCommand::Remove && state.entry().is_none() {
-            return Err(CommandError::NotFound("suppression"));
-        }
-        let events = state.decide(command, Utc::now())?;
-        if events.is_empty() {
-            return Ok(());
-        }
-        let expected = match recorded.len() {
-            0 => ExpectedVersion::NoStream,
-            n => ExpectedVersion::Exact(n as i64),
-        };
-        let new_events = envelopes(
-            &events,
-            SuppressionEvent::event_type,
-            SuppressionEvent::SCHEMA_VERSION,
-            tenant.as_str(),
-            actor,
-        )?;
-        let after = Suppression::fold(past.iter().chain(&events));
-        let mut tx = store.begin().await?;
-        let appended = tx
-            .append(&[StreamAppend {
-                stream_id: stream.clone(),
-                expected,
-                events: new_events,
-            }])
-            .await;
-        match appended {
-            Ok(_) => {}
-            Err(error) if error.is_conflict() => {
-                tx.rollback().await.ok();
-                continue;
-            }
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error.into());
-            }
-        }
-        if let Err(error) = keep_table_in_step(tx.connection(), tenant, address, &after).await {
-            tx.rollback().await.ok();
-            return Err(error.into());
-        }
-        tx.commit().await?;
-        return Ok(());
-    }
-    Err(CommandError::Store(StoreError::TransactionAborted))
+    let stream = Stream::new(store, stream_id(tenant, address), tenant, actor);
+    stream
+        .execute(
+            |state: &Suppression| {
+                let command = command();
+                if command == SuppressionCommand::Remove && state.entry().is_none() {
+                    return Err(CommandError::NotFound("suppression"));
+                }
+                Ok(state.decide(command, Utc::now())?)
+            },
+            |tx, applied| {
+                Box::pin(async move {
+                    Ok(
+                        keep_table_in_step(tx.connection(), tenant, address, &applied.state)
+                            .await?,
+                    )
+                })
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 async fn keep_table_in_step(

@@ -14,15 +14,16 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, begin_with_append, decode, envelopes};
+use super::pipeline::{Executed, Stream};
+use super::{Actor, CommandError};
 use crate::domain::template::{
     CompiledTemplate, PartialCommand, PartialEvent, PartialKind, PartialLibrary, PublishTemplate,
     PublishedTemplate, RenderedTemplate, TemplateCommand, TemplateDefinition, TemplateEvent,
     UpsertPartial, VariableSpec, check_variables,
 };
 use crate::domain::values::{Locale, TemplateKey, TemplateVersion, TenantId};
-use crate::domain::{Aggregate, TemplateRef, ValidationErrors};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError};
+use crate::domain::{TemplateRef, ValidationErrors};
+use crate::eventstore::EventStore;
 
 pub fn stream_id(tenant_id: &TenantId, key: &TemplateKey) -> String {
     format!("template-{tenant_id}:{key}")
@@ -97,61 +98,36 @@ pub async fn publish(
 ) -> Result<StoredVersion, CommandError> {
     let partials = partial_bodies(store.pool(), tenant_id).await?;
     let (key, definition) = input.parse(&partials)?;
-    let stream = stream_id(tenant_id, &key);
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let recorded = store.read_stream(&stream, 1).await?;
-        let past = decode(&recorded, TemplateEvent::upcast)?;
-        let template = PublishedTemplate::fold(&past);
-        let events = template.decide(
-            TemplateCommand::Publish {
-                tenant_id: tenant_id.clone(),
-                key: key.clone(),
-                definition: definition.clone(),
+    let stream = Stream::new(store, stream_id(tenant_id, &key), tenant_id, actor);
+    let executed = stream
+        .execute(
+            |template: &PublishedTemplate| {
+                let command = TemplateCommand::Publish {
+                    tenant_id: tenant_id.clone(),
+                    key: key.clone(),
+                    definition: definition.clone(),
+                };
+                Ok(template.decide(command, Utc::now())?)
             },
-            Utc::now(),
-        )?;
-        if events.is_empty() {
-            return version(store.pool(), tenant_id, &key, template.latest_version())
-                .await?
-                .ok_or(CommandError::NotFound("template version"));
-        }
-        let expected = ExpectedVersion::Exact(recorded.len() as i64);
-        match append_published(store, tenant_id, &stream, expected, &events, actor).await {
-            Err(CommandError::Store(error)) if error.is_conflict() => continue,
-            result => return result,
-        }
-    }
-    Err(CommandError::Store(StoreError::TransactionAborted))
-}
-
-async fn append_published(
-    store: &EventStore,
-    tenant_id: &TenantId,
-    stream: &str,
-    expected: ExpectedVersion,
-    events: &[TemplateEvent],
-    actor: &Actor,
-) -> Result<StoredVersion, CommandError> {
-    let new_events = envelopes(
-        events,
-        TemplateEvent::event_type,
-        TemplateEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    let mut tx = begin_with_append(store, stream, expected, new_events).await?;
-    let mut stored = None;
-    for event in events {
-        match write_version(tx.connection(), event).await {
-            Ok(version) => stored = Some(version),
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error.into());
-            }
+            |tx, applied| {
+                Box::pin(async move {
+                    let mut stored = None;
+                    for event in &applied.events {
+                        stored = Some(write_version(tx.connection(), event).await?);
+                    }
+                    Ok(stored)
+                })
+            },
+        )
+        .await?;
+    match executed {
+        Executed::Appended(stored) => stored,
+        Executed::Unchanged(template) => {
+            let latest = template.state.latest_version();
+            version(store.pool(), tenant_id, &key, latest).await?
         }
     }
-    tx.commit().await?;
-    stored.ok_or(CommandError::NotFound("template version"))
+    .ok_or(CommandError::NotFound("template version"))
 }
 
 /// Writes a published version and moves its template's latest version.
@@ -211,84 +187,71 @@ pub async fn upsert_partial(
     input: UpsertPartial,
     actor: &Actor,
 ) -> Result<PartialRow, CommandError> {
-    let stream = partials_stream_id(tenant_id);
     let kind = input.kind;
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let recorded = store.read_stream(&stream, 1).await?;
-        let past = decode(&recorded, PartialEvent::upcast)?;
-        let library = PartialLibrary::fold(&past);
-        let (name, body) = library.parse(input.clone())?;
-        let events = library.decide(
-            PartialCommand::Upsert {
-                tenant_id: tenant_id.clone(),
-                kind,
-                name: name.clone(),
-                body,
+    let stream = Stream::new(store, partials_stream_id(tenant_id), tenant_id, actor);
+    let executed = stream
+        .execute(
+            |library: &PartialLibrary| {
+                let (name, body) = library.parse(input.clone())?;
+                let command = PartialCommand::Upsert {
+                    tenant_id: tenant_id.clone(),
+                    kind,
+                    name,
+                    body,
+                };
+                Ok(library.decide(command, Utc::now())?)
             },
-            Utc::now(),
-        )?;
-        if events.is_empty() {
-            return partial(store.pool(), tenant_id, kind, name.as_str())
-                .await?
-                .ok_or(CommandError::NotFound("template partial"));
-        }
-        let expected = ExpectedVersion::Exact(recorded.len() as i64);
-        match append_partial(store, tenant_id, &stream, expected, &events, actor).await {
-            Err(CommandError::Store(error)) if error.is_conflict() => continue,
-            result => return result,
+            |tx, applied| {
+                Box::pin(async move {
+                    let mut row = None;
+                    for PartialEvent::Upserted {
+                        tenant_id,
+                        kind,
+                        name,
+                        body,
+                    } in &applied.events
+                    {
+                        row = Some(
+                            write_partial(tx.connection(), tenant_id, *kind, name.as_str(), body)
+                                .await?,
+                        );
+                    }
+                    Ok(row)
+                })
+            },
+        )
+        .await?;
+    match executed {
+        Executed::Appended(row) => row,
+        Executed::Unchanged(library) => {
+            let (name, _) = library.state.parse(input)?;
+            partial(store.pool(), tenant_id, kind, name.as_str()).await?
         }
     }
-    Err(CommandError::Store(StoreError::TransactionAborted))
+    .ok_or(CommandError::NotFound("template partial"))
 }
 
-async fn append_partial(
-    store: &EventStore,
+async fn write_partial(
+    conn: &mut PgConnection,
     tenant_id: &TenantId,
-    stream: &str,
-    expected: ExpectedVersion,
-    events: &[PartialEvent],
-    actor: &Actor,
-) -> Result<PartialRow, CommandError> {
-    let new_events = envelopes(
-        events,
-        PartialEvent::event_type,
-        PartialEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    let mut tx = begin_with_append(store, stream, expected, new_events).await?;
-    let mut row = None;
-    for event in events {
-        let PartialEvent::Upserted {
-            tenant_id,
-            kind,
-            name,
-            body,
-        } = event;
-        let written = sqlx::query_as(
-            "INSERT INTO template_partials (tenant_id, kind, name, body, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) \
-             ON CONFLICT (tenant_id, kind, name) DO UPDATE \
-                 SET body = EXCLUDED.body, updated_at = EXCLUDED.updated_at \
-             RETURNING kind, name, body, created_at, updated_at",
-        )
-        .bind(tenant_id.as_str())
-        .bind(kind.as_str())
-        .bind(name.as_str())
-        .bind(body)
-        .bind(Utc::now())
-        .fetch_one(tx.connection())
-        .await;
-        match written {
-            Ok(written) => row = Some(written),
-            Err(error) => {
-                tx.rollback().await.ok();
-                return Err(error.into());
-            }
-        }
-    }
-    tx.commit().await?;
-    row.ok_or(CommandError::NotFound("template partial"))
+    kind: PartialKind,
+    name: &str,
+    body: &str,
+) -> Result<PartialRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO template_partials (tenant_id, kind, name, body, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT (tenant_id, kind, name) DO UPDATE \
+             SET body = EXCLUDED.body, updated_at = EXCLUDED.updated_at \
+         RETURNING kind, name, body, created_at, updated_at",
+    )
+    .bind(tenant_id.as_str())
+    .bind(kind.as_str())
+    .bind(name)
+    .bind(body)
+    .bind(Utc::now())
+    .fetch_one(conn)
+    .await
 }
 
 /// The tenant's partials and layouts, by kind and name.

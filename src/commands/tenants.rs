@@ -7,13 +7,14 @@ use rand::Rng;
 use sqlx::PgConnection;
 
 use super::limits::Limits;
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
+use super::pipeline::{Applied, Loaded, Step, Stream, Transaction};
+use super::{Actor, CommandError};
 use crate::domain::values::{ApiKeyId, DisplayName, TenantId};
 use crate::domain::{
     Aggregate, Scope, Tenant, TenantCommand, TenantEvent, TenantLimits, ValidationErrors,
     hash_api_key,
 };
-use crate::eventstore::{EventStore, ExpectedVersion, StreamAppend};
+use crate::eventstore::EventStore;
 
 /// A key as its owner sees it once: the secret is never shown again.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,7 +97,6 @@ pub async fn create_tenant(
     let name = display_name("name", name)?;
     let key_id = ApiKeyId::new();
     let secret = new_secret();
-    let now = Utc::now();
     let tenant = Tenant::default();
     let mut events = tenant.decide(TenantCommand::Create {
         tenant_id: tenant_id.clone(),
@@ -109,15 +109,9 @@ pub async fn create_tenant(
         scopes: vec![Scope::Admin],
         secret: secret.clone(),
     })?);
-    append(
-        store,
-        &tenant_id,
-        ExpectedVersion::NoStream,
-        &events,
-        now,
-        actor,
-    )
-    .await?;
+    Stream::new(store, stream_id(&tenant_id), &tenant_id, actor)
+        .append(Loaded::default(), events, &keep_tables_in_step)
+        .await?;
     Ok(CreatedTenant {
         tenant_id,
         api_key: secret,
@@ -183,62 +177,39 @@ async fn decide_and_append(
     store: &EventStore,
     tenant_id: &TenantId,
     actor: &Actor,
-    command: impl Fn() -> TenantCommand,
+    command: impl Fn() -> TenantCommand + Sync,
 ) -> Result<(), CommandError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let recorded = store.read_stream(&stream_id(tenant_id), 1).await?;
-        if recorded.is_empty() {
-            return Err(CommandError::NotFound("tenant"));
-        }
-        let tenant = Tenant::fold(&decode(&recorded, TenantEvent::upcast)?);
-        let events = tenant.decide(command())?;
-        let expected = ExpectedVersion::Exact(recorded.len() as i64);
-        match append(store, tenant_id, expected, &events, Utc::now(), actor).await {
-            Err(CommandError::Store(error)) if error.is_conflict() => continue,
-            other => return other,
-        }
-    }
-    Err(CommandError::Store(
-        crate::eventstore::StoreError::TransactionAborted,
-    ))
-}
-
-async fn append(
-    store: &EventStore,
-    tenant_id: &TenantId,
-    expected: ExpectedVersion,
-    events: &[TenantEvent],
-    now: DateTime<Utc>,
-    actor: &Actor,
-) -> Result<(), CommandError> {
-    let new_events = envelopes(
-        events,
-        TenantEvent::event_type,
-        TenantEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    let mut tx = store.begin().await?;
-    let appended = tx
-        .append(&[StreamAppend {
-            stream_id: stream_id(tenant_id),
-            expected,
-            events: new_events,
-        }])
-        .await;
-    if let Err(error) = appended {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
-    for event in events {
-        keep_tables_in_step(tx.connection(), tenant_id, event, now).await?;
-    }
-    tx.commit().await?;
+    Stream::new(store, stream_id(tenant_id), tenant_id, actor)
+        .execute(
+            |tenant: &Tenant| match tenant.id() {
+                None => Err(CommandError::NotFound("tenant")),
+                Some(_) => Ok(tenant.decide(command())?),
+            },
+            keep_tables_in_step,
+        )
+        .await?;
     Ok(())
 }
 
 /// The `tenants` and `api_keys` tables follow the tenant's events.
-async fn keep_tables_in_step(
+fn keep_tables_in_step<'c>(
+    tx: &'c mut Transaction<'_>,
+    applied: &'c Applied<Tenant>,
+) -> Step<'c, ()> {
+    Box::pin(async move {
+        let now = Utc::now();
+        let tenant_id = applied
+            .state
+            .id()
+            .expect("a tenant's tables are written only once it was created");
+        for event in &applied.events {
+            keep_table_in_step(tx.connection(), tenant_id, event, now).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn keep_table_in_step(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     event: &TenantEvent,

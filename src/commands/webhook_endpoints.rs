@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Actor, CommandError, MAX_CONFLICT_RETRIES, decode, envelopes};
+use super::pipeline::{Applied, Executed, Loaded, Step, Stream, Transaction};
+use super::{Actor, CommandError};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::webhook_endpoint::{CreateWebhookEndpoint, EndpointSecret};
 use crate::domain::{
-    Aggregate, ValidationErrors, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointEvent,
+    ValidationErrors, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointEvent,
 };
-use crate::eventstore::{EventStore, ExpectedVersion, StreamAppend};
+use crate::eventstore::EventStore;
 use crate::providers::WebhookSecret;
 use crate::providers::webhook::generate_secret;
 
@@ -92,16 +93,9 @@ pub async fn create(
         },
         Utc::now(),
     )?;
-    let endpoint = append(
-        store,
-        tenant_id,
-        id,
-        ExpectedVersion::NoStream,
-        &[],
-        &events,
-        actor,
-    )
-    .await?;
+    let (endpoint, _) = Stream::new(store, stream_id(id), tenant_id, actor)
+        .append(Loaded::default(), events, &keep_table_in_step)
+        .await?;
     Ok(CreatedEndpoint { endpoint, secret })
 }
 
@@ -248,98 +242,63 @@ async fn live_id_by_url(
     .await
 }
 
-/// Loads the tenant's live endpoint, decides, appends; retries when another
-/// writer moved the stream first. Another tenant's endpoint is not found.
+/// Decides on the tenant's live endpoint and writes its row; another
+/// tenant's endpoint is not found.
 async fn decide_and_append(
     store: &EventStore,
     tenant_id: &TenantId,
     endpoint_id: Uuid,
     actor: &Actor,
-    command: impl Fn() -> Result<WebhookEndpointCommand, CommandError>,
+    command: impl Fn() -> Result<WebhookEndpointCommand, CommandError> + Sync,
 ) -> Result<(EndpointRow, Vec<WebhookEndpointEvent>), CommandError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let recorded = store.read_stream(&stream_id(endpoint_id), 1).await?;
-        let past = decode(&recorded, WebhookEndpointEvent::upcast)?;
-        let endpoint = WebhookEndpoint::fold(&past);
-        if !endpoint.is_live() || endpoint.tenant_id() != Some(tenant_id) {
-            return Err(CommandError::NotFound("webhook endpoint"));
-        }
-        let events = endpoint.decide(command()?, Utc::now())?;
-        let expected = ExpectedVersion::Exact(recorded.len() as i64);
-        match append(
-            store,
-            tenant_id,
-            endpoint_id,
-            expected,
-            &past,
-            &events,
-            actor,
+    let executed = Stream::new(store, stream_id(endpoint_id), tenant_id, actor)
+        .execute(
+            |endpoint: &WebhookEndpoint| {
+                if !endpoint.is_live() || endpoint.tenant_id() != Some(tenant_id) {
+                    return Err(CommandError::NotFound("webhook endpoint"));
+                }
+                Ok(endpoint.decide(command()?, Utc::now())?)
+            },
+            keep_table_in_step,
         )
-        .await
-        {
-            Err(CommandError::Store(error)) if error.is_conflict() => continue,
-            Ok(row) => return Ok((row, events)),
-            Err(error) => return Err(error),
-        }
+        .await?;
+    match executed {
+        Executed::Appended(done) => Ok(done),
+        // The domain records an event for every command it accepts.
+        Executed::Unchanged(_) => Err(CommandError::NotFound("webhook endpoint")),
     }
-    Err(CommandError::Store(
-        crate::eventstore::StoreError::TransactionAborted,
-    ))
 }
 
-/// Appends `events` after `past` and writes the table row of the state
-/// they lead to, in one transaction.
-async fn append(
-    store: &EventStore,
-    tenant_id: &TenantId,
-    endpoint_id: Uuid,
-    expected: ExpectedVersion,
-    past: &[WebhookEndpointEvent],
-    events: &[WebhookEndpointEvent],
-    actor: &Actor,
-) -> Result<EndpointRow, CommandError> {
-    let new_events = envelopes(
-        events,
-        WebhookEndpointEvent::event_type,
-        WebhookEndpointEvent::SCHEMA_VERSION,
-        tenant_id.as_str(),
-        actor,
-    )?;
-    let state = WebhookEndpoint::fold(past.iter().chain(events));
-    let mut tx = store.begin().await?;
-    let appended = tx
-        .append(&[StreamAppend {
-            stream_id: stream_id(endpoint_id),
-            expected,
-            events: new_events,
-        }])
-        .await;
-    if let Err(error) = appended {
-        tx.rollback().await.ok();
-        return Err(error.into());
-    }
-    let row = match keep_table_in_step(tx.connection(), tenant_id, endpoint_id, &state).await {
-        Ok(row) => row,
-        Err(error) => {
-            tx.rollback().await.ok();
+/// Writes the endpoint's row as the events leave it, handing back the row
+/// and the events.
+fn keep_table_in_step<'c>(
+    tx: &'c mut Transaction<'_>,
+    applied: &'c Applied<WebhookEndpoint>,
+) -> Step<'c, (EndpointRow, Vec<WebhookEndpointEvent>)> {
+    Box::pin(async move {
+        let state = &applied.state;
+        let endpoint_id = state
+            .id()
+            .expect("a row is written only after the endpoint was created");
+        let tenant_id = state
+            .tenant_id()
+            .expect("a row is written only after the endpoint was created");
+        match write_row(tx.connection(), tenant_id, endpoint_id, state).await {
+            Ok(row) => Ok((row, applied.events.clone())),
             // Two creates of one URL raced past the check in `create`.
-            return Err(match &error {
-                sqlx::Error::Database(db)
-                    if db.constraint() == Some("webhook_endpoints_live_url") =>
-                {
-                    url_taken(None)
-                }
-                _ => error.into(),
-            });
+            Err(sqlx::Error::Database(db))
+                if db.constraint() == Some("webhook_endpoints_live_url") =>
+            {
+                Err(url_taken(None))
+            }
+            Err(error) => Err(error.into()),
         }
-    };
-    tx.commit().await?;
-    Ok(row)
+    })
 }
 
 /// Writes the endpoint's row as `state` has it: the secrets valid now, none
 /// once deleted.
-async fn keep_table_in_step(
+async fn write_row(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     endpoint_id: Uuid,

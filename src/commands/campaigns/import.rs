@@ -8,23 +8,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::io::AsyncRead;
 use uuid::Uuid;
 
-use super::{commit_in, load, variable_schema};
-use crate::commands::{Actor, CommandError, MAX_CONFLICT_RETRIES};
+use super::{decide, keep_tables, stream, variable_schema};
+use crate::commands::pipeline::{Applied, Executed, Loaded, Step, Transaction};
+use crate::commands::{Actor, CommandError};
+use crate::domain::ValidationErrors;
 use crate::domain::campaign::{
     Campaign, CampaignCommand, CampaignRecipient, CampaignSpec, RowParser, check_listed,
 };
 use crate::domain::template::VariableSpec;
 use crate::domain::values::TenantId;
-use crate::domain::{Aggregate, ValidationErrors};
 use crate::egress::{ClientOptions, Egress};
-use crate::eventstore::{EventStore, ExpectedVersion, StoreError};
+use crate::eventstore::EventStore;
 
 /// At most this many refused rows are kept per import (all are counted).
 pub const MAX_STORED_ERRORS: usize = 10_000;
@@ -440,43 +440,22 @@ impl<'a> Import<'a> {
         actor: &'a Actor,
     ) -> Result<Import<'a>, CommandError> {
         let import_id = Uuid::now_v7();
-        let mut import = None;
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let (campaign, version) = load(store, tenant_id, campaign_id).await?;
-            let events = campaign.decide(
-                CampaignCommand::BeginImport {
-                    import_id,
-                    source: source.chars().take(500).collect(),
+        let source: String = source.chars().take(500).collect();
+        let executed = stream(store, tenant_id, campaign_id, actor)
+            .execute(
+                |campaign: &Campaign| {
+                    let command = CampaignCommand::BeginImport {
+                        import_id,
+                        source: source.clone(),
+                    };
+                    decide(campaign, tenant_id, command)
                 },
-                Utc::now(),
-            )?;
-            let mut tx = store.begin().await?;
-            let committed = commit_in(
-                &mut tx,
-                tenant_id,
-                campaign_id,
-                ExpectedVersion::Exact(version),
-                &campaign,
-                &events,
-                actor,
+                keep_tables_and_state,
             )
-            .await;
-            match committed {
-                Ok(state) => {
-                    tx.commit().await?;
-                    import = Some((state, version + events.len() as i64));
-                    break;
-                }
-                Err(CommandError::Store(error)) if error.is_conflict() => {
-                    tx.rollback().await.ok();
-                }
-                Err(error) => {
-                    tx.rollback().await.ok();
-                    return Err(error);
-                }
-            }
-        }
-        let (state, version) = import.ok_or(CommandError::Store(StoreError::TransactionAborted))?;
+            .await?;
+        let Loaded { state, version } = match executed {
+            Executed::Appended(loaded) | Executed::Unchanged(loaded) => loaded,
+        };
         let spec = state
             .spec()
             .cloned()
@@ -522,119 +501,100 @@ impl<'a> Import<'a> {
         }
     }
 
-    /// Stores the filled batch and the refused rows so far, with the
-    /// batch's event; on a concurrent change, numbers the rows again after
-    /// what the other writer stored.
+    /// Stores the filled batch with its event and the refused rows so far;
+    /// on a concurrent change, numbers the rows again after what the other
+    /// writer stored.
     async fn flush(&mut self) -> Result<(), CommandError> {
-        if self.batch.is_empty() && self.errors.is_empty() {
+        if self.batch.is_empty() {
+            if !self.errors.is_empty() {
+                store_errors(
+                    self.store.pool(),
+                    self.campaign_id,
+                    self.import_id,
+                    &self.errors,
+                )
+                .await?;
+                self.errors.clear();
+            }
             return Ok(());
         }
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut tx = self.store.begin().await?;
-            let stored = self.store_in(&mut tx).await;
-            match stored {
-                Ok(Some((state, appended))) => {
-                    tx.commit().await?;
-                    self.state = state;
-                    self.version += appended;
-                    if appended > 0 {
-                        self.accepted += self.batch.len() as u64;
-                        self.batches += 1;
-                    }
-                    self.batch.clear();
-                    self.errors.clear();
-                    return Ok(());
-                }
-                Ok(None) => {
-                    tx.rollback().await.ok();
-                    let (state, version) =
-                        load(self.store, self.tenant_id, self.campaign_id).await?;
-                    self.state = state;
-                    self.version = version;
-                }
-                Err(error) => {
-                    tx.rollback().await.ok();
-                    return Err(error);
-                }
-            }
-        }
-        Err(CommandError::Store(StoreError::TransactionAborted))
+        let known = Loaded {
+            state: self.state.clone(),
+            version: self.version,
+        };
+        let messages = self.batch.len() as u32;
+        let this = &*self;
+        let executed = stream(self.store, self.tenant_id, self.campaign_id, self.actor)
+            .execute_from(
+                Some(known),
+                |campaign: &Campaign| {
+                    let command = CampaignCommand::AddBatch {
+                        import_id: this.import_id,
+                        messages,
+                    };
+                    decide(campaign, this.tenant_id, command)
+                },
+                |tx, applied| {
+                    Box::pin(async move {
+                        let after = keep_tables_and_state(tx, applied).await?;
+                        let first_row = after.state.messages() - u64::from(messages);
+                        let batch_no = after.state.batches() - 1;
+                        this.store_batch(tx.connection(), first_row as i64, batch_no as i32)
+                            .await?;
+                        store_errors(
+                            tx.connection(),
+                            this.campaign_id,
+                            this.import_id,
+                            &this.errors,
+                        )
+                        .await?;
+                        Ok(after)
+                    })
+                },
+            )
+            .await?;
+        let (Executed::Appended(loaded) | Executed::Unchanged(loaded)) = executed;
+        self.state = loaded.state;
+        self.version = loaded.version;
+        self.accepted += self.batch.len() as u64;
+        self.batches += 1;
+        self.batch.clear();
+        self.errors.clear();
+        Ok(())
     }
 
-    /// `None` when another writer moved the stream first.
-    async fn store_in(
+    /// The batch's messages, numbered from `first_row`.
+    async fn store_batch(
         &self,
-        tx: &mut crate::eventstore::StoreTransaction,
-    ) -> Result<Option<(Campaign, i64)>, CommandError> {
-        let mut state = self.state.clone();
-        let mut appended = 0;
-        if !self.batch.is_empty() {
-            let events = self.state.decide(
-                CampaignCommand::AddBatch {
-                    import_id: self.import_id,
-                    messages: self.batch.len() as u32,
-                },
-                Utc::now(),
-            )?;
-            let first_row = self.state.messages() as i64;
-            let batch_no = self.state.batches() as i32;
-            match commit_in(
-                tx,
-                self.tenant_id,
-                self.campaign_id,
-                ExpectedVersion::Exact(self.version),
-                &self.state,
-                &events,
-                self.actor,
-            )
-            .await
-            {
-                Ok(after) => state = after,
-                Err(CommandError::Store(error)) if error.is_conflict() => return Ok(None),
-                Err(error) => return Err(error),
-            }
-            appended = events.len() as i64;
-            let mut rows = Vec::with_capacity(self.batch.len());
-            let mut lines = Vec::with_capacity(self.batch.len());
-            let mut addresses = Vec::with_capacity(self.batch.len());
-            let mut variables = Vec::with_capacity(self.batch.len());
-            for (index, (line, recipient)) in self.batch.iter().enumerate() {
-                rows.push(first_row + index as i64);
-                lines.push(*line);
-                addresses.push(recipient.address.as_str());
-                variables.push(Value::Object(recipient.variables.clone()).to_string());
-            }
-            sqlx::query(
-                "INSERT INTO campaign_messages (campaign_id, row_no, batch_no, line, address, variables) \
-                 SELECT $1, r.row_no, $2, r.line, r.address, r.variables::jsonb \
-                 FROM unnest($3::int8[], $4::int8[], $5::text[], $6::text[]) \
-                     AS r(row_no, line, address, variables)",
-            )
-            .bind(self.campaign_id)
-            .bind(batch_no)
-            .bind(&rows)
-            .bind(&lines)
-            .bind(&addresses)
-            .bind(&variables)
-            .execute(tx.connection())
-            .await?;
+        conn: &mut PgConnection,
+        first_row: i64,
+        batch_no: i32,
+    ) -> Result<(), sqlx::Error> {
+        let mut rows = Vec::with_capacity(self.batch.len());
+        let mut lines = Vec::with_capacity(self.batch.len());
+        let mut addresses = Vec::with_capacity(self.batch.len());
+        let mut variables = Vec::with_capacity(self.batch.len());
+        for (index, (line, recipient)) in self.batch.iter().enumerate() {
+            rows.push(first_row + index as i64);
+            lines.push(*line);
+            addresses.push(recipient.address.as_str());
+            variables.push(Value::Object(recipient.variables.clone()).to_string());
         }
-        if !self.errors.is_empty() {
-            let lines: Vec<i64> = self.errors.iter().map(|e| e.line).collect();
-            let reasons: Vec<&str> = self.errors.iter().map(|e| e.reason.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO campaign_import_errors (campaign_id, import_id, line, reason) \
-                 SELECT $1, $2, r.line, r.reason FROM unnest($3::int8[], $4::text[]) AS r(line, reason) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(self.campaign_id)
-            .bind(self.import_id)
-            .bind(&lines)
-            .bind(&reasons)
-            .execute(tx.connection())
-            .await?;
-        }
-        Ok(Some((state, appended)))
+        sqlx::query(
+            "INSERT INTO campaign_messages (campaign_id, row_no, batch_no, line, address, variables) \
+             SELECT $1, r.row_no, $2, r.line, r.address, r.variables::jsonb \
+             FROM unnest($3::int8[], $4::int8[], $5::text[], $6::text[]) \
+                 AS r(row_no, line, address, variables)",
+        )
+        .bind(self.campaign_id)
+        .bind(batch_no)
+        .bind(&rows)
+        .bind(&lines)
+        .bind(&addresses)
+        .bind(&variables)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     async fn finish(mut self, stopped: Option<String>) -> Result<ImportSummary, CommandError> {
@@ -645,43 +605,61 @@ impl<'a> Import<'a> {
             rejected: self.rejected,
             error: stopped.clone(),
         };
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let (campaign, version) = load(self.store, self.tenant_id, self.campaign_id).await?;
-            let events = campaign.decide(command(), Utc::now())?;
-            let mut tx = self.store.begin().await?;
-            match commit_in(
-                &mut tx,
-                self.tenant_id,
-                self.campaign_id,
-                ExpectedVersion::Exact(version),
-                &campaign,
-                &events,
-                self.actor,
+        stream(self.store, self.tenant_id, self.campaign_id, self.actor)
+            .execute(
+                |campaign: &Campaign| decide(campaign, self.tenant_id, command()),
+                keep_tables,
             )
-            .await
-            {
-                Ok(_) => {
-                    tx.commit().await?;
-                    return Ok(ImportSummary {
-                        import_id: self.import_id,
-                        accepted: self.accepted,
-                        rejected: self.rejected,
-                        batches: self.batches,
-                        errors: self.reported,
-                        stopped,
-                    });
-                }
-                Err(CommandError::Store(error)) if error.is_conflict() => {
-                    tx.rollback().await.ok();
-                }
-                Err(error) => {
-                    tx.rollback().await.ok();
-                    return Err(error);
-                }
-            }
-        }
-        Err(CommandError::Store(StoreError::TransactionAborted))
+            .await?;
+        Ok(ImportSummary {
+            import_id: self.import_id,
+            accepted: self.accepted,
+            rejected: self.rejected,
+            batches: self.batches,
+            errors: self.reported,
+            stopped,
+        })
     }
+}
+
+/// Refused rows of the import; a row stored before is kept as it was.
+async fn store_errors<'e>(
+    conn: impl sqlx::PgExecutor<'e>,
+    campaign_id: Uuid,
+    import_id: Uuid,
+    errors: &[ImportError],
+) -> Result<(), sqlx::Error> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<i64> = errors.iter().map(|e| e.line).collect();
+    let reasons: Vec<&str> = errors.iter().map(|e| e.reason.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO campaign_import_errors (campaign_id, import_id, line, reason) \
+         SELECT $1, $2, r.line, r.reason FROM unnest($3::int8[], $4::text[]) AS r(line, reason) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(campaign_id)
+    .bind(import_id)
+    .bind(&lines)
+    .bind(&reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`keep_tables`], handing back the campaign as the append left it.
+fn keep_tables_and_state<'c>(
+    tx: &'c mut Transaction<'_>,
+    applied: &'c Applied<Campaign>,
+) -> Step<'c, Loaded<Campaign>> {
+    Box::pin(async move {
+        keep_tables(tx, applied).await?;
+        Ok(Loaded {
+            state: applied.state.clone(),
+            version: applied.version,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -5,15 +5,13 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{commit_in, counts, load};
+use super::{counts, keep_tables, load, stream};
 use crate::commands::notifications::{self, SendPolicy};
 use crate::commands::{Actor, CommandError};
-use crate::domain::campaign::{
-    Campaign, CampaignCommand, CampaignEvent, CampaignSpec, CampaignStatus,
-};
+use crate::domain::campaign::{CampaignCommand, CampaignEvent, CampaignSpec, CampaignStatus};
 use crate::domain::values::TenantId;
 use crate::domain::{Aggregate, RecipientInput, SendNotification, TemplateRefInput};
-use crate::eventstore::{EventStore, ExpectedVersion};
+use crate::eventstore::EventStore;
 
 /// Messages sent in one transaction; the campaign's status is looked at
 /// again before each, so a pause or cancel stops a batch part way.
@@ -26,11 +24,14 @@ pub async fn start(
     id: Uuid,
     actor: &Actor,
 ) -> Result<bool, CommandError> {
-    let (campaign, version) = load(store, tenant_id, id).await?;
+    let loaded = load(store, tenant_id, id).await?;
+    let campaign = &loaded.state;
     let Ok(events) = campaign.decide(CampaignCommand::Start, Utc::now()) else {
         return Ok(false);
     };
-    append(store, tenant_id, id, version, &campaign, &events, actor).await?;
+    stream(store, tenant_id, id, actor)
+        .append(loaded, events, &keep_tables)
+        .await?;
     Ok(true)
 }
 
@@ -54,7 +55,7 @@ pub async fn release_next_batch(
     policy: &SendPolicy,
     actor: &Actor,
 ) -> Result<Released, CommandError> {
-    let (campaign, _) = load(store, tenant_id, id).await?;
+    let campaign = load(store, tenant_id, id).await?.state;
     if campaign.status() != Some(CampaignStatus::Sending)
         || campaign.released() >= campaign.batches()
     {
@@ -132,9 +133,12 @@ pub async fn release_next_batch(
         super::cancel_released(store, tenant_id, id, actor).await?;
         return Ok(released);
     }
-    let (campaign, version) = load(store, tenant_id, id).await?;
+    let loaded = load(store, tenant_id, id).await?;
+    let campaign = &loaded.state;
     if let Ok(events) = campaign.decide(CampaignCommand::ReleaseBatch { batch }, Utc::now()) {
-        append(store, tenant_id, id, version, &campaign, &events, actor).await?;
+        stream(store, tenant_id, id, actor)
+            .append(loaded, events, &keep_tables)
+            .await?;
         released.batch_done = true;
     }
     Ok(released)
@@ -193,7 +197,8 @@ pub async fn check_progress(
     id: Uuid,
     actor: &Actor,
 ) -> Result<Option<CampaignStatus>, CommandError> {
-    let (campaign, version) = load(store, tenant_id, id).await?;
+    let loaded = load(store, tenant_id, id).await?;
+    let campaign = &loaded.state;
     if !matches!(
         campaign.status(),
         Some(CampaignStatus::Sending | CampaignStatus::Sent)
@@ -221,36 +226,9 @@ pub async fn check_progress(
         after.apply(completed);
     }
     if !events.is_empty() {
-        append(store, tenant_id, id, version, &campaign, &events, actor).await?;
+        stream(store, tenant_id, id, actor)
+            .append(loaded, events, &keep_tables)
+            .await?;
     }
     Ok(after.status())
-}
-
-async fn append(
-    store: &EventStore,
-    tenant_id: &TenantId,
-    id: Uuid,
-    version: i64,
-    campaign: &Campaign,
-    events: &[CampaignEvent],
-    actor: &Actor,
-) -> Result<(), CommandError> {
-    let mut tx = store.begin().await?;
-    match commit_in(
-        &mut tx,
-        tenant_id,
-        id,
-        ExpectedVersion::Exact(version),
-        campaign,
-        events,
-        actor,
-    )
-    .await
-    {
-        Ok(_) => Ok(tx.commit().await?),
-        Err(error) => {
-            tx.rollback().await.ok();
-            Err(error)
-        }
-    }
 }
