@@ -318,9 +318,8 @@ impl<'a> Stream<'a> {
         self.execute_from(None, decide, keep).await
     }
 
-    /// [`Stream::execute`] deciding first on `known` (a stream just
-    /// created, or the state of the caller's last append); it reloads only
-    /// after a conflict.
+    /// [`Stream::execute`] deciding first on `known` (the state the
+    /// caller's last append left), reloading only after a conflict.
     pub(crate) async fn execute_from<'k, A, T>(
         &self,
         known: Option<Loaded<A>>,
