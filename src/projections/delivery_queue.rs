@@ -247,12 +247,23 @@ pub struct Claim {
 
 /// Tenants left out of a claim, by priority band: a tenant whose LOW rows
 /// fill its share is still claimed for HIGH and NORMAL, and the reverse.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Excluded {
     /// Left out of HIGH and NORMAL rows.
     pub urgent: Vec<String>,
     /// Left out of LOW rows.
     pub bulk: Vec<String>,
+}
+
+impl Excluded {
+    /// Only the tenants `keep` says, in both bands.
+    pub fn retaining(&self, keep: impl Fn(&str) -> bool) -> Excluded {
+        let band = |tenants: &[String]| tenants.iter().filter(|t| keep(t)).cloned().collect();
+        Excluded {
+            urgent: band(&self.urgent),
+            bulk: band(&self.bulk),
+        }
+    }
 }
 
 /// Claims up to `limit` due rows, HIGH first then the longest due, of which

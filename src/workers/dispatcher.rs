@@ -353,18 +353,8 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let claimed = delivery_queue::claim(
-                inner.store.pool(),
-                inner.worker_id,
-                room as u32,
-                (room as u32 / LOW_CLAIM_SHARE).max(1),
-                inner.delivery.lease_seconds,
-                &excluded(&inner.tenant_claims),
-            )
-            .await;
-            match claimed {
-                Ok(claims) if !claims.is_empty() => {
-                    let (claims, mut held) = self.hold_shares(claims).await;
+            match self.claim(room).await {
+                Ok((claims, mut held)) if !claims.is_empty() => {
                     // HIGH and NORMAL go out before the LOW rows of the same
                     // claim are even looked at.
                     let low = delivery_queue::rank(Priority::Low);
@@ -400,13 +390,53 @@ impl Dispatcher {
         }
     }
 
+    /// Claims up to `room` due rows, each holding a place in its tenant's
+    /// share of claimed work. A tenant whose share is full is left out,
+    /// unless everyone else's due rows fit in the room and its calls answer
+    /// fast: then it takes the rest of the room without places (work
+    /// conserving, as for provider slots), since fast calls give the room
+    /// back before anyone waits long, and the next claim leaves it out again
+    /// if another tenant's rows fall due.
+    async fn claim(
+        &self,
+        room: usize,
+    ) -> Result<(Vec<delivery_queue::Claim>, Shares), sqlx::Error> {
+        let inner = &self.inner;
+        let rows = |room: usize, excluded: delivery_queue::Excluded| async move {
+            delivery_queue::claim(
+                inner.store.pool(),
+                inner.worker_id,
+                room as u32,
+                (room as u32 / LOW_CLAIM_SHARE).max(1),
+                inner.delivery.lease_seconds,
+                &excluded,
+            )
+            .await
+        };
+        let excluded = excluded(&inner.tenant_claims);
+        let fast = |tenant: &str| inner.answer_times.is_fast(&tenant_destination(tenant));
+        let mut claims = rows(room, excluded.clone()).await?;
+        let short = claims.len() < room;
+        if short {
+            let slow = excluded.retaining(|tenant| !fast(tenant));
+            if slow != excluded {
+                claims.extend(rows(room - claims.len(), slow).await?);
+            }
+        }
+        Ok(self
+            .hold_shares(claims, |tenant| short && fast(tenant))
+            .await)
+    }
+
     /// Takes a place in its tenant's share for each claimed row; rows of a
     /// tenant whose share is full go back to the queue for later, in claim
     /// order (the claim left out tenants already full, but one claim may
-    /// hold more than a tenant's remaining share).
+    /// hold more than a tenant's remaining share), unless `may_borrow` lets
+    /// its tenant keep them without a place.
     async fn hold_shares(
         &self,
         claims: Vec<delivery_queue::Claim>,
+        may_borrow: impl Fn(&str) -> bool,
     ) -> (Vec<delivery_queue::Claim>, Shares) {
         let inner = &self.inner;
         let mut kept = Vec::with_capacity(claims.len());
@@ -422,6 +452,7 @@ impl Dispatcher {
                     held.insert(id, permit);
                     kept.push(claim);
                 }
+                None if may_borrow(&claim.tenant_id) => kept.push(claim),
                 None => over.push(id),
             }
         }
@@ -1225,7 +1256,11 @@ async fn call_provider(
     let sent = tokio::time::timeout(timeout, provider.send(&message))
         .instrument(call.clone())
         .await;
-    inner.answer_times.record(&destination, started.elapsed());
+    let took = started.elapsed();
+    inner.answer_times.record(&destination, took);
+    inner
+        .answer_times
+        .record(&tenant_destination(state.tenant_id.as_str()), took);
     let sent = match sent {
         Ok(result) => result.map(|receipt| Delivered { receipt, content }),
         Err(_) => Err(SendError::transient(format!(
@@ -1250,6 +1285,12 @@ fn claim_band(tenant_id: &str, priority: i16) -> String {
         "urgent"
     };
     format!("{tenant_id}\n{band}")
+}
+
+/// The key of a tenant's answer times among the destinations': how fast its
+/// calls answer, whatever their destination.
+fn tenant_destination(tenant_id: &str) -> String {
+    format!("tenant\n{tenant_id}")
 }
 
 /// The tenants left out of each band's claims: those whose share of the

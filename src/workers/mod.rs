@@ -148,8 +148,8 @@ pub struct DeliveryConfig {
     /// A destination (webhook endpoint origin, or provider) whose calls
     /// have answered within this many milliseconds on average is fast: it
     /// is not held to `endpoint_concurrency` and `host_concurrency`, and
-    /// its tenant may go past `tenant_share` into provider slots nobody is
-    /// waiting for. Caps are for what answers slowly; a fast call gives its
+    /// its tenant may go past `tenant_share` into provider slots and claimed
+    /// rows nobody is waiting for. Caps are for what answers slowly; a fast call gives its
     /// slot back before anyone waits long. A destination not called in the
     /// last minute counts as slow until it answers.
     pub fast_answer_ms: u64,

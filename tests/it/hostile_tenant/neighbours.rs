@@ -503,6 +503,35 @@ async fn a_fast_endpoint_alone_is_not_held_to_the_caps_made_for_slow_ones() {
 }
 
 #[tokio::test]
+async fn a_fast_tenant_alone_is_not_held_to_its_share_of_claimed_work() {
+    let n = Neighbours::start(json!(["NotificationDeadLettered"])).await;
+    let answer = Duration::from_millis(500);
+    answer_always(
+        &n.a.peer,
+        json!({ "status": 204, "delay_seconds": answer.as_secs_f64() }),
+    )
+    .await;
+    // 20 rows in flight per process, of which a tenant's share is 10.
+    let delivery = DeliveryConfig {
+        claim_batch: 10,
+        ..delivery_with_fast_half_seconds()
+    };
+    let in_flight = delivery.claim_batch as usize * 2;
+    let share = (in_flight as f64 * delivery.tenant_share) as usize;
+    n.dispatch_with(delivery).await;
+
+    let ids = n.send(&n.a, 200, true).await;
+    arrivals(&n.a.peer, &ids, Duration::from_secs(60)).await;
+
+    let at_once = most_at_once(&n.a.peer, answer).await;
+    assert!(
+        at_once > share,
+        "A had at most {at_once} calls at once, held to its share of {share}"
+    );
+    assert!(at_once <= in_flight, "{at_once} calls at once");
+}
+
+#[tokio::test]
 async fn a_tenant_past_its_share_gives_way_to_another_that_waits() {
     let n = Neighbours::start(json!(["NotificationDeadLettered"])).await;
     let answer = Duration::from_millis(500);
