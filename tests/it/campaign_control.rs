@@ -160,7 +160,7 @@ impl Service {
             let data = self
                 .served
                 .graphql(
-                    "query($id: ID!) { deliveryQueue { due leased } campaign(id: $id) { summary { pending sent } } }",
+                    "query($id: ID!) { deliveryQueue { due leased } campaign(id: $id) { status summary { totalMessages pending sent failed cancelled } } }",
                     json!({ "id": self.campaign }),
                 )
                 .await;

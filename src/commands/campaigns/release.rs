@@ -127,11 +127,17 @@ pub async fn release_next_batch(
             return Err(error);
         }
     }
-    // Cancelled between the last check and now: the cancel's sweep may have
-    // run before these notifications existed.
-    if !still_sending(store, id).await? {
-        super::cancel_released(store, tenant_id, id, actor).await?;
-        return Ok(released);
+    match status(store, id).await?.as_deref() {
+        Some(status) if status == CampaignStatus::Sending.as_str() => {}
+        // Cancelled between the last check and now: the cancel's sweep may
+        // have run before these notifications existed.
+        Some(status) if status == CampaignStatus::Cancelled.as_str() => {
+            super::cancel_released(store, tenant_id, id, actor).await?;
+            return Ok(released);
+        }
+        // Paused: these notifications' queue rows went in held, and the
+        // batch is recorded as released on resume.
+        _ => return Ok(released),
     }
     let loaded = load(store, tenant_id, id).await?;
     let campaign = &loaded.state;
@@ -145,12 +151,14 @@ pub async fn release_next_batch(
 }
 
 async fn still_sending(store: &EventStore, id: Uuid) -> Result<bool, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM campaigns WHERE campaign_id = $1")
-            .bind(id)
-            .fetch_optional(store.pool())
-            .await?;
-    Ok(status.as_deref() == Some(CampaignStatus::Sending.as_str()))
+    Ok(status(store, id).await?.as_deref() == Some(CampaignStatus::Sending.as_str()))
+}
+
+async fn status(store: &EventStore, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM campaigns WHERE campaign_id = $1")
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await
 }
 
 /// One message as a send, keyed by the campaign and its row.
