@@ -18,6 +18,7 @@ use crate::domain::attachment::AttachmentsConfig;
 use crate::egress::EgressConfig;
 use crate::projections::engagement_gauges::AnalyticsConfig;
 use crate::providers::{ProviderConfig, default_provider_configs};
+use crate::telemetry::LogFormat;
 use crate::workers::breaker::BreakerConfig;
 use crate::workers::ranker::RankingConfig;
 use crate::workers::{DeliveryConfig, RoutingConfig};
@@ -85,13 +86,6 @@ pub struct Config {
     pub links: LinksConfig,
     /// `[analytics]`: the engagement gauges' refresh, window and cap.
     pub analytics: AnalyticsConfig,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 impl Default for Config {
@@ -247,6 +241,23 @@ impl Config {
             cors_origins: self.cors_origins.clone(),
             egress: self.egress.clone(),
             max_import_bytes: self.campaigns.max_import_bytes,
+        }
+    }
+
+    pub fn worker_options(&self) -> crate::workers::WorkerOptions {
+        crate::workers::WorkerOptions {
+            idempotency_window: std::time::Duration::from_secs(self.idempotency_window_seconds),
+            ranking: self.ranking.clone(),
+            routing: self.routing.clone(),
+            delivery: self.delivery.clone(),
+            breaker: self.breaker.clone(),
+            limits: self.limits.clone(),
+            operator_tenants: self.operator_tenants.clone(),
+            campaigns: self.campaigns.clone(),
+            scheduler: self.scheduler.clone(),
+            links: self.links(),
+            attachments: self.attachments.clone(),
+            egress: self.egress.clone(),
         }
     }
 

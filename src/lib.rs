@@ -15,6 +15,7 @@ pub mod egress;
 pub mod eventstore;
 pub mod projections;
 pub mod providers;
+pub mod signing;
 pub mod telemetry;
 pub mod ttl_cache;
 pub mod workers;
@@ -139,7 +140,15 @@ async fn run(
         let providers = providers::build(&config.providers, &egress::Egress::new(&config.egress))
             .await
             .context("configuring providers")?;
-        Some(workers::spawn(store.clone(), providers, config, shutdown.clone()).await?)
+        Some(
+            workers::spawn(
+                store.clone(),
+                providers,
+                config.worker_options(),
+                shutdown.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };

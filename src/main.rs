@@ -110,7 +110,11 @@ fn main() -> std::process::ExitCode {
         }
         _ => {}
     }
-    let _telemetry = match herald::telemetry::init(&config) {
+    let _telemetry = match herald::telemetry::init(
+        config.log_format,
+        &config.log_filter,
+        config.otel_exporter_otlp_endpoint.as_deref(),
+    ) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("herald: {error:#}");

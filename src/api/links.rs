@@ -23,8 +23,8 @@ use crate::commands::links::{self, Unsubscribed};
 use crate::commands::{Actor, recipients};
 use crate::domain::recipient::{PreferenceChange, PreferenceSource, Preferences};
 use crate::domain::signed_link::{ClientContext, LinkClaims, LinkError, LinkKind, is_short_code};
+use crate::domain::template::escape_html;
 use crate::domain::values::{Category, Channel, HttpUrl, NotificationId, TenantId};
-use crate::workers::email_links::escape_html;
 
 /// The channels a recipient sees on the preference page: those that reach a
 /// person (a webhook reaches the tenant's own systems).

@@ -14,12 +14,11 @@ use uuid::Uuid;
 
 use crate::commands::webhook_endpoints::{SigningTarget, signing_target};
 use crate::config::Config;
-use crate::egress::{Egress, EgressClient};
+use crate::egress::{Egress, EgressClient, SendError};
 use crate::eventstore::{Checkpoint, RecordedEvent};
 use crate::projections::entity_index::{self, MAX_REPLAY_PAGE, ReplayQuery};
 use crate::projections::rebuild::{self, RebuildError};
-use crate::providers::SendError;
-use crate::workers::callbacks::{client, post_signed};
+use crate::signing::{client, post_signed};
 
 /// Retries of one event after a transient failure before the replay stops.
 const MAX_RETRIES: u32 = 4;

@@ -16,7 +16,7 @@ use crate::domain::suppression::{MAX_NOTE_CHARS, SuppressedAddress, SuppressionR
 use crate::domain::values::{Channel, NotificationId, TenantId};
 use crate::domain::{DomainError, NotificationCommand, NotificationState, NotificationStatus};
 use crate::eventstore::EventStore;
-use crate::providers::Secret;
+use crate::signing::Secret;
 
 /// `[receipts]`: inbound delivery receipts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

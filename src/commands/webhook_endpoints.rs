@@ -20,8 +20,7 @@ use crate::domain::{
     ValidationErrors, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointEvent,
 };
 use crate::eventstore::EventStore;
-use crate::providers::WebhookSecret;
-use crate::providers::webhook::generate_secret;
+use crate::signing::{WebhookSecret, generate_secret};
 
 pub fn stream_id(endpoint_id: Uuid) -> String {
     format!("webhook-endpoint-{endpoint_id}")

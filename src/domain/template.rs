@@ -22,5 +22,13 @@ pub use partial_library::{
 pub use published_template::{PublishedTemplate, TemplateCommand, TemplateEvent};
 pub use rendered::{RenderedContent, RenderedEmail, RenderedTemplate, RenderedTitled};
 
+/// Escapes text for an HTML element or attribute the way templates' autoescape
+/// does, for the HTML Herald writes itself (links, the unsubscribe pages).
+pub fn escape_html(text: &str) -> String {
+    let mut escaped = Vec::with_capacity(text.len());
+    tera::escape_html(text, &mut escaped).expect("writing to a Vec cannot fail");
+    String::from_utf8(escaped).expect("escaping keeps UTF-8")
+}
+
 #[cfg(test)]
 mod tests;

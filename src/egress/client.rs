@@ -153,6 +153,35 @@ impl EgressClient {
     }
 }
 
+/// A plain client for a server the operator configured (an ntfy server,
+/// SNS's certificate hosts): not guarded, since no tenant chose the URL.
+/// Redirects are not followed: a redirected POST would be re-sent as a GET
+/// or to a host nobody configured.
+pub fn operator_client(timeout_seconds: u64, user_agent: &str) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout_seconds))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()
+}
+
+/// The start of an answer, at most `max_bytes`; a failed read ends it early
+/// because the status already decided the outcome. Reading it lets the
+/// connection go back to the pool.
+pub async fn read_capped(mut response: Response, max_bytes: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max_bytes {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max_bytes - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
+
 /// The same GET to another URL; other methods are not followed.
 fn follow_up(request: &Request) -> Option<Request> {
     (request.method() == Method::GET)

@@ -10,10 +10,16 @@
 //! still cannot get there. The operator opts in to their own networks with
 //! `[egress] allow`. Errors name a reason class only, never what a refused
 //! or failed target answered.
+//!
+//! Beside it, what every caller of an outside service shares: a plain client
+//! for the operator's own servers ([`operator_client`]), a size-capped read
+//! of an answer ([`read_capped`]), and [`SendError`], a failed call
+//! classified for the retry policy.
 
 mod address;
 mod allow;
 mod client;
+mod send_error;
 
 use std::io;
 use std::net::IpAddr;
@@ -24,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::address::{Blocked, blocked};
 pub use self::allow::{AllowRule, BadAllowRule};
-pub use self::client::{ClientOptions, EgressClient, EgressError};
+pub use self::client::{ClientOptions, EgressClient, EgressError, operator_client, read_capped};
+pub use self::send_error::{SendError, send_error, status_error};
 
 /// `[egress]` in the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

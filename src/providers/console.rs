@@ -3,8 +3,9 @@
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{OutboundMessage, Provider, Receipt, SendError};
+use super::{OutboundMessage, Provider, Receipt};
 use crate::domain::values::Channel;
+use crate::egress::SendError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

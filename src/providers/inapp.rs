@@ -5,8 +5,9 @@
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{Destination, OutboundMessage, Provider, Receipt, SendError};
+use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
 use crate::domain::values::Channel;
+use crate::egress::SendError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,7 +43,7 @@ impl Provider for InAppProvider {
                 Destination::InApp(_) => Ok(Receipt {
                     provider_message_id: Some(message.notification_id.to_string()),
                 }),
-                other => Err(SendError::wrong_channel("inapp", other)),
+                other => Err(wrong_channel("inapp", other)),
             }
         })
     }

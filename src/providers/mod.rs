@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -25,6 +24,8 @@ use crate::domain::values::{
     Category, Channel, EmailAddress, HttpUrl, JsonObject, NotificationId, NtfyTopic, PhoneNumber,
     Priority, PushTarget, RecipientId, Tag, TenantId,
 };
+use crate::egress::SendError;
+use crate::signing::WebhookSecret;
 
 /// A message ready to go: content rendered, destination chosen.
 #[derive(Debug, Clone)]
@@ -103,104 +104,19 @@ impl fmt::Debug for Destination {
     }
 }
 
-/// A `whsec_`-prefixed Standard Webhooks secret (base64 key after the prefix).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WebhookSecret(String);
-
-impl WebhookSecret {
-    pub fn new(raw: impl Into<String>) -> Self {
-        WebhookSecret(raw.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WebhookSecret(<redacted>)")
-    }
-}
-
-/// A credential in config (SMTP password, AWS secret key, ntfy token).
-/// Debug and serialization show `****`, so `herald config`, logs and events
-/// never carry it; only [`Secret::expose`] gives the value to a driver.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(raw: impl Into<String>) -> Self {
-        Secret(raw.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("****")
-    }
-}
-
 /// What the provider said when it took the message.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Receipt {
     pub provider_message_id: Option<String>,
 }
 
-/// Why a send failed, classified for the retry policy. Messages never carry
-/// secrets: they end up in events and logs.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SendError {
-    /// Worth trying again later (timeouts, 5xx, 408, 429, SMTP 4xx).
-    #[error("{message}")]
-    Transient {
-        message: String,
-        /// The provider asked for this pause (HTTP `Retry-After`).
-        retry_after: Option<Duration>,
-    },
-    /// Trying again will not help (SMTP 5xx, HTTP 4xx, an invalid number).
-    #[error("{message}")]
-    Permanent { message: String },
-}
-
-impl SendError {
-    pub fn transient(message: impl Into<String>) -> Self {
-        SendError::Transient {
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn permanent(message: impl Into<String>) -> Self {
-        SendError::Permanent {
-            message: message.into(),
-        }
-    }
-
-    /// A message for a channel the driver does not carry: routing sent it
-    /// to the wrong instance, and no retry will change that.
-    pub fn wrong_channel(kind: &str, destination: &Destination) -> Self {
-        SendError::permanent(format!(
-            "the {kind} provider cannot carry {} messages",
-            destination.channel()
-        ))
-    }
-
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, SendError::Permanent { .. })
-    }
+/// A message for a channel the driver does not carry: routing sent it to
+/// the wrong instance, and no retry will change that.
+fn wrong_channel(kind: &str, destination: &Destination) -> SendError {
+    SendError::permanent(format!(
+        "the {kind} provider cannot carry {} messages",
+        destination.channel()
+    ))
 }
 
 /// One configured driver instance.

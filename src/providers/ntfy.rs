@@ -9,10 +9,12 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::webhook::{http_client, read_capped, send_error, status_error};
-use super::{Destination, OutboundMessage, Provider, Receipt, Secret, SendError};
+use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
 use crate::domain::values::{Channel, HttpUrl, NtfyTopic, Priority, Tag};
-use crate::egress::EgressError;
+use crate::egress::{
+    EgressError, SendError, operator_client, read_capped, send_error, status_error,
+};
+use crate::signing::Secret;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,7 +73,7 @@ impl NtfyProvider {
             None => None,
         };
         let user_agent = concat!("Herald/", env!("CARGO_PKG_VERSION"));
-        let client = http_client(config.timeout_seconds, user_agent)
+        let client = operator_client(config.timeout_seconds, user_agent)
             .map_err(|error| anyhow::anyhow!("provider {name}: {error}"))?;
         Ok(NtfyProvider {
             name: name.to_string(),
@@ -159,7 +161,7 @@ impl Provider for NtfyProvider {
         Box::pin(async move {
             match &message.destination {
                 Destination::Ntfy(topic) => self.publish(topic, message).await,
-                other => Err(SendError::wrong_channel("ntfy", other)),
+                other => Err(wrong_channel("ntfy", other)),
             }
         })
     }

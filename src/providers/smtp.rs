@@ -15,8 +15,10 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-use super::{Attachment, Destination, OutboundMessage, Provider, Receipt, Secret, SendError};
+use super::{Attachment, Destination, OutboundMessage, Provider, Receipt, wrong_channel};
 use crate::domain::values::Channel;
+use crate::egress::SendError;
+use crate::signing::Secret;
 
 /// `[providers.NAME]` with `kind = "smtp"`. Only `from` has no default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,7 +231,7 @@ fn subject(message: &OutboundMessage) -> String {
 /// The email for `message`, ready for the transport.
 fn email(message: &OutboundMessage, from: &Mailbox) -> Result<Message, SendError> {
     let Destination::Email(to) = &message.destination else {
-        return Err(SendError::wrong_channel("smtp", &message.destination));
+        return Err(wrong_channel("smtp", &message.destination));
     };
     let mut builder = Message::builder()
         .from(from.clone())

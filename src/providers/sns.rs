@@ -20,8 +20,10 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Destination, OutboundMessage, Provider, Receipt, Secret, SendError};
+use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
 use crate::domain::values::{Channel, Priority};
+use crate::egress::SendError;
+use crate::signing::Secret;
 
 /// `[providers.NAME]` with `kind = "sns"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +171,7 @@ impl SnsProvider {
                     .message_structure("json")
                     .message(push_payload(message)))
             }
-            other => Err(SendError::wrong_channel("sns", other)),
+            other => Err(wrong_channel("sns", other)),
         }
     }
 }

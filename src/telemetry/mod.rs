@@ -10,13 +10,20 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::{Deserialize, Serialize};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Config, LogFormat};
+/// How log lines are written to stderr (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 /// Flushes buffered spans when dropped at the end of `main`.
 pub struct Telemetry {
@@ -33,14 +40,19 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG`, when set, replaces `log_filter`.
-pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
+/// Installs the global subscriber. `RUST_LOG`, when set, replaces
+/// `log_filter`; spans go to `otlp_endpoint` when there is one.
+pub fn init(
+    log_format: LogFormat,
+    log_filter: &str,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Telemetry> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(&config.log_filter)
-            .map_err(|e| anyhow::anyhow!("invalid log_filter {:?}: {e}", config.log_filter))?,
+        _ => EnvFilter::try_new(log_filter)
+            .map_err(|e| anyhow::anyhow!("invalid log_filter {log_filter:?}: {e}"))?,
     };
-    let fmt = match config.log_format {
+    let fmt = match log_format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .boxed(),
@@ -50,10 +62,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let tracer_provider = match &config.otel_exporter_otlp_endpoint {
-        Some(endpoint) => Some(otlp_provider(endpoint)?),
-        None => None,
-    };
+    let tracer_provider = otlp_endpoint.map(otlp_provider).transpose()?;
     // Herald's spans go to the collector whatever the log level: quiet
     // logs (`warn`) must not cut a notification's trace.
     let otel = tracer_provider.as_ref().map(|provider| {

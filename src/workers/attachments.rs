@@ -14,9 +14,10 @@ use crate::domain::attachment::{
     refusal,
 };
 use crate::domain::values::{HttpUrl, TenantId};
-use crate::egress::{ClientOptions, Egress, EgressClient};
-use crate::providers::webhook::{read_capped, send_error, status_error};
-use crate::providers::{Attachment, SendError};
+use crate::egress::{
+    ClientOptions, Egress, EgressClient, SendError, read_capped, send_error, status_error,
+};
+use crate::providers::Attachment;
 
 /// Redirects followed before a fetch fails: storage services redirect to a
 /// signed or regional URL now and then.

@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use reqwest::Method;
-use reqwest::header::CONTENT_TYPE;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -29,20 +27,15 @@ use super::breaker::{Breakers, endpoint_key};
 use super::lanes::{Lanes, share_of};
 use super::retry::retry_delay;
 use crate::commands::webhook_endpoints::signing_target;
-use crate::domain::values::{Channel, HttpUrl};
-use crate::egress::{ClientOptions, Egress, EgressClient, EgressError};
+use crate::domain::values::Channel;
+use crate::egress::{Egress, EgressClient, SendError};
 use crate::eventstore::EventStore;
 use crate::projections::webhook_outbox::{self, ClaimedDelivery, Outcome};
-use crate::providers::webhook::{
-    WebhookConfig, read_capped, send_error, signature_headers, status_error,
-};
-use crate::providers::{SendError, WebhookSecret};
+use crate::signing::{client, post_signed};
 
 /// The longest idle sleep: the outbox is filled by the projection runner,
 /// whose writes wake nobody, so an idle sender looks again this often.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-/// How much of a receiver's answer is read (and dropped).
-const MAX_ANSWER_BYTES: usize = 4 * 1024;
 /// When a callback whose endpoint or tenant is at its limit is looked at again.
 const BUSY_RECHECK: TimeDelta = TimeDelta::seconds(1);
 /// When a callback whose endpoint's breaker is open is looked at again:
@@ -80,46 +73,6 @@ pub fn spawn(
         sender.run(shutdown).await;
         tracing::info!("callback sender stopped");
     })
-}
-
-/// A guarded client for callbacks: a whole call longer than
-/// `timeout_seconds` fails as transient, and redirects are not followed.
-pub fn client(egress: &Egress, timeout_seconds: u64) -> Result<EgressClient, EgressError> {
-    egress.client(&ClientOptions {
-        timeout: Duration::from_secs(timeout_seconds.max(1)),
-        user_agent: WebhookConfig::default().user_agent,
-        max_redirects: 0,
-    })
-}
-
-/// POSTs `body` as JSON to `url`, signed with every secret, with `webhook_id`
-/// as the `webhook-id`. Errors are classified like the webhook provider's:
-/// network failures, 408, 429 and 5xx are transient, any other answer permanent.
-pub async fn post_signed(
-    client: &EgressClient,
-    url: &HttpUrl,
-    secrets: &[WebhookSecret],
-    webhook_id: &str,
-    body: &str,
-) -> Result<(), SendError> {
-    let headers = signature_headers(secrets, webhook_id, Utc::now().timestamp(), body.as_bytes())
-        .map_err(|error| SendError::permanent(error.to_string()))?;
-    let request = client
-        .request(Method::POST, url.as_str())
-        .headers(headers)
-        .header(CONTENT_TYPE, "application/json")
-        .body(body.to_string());
-    let response = client
-        .send(request)
-        .await
-        .map_err(|error| send_error("callback", error))?;
-    let status = response.status();
-    let answer_headers = response.headers().clone();
-    read_capped(response, MAX_ANSWER_BYTES).await;
-    if status.is_success() {
-        return Ok(());
-    }
-    Err(status_error("callback", status, &answer_headers))
 }
 
 struct Sender {

@@ -20,13 +20,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::callbacks::{client, post_signed};
 use crate::commands::campaigns::{self, CallbackOutcome, CallbackRow};
 use crate::commands::notifications::SendPolicy;
 use crate::commands::{Actor, CommandError};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::egress::{Egress, EgressClient};
 use crate::eventstore::EventStore;
+use crate::signing::{client, post_signed};
 
 /// `[campaigns]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

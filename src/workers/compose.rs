@@ -5,14 +5,15 @@
 use anyhow::Context;
 use serde_json::{Map, Value};
 
+use super::WorkerOptions;
 use super::attachments::Attachments;
 use super::email_links::EmailLinks;
 use super::routing::Route;
 use crate::commands::templates::TemplateCache;
-use crate::config::Config;
 use crate::domain::values::{JsonObject, Locale};
 use crate::domain::{Content, NotificationState};
-use crate::providers::{Destination, OutboundMessage, SendError};
+use crate::egress::SendError;
+use crate::providers::{Destination, OutboundMessage};
 
 /// Compiled template versions kept per process; versions never change.
 const TEMPLATE_CACHE_SIZE: usize = 1_000;
@@ -24,17 +25,17 @@ pub struct Composer {
 }
 
 impl Composer {
-    /// As the configuration says; loads (or first creates) the link signing key.
-    pub async fn from_config(pool: &sqlx::PgPool, config: &Config) -> anyhow::Result<Composer> {
-        let email_links = EmailLinks::new(pool, &config.links())
+    /// As the options say; loads (or first creates) the link signing key.
+    pub async fn new(pool: &sqlx::PgPool, options: &WorkerOptions) -> anyhow::Result<Composer> {
+        let email_links = EmailLinks::new(pool, &options.links)
             .await
             .context("loading the link signing key")?;
         Ok(Composer {
             templates: TemplateCache::new(TEMPLATE_CACHE_SIZE),
             email_links,
             attachments: Attachments::new(
-                &config.attachments,
-                &crate::egress::Egress::new(&config.egress),
+                &options.attachments,
+                &crate::egress::Egress::new(&options.egress),
             ),
         })
     }

@@ -46,9 +46,11 @@ use crate::domain::{
     Content, DeliveredContent, DomainError, Notification, NotificationCommand, NotificationEvent,
     NotificationState,
 };
+use crate::egress::SendError;
 use crate::eventstore::EventStore;
 use crate::projections::delivery_queue;
-use crate::providers::{Destination, Providers, Receipt, SendError, WebhookSecret};
+use crate::providers::{Destination, Providers, Receipt};
+use crate::signing::WebhookSecret;
 use crate::telemetry::trace::TracePoint;
 use crate::ttl_cache::TtlCache;
 use tracing::Instrument;

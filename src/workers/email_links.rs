@@ -13,6 +13,7 @@ use url::Url;
 use crate::commands::links::{self, Links, LinksConfig};
 use crate::domain::signed_link::TrackingSettings;
 use crate::domain::suppression::SuppressedAddress;
+use crate::domain::template::escape_html;
 use crate::domain::values::{
     Category, EmailAddress, HttpUrl, NotificationId, RecipientId, TenantId,
 };
@@ -227,22 +228,6 @@ fn href_value(tag: &str) -> Option<(usize, usize)> {
         return Some((start, end));
     }
     None
-}
-
-/// Escapes text for an HTML attribute or element.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The entities a URL in an attribute is commonly written with.

@@ -18,19 +18,42 @@ pub mod stop_gate;
 pub mod throttle;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::limits::Limits;
-use crate::config::Config;
+use crate::commands::limits::{Limits, LimitsConfig};
+use crate::commands::links::LinksConfig;
+use crate::commands::notifications::SendPolicy;
+use crate::domain::attachment::AttachmentsConfig;
 use crate::domain::values::Channel;
-use crate::egress::Egress;
+use crate::egress::{Egress, EgressConfig};
 use crate::eventstore::EventStore;
 use crate::providers::Providers;
 use breaker::BreakerConfig;
+
+/// The sections of the configuration the workers read (`Config::worker_options`).
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub idempotency_window: Duration,
+    pub ranking: ranker::RankingConfig,
+    pub routing: RoutingConfig,
+    pub delivery: DeliveryConfig,
+    pub breaker: BreakerConfig,
+    pub limits: LimitsConfig,
+    /// See `Config::operator_tenants`.
+    pub operator_tenants: Vec<String>,
+    pub campaigns: campaigns::CampaignsConfig,
+    pub scheduler: scheduler::SchedulerConfig,
+    /// `[links]` with its public URL resolved (`Config::links`).
+    pub links: LinksConfig,
+    pub attachments: AttachmentsConfig,
+    pub egress: EgressConfig,
+}
 
 /// Starts the worker loops of a `--roles workers` process (the dispatcher,
 /// the status-callback sender, the campaign worker and the scheduler); the
@@ -38,50 +61,44 @@ use breaker::BreakerConfig;
 pub async fn spawn(
     store: EventStore,
     providers: Providers,
-    config: &Config,
+    options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let ranker = ranker::Ranker::new(&config.ranking).context("configuring the ranker")?;
-    let composer = compose::Composer::from_config(store.pool(), config).await?;
+    let ranker = ranker::Ranker::new(&options.ranking).context("configuring the ranker")?;
+    let composer = compose::Composer::new(store.pool(), &options).await?;
+    let egress = Egress::new(&options.egress);
+    let send_policy = SendPolicy {
+        idempotency_window: options.idempotency_window,
+        limits: Arc::new(Limits::new(options.limits).with_operators(&options.operator_tenants)),
+        attachments: Arc::new(options.attachments),
+        egress: egress.clone(),
+    };
     let settings = dispatcher::DispatchSettings {
         providers,
-        routing: config.routing.clone(),
-        delivery: config.delivery.clone(),
-        breakers: breaker::Breakers::new(&config.breaker),
+        routing: options.routing,
+        delivery: options.delivery.clone(),
+        breakers: breaker::Breakers::new(&options.breaker),
         ranker,
-        limits: std::sync::Arc::new(
-            Limits::new(config.limits.clone()).with_operators(&config.operator_tenants),
-        ),
+        limits: send_policy.limits.clone(),
         composer,
     };
-    let egress = Egress::new(&config.egress);
     let callbacks = callbacks::spawn(
         store.clone(),
-        config.delivery.clone(),
+        options.delivery,
         egress.clone(),
         shutdown.clone(),
     );
     let campaigns = campaigns::spawn(
         store.clone(),
-        crate::commands::notifications::SendPolicy {
-            idempotency_window: std::time::Duration::from_secs(config.idempotency_window_seconds),
-            limits: settings.limits.clone(),
-            attachments: std::sync::Arc::new(config.attachments.clone()),
-            egress: egress.clone(),
-        },
-        config.campaigns.clone(),
-        egress.clone(),
+        send_policy.clone(),
+        options.campaigns,
+        egress,
         shutdown.clone(),
     );
     let scheduler = scheduler::spawn(
         store.clone(),
-        crate::commands::notifications::SendPolicy {
-            idempotency_window: std::time::Duration::from_secs(config.idempotency_window_seconds),
-            limits: settings.limits.clone(),
-            attachments: std::sync::Arc::new(config.attachments.clone()),
-            egress,
-        },
-        config.scheduler.clone(),
+        send_policy,
+        options.scheduler,
         shutdown.clone(),
     );
     let dispatcher = dispatcher::Dispatcher::new(store, settings).spawn(shutdown);
@@ -96,7 +113,7 @@ pub async fn spawn(
 async fn wait_for_work<E>(
     appended: &mut tokio::sync::watch::Receiver<u64>,
     next_due: Result<Option<chrono::DateTime<chrono::Utc>>, E>,
-    poll: std::time::Duration,
+    poll: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
     let sleep = match next_due {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::domain::NotificationState;
 use crate::domain::ranking::{Ranking, RankingRules, rank_by_rules, seconds_between};
-use crate::providers::Secret;
+use crate::signing::Secret;
 
 /// `[ranking]`: the rules (`[ranking.rules]`) and an optional model (`[ranking.llm]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

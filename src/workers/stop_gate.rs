@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::domain::NotificationCommand;
-use crate::providers::SendError;
+use crate::egress::SendError;
 
 /// Why a message is not handed to its provider after all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use herald::domain::{NotificationEvent, SendNotification};
 use herald::eventstore::{Checkpoint, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use herald::projections::analytics::{self, AnalyticsProjection};
 use herald::projections::{self, Projection, RunnerOptions};
-use herald::providers::WebhookSecret;
+use herald::signing::WebhookSecret;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -537,7 +537,7 @@ async fn follow(service: &Service, to: &str, marker: &str, times: usize, status:
 /// Standard Webhooks sign.
 async fn receipt(service: &Service, id: &str, status: &str) {
     let body = json!({ "notificationId": id, "status": status, "hard": true }).to_string();
-    let headers = herald::providers::webhook::signature_headers(
+    let headers = herald::signing::signature_headers(
         &[WebhookSecret::new(ACME_SECRET)],
         &format!("msg_{id}_{status}"),
         chrono::Utc::now().timestamp(),

@@ -126,7 +126,7 @@ impl Campaigns {
         herald::workers::spawn(
             self.app.store.clone(),
             providers,
-            &config,
+            config.worker_options(),
             self.stop.clone(),
         )
         .await
@@ -573,7 +573,7 @@ async fn a_campaign_reaches_the_provider_and_reports_signed_callbacks_with_a_ret
         .as_str()
         .expect("secret")
         .to_string();
-    let peer = webhook_receiver(port, &herald::providers::WebhookSecret::new(secret)).await;
+    let peer = webhook_receiver(port, &herald::signing::WebhookSecret::new(secret)).await;
     webhook_answer_next(&peer, json!([{ "status": 500, "body": "down" }])).await;
 
     let (id, created) = c

@@ -20,8 +20,9 @@ use herald::commands::{Actor, tenants};
 use herald::config::Config;
 use herald::domain::values::{Channel, NotificationId, TenantId};
 use herald::domain::{NotificationStatus, SendNotification};
+use herald::egress::SendError;
 use herald::eventstore::EventStore;
-use herald::providers::{OutboundMessage, Provider, Providers, Receipt, SendError};
+use herald::providers::{OutboundMessage, Provider, Providers, Receipt};
 use herald::workers::breaker::{BreakerConfig, BreakerState, Breakers};
 use herald::workers::compose::Composer;
 use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
@@ -275,7 +276,7 @@ fn dispatch(
     let store = store.clone();
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let composer = Composer::from_config(store.pool(), &Config::default())
+        let composer = Composer::new(store.pool(), &Config::default().worker_options())
             .await
             .expect("composer");
         let dispatcher = Dispatcher::new(

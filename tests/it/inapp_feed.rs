@@ -55,7 +55,7 @@ impl Feed {
             "inapp",
             &InAppConfig::default(),
         )));
-        let composer = Composer::from_config(app.store.pool(), &Config::default())
+        let composer = Composer::new(app.store.pool(), &Config::default().worker_options())
             .await
             .expect("composer");
         Dispatcher::new(

@@ -6,6 +6,7 @@ mod support;
 
 mod analytics;
 mod api;
+mod architecture;
 mod attachments;
 mod audience;
 mod callbacks;

@@ -239,7 +239,7 @@ impl SmtpRecorder {
 
 /// `tests/peers/webhook_receiver.py` on `port`: verifies every POST with the
 /// independent `standardwebhooks` library against `secret` and records it.
-pub async fn webhook_receiver(port: u16, secret: &herald::providers::WebhookSecret) -> Peer {
+pub async fn webhook_receiver(port: u16, secret: &herald::signing::WebhookSecret) -> Peer {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/peers/webhook_receiver.py"

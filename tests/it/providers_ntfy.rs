@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use herald::domain::values::{HttpUrl, NotificationId, NtfyTopic, Priority, Tag, TenantId};
+use herald::egress::SendError;
 use herald::providers::ntfy::{NtfyConfig, NtfyProvider};
-use herald::providers::{Destination, OutboundMessage, Provider, Secret, SendError};
+use herald::providers::{Destination, OutboundMessage, Provider};
+use herald::signing::Secret;
 use serde_json::{Value, json};
 
 use crate::peers::{Peer, free_port};

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use herald::domain::values::{EmailAddress, NotificationId, Priority, TenantId};
+use herald::egress::SendError;
 use herald::providers::smtp::{SmtpConfig, SmtpProvider, SmtpTls};
-use herald::providers::{Destination, OutboundMessage, Provider, Secret, SendError};
+use herald::providers::{Destination, OutboundMessage, Provider};
+use herald::signing::Secret;
 
 use crate::peers::{Peer, aiosmtpd, free_port};
 

@@ -4,8 +4,10 @@
 use aws_sdk_sns::Client;
 use aws_sdk_sns::config::{BehaviorVersion, Credentials, Region};
 use herald::domain::values::{NotificationId, PhoneNumber, Priority, PushTarget, TenantId};
+use herald::egress::SendError;
 use herald::providers::sns::{SnsConfig, SnsProvider};
-use herald::providers::{Destination, OutboundMessage, Provider, Secret, SendError};
+use herald::providers::{Destination, OutboundMessage, Provider};
+use herald::signing::Secret;
 use serde_json::Value;
 
 use crate::peers::{Peer, free_port};

@@ -6,8 +6,10 @@ use std::time::Duration;
 use herald::domain::values::{
     Category, HttpUrl, JsonObject, NotificationId, Priority, Tag, TenantId,
 };
-use herald::providers::webhook::{WebhookConfig, WebhookProvider, generate_secret};
-use herald::providers::{Destination, OutboundMessage, Provider, SendError, WebhookSecret};
+use herald::egress::SendError;
+use herald::providers::webhook::{WebhookConfig, WebhookProvider};
+use herald::providers::{Destination, OutboundMessage, Provider};
+use herald::signing::{WebhookSecret, generate_secret};
 use serde_json::{Value, json};
 
 use crate::peers::{Peer, free_port, webhook_answer_next, webhook_receiver, webhook_requests};

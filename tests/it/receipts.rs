@@ -15,7 +15,7 @@ use herald::domain::suppression::SuppressedAddress;
 use herald::domain::values::{Channel, EmailAddress, NotificationId, PhoneNumber, TenantId};
 use herald::domain::{NotificationCommand, NotificationStatus, SendNotification};
 use herald::eventstore::EventStore;
-use herald::providers::Secret;
+use herald::signing::Secret;
 
 use crate::peers::{Peer, free_port};
 use crate::support::{TestDatabase, fresh_database};

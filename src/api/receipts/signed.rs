@@ -9,8 +9,7 @@ use serde::Deserialize;
 use super::Refusal;
 use crate::commands::receipts::{Receipt, ReceiptOutcome, ReceiptTarget};
 use crate::domain::values::NotificationId;
-use crate::providers::webhook::sign;
-use crate::providers::{Secret, WebhookSecret};
+use crate::signing::{Secret, WebhookSecret, sign};
 
 /// A signature older or newer than this is refused, so a captured receipt
 /// cannot be replayed later.

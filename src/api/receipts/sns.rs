@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::Refusal;
 use crate::commands::receipts::SnsReceiptsConfig;
-use crate::providers::webhook::{http_client, read_capped};
+use crate::egress::{operator_client, read_capped};
 
 /// Certificates are a few KB; anything much larger is not one.
 const MAX_CERT_BYTES: usize = 64 * 1024;
@@ -147,7 +147,7 @@ impl SnsVerifier {
     pub fn client(&self) -> Result<&reqwest::Client, Refusal> {
         self.client
             .get_or_init(|| {
-                http_client(HTTP_TIMEOUT_SECONDS, "Herald-Receipts").map_err(|e| e.to_string())
+                operator_client(HTTP_TIMEOUT_SECONDS, "Herald-Receipts").map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|error| Refusal::Unavailable(format!("no HTTP client: {error}")))

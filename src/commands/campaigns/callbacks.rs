@@ -15,8 +15,7 @@ use uuid::Uuid;
 use crate::commands::CommandError;
 use crate::commands::webhook_endpoints;
 use crate::domain::values::{HttpUrl, TenantId};
-use crate::providers::WebhookSecret;
-use crate::providers::webhook::generate_secret;
+use crate::signing::{WebhookSecret, generate_secret};
 
 /// One callback and how its delivery went.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -15,9 +15,8 @@ use herald::config::Config;
 use herald::domain::attachment::{AttachmentSpec, AttachmentsConfig};
 use herald::domain::values::{HttpUrl, TenantId};
 use herald::egress::{Egress, EgressConfig};
-use herald::providers::webhook::generate_secret;
+use herald::signing::{self, generate_secret};
 use herald::workers::attachments::Attachments;
-use herald::workers::callbacks;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -272,9 +271,9 @@ async fn what_an_internal_server_answered_never_reaches_the_tenant() {
 
     // A status callback or campaign callback to it: status and class only.
     let egress = Egress::new(&allowing(&[internal.to_string()]).egress);
-    let client = callbacks::client(&egress, 5).unwrap();
+    let client = signing::client(&egress, 5).unwrap();
     let url = HttpUrl::parse(&format!("http://{internal}/fail")).unwrap();
-    let error = callbacks::post_signed(&client, &url, &[generate_secret()], "id", "{}")
+    let error = signing::post_signed(&client, &url, &[generate_secret()], "id", "{}")
         .await
         .unwrap_err();
     assert_eq!(
@@ -284,8 +283,8 @@ async fn what_an_internal_server_answered_never_reaches_the_tenant() {
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 
     // Refused outright when the operator has not allowed it.
-    let guarded = callbacks::client(&Egress::default(), 5).unwrap();
-    let refused = callbacks::post_signed(&guarded, &url, &[generate_secret()], "id", "{}")
+    let guarded = signing::client(&Egress::default(), 5).unwrap();
+    let refused = signing::post_signed(&guarded, &url, &[generate_secret()], "id", "{}")
         .await
         .unwrap_err();
     assert!(refused.is_permanent(), "{refused:?}");

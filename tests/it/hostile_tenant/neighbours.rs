@@ -18,8 +18,9 @@ use herald::commands::notifications;
 use herald::config::Config;
 use herald::domain::NotificationStatus;
 use herald::domain::values::{NotificationId, TenantId};
+use herald::providers::Providers;
 use herald::providers::webhook::{WebhookConfig, WebhookProvider};
-use herald::providers::{Providers, WebhookSecret};
+use herald::signing::WebhookSecret;
 use herald::workers::breaker::{BreakerConfig, Breakers};
 use herald::workers::compose::Composer;
 use herald::workers::dispatcher::{DispatchSettings, Dispatcher};
@@ -100,7 +101,7 @@ impl Neighbours {
             )
             .expect("a provider"),
         ));
-        let composer = Composer::from_config(self.app.store.pool(), &Config::default())
+        let composer = Composer::new(self.app.store.pool(), &Config::default().worker_options())
             .await
             .expect("composer");
         Dispatcher::new(
