@@ -10,6 +10,7 @@ pub mod graphql;
 mod ingest;
 mod links;
 pub mod live;
+mod ops;
 mod receipts;
 mod request_rate;
 mod rest;

@@ -20,7 +20,7 @@ use self::openapi::{BodyRefusals, Refusals};
 use self::wire::*;
 use super::ApiState;
 use super::auth::bearer;
-use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor, filter_value};
+use super::cursor::{self, filter_value, page_size};
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::graphql::MAX_BATCH;
 use super::{JSON, has_media_type};
@@ -198,14 +198,8 @@ async fn list(
 ) -> Result<Json<NotificationPage>, ApiError> {
     let principal = caller(&state, &headers, Scope::Read).await?;
     let params = query(params)?;
-    let limit = params.limit.unwrap_or(20) as usize;
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let after = params.after.as_deref().map(decode_cursor).transpose()?;
+    let limit = page_size("limit", params.limit.unwrap_or(20).into())?;
+    let after = cursor::decode(params.after.as_deref())?;
     let statuses = params
         .status
         .as_deref()
@@ -243,7 +237,7 @@ async fn list(
     let next_cursor = rows
         .last()
         .filter(|_| has_more)
-        .map(|row| encode_cursor(&row.notification_id));
+        .map(|row| cursor::encode(&row.notification_id));
     Ok(Json(NotificationPage {
         items: rows
             .into_iter()

@@ -16,8 +16,9 @@ use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
-use super::types::PageInfo;
-use super::{ApiError, MAX_PAGE, NeedsScope, actor, api, decode_cursor, encode_cursor, require};
+use super::connection::Connection;
+use super::{ApiError, NeedsScope, actor, api, require};
+use crate::api::cursor::{self, page_size};
 use crate::api::live::LiveError;
 use crate::commands::campaigns::{
     self, CallbackRow, CampaignAnalytics, CampaignRow, ImportError, ImportProgress, ImportSummary,
@@ -320,18 +321,6 @@ impl Campaign {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct CampaignEdge {
-    pub cursor: String,
-    pub node: Campaign,
-}
-
-#[derive(SimpleObject)]
-pub struct CampaignConnection {
-    pub edges: Vec<CampaignEdge>,
-    pub page_info: PageInfo,
-}
-
 #[derive(InputObject)]
 pub struct CampaignTemplateInput {
     pub key: String,
@@ -420,38 +409,26 @@ impl CampaignsQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<CampaignConnection> {
+    ) -> Result<Connection<Campaign>> {
         let principal = require(ctx, Scope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let first = page_size("first", first.into())?;
+        let after = cursor::decode(after.as_deref())?;
         let mut rows = campaigns::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             after,
-            i64::from(first) + 1,
+            first as i64 + 1,
         )
         .await
         .map_err(ApiError::from)?;
-        let has_next_page = rows.len() > first as usize;
-        rows.truncate(first as usize);
-        let end_cursor = rows.last().map(|row| encode_cursor(&row.campaign_id));
-        Ok(CampaignConnection {
-            edges: rows
-                .into_iter()
-                .map(|row| CampaignEdge {
-                    cursor: encode_cursor(&row.campaign_id),
-                    node: Campaign(row),
-                })
-                .collect(),
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
-            },
-        })
+        let has_next_page = rows.len() > first;
+        rows.truncate(first);
+        Ok(Connection::page(
+            rows,
+            has_next_page,
+            |row| row.campaign_id,
+            Campaign,
+        ))
     }
 }
 

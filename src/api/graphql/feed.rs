@@ -14,11 +14,12 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Json, Object, Result, SimpleObject};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 
-use super::types::{PageInfo, Position};
-use super::{ApiError, MAX_PAGE, actor, api, require};
+use super::connection::Connection;
+use super::types::Position;
+use super::{ApiError, actor, api, require};
+use crate::api::cursor::{self, page_size};
 use crate::commands::Actor;
 use crate::commands::inapp_feed as commands;
 use crate::commands::links::FeedGrant;
@@ -94,15 +95,9 @@ impl InAppItem {
 }
 
 #[derive(SimpleObject)]
-pub struct InAppItemEdge {
-    pub cursor: String,
-    pub node: InAppItem,
-}
-
-#[derive(SimpleObject)]
 pub struct InAppFeedConnection {
-    pub edges: Vec<InAppItemEdge>,
-    pub page_info: PageInfo,
+    #[graphql(flatten)]
+    pub items: Connection<InAppItem>,
     /// The recipient's unread items, whatever the filter.
     pub unread_count: i64,
 }
@@ -195,19 +190,6 @@ pub struct FeedToken {
     pub expires_at: DateTime<Utc>,
 }
 
-fn encode_position(position: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
-}
-
-fn decode_position(cursor: &str) -> Result<i64, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
-}
-
 #[derive(Default)]
 pub struct FeedQuery;
 
@@ -225,12 +207,8 @@ impl FeedQuery {
     ) -> Result<InAppFeedConnection> {
         let recipient = recipient(&recipient_id)?;
         let (tenant_id, _, _) = feed_caller(ctx, &recipient, Scope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
-        let after = after.as_deref().map(decode_position).transpose()?;
+        let first = page_size("first", first.into())?;
+        let after = cursor::decode(after.as_deref())?;
         let states: Option<Vec<domain::InAppItemState>> =
             states.map(|s| s.into_iter().map(Into::into).collect());
         let page = inapp_feed::page(
@@ -238,27 +216,17 @@ impl FeedQuery {
             tenant_id.as_str(),
             recipient.as_str(),
             states.as_deref(),
-            first as usize,
+            first,
             after,
         )
         .await?;
-        let end_cursor = page
-            .items
-            .last()
-            .map(|row| encode_position(row.delivered_position));
         Ok(InAppFeedConnection {
-            edges: page
-                .items
-                .into_iter()
-                .map(|row| InAppItemEdge {
-                    cursor: encode_position(row.delivered_position),
-                    node: InAppItem::from_row(row),
-                })
-                .collect(),
-            page_info: PageInfo {
-                has_next_page: page.has_more,
-                end_cursor,
-            },
+            items: Connection::page(
+                page.items,
+                page.has_more,
+                |row| row.delivered_position,
+                InAppItem::from_row,
+            ),
             unread_count: page.unread,
         })
     }

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod campaigns;
+mod connection;
 mod delivery;
 mod feed;
 mod limits;
@@ -20,13 +21,14 @@ mod webhooks;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result, Schema};
-use base64::Engine;
 
+use self::connection::Connection;
 use self::notification::NotificationNode;
 pub use self::subscription::SubscriptionRoot;
+pub(super) use self::types::Priority;
 use self::types::*;
 use super::auth::KeyCache;
-use super::cursor::{MAX_PAGE, decode_cursor, encode_cursor, filter_value};
+use super::cursor::{self, filter_value, page_size};
 use super::error::ApiError;
 use super::live::LiveHub;
 use crate::commands::links::FeedGrant;
@@ -135,25 +137,6 @@ fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
     NotificationId::parse(id.as_str()).map_err(|e| ApiError::field(field, e.to_string()))
 }
 
-fn encode_checkpoint(checkpoint: &crate::eventstore::Checkpoint) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checkpoint.to_string())
-}
-
-fn decode_checkpoint(cursor: &str) -> Result<crate::eventstore::Checkpoint, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            let (transaction_id, global_position) = text.split_once(':')?;
-            Some(crate::eventstore::Checkpoint {
-                transaction_id: transaction_id.parse().ok()?,
-                global_position: global_position.parse().ok()?,
-            })
-        })
-        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
-}
-
 /// The query root: the core queries and the analyst ones.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct QueryRoot(
@@ -206,14 +189,10 @@ impl CoreQuery {
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
         filter: Option<NotificationFilter>,
-    ) -> Result<NotificationConnection> {
+    ) -> Result<Connection<NotificationNode>> {
         let principal = require(ctx, DomainScope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let first = page_size("first", first.into())?;
+        let after = cursor::decode(after.as_deref())?;
         let filter = filter.unwrap_or_default();
         let filter = notification_status::Filter {
             statuses: filter.status.map(|statuses| {
@@ -236,25 +215,15 @@ impl CoreQuery {
         };
         let pool = api(ctx)?.store.pool();
         let (rows, has_next_page) =
-            notification_status::page(pool, &principal.tenant_id, &filter, first as usize, after)
+            notification_status::page(pool, &principal.tenant_id, &filter, first, after)
                 .await
                 .map_err(ApiError::from)?;
-        let end_cursor = rows.last().map(|row| encode_cursor(&row.notification_id));
-        let edges = rows
-            .into_iter()
-            .filter_map(|row| {
-                let cursor = encode_cursor(&row.notification_id);
-                NotificationNode::from_row(&principal.tenant_id, row)
-                    .map(|node| NotificationEdge { cursor, node })
-            })
-            .collect();
-        Ok(NotificationConnection {
-            edges,
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
-            },
-        })
+        Ok(Connection::page(
+            rows,
+            has_next_page,
+            |row| row.notification_id,
+            |row| NotificationNode::from_row(&principal.tenant_id, row),
+        ))
     }
 
     /// Replay: an entity's ingested events within a time window,
@@ -280,10 +249,8 @@ impl CoreQuery {
             )
             .into());
         }
-        let after = match after.as_deref() {
-            Some(cursor) => decode_checkpoint(cursor)?,
-            None => crate::eventstore::Checkpoint::ORIGIN,
-        };
+        let after =
+            cursor::decode(after.as_deref())?.unwrap_or(crate::eventstore::Checkpoint::ORIGIN);
         let page = entity_index::replay(
             api(ctx)?.store.pool(),
             &entity_index::ReplayQuery {
@@ -300,7 +267,7 @@ impl CoreQuery {
         .await?;
         Ok(ReplayPage {
             has_more: page.next.is_some(),
-            next_cursor: page.next.map(|c| encode_checkpoint(&c)),
+            next_cursor: page.next.as_ref().map(cursor::encode),
             events: page
                 .events
                 .into_iter()
@@ -356,18 +323,6 @@ pub struct ReplayPage {
     pub has_more: bool,
     /// Pass as `after` for the next page.
     pub next_cursor: Option<String>,
-}
-
-#[derive(async_graphql::SimpleObject)]
-pub struct NotificationEdge {
-    pub cursor: String,
-    pub node: NotificationNode,
-}
-
-#[derive(async_graphql::SimpleObject)]
-pub struct NotificationConnection {
-    pub edges: Vec<NotificationEdge>,
-    pub page_info: PageInfo,
 }
 
 #[derive(async_graphql::SimpleObject)]

@@ -6,8 +6,10 @@ use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Result, Simple
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::types::{PageInfo, SendNotificationInput};
-use super::{ApiError, MAX_PAGE, NeedsScope, actor, api, decode_cursor, encode_cursor, require};
+use super::connection::Connection;
+use super::types::SendNotificationInput;
+use super::{ApiError, NeedsScope, actor, api, require};
+use crate::api::cursor::{self, page_size};
 use crate::commands::schedules::{self, ScheduleRow};
 use crate::domain::Scope;
 use crate::domain::schedule::{self as domain, CreateSchedule};
@@ -130,18 +132,6 @@ impl Schedule {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct ScheduleEdge {
-    pub cursor: String,
-    pub node: Schedule,
-}
-
-#[derive(SimpleObject)]
-pub struct ScheduleConnection {
-    pub edges: Vec<ScheduleEdge>,
-    pub page_info: PageInfo,
-}
-
 fn parse_schedule_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field("id", "is not a schedule id"))
 }
@@ -157,37 +147,20 @@ impl SchedulesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<ScheduleConnection> {
+    ) -> Result<Connection<Schedule>> {
         let principal = require(ctx, Scope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
-        let after = after.as_deref().map(decode_cursor).transpose()?;
-        let (rows, has_next_page) = schedules::page(
-            api(ctx)?.store.pool(),
-            &principal.tenant_id,
-            first as usize,
-            after,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let end_cursor = rows.last().map(|row| encode_cursor(&row.schedule_id));
-        let edges = rows
-            .into_iter()
-            .map(|row| ScheduleEdge {
-                cursor: encode_cursor(&row.schedule_id),
-                node: Schedule(row),
-            })
-            .collect();
-        Ok(ScheduleConnection {
-            edges,
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
-            },
-        })
+        let first = page_size("first", first.into())?;
+        let after = cursor::decode(after.as_deref())?;
+        let (rows, has_next_page) =
+            schedules::page(api(ctx)?.store.pool(), &principal.tenant_id, first, after)
+                .await
+                .map_err(ApiError::from)?;
+        Ok(Connection::page(
+            rows,
+            has_next_page,
+            |row| row.schedule_id,
+            Schedule,
+        ))
     }
 
     /// One of the tenant's schedules (requires `read`); null if there is none.

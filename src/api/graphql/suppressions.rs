@@ -3,12 +3,12 @@
 //! their own; these are for reading the list and for manual entries.
 
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::types::{Channel, PageInfo};
-use super::{ApiError, MAX_PAGE, actor, api, require};
+use super::connection::Connection;
+use super::types::Channel;
+use super::{ApiError, actor, api, require};
+use crate::api::cursor::{self, page_size};
 use crate::commands::suppressions::{
     self, SuppressionCursor, SuppressionFilter as Filter, SuppressionRow,
 };
@@ -58,47 +58,12 @@ impl TryFrom<SuppressionRow> for Suppression {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct SuppressionEdge {
-    pub cursor: String,
-    pub node: Suppression,
-}
-
-#[derive(SimpleObject)]
-pub struct SuppressionConnection {
-    pub edges: Vec<SuppressionEdge>,
-    pub page_info: PageInfo,
-}
-
 #[derive(InputObject, Default)]
 pub struct SuppressionFilter {
     pub channel: Option<Channel>,
     pub reason: Option<SuppressionReason>,
     /// Case-insensitive part of the address.
     pub address_contains: Option<String>,
-}
-
-fn encode_cursor(row: &SuppressionRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        row.created_at.timestamp_micros(),
-        row.address_key
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Result<SuppressionCursor, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            let (micros, key) = text.split_once(':')?;
-            Some(SuppressionCursor {
-                created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-                address_key: key.to_string(),
-            })
-        })
-        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
 }
 
 /// A channel named for the list is one of its two.
@@ -124,13 +89,9 @@ impl SuppressionsQuery {
         filter: Option<SuppressionFilter>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<SuppressionConnection> {
+    ) -> Result<Connection<Suppression>> {
         let principal = require(ctx, Scope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
+        let first = page_size("first", first.into())?;
         let filter = filter.unwrap_or_default();
         // No stored address holds a NUL, and PostgreSQL refuses it in a pattern.
         if filter
@@ -152,33 +113,25 @@ impl SuppressionsQuery {
                 .map(|text| text.trim().to_string())
                 .filter(|text| !text.is_empty()),
         };
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let after: Option<SuppressionCursor> = cursor::decode(after.as_deref())?;
         let (rows, has_next_page) = suppressions::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             &filter,
-            first as usize,
+            first,
             after.as_ref(),
         )
         .await
         .map_err(ApiError::from)?;
-        let end_cursor = rows.last().map(encode_cursor);
-        let edges = rows
-            .into_iter()
-            .map(|row| {
-                Ok(SuppressionEdge {
-                    cursor: encode_cursor(&row),
-                    node: row.try_into()?,
-                })
-            })
-            .collect::<Result<_, ApiError>>()?;
-        Ok(SuppressionConnection {
-            edges,
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
+        Ok(Connection::try_page(
+            rows,
+            has_next_page,
+            |row| SuppressionCursor {
+                created_at: row.created_at,
+                address_key: row.address_key.clone(),
             },
-        })
+            Suppression::try_from,
+        )?)
     }
 }
 

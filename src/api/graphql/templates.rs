@@ -5,12 +5,12 @@
 use async_graphql::{
     ComplexObject, Context, Enum, InputObject, Json, Object, Result, SimpleObject,
 };
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::types::PageInfo;
-use super::{ApiError, MAX_PAGE, actor, api, require};
+use super::connection::Connection;
+use super::{ApiError, actor, api, require};
+use crate::api::cursor::{self, page_size};
 use crate::commands::templates::{self, PartialRow, StoredVersion, TemplateRow};
 use crate::domain::template::{
     EmailParts, LocaleInput, LocaleParts, PartialKind, PublishTemplate, RenderedEmail,
@@ -326,18 +326,6 @@ impl Template {
 }
 
 #[derive(SimpleObject)]
-pub struct TemplateEdge {
-    pub cursor: String,
-    pub node: Template,
-}
-
-#[derive(SimpleObject)]
-pub struct TemplateConnection {
-    pub edges: Vec<TemplateEdge>,
-    pub page_info: PageInfo,
-}
-
-#[derive(SimpleObject)]
 pub struct TemplatePartial {
     pub kind: PartialKindGql,
     pub name: String,
@@ -422,19 +410,6 @@ fn parse_version(field: &str, version: Option<i32>) -> Result<Option<TemplateVer
         .transpose()
 }
 
-fn encode_key_cursor(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-fn decode_key_cursor(cursor: &str) -> Result<String, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|key| TemplateKey::parse(key).is_ok())
-        .ok_or_else(|| ApiError::field("after", "not a cursor from this API"))
-}
-
 #[derive(Default)]
 pub struct TemplatesQuery;
 
@@ -446,36 +421,24 @@ impl TemplatesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<TemplateConnection> {
+    ) -> Result<Connection<Template>> {
         let principal = require(ctx, Scope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
-        let after = after.as_deref().map(decode_key_cursor).transpose()?;
+        let first = page_size("first", first.into())?;
+        let after: Option<String> = cursor::decode(after.as_deref())?;
         let (rows, has_next_page) = templates::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
-            first as usize,
+            first,
             after.as_deref(),
         )
         .await
         .map_err(ApiError::from)?;
-        let end_cursor = rows.last().map(|row| encode_key_cursor(&row.template_key));
-        Ok(TemplateConnection {
-            edges: rows
-                .into_iter()
-                .map(|row| TemplateEdge {
-                    cursor: encode_key_cursor(&row.template_key),
-                    node: row.into(),
-                })
-                .collect(),
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
-            },
-        })
+        Ok(Connection::page(
+            rows,
+            has_next_page,
+            |row| row.template_key.clone(),
+            Template::from,
+        ))
     }
 
     /// One template with its versions (requires `read`); null when the

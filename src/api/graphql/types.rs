@@ -324,12 +324,6 @@ pub struct ItemError {
 }
 
 #[derive(SimpleObject)]
-pub struct PageInfo {
-    pub has_next_page: bool,
-    pub end_cursor: Option<String>,
-}
-
-#[derive(SimpleObject)]
 #[graphql(name = "ApiKey")]
 pub struct ApiKeyObject {
     pub id: async_graphql::ID,

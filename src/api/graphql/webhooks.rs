@@ -6,8 +6,10 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::types::{PageInfo, Position};
-use super::{ApiError, MAX_PAGE, actor, api, decode_cursor, encode_cursor, require};
+use super::connection::Connection;
+use super::types::Position;
+use super::{ApiError, actor, api, require};
+use crate::api::cursor::{self, page_size};
 use crate::commands::webhook_endpoints::{self, EndpointRow};
 use crate::domain::Scope;
 use crate::domain::webhook_endpoint::{
@@ -139,18 +141,6 @@ impl TryFrom<DeliveryRow> for WebhookDelivery {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct WebhookDeliveryEdge {
-    pub cursor: String,
-    pub node: WebhookDelivery,
-}
-
-#[derive(SimpleObject)]
-pub struct WebhookDeliveryConnection {
-    pub edges: Vec<WebhookDeliveryEdge>,
-    pub page_info: PageInfo,
-}
-
 fn parse_endpoint_id(field: &str, id: &ID) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(id.as_str())
         .map_err(|_| ApiError::field(field, "is not a webhook endpoint id"))
@@ -179,45 +169,30 @@ impl WebhooksQuery {
         status: Option<WebhookDeliveryStatus>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<WebhookDeliveryConnection> {
+    ) -> Result<Connection<WebhookDelivery>> {
         let principal = require(ctx, Scope::Read)?;
-        if !(1..=MAX_PAGE as i32).contains(&first) {
-            return Err(
-                ApiError::field("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
-        }
+        let first = page_size("first", first.into())?;
         let endpoint_id = endpoint_id
             .as_ref()
             .map(|id| parse_endpoint_id("endpointId", id))
             .transpose()?;
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let after = cursor::decode(after.as_deref())?;
         let (rows, has_next_page) = webhook_outbox::page(
             api(ctx)?.store.pool(),
             principal.tenant_id.as_str(),
             endpoint_id,
             status.map(WebhookDeliveryStatus::as_str),
-            first as usize,
+            first,
             after,
         )
         .await
         .map_err(ApiError::from)?;
-        let end_cursor = rows.last().map(|row| encode_cursor(&row.delivery_id));
-        let edges = rows
-            .into_iter()
-            .map(|row| {
-                Ok(WebhookDeliveryEdge {
-                    cursor: encode_cursor(&row.delivery_id),
-                    node: row.try_into()?,
-                })
-            })
-            .collect::<Result<_, ApiError>>()?;
-        Ok(WebhookDeliveryConnection {
-            edges,
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
-            },
-        })
+        Ok(Connection::try_page(
+            rows,
+            has_next_page,
+            |row| row.delivery_id,
+            WebhookDelivery::try_from,
+        )?)
     }
 }
 

@@ -11,10 +11,11 @@ use super::wire::*;
 use super::{actor, caller, json_body};
 use crate::api::ApiState;
 use crate::api::error::{ApiError, ErrorBody};
+use crate::api::ops::{ProviderHealth, QueueLine};
 use crate::commands::notifications;
 use crate::database::Health;
 use crate::domain::Scope;
-use crate::domain::values::{NotificationId, Priority};
+use crate::domain::values::NotificationId;
 use crate::projections::checkpoints::{self, Activity};
 use crate::projections::{self as read_models, dead_letters, delivery_queue};
 
@@ -88,7 +89,7 @@ pub(super) async fn healthz(
     path = "/admin/providers",
     tag = "admin",
     responses(
-        (status = 200, description = "OK", body = Vec<ProviderStatus>),
+        (status = 200, description = "OK", body = Vec<ProviderHealth>),
         Refusals,
     ),
     security(("api_key" = []))
@@ -96,35 +97,11 @@ pub(super) async fn healthz(
 pub(super) async fn providers(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<ProviderStatus>>, ApiError> {
+) -> Result<Json<Vec<ProviderHealth>>, ApiError> {
     let principal = caller(&state, &headers, Scope::Ops).await?;
     let rows =
         delivery_queue::provider_health(state.api.store.pool(), &principal.tenant_id).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|row| ProviderStatus {
-                endpoints: row
-                    .endpoints
-                    .0
-                    .into_iter()
-                    .map(|endpoint| EndpointStatus {
-                        origin: endpoint.origin,
-                        breaker: endpoint.state,
-                        recent_failures: endpoint.recent_failures,
-                        opened_at: endpoint.opened_at,
-                        in_flight: endpoint.in_flight,
-                    })
-                    .collect(),
-                provider: row.provider,
-                worker_id: row.worker_id,
-                breaker: row.state,
-                recent_failures: row.recent_failures,
-                opened_at: row.opened_at,
-                in_flight: row.in_flight,
-                reported_at: row.updated_at,
-            })
-            .collect(),
-    ))
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 
 /// The tenant's delivery queue by priority and channel (the GraphQL
@@ -145,23 +122,7 @@ pub(super) async fn queues(
 ) -> Result<Json<Vec<QueueLine>>, ApiError> {
     let principal = caller(&state, &headers, Scope::Ops).await?;
     let stats = delivery_queue::stats(state.api.store.pool(), principal.tenant_id.as_str()).await?;
-    Ok(Json(
-        stats
-            .into_iter()
-            .map(|line| QueueLine {
-                priority: match line.priority {
-                    0 => Priority::High,
-                    1 => Priority::Normal,
-                    _ => Priority::Low,
-                },
-                channel: line.channel,
-                depth: line.depth,
-                due: line.due,
-                leased: line.leased,
-                oldest_due_at: line.oldest_due_at,
-            })
-            .collect(),
-    ))
+    Ok(Json(stats.into_iter().map(Into::into).collect()))
 }
 
 /// Requeues dead letters with a fresh retry budget: one by `id` (the

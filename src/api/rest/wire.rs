@@ -531,52 +531,6 @@ pub struct ProjectionHealth {
     pub lag_seconds: f64,
 }
 
-/// One worker process's view of one provider.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProviderStatus {
-    pub provider: String,
-    /// The worker process that reports it (each keeps its own breakers).
-    pub worker_id: Uuid,
-    /// `closed` (healthy), `open` (refusing calls) or `half_open` (one probe).
-    pub breaker: String,
-    pub recent_failures: i32,
-    pub opened_at: Option<DateTime<Utc>>,
-    /// Calls in flight in that process.
-    pub in_flight: i32,
-    /// When the process last reported.
-    pub reported_at: DateTime<Utc>,
-    /// For a webhook provider: the caller's own endpoints (by origin) that
-    /// failed lately, each with its own breaker.
-    pub endpoints: Vec<EndpointStatus>,
-}
-
-/// One worker process's view of one of the tenant's webhook endpoint origins.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EndpointStatus {
-    /// Scheme, host and port, e.g. `https://hooks.example.com`.
-    pub origin: String,
-    /// `closed`, `open` (its messages wait) or `half_open` (one probe).
-    pub breaker: String,
-    pub recent_failures: i32,
-    pub opened_at: Option<DateTime<Utc>>,
-    pub in_flight: i32,
-}
-
-/// One priority × channel line of the tenant's delivery queue.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct QueueLine {
-    pub priority: Priority,
-    pub channel: Option<String>,
-    /// Notifications waiting, due or not.
-    pub depth: i64,
-    /// Due now and not held by a worker.
-    pub due: i64,
-    /// Held by a worker right now.
-    pub leased: i64,
-    /// When the longest-waiting due notification fell due.
-    pub oldest_due_at: Option<DateTime<Utc>>,
-}
-
 /// `POST /admin/dlq/replay`: one dead letter by `id`, or every one the
 /// filter selects (at most 10,000 per call).
 #[derive(Debug, Default, Deserialize, ToSchema)]
