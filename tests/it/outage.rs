@@ -1,7 +1,6 @@
 //! Herald while its database is down, and the administration commands when
 //! they cannot find the service's database: answers that say what happened.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use herald::database::{EmbeddedOptions, EmbeddedPostgres};
@@ -120,7 +119,7 @@ async fn with_postgresql_down_sends_answer_503_unavailable_at_once_and_work_agai
         .connect_with(cluster.connect_options("herald"))
         .await
         .unwrap();
-    let served = serve_on(&pool, &dir, "Outage", "", Stdio::inherit()).await;
+    let served = serve_on(&pool, &dir, "Outage", "", None).await;
     pool.close().await;
     let (status, _, body, _) = graphql_send(&served, "before").await;
     assert!(status == 200 && body["errors"].is_null(), "{status} {body}");

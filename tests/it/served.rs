@@ -1,6 +1,7 @@
 //! A real `herald serve` child process over a fresh database with one
 //! tenant, for the tests that meet Herald as its users do.
 
+use std::fs::File;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use serde_json::Value;
 use sqlx::ConnectOptions;
 
 use crate::peers::free_port;
-use crate::support::{data, eventually, fresh_database, graphql};
+use crate::support::{data, fresh_database, graphql};
 
 pub struct Served {
     /// Killed when dropped.
@@ -28,20 +29,24 @@ pub struct Served {
 /// warnings only, the suite's loopback peers allowed as egress, then
 /// `config`), starts `herald serve` with it and waits until it is ready.
 pub async fn serve(dir: &Path, tenant_name: &str, config: &str) -> Served {
-    serve_with_stderr(dir, tenant_name, config, Stdio::inherit()).await
+    serve_with_stderr(dir, tenant_name, config, None).await
 }
 
-/// [`serve`], with the server's stderr sent to `stderr`, for a test that
-/// reads what the server printed (a panic, say).
+/// [`serve`], with the server's stderr written to `stderr`, for a test
+/// that reads what the server printed (a panic, say).
 pub async fn serve_with_stderr(
     dir: &Path,
     tenant_name: &str,
     config: &str,
-    stderr: Stdio,
+    stderr: Option<&File>,
 ) -> Served {
     let db = fresh_database().await;
     serve_on(&db.pool, dir, tenant_name, config, stderr).await
 }
+
+/// How many times a server is started on new ports when the ones picked
+/// were taken before it could listen on them.
+const STARTS: usize = 3;
 
 /// [`serve_with_stderr`] on the database `pool` connects to (migrated here),
 /// for a test that runs that database itself.
@@ -50,7 +55,7 @@ pub async fn serve_on(
     dir: &Path,
     tenant_name: &str,
     config: &str,
-    stderr: Stdio,
+    stderr: Option<&File>,
 ) -> Served {
     herald::database::MIGRATOR
         .run(pool)
@@ -65,41 +70,102 @@ pub async fn serve_on(
     .await
     .expect("tenant");
     let database_url = pool.connect_options().to_url_lossy().to_string();
-    let (port, metrics_port) = (free_port(), free_port());
-    let file = dir.join("herald.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-             log_filter = \"warn\"\negress.allow = [\"127.0.0.0/8\", \"::1/128\"]\n{config}"
-        ),
-    )
-    .expect("config written");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("serve")
-        .env("DATABASE_URL", &database_url)
-        .env("HERALD_CONFIG", &file)
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("herald starts");
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(60), async || {
-        match http.get(format!("{base}/ready")).send().await {
-            Ok(answer) if answer.status().is_success() => Ok(()),
-            Ok(answer) => Err(format!("herald is not ready: {}", answer.status())),
-            Err(error) => Err(format!("herald is not ready: {error}")),
+    for start in 1..=STARTS {
+        // A free port now may be taken (by another test's connection or
+        // server) before the child listens on it.
+        let (port, metrics_port) = (free_port(), free_port());
+        let file = dir.join("herald.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+                 log_filter = \"warn\"\negress.allow = [\"127.0.0.0/8\", \"::1/128\"]\n{config}"
+            ),
+        )
+        .expect("config written");
+        let stderr = stderr.map_or_else(Stdio::inherit, |file| {
+            Stdio::from(file.try_clone().expect("the stderr file"))
+        });
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("serve")
+            .env("DATABASE_URL", &database_url)
+            .env("HERALD_CONFIG", &file)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("herald starts");
+        let base = format!("http://127.0.0.1:{port}");
+        match ready(&mut child, &http, &base, &tenant.api_key).await {
+            Ok(()) => {
+                return Served {
+                    _child: child,
+                    base,
+                    metrics_base: format!("http://127.0.0.1:{metrics_port}"),
+                    key: tenant.api_key,
+                    http,
+                    database_url,
+                };
+            }
+            Err(exited) if start < STARTS => {
+                eprintln!("herald exited before it was ready ({exited}); starting it on new ports");
+            }
+            Err(exited) => panic!("herald exited before it was ready, {STARTS} times: {exited}"),
         }
-    })
-    .await;
-    Served {
-        _child: child,
-        base,
-        metrics_base: format!("http://127.0.0.1:{metrics_port}"),
-        key: tenant.api_key,
-        http,
-        database_url,
+    }
+    unreachable!("every start returns or panics")
+}
+
+/// Whether the server at `base` is ready and knows `key`.
+async fn answers(http: &reqwest::Client, base: &str, key: &str) -> Result<(), String> {
+    let ready = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    if !ready.status().is_success() {
+        return Err(format!("/ready answered {}", ready.status()));
+    }
+    let ours = http
+        .post(format!("{base}/graphql"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = ours.status();
+    let body: Value = ours.json().await.map_err(|error| error.to_string())?;
+    if status.is_success() && body["errors"].is_null() {
+        Ok(())
+    } else {
+        Err(format!(
+            "a query with the tenant's key answered {status}: {body}"
+        ))
+    }
+}
+
+/// Waits until `child` is ready and answers for the tenant holding `key`
+/// (a server that took the port first would not know the key), or has
+/// exited: then its exit status.
+async fn ready(
+    child: &mut tokio::process::Child,
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> Result<(), std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(exited) = child.try_wait().expect("the child's status") {
+            return Err(exited);
+        }
+        match answers(http, base, key).await {
+            Ok(()) => return Ok(()),
+            Err(error) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "herald is not ready within 60 s: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -5,7 +5,6 @@
 //! panic, and the service stays ready.
 
 use std::fs::File;
-use std::process::Stdio;
 
 use serde_json::{Value, json};
 
@@ -23,7 +22,7 @@ async fn generated_operations_get_typed_errors_and_the_service_stays_ready() {
     std::fs::create_dir_all(&dir).unwrap();
     let stderr_path = dir.join("herald.stderr");
     let stderr = File::create(&stderr_path).unwrap();
-    let served = serve_with_stderr(&dir, "Fuzz", "", Stdio::from(stderr)).await;
+    let served = serve_with_stderr(&dir, "Fuzz", "", Some(&stderr)).await;
 
     let output = tokio::process::Command::new(python())
         .arg(concat!(
