@@ -474,8 +474,9 @@ async fn most_at_once(peer: &Peer, window: Duration) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn a_fast_endpoint_alone_is_not_held_to_the_caps_made_for_slow_ones() {
+/// The most calls A's endpoint had at once when, alone, it answered 200
+/// messages in half a second each under `delivery`.
+async fn most_at_once_alone(delivery: DeliveryConfig) -> usize {
     let n = Neighbours::start(json!(["NotificationDeadLettered"])).await;
     let answer = Duration::from_millis(500);
     answer_always(
@@ -483,16 +484,20 @@ async fn a_fast_endpoint_alone_is_not_held_to_the_caps_made_for_slow_ones() {
         json!({ "status": 204, "delay_seconds": answer.as_secs_f64() }),
     )
     .await;
-    let delivery = delivery_with_fast_half_seconds();
-    n.dispatch_with(delivery.clone()).await;
+    n.dispatch_with(delivery).await;
 
     let ids = n.send(&n.a, 200, true).await;
     arrivals(&n.a.peer, &ids, Duration::from_secs(60)).await;
+    most_at_once(&n.a.peer, answer).await
+}
 
+#[tokio::test]
+async fn a_fast_endpoint_alone_is_not_held_to_the_caps_made_for_slow_ones() {
+    let delivery = delivery_with_fast_half_seconds();
+    let at_once = most_at_once_alone(delivery.clone()).await;
     // Past the endpoint's and host's caps, and past the tenant's share of
     // the provider's slots: nobody else was waiting for them.
     let share = (delivery.provider_concurrency as f64 * delivery.tenant_share) as usize;
-    let at_once = most_at_once(&n.a.peer, answer).await;
     assert!(
         at_once > share.max(delivery.host_concurrency),
         "A's fast endpoint had at most {at_once} calls at once"
@@ -505,13 +510,6 @@ async fn a_fast_endpoint_alone_is_not_held_to_the_caps_made_for_slow_ones() {
 
 #[tokio::test]
 async fn a_fast_tenant_alone_is_not_held_to_its_share_of_claimed_work() {
-    let n = Neighbours::start(json!(["NotificationDeadLettered"])).await;
-    let answer = Duration::from_millis(500);
-    answer_always(
-        &n.a.peer,
-        json!({ "status": 204, "delay_seconds": answer.as_secs_f64() }),
-    )
-    .await;
     // 20 rows in flight per process, of which a tenant's share is 10.
     let delivery = DeliveryConfig {
         claim_batch: 10,
@@ -519,12 +517,7 @@ async fn a_fast_tenant_alone_is_not_held_to_its_share_of_claimed_work() {
     };
     let in_flight = delivery.claim_batch as usize * 2;
     let share = (in_flight as f64 * delivery.tenant_share) as usize;
-    n.dispatch_with(delivery).await;
-
-    let ids = n.send(&n.a, 200, true).await;
-    arrivals(&n.a.peer, &ids, Duration::from_secs(60)).await;
-
-    let at_once = most_at_once(&n.a.peer, answer).await;
+    let at_once = most_at_once_alone(delivery).await;
     assert!(
         at_once > share,
         "A had at most {at_once} calls at once, held to its share of {share}"
