@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::ConnectOptions;
 
 use crate::peers::free_port;
-use crate::support::{data, fresh_database, graphql};
+use crate::support::{data, eventually, fresh_database, graphql};
 
 pub struct Served {
     /// Killed when dropped.
@@ -153,20 +153,13 @@ async fn ready(
     base: &str,
     key: &str,
 ) -> Result<(), std::process::ExitStatus> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), async || {
         if let Some(exited) = child.try_wait().expect("the child's status") {
-            return Err(exited);
+            return Ok(Err(exited));
         }
-        match answers(http, base, key).await {
-            Ok(()) => return Ok(()),
-            Err(error) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "herald is not ready within 60 s: {error}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        answers(http, base, key).await.map(Ok)
+    })
+    .await
 }
 
 impl Served {
