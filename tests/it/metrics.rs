@@ -86,9 +86,11 @@ fn promtool_findings(text: &str) -> (bool, Vec<String>) {
     (output.status.success(), findings)
 }
 
-/// A real Prometheus scraping `target` every second, with its HTTP API on a free port.
+/// A real Prometheus scraping `target` every second, with its HTTP API on a
+/// free port, once it says it is ready (it listens before its storage is
+/// open, and answers 503 until then). Started again on another port when it
+/// exits first: the port was taken between picking it and listening on it.
 async fn prometheus(dir: &Path, target: &str) -> Peer {
-    let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -103,39 +105,60 @@ async fn prometheus(dir: &Path, target: &str) -> Peer {
     )
     .expect("prometheus.yml written");
     let prometheus = require("prometheus");
-    Peer::spawn(
-        "Prometheus",
-        prometheus.to_str().expect("a UTF-8 path"),
-        &[
-            &format!("--config.file={}", config.display()),
-            &format!("--storage.tsdb.path={}", dir.join("data").display()),
-            &format!("--web.listen-address=127.0.0.1:{port}"),
-            "--log.level=error",
-        ],
-        port,
-        INSTALL,
-    )
-    .await
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let mut command = Command::new(&prometheus);
+        command.args([
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=error".to_string(),
+        ]);
+        let mut peer = Peer::start_unchecked("Prometheus", command, port, INSTALL);
+        let ready = eventually(Duration::from_secs(60), async || {
+            if let Some(status) = peer.exited() {
+                return Ok(Err(status));
+            }
+            match reqwest::get(format!("http://127.0.0.1:{port}/-/ready")).await {
+                Ok(answer) if answer.status().is_success() => Ok(Ok(())),
+                Ok(answer) => Err(format!("Prometheus is not ready: {}", answer.status())),
+                Err(error) => Err(format!("Prometheus does not answer on {port}: {error}")),
+            }
+        })
+        .await;
+        match ready {
+            Ok(()) => return peer,
+            Err(status) if attempt < 3 => eprintln!("Prometheus exited ({status}); again"),
+            Err(status) => panic!("Prometheus exited with {status} three times"),
+        }
+    }
 }
 
-/// Prometheus's answer to an instant query: its result vector.
-async fn query(prometheus: &Peer, promql: &str) -> Vec<Value> {
+/// Prometheus's answer to an instant query: its result vector, or why
+/// there is none (for the caller's `eventually` to ask again).
+async fn query(prometheus: &Peer, promql: &str) -> Result<Vec<Value>, String> {
     let url = url::Url::parse_with_params(
         &format!("http://127.0.0.1:{}/api/v1/query", prometheus.port),
         [("query", promql)],
     )
     .expect("a query URL");
-    let answer: Value = reqwest::get(url)
+    let answer = reqwest::get(url)
         .await
-        .expect("Prometheus answers")
+        .map_err(|error| format!("{promql}: {error}"))?;
+    let status = answer.status();
+    let answer: Value = answer
         .json()
         .await
-        .expect("JSON");
-    assert_eq!(answer["status"], "success", "{promql}: {answer:#}");
-    answer["data"]["result"]
+        .map_err(|error| format!("{promql}: {status} and no JSON: {error}"))?;
+    if answer["status"] != "success" {
+        return Err(format!("{promql}: {answer:#}"));
+    }
+    Ok(answer["data"]["result"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 #[tokio::test]
@@ -269,9 +292,9 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
     // A real Prometheus scrapes it: up, and Herald's series stored.
     let prometheus = prometheus(&dir, served.metrics_base.trim_start_matches("http://")).await;
     eventually(Duration::from_secs(60), async || {
-        let up = query(&prometheus, "up{job=\"herald\"}").await;
-        let sent = query(&prometheus, "sum(notifications_sent_total)").await;
-        let buckets = query(&prometheus, "delivery_latency_ms_bucket{le=\"+Inf\"}").await;
+        let up = query(&prometheus, "up{job=\"herald\"}").await?;
+        let sent = query(&prometheus, "sum(notifications_sent_total)").await?;
+        let buckets = query(&prometheus, "delivery_latency_ms_bucket{le=\"+Inf\"}").await?;
         let is_up = up.first().is_some_and(|s| s["value"][1] == "1");
         let counted = sent.first().is_some_and(|s| s["value"][1] == "1");
         if is_up && counted && !buckets.is_empty() {
@@ -296,9 +319,9 @@ async fn prometheus_scrapes_what_herald_serves_and_promtool_accepts_it() {
         .map_or(0, Vec::len);
     assert_eq!(loaded, 5, "{rules:#}");
     let firing = eventually(Duration::from_secs(30), async || {
-        let firing = query(&prometheus, "ALERTS{alertstate=\"firing\"}").await;
+        let firing = query(&prometheus, "ALERTS{alertstate=\"firing\"}").await?;
         if firing.is_empty() {
-            Err("no alert fires")
+            Err("no alert fires".to_string())
         } else {
             Ok(firing)
         }

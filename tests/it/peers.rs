@@ -29,19 +29,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Starts `program args...` and waits until `port` accepts connections.
-    pub async fn spawn(
-        name: &str,
-        program: impl AsRef<Path>,
-        args: &[&str],
-        port: u16,
-        install_hint: &str,
-    ) -> Peer {
-        let mut command = Command::new(program.as_ref());
-        command.args(args);
-        Peer::start(name, command, port, install_hint).await
-    }
-
     /// Starts the Python peer `args...` (a script of `tests/peers`, or `-m`
     /// and a module) with [`python`], the scripts of `tests/peers`
     /// importable, and waits until `port` accepts connections.
@@ -51,7 +38,33 @@ impl Peer {
         Peer::start(name, command, port, PYTHON_PEERS).await
     }
 
-    async fn start(name: &str, mut command: Command, port: u16, install_hint: &str) -> Peer {
+    async fn start(name: &str, command: Command, port: u16, install_hint: &str) -> Peer {
+        let mut peer = Peer::start_unchecked(name, command, port, install_hint);
+        eventually(Duration::from_secs(30), async || {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(status) = peer.exited() {
+                panic!(
+                    "{name} exited with {status} before listening on {port}; install it with: {install_hint}"
+                );
+            }
+            Err(format!("{name} does not listen on {port}"))
+        })
+        .await;
+        peer
+    }
+
+    /// Starts `command`, which is to serve on `port`, without waiting for it.
+    pub fn start_unchecked(
+        name: &str,
+        mut command: Command,
+        port: u16,
+        install_hint: &str,
+    ) -> Peer {
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -63,23 +76,12 @@ impl Peer {
                     command.get_program().display()
                 )
             });
-        let mut peer = Peer { port, child };
-        eventually(Duration::from_secs(30), async || {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = peer.child.try_wait() {
-                panic!(
-                    "{name} exited with {status} before listening on {port}; install it with: {install_hint}"
-                );
-            }
-            Err(format!("{name} does not listen on {port}"))
-        })
-        .await;
-        peer
+        Peer { port, child }
+    }
+
+    /// How the peer ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
