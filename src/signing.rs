@@ -25,8 +25,21 @@ use crate::egress::{
 
 /// What Herald's webhooks and callbacks call themselves.
 pub const USER_AGENT: &str = concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION"));
-/// How much of a callback receiver's answer is read (and dropped).
-const MAX_ANSWER_BYTES: usize = 4 * 1024;
+
+/// What a signed POST is for: the name its errors start with, and how much
+/// of the receiver's answer is read (and dropped) before the connection goes
+/// back to the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Purpose {
+    pub name: &'static str,
+    pub max_answer_bytes: usize,
+}
+
+/// Status callbacks, campaign callbacks and replays to an endpoint.
+pub const CALLBACK: Purpose = Purpose {
+    name: "callback",
+    max_answer_bytes: 4 * 1024,
+};
 
 /// A `whsec_`-prefixed Standard Webhooks secret (base64 key after the prefix).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,33 +192,37 @@ pub fn client(egress: &Egress, timeout_seconds: u64) -> Result<EgressClient, Egr
 }
 
 /// POSTs `body` as JSON to `url`, signed with every secret, with `webhook_id`
-/// as the `webhook-id`. Errors are classified like the webhook provider's:
-/// network failures, 408, 429 and 5xx are transient, any other answer permanent.
+/// as the `webhook-id` and the `idempotency-key` (a receiver that saw it
+/// already may drop the retry). Errors are classified alike for every
+/// purpose: network failures, 408, 429 and 5xx are transient, any other
+/// answer permanent.
 pub async fn post_signed(
     client: &EgressClient,
     url: &HttpUrl,
     secrets: &[WebhookSecret],
     webhook_id: &str,
-    body: &str,
+    body: &[u8],
+    purpose: Purpose,
 ) -> Result<(), SendError> {
-    let headers = signature_headers(secrets, webhook_id, Utc::now().timestamp(), body.as_bytes())
+    let headers = signature_headers(secrets, webhook_id, Utc::now().timestamp(), body)
         .map_err(|error| SendError::permanent(error.to_string()))?;
     let request = client
         .request(Method::POST, url.as_str())
         .headers(headers)
         .header(CONTENT_TYPE, "application/json")
-        .body(body.to_string());
+        .header("idempotency-key", webhook_id)
+        .body(body.to_vec());
     let response = client
         .send(request)
         .await
-        .map_err(|error| send_error("callback", error))?;
+        .map_err(|error| send_error(purpose.name, error))?;
     let status = response.status();
     let answer_headers = response.headers().clone();
-    read_capped(response, MAX_ANSWER_BYTES).await;
+    read_capped(response, purpose.max_answer_bytes).await;
     if status.is_success() {
         return Ok(());
     }
-    Err(status_error("callback", status, &answer_headers))
+    Err(status_error(purpose.name, status, &answer_headers))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::egress::{Egress, EgressClient, SendError};
 use crate::eventstore::{Checkpoint, RecordedEvent};
 use crate::projections::entity_index::{self, MAX_REPLAY_PAGE, ReplayQuery};
 use crate::projections::rebuild::{self, RebuildError};
-use crate::signing::{client, post_signed};
+use crate::signing::{CALLBACK, client, post_signed};
 
 /// Retries of one event after a transient failure before the replay stops.
 const MAX_RETRIES: u32 = 4;
@@ -226,7 +226,8 @@ impl EndpointSink {
                 &self.target.url,
                 &self.target.secrets,
                 &webhook_id,
-                &body,
+                body.as_bytes(),
+                CALLBACK,
             )
             .await
             {

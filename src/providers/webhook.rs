@@ -4,20 +4,15 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::future::BoxFuture;
-use reqwest::Method;
-use reqwest::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 
 use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
 use crate::domain::values::{
     Category, Channel, HttpUrl, JsonObject, NotificationId, Priority, Tag, TenantId,
 };
-use crate::egress::{
-    ClientOptions, Egress, EgressClient, SendError, read_capped, send_error, status_error,
-};
-use crate::signing::{USER_AGENT, signature_headers};
+use crate::egress::{ClientOptions, Egress, EgressClient, SendError};
+use crate::signing::{Purpose, USER_AGENT, post_signed};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,7 +38,7 @@ impl Default for WebhookConfig {
 pub struct WebhookProvider {
     name: String,
     client: EgressClient,
-    max_response_bytes: usize,
+    purpose: Purpose,
 }
 
 impl WebhookProvider {
@@ -63,7 +58,10 @@ impl WebhookProvider {
         Ok(WebhookProvider {
             name: name.to_string(),
             client,
-            max_response_bytes: config.max_response_bytes,
+            purpose: Purpose {
+                name: "webhook",
+                max_answer_bytes: config.max_response_bytes,
+            },
         })
     }
 
@@ -71,30 +69,18 @@ impl WebhookProvider {
         let body = serde_json::to_vec(&WebhookBody::from(message))
             .map_err(|error| SendError::permanent(format!("webhook body: {error}")))?;
         let id = message.notification_id.to_string();
-        let headers =
-            signature_headers(&message.signing_secrets, &id, Utc::now().timestamp(), &body)
-                .map_err(|error| SendError::permanent(error.to_string()))?;
-        let request = self
-            .client
-            .request(Method::POST, url.as_str())
-            .headers(headers)
-            .header(CONTENT_TYPE, "application/json")
-            .header("idempotency-key", &id)
-            .body(body);
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|error| send_error("webhook", error))?;
-        let status = response.status();
-        let answer_headers = response.headers().clone();
-        read_capped(response, self.max_response_bytes).await;
-        if status.is_success() {
-            return Ok(Receipt {
-                provider_message_id: Some(id),
-            });
-        }
-        Err(status_error("webhook", status, &answer_headers))
+        post_signed(
+            &self.client,
+            url,
+            &message.signing_secrets,
+            &id,
+            &body,
+            self.purpose,
+        )
+        .await?;
+        Ok(Receipt {
+            provider_message_id: Some(id),
+        })
     }
 }
 

@@ -31,7 +31,7 @@ use crate::domain::values::Channel;
 use crate::egress::{Egress, EgressClient, SendError};
 use crate::eventstore::EventStore;
 use crate::projections::webhook_outbox::{self, ClaimedDelivery, Outcome};
-use crate::signing::{client, post_signed};
+use crate::signing::{CALLBACK, client, post_signed};
 
 /// The longest idle sleep: the outbox is filled by the projection runner,
 /// whose writes wake nobody, so an idle sender looks again this often.
@@ -214,7 +214,8 @@ impl Sender {
             &target.url,
             &target.secrets,
             &row.event_id.to_string(),
-            &row.body,
+            row.body.as_bytes(),
+            CALLBACK,
         )
         .await;
         // A refusal is about this callback, not the endpoint's health.

@@ -26,7 +26,7 @@ use crate::commands::{Actor, CommandError};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::egress::{Egress, EgressClient};
 use crate::eventstore::EventStore;
-use crate::signing::{client, post_signed};
+use crate::signing::{CALLBACK, client, post_signed};
 
 /// `[campaigns]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,7 +262,8 @@ impl Worker {
             &url,
             &secrets,
             &row.callback_id.to_string(),
-            &row.body,
+            row.body.as_bytes(),
+            CALLBACK,
         )
         .await
         {

@@ -273,9 +273,16 @@ async fn what_an_internal_server_answered_never_reaches_the_tenant() {
     let egress = Egress::new(&allowing(&[internal.to_string()]).egress);
     let client = signing::client(&egress, 5).unwrap();
     let url = HttpUrl::parse(&format!("http://{internal}/fail")).unwrap();
-    let error = signing::post_signed(&client, &url, &[generate_secret()], "id", "{}")
-        .await
-        .unwrap_err();
+    let error = signing::post_signed(
+        &client,
+        &url,
+        &[generate_secret()],
+        "id",
+        b"{}",
+        signing::CALLBACK,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         error.to_string(),
         "callback answered HTTP 500 (server error)"
@@ -284,9 +291,16 @@ async fn what_an_internal_server_answered_never_reaches_the_tenant() {
 
     // Refused outright when the operator has not allowed it.
     let guarded = signing::client(&Egress::default(), 5).unwrap();
-    let refused = signing::post_signed(&guarded, &url, &[generate_secret()], "id", "{}")
-        .await
-        .unwrap_err();
+    let refused = signing::post_signed(
+        &guarded,
+        &url,
+        &[generate_secret()],
+        "id",
+        b"{}",
+        signing::CALLBACK,
+    )
+    .await
+    .unwrap_err();
     assert!(refused.is_permanent(), "{refused:?}");
     assert!(
         refused.to_string().contains("loopback address"),
