@@ -628,9 +628,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::Given;
     use crate::domain::given_when_then::given;
     use crate::domain::values::{Channel, Priority};
-    use crate::domain::{Given, InlineContentInput, RecipientInput};
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -971,33 +971,10 @@ mod tests {
         lower["priority"] = json!("high");
         assert_eq!(read(&lower).priority, Priority::High);
 
-        let typed = SendNotification {
-            recipient: RecipientInput {
-                email: Some("ada@example.com".into()),
-                ntfy_topic: Some("alerts".into()),
-                ..RecipientInput::default()
-            },
-            channels: vec![Given::Typed(Channel::Ntfy), Given::Typed(Channel::Email)],
-            priority: Some(Given::Typed(Priority::Normal)),
-            content: Some(InlineContentInput {
-                title: Some("Digest".into()),
-                ..InlineContentInput::default()
-            }),
-            category: Some("digest".into()),
-            ttl_seconds: Some(3600),
-            tags: vec!["daily".into()],
-            ..SendNotification::default()
-        };
-        let (spec, _) = CreateSchedule {
-            name: "digest".into(),
-            cron: "0 9 * * *".into(),
-            timezone: "Europe/Paris".into(),
-            missed_policy: MissedPolicy::Skip,
-            notification: typed,
-        }
-        .parse(utc(2026, 1, 1, 0, 0, 0))
-        .unwrap();
-        assert_eq!(spec.notification, stored);
+        // Read as typed values ("ntfy", "NORMAL"), it is written back the same.
+        let send: SendNotification = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(send.channels[0], Given::Typed(Channel::Ntfy));
+        assert_eq!(serde_json::to_value(&send).unwrap(), stored);
     }
 
     #[test]
