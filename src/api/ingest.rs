@@ -17,8 +17,8 @@ use super::error::ApiError;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
 use crate::commands::Actor;
-use crate::commands::ingest::{self, BulkFailure, Progress};
-use crate::domain::{IngestEventInput, Scope};
+use crate::commands::ingest::{self, BulkFailure, IngestEventInput, Progress};
+use crate::domain::Scope;
 
 const NDJSON: &str = "application/x-ndjson";
 

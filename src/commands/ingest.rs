@@ -13,6 +13,8 @@
 //! whole batch then rolls back and runs again, and the read sees it. So
 //! concurrent identical ingests produce exactly one original.
 
+mod input;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,8 +27,10 @@ use uuid::Uuid;
 use super::pipeline::{envelope, in_transaction};
 use super::{Actor, CommandError};
 use crate::domain::values::TenantId;
-use crate::domain::{FieldError, IngestEventInput, SourceEvent, SourceEventIngested};
+use crate::domain::{FieldError, SourceEvent, SourceEventIngested};
 use crate::eventstore::{EventStore, ExpectedVersion, StoreError, StoreTransaction, StreamAppend};
+
+pub use self::input::IngestEventInput;
 
 /// Lines appended per transaction by the bulk paths.
 pub const BATCH_LINES: usize = 500;

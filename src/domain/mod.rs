@@ -54,11 +54,11 @@ pub use notification_request::{
 pub use notification_status::NotificationStatus;
 pub use scope::Scope;
 pub use send_notification::{
-    AttachmentInput, InlineContentInput, MAX_CHANNELS, MAX_DATA_BYTES, MAX_METADATA_BYTES,
+    AttachmentInput, Given, InlineContentInput, MAX_CHANNELS, MAX_DATA_BYTES, MAX_METADATA_BYTES,
     MAX_TAGS, MAX_TTL_SECONDS, MAX_VARIABLES_BYTES, RecipientInput, SendNotification,
     SourceEventInput, TemplateRefInput,
 };
-pub use source_event::{IngestEventInput, MAX_PAYLOAD_BYTES, SourceEvent};
+pub use source_event::{MAX_PAYLOAD_BYTES, SourceEvent};
 pub use source_event_ingested::SourceEventIngested;
 pub use tenant::{
     API_KEY_PREFIX_CHARS, ApiKey, MAX_API_KEY_SECRET_CHARS, MIN_API_KEY_SECRET_CHARS, Tenant,

@@ -30,7 +30,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::aggregate::Aggregate;
@@ -188,8 +188,9 @@ pub struct ScheduleSpec {
     pub cron: CronExpression,
     pub timezone: Timezone,
     pub missed_policy: MissedPolicy,
-    /// The send input as given (a [`SendNotification`] in JSON), replayed
-    /// at each firing so a templated one takes the version latest then.
+    /// The send input as given, in [`SendNotification`]'s serde shape (the
+    /// REST body's field names, `null` for what was not given), replayed at
+    /// each firing so a templated one takes the version latest then.
     pub notification: Value,
 }
 
@@ -236,7 +237,8 @@ impl CreateSchedule {
             errors.add("cron", "never matches a future time");
         }
         let notification = self.notification;
-        let stored = notification_json(&notification);
+        let stored = serde_json::to_value(&notification)
+            .expect("a SendNotification has only string keys and infallible fields");
         // Absolute times would be stale at every firing after the first;
         // the key is the scheduler's, one per slot.
         for (field, given) in [
@@ -280,75 +282,6 @@ impl CreateSchedule {
             _ => Err(errors),
         }
     }
-}
-
-/// The send input in the JSON shape `SendNotification` reads. Destructured
-/// field by field, so a new input field cannot be forgotten here.
-fn notification_json(send: &SendNotification) -> Value {
-    let SendNotification {
-        idempotency_key,
-        recipient,
-        channels,
-        priority,
-        content,
-        template,
-        category,
-        schedule_at,
-        expires_at,
-        ttl_seconds,
-        callback_url,
-        tags,
-        metadata,
-        trace_id,
-        source_event,
-        attachments,
-        // A schedule's sends are its own, never a campaign's.
-        campaign_id: _,
-    } = send;
-    let super::RecipientInput {
-        id,
-        email,
-        phone,
-        push_target,
-        webhook_url,
-        ntfy_topic,
-        locale,
-        timezone,
-    } = recipient;
-    json!({
-        "idempotency_key": idempotency_key,
-        "recipient": {
-            "id": id, "email": email, "phone": phone, "push_target": push_target,
-            "webhook_url": webhook_url, "ntfy_topic": ntfy_topic, "locale": locale,
-            "timezone": timezone,
-        },
-        "channels": channels,
-        "priority": priority,
-        "content": content.as_ref().map(|c| {
-            let super::InlineContentInput { title, text, html, cta_url, data } = c;
-            json!({ "title": title, "text": text, "html": html, "cta_url": cta_url, "data": data })
-        }),
-        "template": template.as_ref().map(|t| {
-            let super::TemplateRefInput { key, version, locale, variables } = t;
-            json!({ "key": key, "version": version, "locale": locale, "variables": variables })
-        }),
-        "category": category,
-        "schedule_at": schedule_at,
-        "expires_at": expires_at,
-        "ttl_seconds": ttl_seconds,
-        "callback_url": callback_url,
-        "tags": tags,
-        "metadata": metadata,
-        "trace_id": trace_id,
-        "source_event": source_event.as_ref().map(|s| {
-            let super::SourceEventInput { event_id, source, occurred_at, segment } = s;
-            json!({ "event_id": event_id, "source": source, "occurred_at": occurred_at, "segment": segment })
-        }),
-        "attachments": attachments.iter().map(|a| {
-            let super::AttachmentInput { filename, content_type, url, content_base64 } = a;
-            json!({ "filename": filename, "content_type": content_type, "url": url, "content_base64": content_base64 })
-        }).collect::<Vec<_>>(),
-    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -695,7 +628,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::Given;
     use crate::domain::given_when_then::given;
+    use crate::domain::values::{Channel, Priority};
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -945,7 +880,7 @@ mod tests {
     fn parse_names_every_bad_field_with_the_notification_prefixed() {
         let mut notification = send();
         notification.idempotency_key = Some("mine".into());
-        notification.channels = vec!["pigeon".into()];
+        notification.channels = vec![Given::Text("pigeon".into())];
         let errors = CreateSchedule {
             name: " ".into(),
             cron: "* * *".into(),
@@ -986,6 +921,60 @@ mod tests {
         let replayed = spec.notification_for(key.clone()).unwrap();
         assert_eq!(replayed.idempotency_key, Some(key));
         assert!(replayed.parse(utc(2026, 1, 5, 8, 0, 0)).is_ok());
+    }
+
+    #[test]
+    fn a_notification_stored_in_todays_shape_reads_back_and_is_written_alike() {
+        // What `ScheduleCreated` holds for a schedule created over GraphQL
+        // (typed channels and default priority, written as text).
+        let stored = json!({
+            "idempotency_key": null,
+            "recipient": {
+                "id": null, "email": "ada@example.com", "phone": null, "push_target": null,
+                "webhook_url": null, "ntfy_topic": "alerts", "locale": null, "timezone": null,
+            },
+            "channels": ["ntfy", "email"],
+            "priority": "NORMAL",
+            "content": {"title": "Digest", "text": null, "html": null, "cta_url": null, "data": null},
+            "template": null,
+            "category": "digest",
+            "schedule_at": null,
+            "expires_at": null,
+            "ttl_seconds": 3600,
+            "callback_url": null,
+            "tags": ["daily"],
+            "metadata": null,
+            "trace_id": null,
+            "source_event": null,
+            "attachments": [],
+        });
+        let read = |notification: &Value| {
+            let payload = json!({
+                "type": "ScheduleCreated", "tenant_id": "acme", "id": Uuid::from_u128(7),
+                "name": "digest", "cron": "0 9 * * *", "timezone": "Europe/Paris",
+                "missed_policy": "SKIP", "notification": notification,
+                "next_slot": "2026-01-05T08:00:00Z",
+            });
+            let mut schedule = Schedule::default();
+            schedule.apply(&ScheduleEvent::upcast("ScheduleCreated", 1, payload).unwrap());
+            let send = schedule
+                .spec()
+                .unwrap()
+                .notification_for("k".into())
+                .unwrap();
+            send.parse(utc(2026, 1, 5, 8, 0, 0)).unwrap()
+        };
+        let request = read(&stored);
+        assert_eq!(request.channels, [Channel::Ntfy, Channel::Email]);
+        assert_eq!(request.priority, Priority::Normal);
+        let mut lower = stored.clone();
+        lower["priority"] = json!("high");
+        assert_eq!(read(&lower).priority, Priority::High);
+
+        // Read as typed values ("ntfy", "NORMAL"), it is written back the same.
+        let send: SendNotification = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(send.channels[0], Given::Typed(Channel::Ntfy));
+        assert_eq!(serde_json::to_value(&send).unwrap(), stored);
     }
 
     #[test]

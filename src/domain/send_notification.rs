@@ -1,11 +1,18 @@
-//! The `send` input as received, before anything is trusted.
+//! The `send` input as given, before anything is trusted.
 //!
-//! Every field is a plain string or JSON value so that one bad field never
-//! hides another: [`SendNotification::parse`] reports them all, by path.
-//! The tenant is not here: it comes from the caller's credentials.
+//! Each wire shape (the REST body, the GraphQL input, a campaign's release)
+//! builds one [`SendNotification`]; [`SendNotification::parse`] then checks
+//! every field and the rules between them, reporting every refusal by path,
+//! so one bad field never hides another. The tenant is not here: it comes
+//! from the caller's credentials.
+//!
+//! Serde reads and writes it as a schedule stores it (`ScheduleCreated`'s
+//! `notification`, the REST body's field names) and as tests write sends.
+//! It is not the REST contract: that is `api::rest::wire::SendNotification`,
+//! which refuses unknown fields and documents each one.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::attachment::{
@@ -19,7 +26,7 @@ use super::validation_errors::ValidationErrors;
 use super::values::{
     Category, Channel, EmailAddress, ExternalEventId, HtmlBody, HttpUrl, IdempotencyKey,
     JsonObject, Locale, NtfyTopic, PhoneNumber, Priority, PushTarget, RecipientId, Segment,
-    SourceName, Tag, TemplateKey, TemplateVersion, TextBody, Timezone, Title, TraceId,
+    SourceName, Tag, TemplateKey, TemplateVersion, TextBody, Timezone, Title, TraceId, ValueError,
 };
 
 pub const MAX_CHANNELS: usize = 6;
@@ -32,48 +39,48 @@ pub const MAX_VARIABLES_BYTES: usize = 32 * 1024;
 /// How far in the past `schedule_at` may be, to forgive clock skew.
 const SCHEDULE_SKEW: TimeDelta = TimeDelta::minutes(1);
 
-/// A notification to send (Herald's own shape). Give `content` or
-/// `template`, not both. The REST twin's OpenAPI document is derived from
-/// these types (`utoipa`), so its descriptions are these comments.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({
-    "recipient": { "email": "ada@example.com" },
-    "channels": ["email"],
-    "content": { "title": "Welcome", "text": "Hello Ada" },
-    "tags": ["welcome"]
-}))]
+/// A value as a wire shape gives it: typed (GraphQL's enums, a campaign's
+/// channel), or text that `parse` reads and refuses under its path (REST's
+/// strings). Serde writes either as its text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Given<T> {
+    Typed(T),
+    Text(String),
+}
+
+impl<T> Given<T> {
+    fn parse(self, parse: impl FnOnce(&str) -> Result<T, ValueError>) -> Result<T, ValueError> {
+        match self {
+            Given::Typed(value) => Ok(value),
+            Given::Text(text) => parse(&text),
+        }
+    }
+}
+
+/// A notification to send. Give `content` or `template`, not both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SendNotification {
-    /// The same key within the idempotency window returns the original
-    /// notification (the `Idempotency-Key` header overrides it).
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub recipient: RecipientInput,
-    /// In order of preference: `email`, `sms`, `push`, `webhook`, `ntfy`, `in_app`.
+    /// In order of preference.
     #[serde(default)]
-    #[schema(max_items = 6)]
-    pub channels: Vec<String>,
-    /// `HIGH`, `NORMAL` (the default) or `LOW`, in any case.
-    pub priority: Option<String>,
+    pub channels: Vec<Given<Channel>>,
+    /// `NORMAL` when absent.
+    pub priority: Option<Given<Priority>>,
     pub content: Option<InlineContentInput>,
     pub template: Option<TemplateRefInput>,
-    /// For preferences, e.g. `billing` or `marketing`.
     pub category: Option<String>,
     pub schedule_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
-    /// 1 to 2,592,000 (30 days); not with `expires_at`.
     pub ttl_seconds: Option<u64>,
-    /// A registered webhook endpoint's URL: receives a signed POST for each status change.
     pub callback_url: Option<String>,
     #[serde(default)]
-    #[schema(max_items = 20)]
     pub tags: Vec<String>,
-    /// A JSON object of at most 16 KiB, kept with the notification.
-    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     pub trace_id: Option<String>,
     pub source_event: Option<SourceEventInput>,
-    /// Files for the email channel.
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
     /// Only a campaign's release sets it; no send input can.
@@ -81,15 +88,11 @@ pub struct SendNotification {
     pub campaign_id: Option<uuid::Uuid>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecipientInput {
-    /// Your id for the recipient (required for the in-app channel).
     pub id: Option<String>,
     pub email: Option<String>,
-    /// E.164, e.g. `+447700900123`.
     pub phone: Option<String>,
-    /// A mobile push endpoint ARN or device token.
     pub push_target: Option<String>,
     pub webhook_url: Option<String>,
     pub ntfy_topic: Option<String>,
@@ -97,35 +100,25 @@ pub struct RecipientInput {
     pub timezone: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InlineContentInput {
-    /// Email subject, push or in-app title.
     pub title: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
-    /// Call-to-action URL.
     pub cta_url: Option<String>,
-    #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TemplateRefInput {
     pub key: Option<String>,
     /// The latest version when absent.
     pub version: Option<u32>,
     pub locale: Option<String>,
-    /// A JSON object of at most 32 KiB.
-    #[schema(value_type = Option<Object>)]
     pub variables: Option<Value>,
 }
 
-/// The identity of the source event a notification came from (`eventId`,
-/// `source`, `occurredAt`, `user.segment`).
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SourceEventInput {
     pub event_id: Option<String>,
     pub source: Option<String>,
@@ -133,10 +126,8 @@ pub struct SourceEventInput {
     pub segment: Option<String>,
 }
 
-/// A file to attach to the email: by `url` (fetched at send time) or as
-/// `content_base64`, exactly one of the two.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// By `url` or as `content_base64`, exactly one of the two.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AttachmentInput {
     pub filename: Option<String>,
     pub content_type: Option<String>,
@@ -155,12 +146,12 @@ impl SendNotification {
             self.idempotency_key.as_deref(),
             IdempotencyKey::parse,
         );
-        let channels = parse_channels(&self.channels, &mut errors);
+        let channels = parse_channels(self.channels, &mut errors);
         require_addresses(&channels, &self.recipient, &mut errors);
         let recipient = self.recipient.parse(&mut errors);
-        let priority = match self.priority.as_deref() {
+        let priority = match self.priority {
             None => Some(Priority::default()),
-            Some(raw) => errors.check("priority", Priority::parse(raw)),
+            Some(given) => errors.check("priority", given.parse(Priority::parse)),
         };
         let content = match (self.content, self.template) {
             (Some(content), None) => content.parse(&mut errors).map(Content::Inline),
@@ -225,7 +216,7 @@ impl SendNotification {
     }
 }
 
-fn parse_channels(raw: &[String], errors: &mut ValidationErrors) -> Vec<Channel> {
+fn parse_channels(raw: Vec<Given<Channel>>, errors: &mut ValidationErrors) -> Vec<Channel> {
     if raw.is_empty() {
         errors.add("channels", "at least one channel is required");
     }
@@ -233,9 +224,9 @@ fn parse_channels(raw: &[String], errors: &mut ValidationErrors) -> Vec<Channel>
         errors.add("channels", format!("at most {MAX_CHANNELS} channels"));
     }
     let mut channels = Vec::with_capacity(raw.len());
-    for (index, name) in raw.iter().enumerate() {
+    for (index, given) in raw.into_iter().enumerate() {
         let path = format!("channels[{index}]");
-        if let Some(channel) = errors.check(&path, Channel::parse(name)) {
+        if let Some(channel) = errors.check(&path, given.parse(Channel::parse)) {
             if channels.contains(&channel) {
                 errors.add(path, format!("{channel} is listed more than once"));
             } else {

@@ -54,11 +54,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::IngestEventInput;
-    use crate::domain::test_fixtures::{minute, t0};
+    use crate::domain::test_fixtures::minute;
 
     fn ingested(duplicate: bool) -> SourceEventIngested {
-        let input: IngestEventInput = serde_json::from_value(json!({
+        let source_event: SourceEvent = serde_json::from_value(json!({
             "event_id": "evt-1",
             "source": "billing",
             "entity_type": "invoice",
@@ -69,7 +68,7 @@ mod tests {
         }))
         .unwrap();
         SourceEventIngested {
-            source_event: input.parse(t0()).unwrap(),
+            source_event,
             duplicate,
         }
     }

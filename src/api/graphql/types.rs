@@ -7,7 +7,7 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain;
+use crate::{commands, domain};
 
 /// A log position, typed for GraphQL (whose `Int` is 32-bit) as a string.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -186,11 +186,9 @@ impl From<SendNotificationInput> for domain::SendNotification {
             channels: input
                 .channels
                 .into_iter()
-                .map(|c| domain::values::Channel::from(c).as_str().to_string())
+                .map(|c| domain::Given::Typed(c.into()))
                 .collect(),
-            priority: input
-                .priority
-                .map(|p| domain::values::Priority::from(p).as_str().to_string()),
+            priority: input.priority.map(|p| domain::Given::Typed(p.into())),
             content: input.content.map(|c| domain::InlineContentInput {
                 title: c.title,
                 text: c.text,
@@ -254,9 +252,9 @@ pub struct IngestEventInput {
     pub event_id: String,
 }
 
-impl From<IngestEventInput> for domain::IngestEventInput {
+impl From<IngestEventInput> for commands::ingest::IngestEventInput {
     fn from(input: IngestEventInput) -> Self {
-        domain::IngestEventInput {
+        commands::ingest::IngestEventInput {
             source: Some(input.source),
             entity_type: Some(input.entity_type),
             entity_id: Some(input.entity_id),

@@ -15,9 +15,7 @@ use crate::api::error::{ApiError, ErrorDetail};
 use crate::commands::notifications::NotificationDetails;
 use crate::domain::template::RenderedTemplate;
 use crate::domain::values::{Channel, Priority, TenantId};
-use crate::domain::{
-    FieldError, NotificationState, NotificationStatus, SendNotification, TemplateRefInput,
-};
+use crate::domain::{self, FieldError, Given, NotificationState, NotificationStatus};
 use crate::projections::notification_status;
 
 /// Reads `value` as a `T`; a value that does not fit is `VALIDATION`
@@ -56,9 +54,9 @@ impl SendBody {
     }
 
     /// The send command's input, for `tenant_id`'s key.
-    pub fn into_send(self, tenant_id: &TenantId) -> Result<SendNotification, ApiError> {
+    pub fn into_send(self, tenant_id: &TenantId) -> Result<domain::SendNotification, ApiError> {
         match self {
-            SendBody::Notification(send) => Ok(*send),
+            SendBody::Notification(send) => Ok((*send).into()),
             SendBody::Message(message) => message.into_send(tenant_id),
         }
     }
@@ -85,6 +83,176 @@ impl ToSchema for SendBody {
         <Message as ToSchema>::schemas(schemas);
         schemas.push((SendNotification::name().into(), SendNotification::schema()));
         <SendNotification as ToSchema>::schemas(schemas);
+    }
+}
+
+/// A notification to send (Herald's own shape). Give `content` or
+/// `template`, not both. The REST twin's OpenAPI document is derived from
+/// these types (`utoipa`), so its descriptions are these comments.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "recipient": { "email": "ada@example.com" },
+    "channels": ["email"],
+    "content": { "title": "Welcome", "text": "Hello Ada" },
+    "tags": ["welcome"]
+}))]
+pub struct SendNotification {
+    /// The same key within the idempotency window returns the original
+    /// notification (the `Idempotency-Key` header overrides it).
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub recipient: RecipientInput,
+    /// In order of preference: `email`, `sms`, `push`, `webhook`, `ntfy`, `in_app`.
+    #[serde(default)]
+    #[schema(max_items = 6)]
+    pub channels: Vec<String>,
+    /// `HIGH`, `NORMAL` (the default) or `LOW`, in any case.
+    pub priority: Option<String>,
+    pub content: Option<InlineContentInput>,
+    pub template: Option<TemplateRefInput>,
+    /// For preferences, e.g. `billing` or `marketing`.
+    pub category: Option<String>,
+    pub schedule_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// 1 to 2,592,000 (30 days); not with `expires_at`.
+    pub ttl_seconds: Option<u64>,
+    /// A registered webhook endpoint's URL: receives a signed POST for each status change.
+    pub callback_url: Option<String>,
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub tags: Vec<String>,
+    /// A JSON object of at most 16 KiB, kept with the notification.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub trace_id: Option<String>,
+    pub source_event: Option<SourceEventInput>,
+    /// Files for the email channel.
+    #[serde(default)]
+    pub attachments: Vec<AttachmentInput>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientInput {
+    /// Your id for the recipient (required for the in-app channel).
+    pub id: Option<String>,
+    pub email: Option<String>,
+    /// E.164, e.g. `+447700900123`.
+    pub phone: Option<String>,
+    /// A mobile push endpoint ARN or device token.
+    pub push_target: Option<String>,
+    pub webhook_url: Option<String>,
+    pub ntfy_topic: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InlineContentInput {
+    /// Email subject, push or in-app title.
+    pub title: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Call-to-action URL.
+    pub cta_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRefInput {
+    pub key: Option<String>,
+    /// The latest version when absent.
+    pub version: Option<u32>,
+    pub locale: Option<String>,
+    /// A JSON object of at most 32 KiB.
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<Value>,
+}
+
+/// The identity of the source event a notification came from (`eventId`,
+/// `source`, `occurredAt`, `user.segment`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEventInput {
+    pub event_id: Option<String>,
+    pub source: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub segment: Option<String>,
+}
+
+/// A file to attach to the email: by `url` (fetched at send time) or as
+/// `content_base64`, exactly one of the two.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub url: Option<String>,
+    pub content_base64: Option<String>,
+}
+
+/// Channels and priority as text, which the send's `parse` reads and
+/// refuses under their paths with every other field.
+impl From<SendNotification> for domain::SendNotification {
+    fn from(send: SendNotification) -> Self {
+        let recipient = send.recipient;
+        domain::SendNotification {
+            idempotency_key: send.idempotency_key,
+            recipient: domain::RecipientInput {
+                id: recipient.id,
+                email: recipient.email,
+                phone: recipient.phone,
+                push_target: recipient.push_target,
+                webhook_url: recipient.webhook_url,
+                ntfy_topic: recipient.ntfy_topic,
+                locale: recipient.locale,
+                timezone: recipient.timezone,
+            },
+            channels: send.channels.into_iter().map(Given::Text).collect(),
+            priority: send.priority.map(Given::Text),
+            content: send.content.map(|c| domain::InlineContentInput {
+                title: c.title,
+                text: c.text,
+                html: c.html,
+                cta_url: c.cta_url,
+                data: c.data,
+            }),
+            template: send.template.map(|t| domain::TemplateRefInput {
+                key: t.key,
+                version: t.version,
+                locale: t.locale,
+                variables: t.variables,
+            }),
+            category: send.category,
+            schedule_at: send.schedule_at,
+            expires_at: send.expires_at,
+            ttl_seconds: send.ttl_seconds,
+            callback_url: send.callback_url,
+            tags: send.tags,
+            metadata: send.metadata,
+            trace_id: send.trace_id,
+            source_event: send.source_event.map(|s| domain::SourceEventInput {
+                event_id: s.event_id,
+                source: s.source,
+                occurred_at: s.occurred_at,
+                segment: s.segment,
+            }),
+            attachments: send
+                .attachments
+                .into_iter()
+                .map(|a| domain::AttachmentInput {
+                    filename: a.filename,
+                    content_type: a.content_type,
+                    url: a.url,
+                    content_base64: a.content_base64,
+                })
+                .collect(),
+            campaign_id: None,
+        }
     }
 }
 
@@ -215,7 +383,7 @@ const MESSAGE_PATHS: [(&str, &str); 14] = [
 ];
 
 impl Message {
-    fn into_send(self, tenant_id: &TenantId) -> Result<SendNotification, ApiError> {
+    fn into_send(self, tenant_id: &TenantId) -> Result<domain::SendNotification, ApiError> {
         if let Some(tenant) = &self.tenant_id
             && tenant != tenant_id.as_str()
         {
@@ -227,20 +395,18 @@ impl Message {
         let (key, version) = template_id(&self.template_id)?;
         let to = self.to;
         let metadata = self.metadata.unwrap_or_default();
-        Ok(SendNotification {
+        Ok(domain::SendNotification {
             idempotency_key: self.idempotency_key,
-            recipient: crate::domain::RecipientInput {
+            recipient: domain::RecipientInput {
                 id: to.id,
                 email: to.email,
                 phone: to.phone,
                 push_target: to.device_token,
                 ..Default::default()
             },
-            channels: vec![Channel::from(self.channel).as_str().to_string()],
-            priority: self
-                .priority
-                .map(|p| Priority::from(p).as_str().to_string()),
-            template: Some(TemplateRefInput {
+            channels: vec![Given::Typed(self.channel.into())],
+            priority: self.priority.map(|p| Given::Typed(p.into())),
+            template: Some(domain::TemplateRefInput {
                 key: Some(key),
                 version,
                 locale: self.locale,
@@ -558,4 +724,56 @@ pub struct DlqReplayed {
 pub enum SendAnswer {
     Message(MessageAccepted),
     Notification(Accepted),
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        for body in [
+            json!({"chanels": ["email"]}),
+            json!({"recipient": {"mail": "a@b.c"}}),
+            json!({"campaign_id": "00000000-0000-0000-0000-000000000001"}),
+        ] {
+            let refused = read::<SendNotification>(body);
+            assert!(
+                matches!(&refused, Err(ApiError::Validation(fields))
+                    if fields[0].message.starts_with("unknown field")),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn channels_and_priority_are_parsed_with_every_other_field() {
+        let send: SendNotification = read(json!({
+            "recipient": {"email": "not-an-email"},
+            "channels": ["email", "fax", "EMAIL"],
+            "priority": "urgent",
+            "content": {"text": "x"}
+        }))
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let errors = domain::SendNotification::from(send).parse(now).unwrap_err();
+        let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["channels[1]", "channels[2]", "recipient.email", "priority"]
+        );
+        let send: SendNotification = read(json!({
+            "recipient": {"email": "ada@example.com"},
+            "channels": ["email"],
+            "priority": "high",
+            "content": {"text": "x"}
+        }))
+        .unwrap();
+        let request = domain::SendNotification::from(send).parse(now).unwrap();
+        assert_eq!(request.priority, Priority::High);
+        assert_eq!(request.channels, [Channel::Email]);
+    }
 }

@@ -9,8 +9,8 @@ use super::{counts, keep_tables, load, stream};
 use crate::commands::notifications::{self, SendPolicy};
 use crate::commands::{Actor, CommandError};
 use crate::domain::campaign::{CampaignCommand, CampaignEvent, CampaignSpec, CampaignStatus};
-use crate::domain::values::TenantId;
-use crate::domain::{Aggregate, RecipientInput, SendNotification, TemplateRefInput};
+use crate::domain::values::{Channel, Priority, TenantId};
+use crate::domain::{Aggregate, Given, RecipientInput, SendNotification, TemplateRefInput};
 use crate::eventstore::EventStore;
 
 /// Messages sent in one transaction; the campaign's status is looked at
@@ -170,7 +170,7 @@ fn message(
     variables: &Value,
 ) -> SendNotification {
     let recipient = match spec.channel {
-        crate::domain::values::Channel::Sms => RecipientInput {
+        Channel::Sms => RecipientInput {
             phone: Some(address.to_string()),
             ..RecipientInput::default()
         },
@@ -182,8 +182,8 @@ fn message(
     SendNotification {
         idempotency_key: Some(format!("campaign:{id}:{row}")),
         recipient,
-        channels: vec![spec.channel.as_str().to_string()],
-        priority: Some("low".to_string()),
+        channels: vec![Given::Typed(spec.channel)],
+        priority: Some(Given::Typed(Priority::Low)),
         template: Some(TemplateRefInput {
             key: Some(spec.template_key.as_str().to_string()),
             version: spec.template_version.map(|v| v.get()),

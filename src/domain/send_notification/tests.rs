@@ -301,12 +301,20 @@ fn source_event_requires_its_identity() {
 }
 
 #[test]
-fn unknown_fields_are_refused() {
-    let typo = serde_json::from_value::<SendNotification>(json!({"chanels": ["email"]}));
-    assert!(typo.is_err());
-    let nested =
-        serde_json::from_value::<SendNotification>(json!({"recipient": {"mail": "a@b.c"}}));
-    assert!(nested.is_err());
+fn typed_values_are_taken_as_given_and_text_is_parsed() {
+    let mut send = input(json!({"recipient": {"id": "u"}, "content": {"text": "x"}}));
+    send.channels = vec![
+        Given::Typed(Channel::InApp),
+        Given::Text("fax".into()),
+        Given::Typed(Channel::InApp),
+    ];
+    send.priority = Some(Given::Typed(Priority::Low));
+    let errors = send.clone().parse(t0()).unwrap_err();
+    assert_eq!(paths(&errors), ["channels[1]", "channels[2]"]);
+    send.channels.truncate(1);
+    let request = send.parse(t0()).unwrap();
+    assert_eq!(request.channels, [Channel::InApp]);
+    assert_eq!(request.priority, Priority::Low);
 }
 
 #[test]
