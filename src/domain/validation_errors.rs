@@ -69,11 +69,11 @@ impl ValidationErrors {
     }
 
     /// Parses a required field; `None` (with an error recorded) when absent or refused.
-    pub(crate) fn required<T>(
+    pub(crate) fn required<R, T>(
         &mut self,
         path: &str,
-        raw: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+        raw: Option<R>,
+        parse: impl FnOnce(R) -> Result<T, ValueError>,
     ) -> Option<T> {
         match raw {
             Some(raw) => self.check(path, parse(raw)),

@@ -65,20 +65,12 @@ impl IngestEventInput {
             self.event_type.as_deref(),
             ExternalEventType::parse,
         );
-        let occurred_at = match self.occurred_at {
-            None => {
-                errors.add("occurred_at", "is required");
-                None
-            }
-            Some(at) => errors.check("occurred_at", SourceEvent::occurred_at(at, now)),
-        };
-        let payload = match self.payload {
-            None => {
-                errors.add("payload", "is required");
-                None
-            }
-            Some(payload) => errors.check("payload", JsonObject::parse(payload, MAX_PAYLOAD_BYTES)),
-        };
+        let occurred_at = errors.required("occurred_at", self.occurred_at, |at| {
+            SourceEvent::occurred_at(at, now)
+        });
+        let payload = errors.required("payload", self.payload, |payload| {
+            JsonObject::parse(payload, MAX_PAYLOAD_BYTES)
+        });
 
         let (
             Some(event_id),
