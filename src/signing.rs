@@ -201,17 +201,17 @@ pub async fn post_signed(
     url: &HttpUrl,
     secrets: &[WebhookSecret],
     webhook_id: &str,
-    body: &[u8],
+    body: Vec<u8>,
     purpose: Purpose,
 ) -> Result<(), SendError> {
-    let headers = signature_headers(secrets, webhook_id, Utc::now().timestamp(), body)
+    let headers = signature_headers(secrets, webhook_id, Utc::now().timestamp(), &body)
         .map_err(|error| SendError::permanent(error.to_string()))?;
     let request = client
         .request(Method::POST, url.as_str())
         .headers(headers)
         .header(CONTENT_TYPE, "application/json")
         .header("idempotency-key", webhook_id)
-        .body(body.to_vec());
+        .body(body);
     let response = client
         .send(request)
         .await

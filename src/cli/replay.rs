@@ -226,7 +226,7 @@ impl EndpointSink {
                 &self.target.url,
                 &self.target.secrets,
                 &webhook_id,
-                body.as_bytes(),
+                body.clone().into_bytes(),
                 CALLBACK,
             )
             .await

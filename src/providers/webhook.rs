@@ -74,7 +74,7 @@ impl WebhookProvider {
             url,
             &message.signing_secrets,
             &id,
-            &body,
+            body,
             self.purpose,
         )
         .await?;

@@ -214,7 +214,7 @@ impl Sender {
             &target.url,
             &target.secrets,
             &row.event_id.to_string(),
-            row.body.as_bytes(),
+            row.body.clone().into_bytes(),
             CALLBACK,
         )
         .await;

@@ -262,7 +262,7 @@ impl Worker {
             &url,
             &secrets,
             &row.callback_id.to_string(),
-            row.body.as_bytes(),
+            row.body.clone().into_bytes(),
             CALLBACK,
         )
         .await

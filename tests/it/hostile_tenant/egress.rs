@@ -278,7 +278,7 @@ async fn what_an_internal_server_answered_never_reaches_the_tenant() {
         &url,
         &[generate_secret()],
         "id",
-        b"{}",
+        b"{}".to_vec(),
         signing::CALLBACK,
     )
     .await
@@ -296,7 +296,7 @@ async fn what_an_internal_server_answered_never_reaches_the_tenant() {
         &url,
         &[generate_secret()],
         "id",
-        b"{}",
+        b"{}".to_vec(),
         signing::CALLBACK,
     )
     .await
