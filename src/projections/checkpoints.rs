@@ -243,6 +243,21 @@ pub async fn statuses(
     pool: &PgPool,
     known: &[Arc<dyn Projection>],
 ) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+    // Rebuilds first: one that ends after this read has committed its
+    // checkpoint before releasing its lock, so the rows read next show it
+    // either rebuilding or swapped in, never as it was before.
+    let mut rebuilds = Vec::with_capacity(known.len());
+    for projection in known {
+        if let Some(rebuild) = in_progress(pool, projection.name()).await? {
+            rebuilds.push((projection.name(), rebuild));
+        }
+    }
+    let rebuild_of = |name: &str, version: i32| {
+        rebuilds
+            .iter()
+            .find(|(n, r)| *n == name && r.version == version)
+            .map(|(_, r)| r.clone())
+    };
     let rows: Vec<StatusRow> = sqlx::query_as(
         "SELECT c.name, c.version, c.state, c.transaction_id, c.global_position, c.error, \
                 c.failed_position, e.tenant_id, c.events_processed, c.updated_at \
@@ -276,9 +291,7 @@ pub async fn statuses(
             .and_then(|p| p.filter().event_types);
         let (lag_events, lag_seconds) = lag(pool, checkpoint, types.as_deref()).await?;
         let holder_pid = holder(pool, &name, version).await?;
-        let rebuild = in_progress(pool, &name)
-            .await?
-            .filter(|r| r.version == version && state != "retired");
+        let rebuild = rebuild_of(&name, version).filter(|_| state != "retired");
         statuses.push(ProjectionStatus {
             activity: ProjectionStatus::activity(&state, holder_pid, rebuild.is_some()),
             holder_pid,
@@ -305,9 +318,7 @@ pub async fn statuses(
             let (lag_events, lag_seconds) = lag(pool, Checkpoint::ORIGIN, types.as_deref()).await?;
             let holder_pid = holder(pool, projection.name(), projection.version()).await?;
             // A new version's first run rebuilds before its row exists.
-            let rebuild = in_progress(pool, projection.name())
-                .await?
-                .filter(|r| r.version == projection.version());
+            let rebuild = rebuild_of(projection.name(), projection.version());
             statuses.push(ProjectionStatus {
                 name: projection.name().to_owned(),
                 version: projection.version(),
