@@ -2,7 +2,8 @@
 //! serve` child process (API, workers and projections) takes sends over
 //! GraphQL at a fixed rate and delivers them as signed webhooks to a sink
 //! this command runs; the figures are accepted/s, delivered/s, the latency
-//! from accept to the sink's receipt, and the service's peak RSS.
+//! from accept to the sink's receipt with its stages as the log recorded
+//! them, and the service's peak RSS.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -162,6 +163,7 @@ pub async fn run(scratch: &ScratchDatabase, args: E2eArgs) -> anyhow::Result<()>
     }
     let peak_rss = service.peak_rss_mib();
     service.stop().await;
+    let stages = stages(scratch).await?;
 
     let timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
     let mut latency: Histogram<u64> = latency_histogram();
@@ -198,6 +200,9 @@ pub async fn run(scratch: &ScratchDatabase, args: E2eArgs) -> anyhow::Result<()>
         millis(&latency, 0.99),
         latency.max() as f64 / 1000.0
     );
+    for (stage, p50, p99) in &stages {
+        println!("  {stage:<22} p50 {p50:.2} ms  p99 {p99:.2} ms");
+    }
     match peak_rss {
         Some(rss) => println!("service peak RSS {rss:.0} MiB"),
         None => println!("service peak RSS unknown (no /proc)"),
@@ -217,6 +222,35 @@ pub async fn run(scratch: &ScratchDatabase, args: E2eArgs) -> anyhow::Result<()>
         accepted - delivered
     );
     Ok(())
+}
+
+/// Where the time went, by the log's clock (each event's transaction start,
+/// so events appended together show 0 between them): waiting for the
+/// ranker, then for a dispatcher's claim and permits, then the provider call
+/// and the append of its outcome.
+async fn stages(scratch: &ScratchDatabase) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    let pool = scratch.pool(1).await?;
+    let stages = sqlx::query_as(
+        "WITH life AS ( \
+             SELECT min(recorded_at) FILTER (WHERE event_type = 'NotificationRequested') AS requested, \
+                    min(recorded_at) FILTER (WHERE event_type = 'NotificationRanked') AS ranked, \
+                    min(recorded_at) FILTER (WHERE event_type = 'DeliveryAttempted') AS attempted, \
+                    min(recorded_at) FILTER (WHERE event_type = 'NotificationSent') AS sent \
+             FROM events WHERE stream_id LIKE 'notification-%' GROUP BY stream_id), \
+         spans AS ( \
+             SELECT n, stage, (extract(epoch FROM took) * 1000)::float8 AS ms FROM life, LATERAL (VALUES \
+                 (1, 'requested → ranked', ranked - requested), \
+                 (2, 'ranked → attempted', attempted - ranked), \
+                 (3, 'attempted → sent', sent - attempted)) AS span (n, stage, took) \
+             WHERE took IS NOT NULL) \
+         SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::float8, \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::float8 \
+         FROM spans GROUP BY stage ORDER BY min(n)",
+    )
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    Ok(stages)
 }
 
 async fn send(

@@ -9,17 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::io::{AsyncRead, BufReader};
 use uuid::Uuid;
 
 use crate::commands::Actor;
 use crate::commands::campaigns::{self, ImportProgress};
 use crate::config::Config;
 use crate::domain::campaign::CreateCampaign;
-use crate::domain::values::TenantId;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CampaignsCommand {
@@ -64,8 +61,6 @@ pub struct ImportArgs {
     pub batch_size: Option<u32>,
 }
 
-const READ_BUFFER_BYTES: usize = 256 * 1024;
-
 pub async fn run(config: &Config, command: CampaignsCommand) -> anyhow::Result<()> {
     match command {
         CampaignsCommand::Import(args) => import(config, args).await,
@@ -73,18 +68,8 @@ pub async fn run(config: &Config, command: CampaignsCommand) -> anyhow::Result<(
 }
 
 async fn import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
-    let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let input: Box<dyn AsyncRead + Unpin + Send> = if args.file.as_os_str() == "-" {
-        Box::new(BufReader::with_capacity(
-            READ_BUFFER_BYTES,
-            tokio::io::stdin(),
-        ))
-    } else {
-        let file = tokio::fs::File::open(&args.file)
-            .await
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
-        Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, file))
-    };
+    let tenant = super::tenant_arg(&args.tenant)?;
+    let input = super::open_input(&args.file).await?;
     let herald_egress = crate::egress::Egress::new(&config.egress);
     super::with_store(config, |store| async move {
         let actor = Actor::new("cli");

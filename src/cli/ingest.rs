@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use tokio::io::{AsyncBufRead, BufReader};
+use tokio::io::AsyncBufRead;
 
 use crate::commands::Actor;
 use crate::commands::ingest::{self, Progress};
@@ -26,21 +25,9 @@ pub struct IngestArgs {
     pub tenant: String,
 }
 
-const READ_BUFFER_BYTES: usize = 256 * 1024;
-
 pub async fn run(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
-    let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let input: Box<dyn AsyncBufRead + Unpin + Send> = if args.file.as_os_str() == "-" {
-        Box::new(BufReader::with_capacity(
-            READ_BUFFER_BYTES,
-            tokio::io::stdin(),
-        ))
-    } else {
-        let file = tokio::fs::File::open(&args.file)
-            .await
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
-        Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, file))
-    };
+    let tenant = super::tenant_arg(&args.tenant)?;
+    let input = super::open_input(&args.file).await?;
     super::with_store(config, |store| async move {
         execute(&store, &tenant, input).await
     })

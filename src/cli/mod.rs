@@ -7,9 +7,36 @@ pub mod projections;
 pub mod replay;
 pub mod tenants;
 
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufRead, BufReader};
+
 use crate::config::{Config, DatabaseUrl};
 use crate::database::Database;
+use crate::domain::values::TenantId;
 use crate::eventstore::EventStore;
+
+/// Large reads: an import or ingest file is read once, front to back.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The file an import reads, or standard input for `-`.
+async fn open_input(path: &Path) -> anyhow::Result<Box<dyn AsyncBufRead + Unpin + Send>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(BufReader::with_capacity(
+            READ_BUFFER_BYTES,
+            tokio::io::stdin(),
+        )));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, file)))
+}
+
+fn tenant_arg(raw: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse(raw).map_err(|e| anyhow::anyhow!("--tenant: {e}"))
+}
 
 /// Runs `work` on the configured database, migrated (joining the embedded
 /// cluster of a running `herald serve` when there is one), and closes the

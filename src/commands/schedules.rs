@@ -18,11 +18,11 @@ use uuid::Uuid;
 use super::notifications::{self, SendPolicy};
 use super::pipeline::{Applied, Executed, Loaded, Step, Stream, Transaction, load};
 use super::{Actor, CommandError, templates};
-use crate::domain::ValidationErrors;
 use crate::domain::schedule::{
     CreateSchedule, CronExpression, Schedule, ScheduleCommand, ScheduleEvent,
 };
 use crate::domain::values::{TenantId, Timezone};
+use crate::domain::{Aggregate, ValidationErrors};
 use crate::eventstore::EventStore;
 
 pub fn stream_id(schedule_id: Uuid) -> String {

@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::pipeline::Stream;
 use super::{Actor, CommandError};
+use crate::domain::Aggregate;
 use crate::domain::suppression::{
     AddSuppression, SuppressedAddress, Suppression, SuppressionCommand, SuppressionReason,
     SuppressionSpec, parse_note, stream_id,

@@ -22,7 +22,7 @@ use crate::domain::template::{
     UpsertPartial, VariableSpec, check_variables,
 };
 use crate::domain::values::{Locale, TemplateKey, TemplateVersion, TenantId};
-use crate::domain::{TemplateRef, ValidationErrors};
+use crate::domain::{Aggregate, TemplateRef, ValidationErrors};
 use crate::eventstore::EventStore;
 
 pub fn stream_id(tenant_id: &TenantId, key: &TemplateKey) -> String {

@@ -17,7 +17,7 @@ use super::{Actor, CommandError};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::webhook_endpoint::{CreateWebhookEndpoint, EndpointSecret};
 use crate::domain::{
-    ValidationErrors, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointEvent,
+    Aggregate, ValidationErrors, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointEvent,
 };
 use crate::eventstore::EventStore;
 use crate::signing::{WebhookSecret, generate_secret};

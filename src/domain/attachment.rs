@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::ValidationErrors;
-use super::values::{Alphabet, HttpUrl, TenantId, ValueError};
+use super::values::{Alphabet, HttpUrl, TenantId, ValueError, text_value};
 
 /// Attachments one notification may carry.
 pub const MAX_ATTACHMENTS: usize = 10;
@@ -53,8 +53,7 @@ pub enum AttachmentSource {
 /// A file name as the recipient sees it: 1–255 characters, no control
 /// characters, no path separators, not `.` or `..`, so no mail client or
 /// download folder can read it as a path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AttachmentFilename(String);
 
 impl AttachmentFilename {
@@ -83,24 +82,11 @@ impl AttachmentFilename {
     }
 }
 
-impl TryFrom<String> for AttachmentFilename {
-    type Error = ValueError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<AttachmentFilename> for String {
-    fn from(filename: AttachmentFilename) -> Self {
-        filename.0
-    }
-}
+text_value!(AttachmentFilename);
 
 /// A MIME type without parameters (`application/pdf`), kept in lower case:
 /// RFC 2045 tokens on both sides of the slash, at most 127 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MediaType(String);
 
 impl MediaType {
@@ -134,25 +120,7 @@ fn is_token_char(c: char) -> bool {
     c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
 }
 
-impl TryFrom<String> for MediaType {
-    type Error = ValueError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<MediaType> for String {
-    fn from(media_type: MediaType) -> Self {
-        media_type.0
-    }
-}
-
-impl fmt::Display for MediaType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_value!(MediaType);
 
 /// Decoded inline bytes, 1 to [`MAX_INLINE_ATTACHMENT_BYTES`]; standard
 /// padded base64 in JSON, so the same file always serialises the same way.

@@ -13,8 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::ranking::Ranking;
 use super::values::Channel;
 use super::{
-    DomainError, Notification, NotificationCommand, NotificationEvent, NotificationState,
-    NotificationStatus,
+    Aggregate, DomainError, Notification, NotificationCommand, NotificationEvent,
+    NotificationState, NotificationStatus,
 };
 
 /// Where a notification may go, in the send's channel order.
@@ -282,7 +282,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::Aggregate;
     use crate::domain::NotificationEvent as E;
     use crate::domain::test_fixtures::{attempted, failed, history, minute, ranked, requested, t0};
 

@@ -142,143 +142,6 @@ impl Notification {
             _ => Ok(Self::fold(events.iter().filter_map(|e| e.as_ref().ok()))),
         }
     }
-
-    /// Folds one event in. Events are facts already decided, so this cannot
-    /// fail; a valid stream starts with `NotificationRequested`, and anything
-    /// before it is ignored.
-    pub fn apply(&mut self, event: &NotificationEvent) {
-        use NotificationEvent as E;
-        use NotificationStatus as S;
-
-        let Some(state) = &mut self.state else {
-            if let E::Requested {
-                tenant_id,
-                notification_id,
-                request,
-                requested_at,
-            } = event
-            {
-                self.state = Some(NotificationState {
-                    tenant_id: tenant_id.clone(),
-                    notification_id: *notification_id,
-                    request: request.clone(),
-                    requested_at: *requested_at,
-                    status: S::Requested,
-                    score: None,
-                    send_after: None,
-                    schedule_at: request.schedule_at,
-                    schedule_reason: None,
-                    attempts: 0,
-                    channel: None,
-                    provider: None,
-                    provider_message_id: None,
-                    retry_at: None,
-                    last_error: None,
-                    transient_failures: 0,
-                    failed_routes: Vec::new(),
-                    last_failed_provider: None,
-                    opens: 0,
-                    clicks: 0,
-                });
-            }
-            return;
-        };
-        if let Some(status) = event.status_after() {
-            state.status = status;
-        }
-        match event {
-            E::Ranked {
-                score, send_after, ..
-            } => {
-                state.score = Some(*score);
-                state.send_after = *send_after;
-            }
-            E::Scheduled {
-                schedule_at,
-                reason,
-            } => {
-                state.schedule_at = Some(*schedule_at);
-                state.schedule_reason = Some(reason.clone());
-            }
-            E::DeliveryAttempted {
-                attempt,
-                channel,
-                provider,
-            } => {
-                state.attempts = *attempt;
-                state.channel = Some(*channel);
-                state.provider = Some(provider.clone());
-                state.retry_at = None;
-            }
-            E::Sent {
-                provider_message_id,
-                ..
-            } => state.provider_message_id = provider_message_id.clone(),
-            E::DeliveryFailed {
-                provider,
-                error,
-                permanent,
-                retry_at,
-                ..
-            } => {
-                state.retry_at = *retry_at;
-                state.last_error = Some(error.clone());
-                state.last_failed_provider = Some(provider.clone());
-                match (*permanent, state.channel) {
-                    (true, Some(channel)) => state.failed_routes.push((channel, provider.clone())),
-                    _ => state.transient_failures += 1,
-                }
-            }
-            E::Requeued { .. } => {
-                state.transient_failures = 0;
-                state.failed_routes.clear();
-                state.last_failed_provider = None;
-                state.retry_at = None;
-            }
-            E::Opened { .. } => state.opens += 1,
-            E::Clicked { .. } => state.clicks += 1,
-            // A stream holds one Requested; the rest only move the status.
-            _ => {}
-        }
-    }
-
-    /// Decides whether `command` may happen now and which events record it.
-    /// An empty list means it already happened (see the table above).
-    pub fn decide(
-        &self,
-        command: NotificationCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<NotificationEvent>, DomainError> {
-        match (&self.state, command) {
-            (
-                None,
-                NotificationCommand::Request {
-                    tenant_id,
-                    notification_id,
-                    request,
-                },
-            ) => {
-                // A send for later says so from the start, so SCHEDULED
-                // filters and dashboards see it while it waits.
-                let later = request.schedule_at.filter(|at| *at > now);
-                let mut events = vec![NotificationEvent::Requested {
-                    tenant_id,
-                    notification_id,
-                    request,
-                    requested_at: now,
-                }];
-                if let Some(schedule_at) = later {
-                    events.push(NotificationEvent::Scheduled {
-                        schedule_at,
-                        reason: SCHEDULE_AT_REASON.into(),
-                    });
-                }
-                Ok(events)
-            }
-            (None, _) => Err(DomainError::NotRequested),
-            (Some(state), command) => state.decide(command, now),
-        }
-    }
 }
 
 /// The reason of the `NotificationScheduled` a send for later is accepted with.
@@ -589,16 +452,141 @@ impl Aggregate for Notification {
     type Event = NotificationEvent;
     type Error = DomainError;
 
+    /// Folds one event in. Events are facts already decided, so this cannot
+    /// fail; a valid stream starts with `NotificationRequested`, and anything
+    /// before it is ignored.
     fn apply(&mut self, event: &NotificationEvent) {
-        Notification::apply(self, event);
+        use NotificationEvent as E;
+        use NotificationStatus as S;
+
+        let Some(state) = &mut self.state else {
+            if let E::Requested {
+                tenant_id,
+                notification_id,
+                request,
+                requested_at,
+            } = event
+            {
+                self.state = Some(NotificationState {
+                    tenant_id: tenant_id.clone(),
+                    notification_id: *notification_id,
+                    request: request.clone(),
+                    requested_at: *requested_at,
+                    status: S::Requested,
+                    score: None,
+                    send_after: None,
+                    schedule_at: request.schedule_at,
+                    schedule_reason: None,
+                    attempts: 0,
+                    channel: None,
+                    provider: None,
+                    provider_message_id: None,
+                    retry_at: None,
+                    last_error: None,
+                    transient_failures: 0,
+                    failed_routes: Vec::new(),
+                    last_failed_provider: None,
+                    opens: 0,
+                    clicks: 0,
+                });
+            }
+            return;
+        };
+        if let Some(status) = event.status_after() {
+            state.status = status;
+        }
+        match event {
+            E::Ranked {
+                score, send_after, ..
+            } => {
+                state.score = Some(*score);
+                state.send_after = *send_after;
+            }
+            E::Scheduled {
+                schedule_at,
+                reason,
+            } => {
+                state.schedule_at = Some(*schedule_at);
+                state.schedule_reason = Some(reason.clone());
+            }
+            E::DeliveryAttempted {
+                attempt,
+                channel,
+                provider,
+            } => {
+                state.attempts = *attempt;
+                state.channel = Some(*channel);
+                state.provider = Some(provider.clone());
+                state.retry_at = None;
+            }
+            E::Sent {
+                provider_message_id,
+                ..
+            } => state.provider_message_id = provider_message_id.clone(),
+            E::DeliveryFailed {
+                provider,
+                error,
+                permanent,
+                retry_at,
+                ..
+            } => {
+                state.retry_at = *retry_at;
+                state.last_error = Some(error.clone());
+                state.last_failed_provider = Some(provider.clone());
+                match (*permanent, state.channel) {
+                    (true, Some(channel)) => state.failed_routes.push((channel, provider.clone())),
+                    _ => state.transient_failures += 1,
+                }
+            }
+            E::Requeued { .. } => {
+                state.transient_failures = 0;
+                state.failed_routes.clear();
+                state.last_failed_provider = None;
+                state.retry_at = None;
+            }
+            E::Opened { .. } => state.opens += 1,
+            E::Clicked { .. } => state.clicks += 1,
+            // A stream holds one Requested; the rest only move the status.
+            _ => {}
+        }
     }
 
+    /// Decides whether `command` may happen now and which events record it.
+    /// An empty list means it already happened (see the table above).
     fn decide(
         &self,
         command: NotificationCommand,
         now: DateTime<Utc>,
     ) -> Result<Vec<NotificationEvent>, DomainError> {
-        Notification::decide(self, command, now)
+        match (&self.state, command) {
+            (
+                None,
+                NotificationCommand::Request {
+                    tenant_id,
+                    notification_id,
+                    request,
+                },
+            ) => {
+                // A send for later says so from the start, so SCHEDULED
+                // filters and dashboards see it while it waits.
+                let later = request.schedule_at.filter(|at| *at > now);
+                let mut events = vec![NotificationEvent::Requested {
+                    tenant_id,
+                    notification_id,
+                    request,
+                    requested_at: now,
+                }];
+                if let Some(schedule_at) = later {
+                    events.push(NotificationEvent::Scheduled {
+                        schedule_at,
+                        reason: SCHEDULE_AT_REASON.into(),
+                    });
+                }
+                Ok(events)
+            }
+            (None, _) => Err(DomainError::NotRequested),
+            (Some(state), command) => state.decide(command, now),
+        }
     }
 }
 

@@ -230,6 +230,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::Aggregate;
     use crate::domain::notification::Notification;
     use crate::domain::notification_event::NotificationEvent;
     use crate::domain::send_notification::SendNotification;

@@ -435,99 +435,6 @@ impl Schedule {
         self.last_failure.as_deref()
     }
 
-    pub fn apply(&mut self, event: &ScheduleEvent) {
-        match event {
-            ScheduleEvent::Created {
-                tenant_id,
-                id,
-                name,
-                cron,
-                timezone,
-                missed_policy,
-                notification,
-                next_slot,
-            } => {
-                let spec = ScheduleSpec {
-                    name: name.clone(),
-                    cron: cron.clone(),
-                    timezone: *timezone,
-                    missed_policy: *missed_policy,
-                    notification: notification.clone(),
-                };
-                self.created = Some((tenant_id.clone(), *id, spec));
-                self.next_slot = *next_slot;
-            }
-            ScheduleEvent::Paused => self.paused = true,
-            ScheduleEvent::Resumed { next_slot } => {
-                self.paused = false;
-                self.next_slot = *next_slot;
-            }
-            ScheduleEvent::Deleted => self.deleted = true,
-            ScheduleEvent::Fired {
-                slot,
-                failure,
-                next_slot,
-            } => {
-                self.last_fired = Some(*slot);
-                self.last_failure = failure.clone();
-                self.next_slot = *next_slot;
-            }
-            ScheduleEvent::SlotsSkipped { next_slot, .. } => self.next_slot = *next_slot,
-        }
-    }
-
-    pub fn decide(
-        &self,
-        command: ScheduleCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ScheduleEvent>, DomainError> {
-        match command {
-            ScheduleCommand::Create {
-                tenant_id,
-                id,
-                spec,
-            } => {
-                if self.created.is_some() {
-                    return Err(DomainError::InvalidCommand("the schedule already exists"));
-                }
-                let next_slot = spec.cron.next_after(spec.timezone, now);
-                Ok(vec![ScheduleEvent::Created {
-                    tenant_id,
-                    id,
-                    name: spec.name,
-                    cron: spec.cron,
-                    timezone: spec.timezone,
-                    missed_policy: spec.missed_policy,
-                    notification: spec.notification,
-                    next_slot,
-                }])
-            }
-            ScheduleCommand::Pause => {
-                self.require_live()?;
-                if self.paused {
-                    return Err(DomainError::InvalidCommand(
-                        "the schedule is already paused",
-                    ));
-                }
-                Ok(vec![ScheduleEvent::Paused])
-            }
-            ScheduleCommand::Resume => {
-                let spec = self.require_live()?;
-                if !self.paused {
-                    return Err(DomainError::InvalidCommand("the schedule is not paused"));
-                }
-                Ok(vec![ScheduleEvent::Resumed {
-                    next_slot: spec.cron.next_after(spec.timezone, now),
-                }])
-            }
-            ScheduleCommand::Delete => {
-                self.require_live()?;
-                Ok(vec![ScheduleEvent::Deleted])
-            }
-            ScheduleCommand::Fire { grace } => Ok(self.fire(now, grace)),
-        }
-    }
-
     /// What the scheduler records at `now`: nothing when no slot is due; a
     /// `Fired` for a due slot within `grace`; for missed slots, `SlotsSkipped`
     /// and (catching up) a `Fired` for the latest of them. At most one
@@ -610,7 +517,44 @@ impl Aggregate for Schedule {
     type Error = DomainError;
 
     fn apply(&mut self, event: &ScheduleEvent) {
-        Schedule::apply(self, event);
+        match event {
+            ScheduleEvent::Created {
+                tenant_id,
+                id,
+                name,
+                cron,
+                timezone,
+                missed_policy,
+                notification,
+                next_slot,
+            } => {
+                let spec = ScheduleSpec {
+                    name: name.clone(),
+                    cron: cron.clone(),
+                    timezone: *timezone,
+                    missed_policy: *missed_policy,
+                    notification: notification.clone(),
+                };
+                self.created = Some((tenant_id.clone(), *id, spec));
+                self.next_slot = *next_slot;
+            }
+            ScheduleEvent::Paused => self.paused = true,
+            ScheduleEvent::Resumed { next_slot } => {
+                self.paused = false;
+                self.next_slot = *next_slot;
+            }
+            ScheduleEvent::Deleted => self.deleted = true,
+            ScheduleEvent::Fired {
+                slot,
+                failure,
+                next_slot,
+            } => {
+                self.last_fired = Some(*slot);
+                self.last_failure = failure.clone();
+                self.next_slot = *next_slot;
+            }
+            ScheduleEvent::SlotsSkipped { next_slot, .. } => self.next_slot = *next_slot,
+        }
     }
 
     fn decide(
@@ -618,7 +562,51 @@ impl Aggregate for Schedule {
         command: ScheduleCommand,
         now: DateTime<Utc>,
     ) -> Result<Vec<ScheduleEvent>, DomainError> {
-        Schedule::decide(self, command, now)
+        match command {
+            ScheduleCommand::Create {
+                tenant_id,
+                id,
+                spec,
+            } => {
+                if self.created.is_some() {
+                    return Err(DomainError::InvalidCommand("the schedule already exists"));
+                }
+                let next_slot = spec.cron.next_after(spec.timezone, now);
+                Ok(vec![ScheduleEvent::Created {
+                    tenant_id,
+                    id,
+                    name: spec.name,
+                    cron: spec.cron,
+                    timezone: spec.timezone,
+                    missed_policy: spec.missed_policy,
+                    notification: spec.notification,
+                    next_slot,
+                }])
+            }
+            ScheduleCommand::Pause => {
+                self.require_live()?;
+                if self.paused {
+                    return Err(DomainError::InvalidCommand(
+                        "the schedule is already paused",
+                    ));
+                }
+                Ok(vec![ScheduleEvent::Paused])
+            }
+            ScheduleCommand::Resume => {
+                let spec = self.require_live()?;
+                if !self.paused {
+                    return Err(DomainError::InvalidCommand("the schedule is not paused"));
+                }
+                Ok(vec![ScheduleEvent::Resumed {
+                    next_slot: spec.cron.next_after(spec.timezone, now),
+                }])
+            }
+            ScheduleCommand::Delete => {
+                self.require_live()?;
+                Ok(vec![ScheduleEvent::Deleted])
+            }
+            ScheduleCommand::Fire { grace } => Ok(self.fire(now, grace)),
+        }
     }
 }
 

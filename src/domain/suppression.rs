@@ -278,8 +278,14 @@ impl Suppression {
     pub fn entry(&self) -> Option<&SuppressionEntry> {
         self.entry.as_ref()
     }
+}
 
-    pub fn apply(&mut self, event: &SuppressionEvent) {
+impl Aggregate for Suppression {
+    type Command = SuppressionCommand;
+    type Event = SuppressionEvent;
+    type Error = DomainError;
+
+    fn apply(&mut self, event: &SuppressionEvent) {
         match event {
             SuppressionEvent::Added {
                 address,
@@ -299,7 +305,7 @@ impl Suppression {
         }
     }
 
-    pub fn decide(
+    fn decide(
         &self,
         command: SuppressionCommand,
         now: DateTime<Utc>,
@@ -325,24 +331,6 @@ impl Suppression {
                 )),
             },
         }
-    }
-}
-
-impl Aggregate for Suppression {
-    type Command = SuppressionCommand;
-    type Event = SuppressionEvent;
-    type Error = DomainError;
-
-    fn apply(&mut self, event: &SuppressionEvent) {
-        Suppression::apply(self, event);
-    }
-
-    fn decide(
-        &self,
-        command: SuppressionCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<SuppressionEvent>, DomainError> {
-        Suppression::decide(self, command, now)
     }
 }
 

@@ -246,7 +246,23 @@ impl WebhookEndpoint {
             .collect()
     }
 
-    pub fn apply(&mut self, event: &WebhookEndpointEvent) {
+    fn require_live(&self) -> Result<(), DomainError> {
+        if self.is_live() {
+            Ok(())
+        } else {
+            Err(DomainError::InvalidCommand(
+                "the webhook endpoint does not exist or was deleted",
+            ))
+        }
+    }
+}
+
+impl Aggregate for WebhookEndpoint {
+    type Command = WebhookEndpointCommand;
+    type Event = WebhookEndpointEvent;
+    type Error = DomainError;
+
+    fn apply(&mut self, event: &WebhookEndpointEvent) {
         match event {
             WebhookEndpointEvent::Created {
                 tenant_id,
@@ -289,7 +305,7 @@ impl WebhookEndpoint {
         }
     }
 
-    pub fn decide(
+    fn decide(
         &self,
         command: WebhookEndpointCommand,
         now: DateTime<Utc>,
@@ -337,34 +353,6 @@ impl WebhookEndpoint {
                 Ok(vec![WebhookEndpointEvent::Deleted])
             }
         }
-    }
-
-    fn require_live(&self) -> Result<(), DomainError> {
-        if self.is_live() {
-            Ok(())
-        } else {
-            Err(DomainError::InvalidCommand(
-                "the webhook endpoint does not exist or was deleted",
-            ))
-        }
-    }
-}
-
-impl Aggregate for WebhookEndpoint {
-    type Command = WebhookEndpointCommand;
-    type Event = WebhookEndpointEvent;
-    type Error = DomainError;
-
-    fn apply(&mut self, event: &WebhookEndpointEvent) {
-        WebhookEndpoint::apply(self, event);
-    }
-
-    fn decide(
-        &self,
-        command: WebhookEndpointCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<WebhookEndpointEvent>, DomainError> {
-        WebhookEndpoint::decide(self, command, now)
     }
 }
 

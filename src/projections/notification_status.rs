@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use super::{Projection, ProjectionError};
 use crate::domain::values::{Channel, Priority, TenantId};
-use crate::domain::{Notification, NotificationEvent, NotificationState, NotificationStatus};
+use crate::domain::{
+    Aggregate, Notification, NotificationEvent, NotificationState, NotificationStatus,
+};
 use crate::eventstore::{ReadFilter, RecordedEvent};
 
 pub const NAME: &str = "notification_status";

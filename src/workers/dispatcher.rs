@@ -43,8 +43,8 @@ use crate::domain::values::NotificationId;
 use crate::domain::values::{Channel, Locale, Priority};
 use crate::domain::values::{HttpUrl, TenantId};
 use crate::domain::{
-    Content, DeliveredContent, DomainError, Notification, NotificationCommand, NotificationEvent,
-    NotificationState,
+    Aggregate, Content, DeliveredContent, DomainError, Notification, NotificationCommand,
+    NotificationEvent, NotificationState,
 };
 use crate::egress::SendError;
 use crate::eventstore::EventStore;

@@ -251,7 +251,7 @@ mod tests {
 
     use super::*;
     use crate::domain::values::{NotificationId, TenantId};
-    use crate::domain::{Notification, NotificationEvent, SendNotification};
+    use crate::domain::{Aggregate, Notification, NotificationEvent, SendNotification};
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap()

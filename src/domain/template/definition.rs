@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::compiled::CompiledTemplate;
 use crate::domain::validation_errors::ValidationErrors;
-use crate::domain::values::{Alphabet, Locale, TemplateKey, ValueError, holds_nul};
+use crate::domain::values::{Alphabet, Locale, TemplateKey, ValueError, bounded_string, holds_nul};
 
 /// The largest template source of one part, partial or layout.
 pub const MAX_PART_BYTES: usize = 128 * 1024;
@@ -87,43 +87,12 @@ pub struct VariableSpec {
     pub required: bool,
 }
 
-/// The name of a tenant's partial or layout: 1–128 of `a-z 0-9 _ . -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PartialName(String);
-
-impl PartialName {
-    pub const MAX_CHARS: usize = 128;
-
-    pub fn parse(s: &str) -> Result<Self, ValueError> {
-        Alphabet::DottedSlug.check(s, Self::MAX_CHARS)?;
-        Ok(Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for PartialName {
-    type Error = ValueError;
-
-    fn try_from(s: String) -> Result<Self, ValueError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<PartialName> for String {
-    fn from(name: PartialName) -> String {
-        name.0
-    }
-}
-
-impl fmt::Display for PartialName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+bounded_string!(
+    /// The name of a tenant's partial or layout: 1–128 of `a-z 0-9 _ . -`.
+    PartialName,
+    128,
+    Alphabet::DottedSlug
+);
 
 /// A partial is included (`{% include "partial:footer" %}`); a layout is
 /// extended by an email's HTML (`{% extends "layout:base" %}`).

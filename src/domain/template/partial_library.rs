@@ -121,8 +121,14 @@ impl PartialLibrary {
         }
         Ok((name, input.body))
     }
+}
 
-    pub fn apply(&mut self, event: &PartialEvent) {
+impl Aggregate for PartialLibrary {
+    type Command = PartialCommand;
+    type Event = PartialEvent;
+    type Error = DomainError;
+
+    fn apply(&mut self, event: &PartialEvent) {
         match event {
             PartialEvent::Upserted {
                 kind, name, body, ..
@@ -132,7 +138,7 @@ impl PartialLibrary {
         }
     }
 
-    pub fn decide(
+    fn decide(
         &self,
         command: PartialCommand,
         _now: DateTime<Utc>,
@@ -155,23 +161,5 @@ impl PartialLibrary {
                 }])
             }
         }
-    }
-}
-
-impl Aggregate for PartialLibrary {
-    type Command = PartialCommand;
-    type Event = PartialEvent;
-    type Error = DomainError;
-
-    fn apply(&mut self, event: &PartialEvent) {
-        PartialLibrary::apply(self, event);
-    }
-
-    fn decide(
-        &self,
-        command: PartialCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<PartialEvent>, DomainError> {
-        PartialLibrary::decide(self, command, now)
     }
 }

@@ -73,8 +73,14 @@ impl PublishedTemplate {
     pub fn latest_version(&self) -> Option<TemplateVersion> {
         self.latest.as_ref().map(|(version, _)| *version)
     }
+}
 
-    pub fn apply(&mut self, event: &TemplateEvent) {
+impl Aggregate for PublishedTemplate {
+    type Command = TemplateCommand;
+    type Event = TemplateEvent;
+    type Error = DomainError;
+
+    fn apply(&mut self, event: &TemplateEvent) {
         match event {
             TemplateEvent::Published {
                 version,
@@ -84,7 +90,7 @@ impl PublishedTemplate {
         }
     }
 
-    pub fn decide(
+    fn decide(
         &self,
         command: TemplateCommand,
         _now: DateTime<Utc>,
@@ -112,23 +118,5 @@ impl PublishedTemplate {
                 }])
             }
         }
-    }
-}
-
-impl Aggregate for PublishedTemplate {
-    type Command = TemplateCommand;
-    type Event = TemplateEvent;
-    type Error = DomainError;
-
-    fn apply(&mut self, event: &TemplateEvent) {
-        PublishedTemplate::apply(self, event);
-    }
-
-    fn decide(
-        &self,
-        command: TemplateCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<TemplateEvent>, DomainError> {
-        PublishedTemplate::decide(self, command, now)
     }
 }

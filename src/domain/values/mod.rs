@@ -127,9 +127,11 @@ macro_rules! bounded_string {
             }
         }
 
-        text_value!($name);
+        $crate::domain::values::text_value!($name);
     };
 }
+
+pub(crate) use {bounded_string, text_value};
 
 mod alphabet;
 mod api_key_id;
