@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 
 use super::notification_status::{by_notification, decode, events_up_to, starts_the_stream};
-use super::{Projection, ProjectionError, Recent};
+use super::{ATTEMPTED, Projection, ProjectionError, REQUESTED, Recent, SENT};
 use crate::domain::values::Channel;
 use crate::domain::{Content, NotificationEvent};
 use crate::eventstore::{ReadFilter, RecordedEvent};
@@ -325,12 +325,7 @@ impl Projection for AnalyticsProjection {
                 .collect();
             // The events that decide a count's dimensions: the request, the
             // delivery attempts and the send.
-            let decisive = [
-                "NotificationRequested",
-                "DeliveryAttempted",
-                "NotificationSent",
-            ];
-            let mut from_log = events_up_to(conn, &wanted, &decisive).await?;
+            let mut from_log = events_up_to(conn, &wanted, &[REQUESTED, ATTEMPTED, SENT]).await?;
             let mut tally = Tally::default();
             let mut learnt = Vec::with_capacity(groups.len());
             for ((_, group), mut context) in groups.iter().zip(starts) {

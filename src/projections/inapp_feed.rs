@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::notification_status::{decode, events_up_to};
-use super::{Projection, ProjectionError, Recent};
+use super::{ATTEMPTED, Projection, ProjectionError, REQUESTED, Recent, SENT};
 use crate::domain::inapp_feed::{InAppFeedEvent, InAppItemState};
 use crate::domain::values::Channel;
 use crate::domain::{Content, NotificationEvent};
@@ -34,9 +34,6 @@ use crate::eventstore::{EventStore, ReadFilter, RecordedEvent};
 pub const NAME: &str = "inapp_feed";
 pub const VERSION: i32 = 1;
 
-const REQUESTED: &str = "NotificationRequested";
-const ATTEMPTED: &str = "DeliveryAttempted";
-const SENT: &str = "NotificationSent";
 const MARKED: &str = "InAppItemsMarked";
 
 /// An in-app item as delivered: its notification's content, unread.

@@ -26,6 +26,11 @@ use crate::eventstore::{ReadFilter, RecordedEvent};
 pub use checkpoints::{ProjectionStatus, SkipError};
 pub use runner::{RunnerHandle, RunnerOptions, RunnerState, spawn, spawn_all};
 
+/// Notification event types that read models name.
+const REQUESTED: &str = "NotificationRequested";
+const ATTEMPTED: &str = "DeliveryAttempted";
+const SENT: &str = "NotificationSent";
+
 /// A read model kept in step with the log by the runner.
 ///
 /// `handle_batch` runs inside the runner's batch transaction on `conn`: whatever
