@@ -180,7 +180,7 @@ async fn queue_cancelled_callback(
         serde_json::json!({ "summary": summary }),
     );
     let mut conn = store.pool().acquire().await?;
-    callbacks::queue_once(
+    callbacks::queue(
         &mut conn,
         tenant_id,
         id,
@@ -188,6 +188,7 @@ async fn queue_cancelled_callback(
         &url,
         &body,
         now,
+        true,
     )
     .await?;
     Ok(())
@@ -653,7 +654,7 @@ async fn in_step(
         queued,
         state.spec().and_then(|spec| spec.callback_url.as_ref()),
     ) {
-        callbacks::queue(conn, tenant_id, id, &name, url, &body, now).await?;
+        callbacks::queue(conn, tenant_id, id, &name, url, &body, now, false).await?;
     }
     Ok(())
 }

@@ -187,7 +187,7 @@ pub async fn page(
     first: usize,
     after: Option<Uuid>,
 ) -> Result<(Vec<ScheduleRow>, bool), sqlx::Error> {
-    let mut rows: Vec<ScheduleRow> = sqlx::query_as(concat!(
+    let rows = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM schedules \
@@ -199,9 +199,7 @@ pub async fn page(
     .bind(first as i64 + 1)
     .fetch_all(pool)
     .await?;
-    let has_next_page = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, has_next_page))
+    Ok(crate::projections::split_page(rows, first))
 }
 
 /// Schedules with a slot due by `now`, most overdue first: one short

@@ -176,7 +176,7 @@ pub async fn list(
         .address_contains
         .as_deref()
         .map(|text| format!("%{}%", escape_like(&text.to_lowercase())));
-    let mut rows: Vec<SuppressionRow> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT address_key, channel, address, reason, note, created_at FROM suppressions \
          WHERE tenant_id = $1 \
            AND ($2::text IS NULL OR channel = $2) \
@@ -195,9 +195,7 @@ pub async fn list(
     .bind(first as i64 + 1)
     .fetch_all(pool)
     .await?;
-    let has_next_page = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, has_next_page))
+    Ok(crate::projections::split_page(rows, first))
 }
 
 fn escape_like(text: &str) -> String {

@@ -7,7 +7,7 @@
 //! append's transaction, so a send right after a publish sees the version.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -302,7 +302,7 @@ pub async fn list(
     first: usize,
     after: Option<&str>,
 ) -> Result<(Vec<TemplateRow>, bool), sqlx::Error> {
-    let mut rows: Vec<TemplateRow> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT template_key, latest_version, default_locale, created_at, updated_at \
          FROM templates WHERE tenant_id = $1 AND ($2::text IS NULL OR template_key > $2) \
          ORDER BY template_key LIMIT $3",
@@ -312,9 +312,7 @@ pub async fn list(
     .bind(first as i64 + 1)
     .fetch_all(pool)
     .await?;
-    let has_next_page = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, has_next_page))
+    Ok(crate::projections::split_page(rows, first))
 }
 
 pub async fn get(
@@ -558,13 +556,19 @@ impl TemplateCache {
         Ok(compiled)
     }
 
-    fn lookup(&self, key: &CacheKey) -> Option<Arc<CompiledTemplate>> {
+    /// The cache's state, and the tick of the use that locks it.
+    fn lock_for_use(&self) -> (MutexGuard<'_, CacheState>, u64) {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.tick += 1;
         let tick = state.tick;
+        (state, tick)
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Option<Arc<CompiledTemplate>> {
+        let (mut state, tick) = self.lock_for_use();
         state.entries.get_mut(key).map(|(compiled, used)| {
             *used = tick;
             compiled.clone()
@@ -572,12 +576,7 @@ impl TemplateCache {
     }
 
     fn insert(&self, key: CacheKey, compiled: Arc<CompiledTemplate>) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.tick += 1;
-        let tick = state.tick;
+        let (mut state, tick) = self.lock_for_use();
         if !state.entries.contains_key(&key) && state.entries.len() >= self.capacity {
             // A scan is fine at the sizes a process keeps; misses compile anyway.
             let oldest = state

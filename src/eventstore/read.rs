@@ -1,6 +1,6 @@
 //! Reading the log: one stream by version, or everything in commit-safe order.
 
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{FromRow, PgConnection, PgPool, Row, postgres::PgRow};
 
 use super::error::StoreError;
 use super::model::{Checkpoint, ReadBatch, ReadFilter, RecordedEvent};
@@ -13,28 +13,24 @@ const COLUMNS: &str = "global_position, transaction_id::text::int8 AS transactio
 /// decode their rows the same way.
 impl<'r> sqlx::FromRow<'r, PgRow> for RecordedEvent {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        recorded(row)
+        Ok(RecordedEvent {
+            global_position: row.try_get("global_position")?,
+            transaction_id: row.try_get("transaction_id")?,
+            stream_id: row.try_get("stream_id")?,
+            stream_version: row.try_get("stream_version")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            schema_version: row.try_get("schema_version")?,
+            tenant_id: row.try_get("tenant_id")?,
+            payload: row
+                .try_get::<Option<serde_json::Value>, _>("payload")?
+                .unwrap_or_default(),
+            metadata: row
+                .try_get::<Option<serde_json::Value>, _>("metadata")?
+                .unwrap_or_default(),
+            recorded_at: row.try_get("recorded_at")?,
+        })
     }
-}
-
-fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
-    Ok(RecordedEvent {
-        global_position: row.try_get("global_position")?,
-        transaction_id: row.try_get("transaction_id")?,
-        stream_id: row.try_get("stream_id")?,
-        stream_version: row.try_get("stream_version")?,
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        schema_version: row.try_get("schema_version")?,
-        tenant_id: row.try_get("tenant_id")?,
-        payload: row
-            .try_get::<Option<serde_json::Value>, _>("payload")?
-            .unwrap_or_default(),
-        metadata: row
-            .try_get::<Option<serde_json::Value>, _>("metadata")?
-            .unwrap_or_default(),
-        recorded_at: row.try_get("recorded_at")?,
-    })
 }
 
 pub(super) async fn read_stream(
@@ -42,15 +38,13 @@ pub(super) async fn read_stream(
     stream_id: &str,
     from_version: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = format!(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY events.stream_version"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(stream_id)
-        .bind(from_version)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.iter().map(recorded).collect::<Result<_, _>>()?)
+    )))
+    .bind(stream_id)
+    .bind(from_version)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Every event of each named stream, grouped by stream in version order.
@@ -58,14 +52,12 @@ pub(super) async fn read_streams(
     pool: &PgPool,
     stream_ids: &[String],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = format!(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY events.stream_id, events.stream_version"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(stream_ids)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.iter().map(recorded).collect::<Result<_, _>>()?)
+    )))
+    .bind(stream_ids)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Reads after `after` in `(transaction_id, global_position)` order, only below
@@ -127,7 +119,7 @@ pub(super) async fn read_all(
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
-            events.push(recorded(row)?);
+            events.push(RecordedEvent::from_row(row)?);
         }
     }
     let caught_up = events.len() < limit;

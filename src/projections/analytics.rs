@@ -25,8 +25,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 
-use super::notification_status::{by_notification, decode, starts_the_stream};
-use super::{Projection, ProjectionError};
+use super::notification_status::{by_notification, decode, events_up_to, starts_the_stream};
+use super::{ATTEMPTED, Projection, ProjectionError, REQUESTED, Recent, SENT};
 use crate::domain::values::Channel;
 use crate::domain::{Content, NotificationEvent};
 use crate::eventstore::{ReadFilter, RecordedEvent};
@@ -52,7 +52,7 @@ const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// other reads them from the log.
 #[derive(Default)]
 pub struct AnalyticsProjection {
-    known: Mutex<Known>,
+    known: Mutex<Recent<String, Context, KNOWN_PER_GENERATION>>,
 }
 
 impl AnalyticsProjection {
@@ -61,29 +61,8 @@ impl AnalyticsProjection {
     }
 }
 
-/// Streams remembered: two generations, the older dropped when the newer fills.
+/// Streams remembered per generation.
 const KNOWN_PER_GENERATION: usize = 50_000;
-
-#[derive(Default)]
-struct Known {
-    current: HashMap<String, Context>,
-    older: HashMap<String, Context>,
-}
-
-impl Known {
-    fn take(&mut self, stream_id: &str) -> Option<Context> {
-        self.current
-            .remove(stream_id)
-            .or_else(|| self.older.remove(stream_id))
-    }
-
-    fn put(&mut self, stream_id: String, context: Context) {
-        if self.current.len() >= KNOWN_PER_GENERATION {
-            self.older = std::mem::take(&mut self.current);
-        }
-        self.current.insert(stream_id, context);
-    }
-}
 
 /// A requested notification's stream as of `version`, as far as counts go.
 /// Shared strings, so that counting an event clones no text.
@@ -335,16 +314,18 @@ impl Projection for AnalyticsProjection {
                     starts.push(context);
                 }
             }
-            let wanted: Vec<(&str, i32)> = groups
+            let wanted: Vec<(&str, i64)> = groups
                 .iter()
                 .zip(&starts)
                 .filter(|((_, group), start)| start.is_none() && !starts_the_stream(group))
                 .map(|((_, group), _)| {
                     let last = group[group.len() - 1];
-                    (last.stream_id.as_str(), last.stream_version as i32)
+                    (last.stream_id.as_str(), last.stream_version)
                 })
                 .collect();
-            let mut from_log = context(conn, &wanted).await?;
+            // The events that decide a count's dimensions: the request, the
+            // delivery attempts and the send.
+            let mut from_log = events_up_to(conn, &wanted, &[REQUESTED, ATTEMPTED, SENT]).await?;
             let mut tally = Tally::default();
             let mut learnt = Vec::with_capacity(groups.len());
             for ((_, group), mut context) in groups.iter().zip(starts) {
@@ -381,7 +362,7 @@ impl Projection for AnalyticsProjection {
             write(conn, tally).await?;
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for (stream_id, context) in learnt {
-                known.put(stream_id, context);
+                known.insert(stream_id, context);
             }
             Ok(())
         })
@@ -583,60 +564,6 @@ fn upper_bound_ms(bucket: usize) -> f64 {
     LATENCY_BOUNDS_MS
         .get(bucket)
         .map_or(f64::INFINITY, |bound| *bound as f64)
-}
-
-/// A stream's earlier events as [`Context::fold`] takes them: version,
-/// `recorded_at`, event.
-type Earlier = Vec<(i64, DateTime<Utc>, NotificationEvent)>;
-
-/// One of those events as stored.
-#[derive(sqlx::FromRow)]
-struct EarlierRow {
-    stream_id: String,
-    stream_version: i64,
-    recorded_at: DateTime<Utc>,
-    global_position: i64,
-    event_type: String,
-    schema_version: i16,
-    payload: serde_json::Value,
-}
-
-/// The events that decide a count's dimensions (the request, the delivery
-/// attempts and the send) of each stream up to its version, in stream
-/// order, in one query.
-async fn context(
-    conn: &mut PgConnection,
-    streams: &[(&str, i32)],
-) -> Result<HashMap<String, Earlier>, ProjectionError> {
-    let mut context: HashMap<String, Earlier> = HashMap::new();
-    if streams.is_empty() {
-        return Ok(context);
-    }
-    let rows: Vec<EarlierRow> = sqlx::query_as(
-        "SELECT e.stream_id, e.stream_version::int8 AS stream_version, e.recorded_at, e.global_position, e.event_type, \
-                e.schema_version, e.payload \
-         FROM unnest($1::text[], $2::int4[]) AS s(stream_id, upto) \
-         JOIN events e ON e.stream_id = s.stream_id AND e.stream_version <= s.upto \
-         WHERE e.event_type IN ('NotificationRequested', 'DeliveryAttempted', 'NotificationSent') \
-         ORDER BY e.stream_id, e.stream_version",
-    )
-    .bind(streams.iter().map(|(s, _)| *s).collect::<Vec<_>>())
-    .bind(streams.iter().map(|(_, v)| *v).collect::<Vec<_>>())
-    .fetch_all(conn)
-    .await?;
-    for row in rows {
-        let event = NotificationEvent::upcast(&row.event_type, row.schema_version, row.payload)
-            .map_err(|e| ProjectionError::Decode {
-                position: row.global_position,
-                reason: e.to_string(),
-            })?;
-        context.entry(row.stream_id).or_default().push((
-            row.stream_version,
-            row.recorded_at,
-            event,
-        ));
-    }
-    Ok(context)
 }
 
 fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {

@@ -41,14 +41,7 @@ impl Projection for DeadLettersProjection {
     }
 
     fn filter(&self) -> ReadFilter {
-        ReadFilter {
-            tenant_id: None,
-            event_types: Some(vec![
-                "NotificationDeadLettered".into(),
-                "NotificationRequeued".into(),
-            ]),
-            ..ReadFilter::default()
-        }
+        super::events_of(&["NotificationDeadLettered", "NotificationRequeued"])
     }
 
     fn handle_batch<'a>(
@@ -129,7 +122,7 @@ pub async fn page(
     first: usize,
     after: Option<(DateTime<Utc>, Uuid)>,
 ) -> Result<(Vec<DeadLetter>, bool), sqlx::Error> {
-    let mut rows: Vec<DeadLetter> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT d.notification_id, d.reason, d.dead_lettered_at FROM dead_letters d \
          WHERE d.tenant_id = $1 AND NOT d.requeued \
            AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM notification_status s \
@@ -149,7 +142,5 @@ pub async fn page(
     .bind(first as i64 + 1)
     .fetch_all(pool)
     .await?;
-    let more = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, more))
+    Ok(super::split_page(rows, first))
 }

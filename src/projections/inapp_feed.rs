@@ -15,7 +15,6 @@
 //! handling the same events twice leaves the table as once.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -25,8 +24,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::notification_status::decode;
-use super::{Projection, ProjectionError};
+use super::notification_status::{decode, events_up_to};
+use super::{ATTEMPTED, Projection, ProjectionError, REQUESTED, Recent, SENT};
 use crate::domain::inapp_feed::{InAppFeedEvent, InAppItemState};
 use crate::domain::values::Channel;
 use crate::domain::{Content, NotificationEvent};
@@ -35,9 +34,6 @@ use crate::eventstore::{EventStore, ReadFilter, RecordedEvent};
 pub const NAME: &str = "inapp_feed";
 pub const VERSION: i32 = 1;
 
-const REQUESTED: &str = "NotificationRequested";
-const ATTEMPTED: &str = "DeliveryAttempted";
-const SENT: &str = "NotificationSent";
 const MARKED: &str = "InAppItemsMarked";
 
 /// An in-app item as delivered: its notification's content, unread.
@@ -183,58 +179,21 @@ enum Resolution {
     Unknown,
 }
 
-/// Entries in two generations: the older is dropped when the newer fills,
-/// so memory stays bounded and what is in use stays.
-struct Recent<K, V> {
-    current: HashMap<K, V>,
-    older: HashMap<K, V>,
-}
-
-/// Entries per generation. An entry holds an in-app request's content
-/// until its delivery; one evicted early costs a query, not an item.
+/// Entries per generation of the caches here. An entry holds an in-app
+/// request's content until its delivery; one evicted early costs a query,
+/// not an item.
 const RECENT: usize = 10_000;
-
-impl<K: Eq + Hash + Clone, V> Default for Recent<K, V> {
-    fn default() -> Self {
-        Recent {
-            current: HashMap::new(),
-            older: HashMap::new(),
-        }
-    }
-}
-
-impl<K: Eq + Hash + Clone, V> Recent<K, V> {
-    fn entry(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.current.contains_key(key) {
-            let value = self.older.remove(key).unwrap_or_else(make);
-            if self.current.len() >= RECENT {
-                self.older = std::mem::take(&mut self.current);
-            }
-            self.current.insert(key.clone(), value);
-        }
-        self.current.get_mut(key).expect("just inserted")
-    }
-
-    fn get(&self, key: &K) -> Option<&V> {
-        self.current.get(key).or_else(|| self.older.get(key))
-    }
-
-    fn remove(&mut self, key: &K) {
-        self.current.remove(key);
-        self.older.remove(key);
-    }
-}
 
 /// What has been seen of notification streams, to tell a `NotificationSent`
 /// on the in-app channel, and what it shows, without reading the log again.
 /// These are facts of the log: true whatever commits or rolls back.
 #[derive(Default)]
 pub struct DeliveryFacts {
-    known: Mutex<Recent<String, Facts>>,
+    known: Mutex<Recent<String, Facts, RECENT>>,
 }
 
 impl DeliveryFacts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recent<String, Facts>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent<String, Facts, RECENT>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -275,7 +234,7 @@ impl DeliveryFacts {
     }
 
     fn forget(&self, stream_id: &String) {
-        self.lock().remove(stream_id);
+        self.lock().take(stream_id);
     }
 }
 
@@ -309,30 +268,16 @@ async fn look_up(
     conn: &mut PgConnection,
     sent: &[&RecordedEvent],
 ) -> Result<Vec<Option<Delivery>>, ProjectionError> {
-    if sent.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<(String, i64, i64, String, i16, Value)> = sqlx::query_as(
-        "SELECT e.stream_id, e.stream_version::int8, e.global_position, e.event_type, e.schema_version, e.payload \
-         FROM unnest($1::text[], $2::int8[]) AS s(stream_id, upto) \
-         JOIN events e ON e.stream_id = s.stream_id AND e.stream_version < s.upto \
-         WHERE e.event_type IN ('NotificationRequested', 'DeliveryAttempted') \
-         ORDER BY e.stream_id, e.stream_version",
-    )
-    .bind(sent.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>())
-    .bind(sent.iter().map(|e| e.stream_version).collect::<Vec<_>>())
-    .fetch_all(conn)
-    .await?;
+    let before: Vec<(&str, i64)> = sent
+        .iter()
+        .map(|e| (e.stream_id.as_str(), e.stream_version - 1))
+        .collect();
     let mut facts: HashMap<String, Facts> = HashMap::new();
-    for (stream_id, version, position, event_type, schema_version, payload) in rows {
-        let event =
-            NotificationEvent::upcast(&event_type, schema_version, payload).map_err(|e| {
-                ProjectionError::Decode {
-                    position,
-                    reason: e.to_string(),
-                }
-            })?;
-        facts.entry(stream_id).or_default().learn(version, &event);
+    for (stream_id, events) in events_up_to(conn, &before, &[REQUESTED, ATTEMPTED]).await? {
+        let learnt = facts.entry(stream_id).or_default();
+        for (version, _, event) in &events {
+            learnt.learn(*version, event);
+        }
     }
     sent.iter()
         .map(|event| {
@@ -381,15 +326,7 @@ impl Projection for InAppFeedProjection {
     }
 
     fn filter(&self) -> ReadFilter {
-        ReadFilter {
-            tenant_id: None,
-            event_types: Some(
-                [REQUESTED, ATTEMPTED, SENT, MARKED]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-            ..ReadFilter::default()
-        }
+        super::events_of(&[REQUESTED, ATTEMPTED, SENT, MARKED])
     }
 
     fn handle_batch<'a>(
@@ -466,10 +403,7 @@ async fn mark(conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), Proj
         event.schema_version,
         event.payload.clone(),
     )
-    .map_err(|e| ProjectionError::Decode {
-        position: event.global_position,
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| ProjectionError::unreadable(event.global_position, e))?;
     let InAppFeedEvent::ItemsMarked {
         recipient_id,
         notification_ids,
@@ -500,7 +434,7 @@ async fn mark(conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), Proj
 #[derive(Default)]
 pub struct SharedDeliveries {
     facts: DeliveryFacts,
-    answers: Mutex<Recent<String, Answer>>,
+    answers: Mutex<Recent<String, Answer, RECENT>>,
 }
 
 /// A `NotificationSent`'s delivery, worked out once for every subscriber.
@@ -591,7 +525,7 @@ pub async fn page(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let mut items: Vec<FeedItem> = sqlx::query_as(
+    let items: Vec<FeedItem> = sqlx::query_as(
         "SELECT notification_id, recipient_id, title, text, cta_url, data, category, state, \
                 delivered_at, delivered_position, read_at, archived_at \
          FROM inapp_feed \
@@ -616,8 +550,7 @@ pub async fn page(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    let has_more = items.len() > first;
-    items.truncate(first);
+    let (items, has_more) = super::split_page(items, first);
     Ok(FeedPage {
         items,
         has_more,

@@ -14,6 +14,8 @@ pub mod rebuild;
 pub mod runner;
 pub mod webhook_outbox;
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -23,6 +25,11 @@ use crate::eventstore::{ReadFilter, RecordedEvent};
 
 pub use checkpoints::{ProjectionStatus, SkipError};
 pub use runner::{RunnerHandle, RunnerOptions, RunnerState, spawn, spawn_all};
+
+/// Notification event types that read models name.
+const REQUESTED: &str = "NotificationRequested";
+const ATTEMPTED: &str = "DeliveryAttempted";
+const SENT: &str = "NotificationSent";
 
 /// A read model kept in step with the log by the runner.
 ///
@@ -85,6 +92,14 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
+    /// The stored event at `position` cannot be read, for `reason`.
+    fn unreadable(position: i64, reason: impl std::fmt::Display) -> ProjectionError {
+        ProjectionError::Decode {
+            position,
+            reason: reason.to_string(),
+        }
+    }
+
     /// Errors that say nothing about the event (a lost connection, a deadlock,
     /// a server shutting down): the batch is tried again, the projection is not
     /// marked failed.
@@ -113,16 +128,64 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Every event of these types, of every tenant.
+fn events_of(event_types: &[&str]) -> ReadFilter {
+    ReadFilter {
+        event_types: Some(event_types.iter().map(|t| t.to_string()).collect()),
+        ..ReadFilter::default()
+    }
+}
+
 /// Every notification event, of every tenant: what the notification read models read.
 fn notification_events() -> ReadFilter {
-    ReadFilter {
-        tenant_id: None,
-        event_types: Some(
-            crate::domain::NotificationEvent::EVENT_TYPES
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
-        ),
-        ..ReadFilter::default()
+    events_of(&crate::domain::NotificationEvent::EVENT_TYPES)
+}
+
+/// A page of rows fetched with `LIMIT first + 1`: the first `first`, and
+/// whether more follow.
+pub(crate) fn split_page<T>(mut rows: Vec<T>, first: usize) -> (Vec<T>, bool) {
+    let more = rows.len() > first;
+    rows.truncate(first);
+    (rows, more)
+}
+
+/// Entries in two generations of `N` each: the older is dropped when the
+/// newer fills, so memory stays bounded and what is in use stays.
+struct Recent<K, V, const N: usize> {
+    current: HashMap<K, V>,
+    older: HashMap<K, V>,
+}
+
+impl<K: Eq + Hash + Clone, V, const N: usize> Default for Recent<K, V, N> {
+    fn default() -> Self {
+        Recent {
+            current: HashMap::new(),
+            older: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V, const N: usize> Recent<K, V, N> {
+    fn entry(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.current.contains_key(key) {
+            let value = self.older.remove(key).unwrap_or_else(make);
+            self.insert(key.clone(), value);
+        }
+        self.current.get_mut(key).expect("just inserted")
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.current.len() >= N {
+            self.older = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, value);
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.current.get(key).or_else(|| self.older.get(key))
+    }
+
+    fn take(&mut self, key: &K) -> Option<V> {
+        self.current.remove(key).or_else(|| self.older.remove(key))
     }
 }

@@ -433,10 +433,8 @@ pub(super) fn starts_the_stream(group: &[&RecordedEvent]) -> bool {
 /// The status after `event`, from its type: the payload only matters to the
 /// first event of a stream, and decoding it is most of a rebuild's work.
 fn status_after(event: &RecordedEvent) -> Result<Option<NotificationStatus>, ProjectionError> {
-    NotificationEvent::status_after_type(&event.event_type).map_err(|e| ProjectionError::Decode {
-        position: event.global_position,
-        reason: e.to_string(),
-    })
+    NotificationEvent::status_after_type(&event.event_type)
+        .map_err(|e| ProjectionError::unreadable(event.global_position, e))
 }
 
 pub(super) fn decode(event: &RecordedEvent) -> Result<NotificationEvent, ProjectionError> {
@@ -452,10 +450,7 @@ pub(super) fn decode(event: &RecordedEvent) -> Result<NotificationEvent, Project
         event.schema_version,
         event.payload.clone(),
     )
-    .map_err(|e| ProjectionError::Decode {
-        position: event.global_position,
-        reason: e.to_string(),
-    })
+    .map_err(|e| ProjectionError::unreadable(event.global_position, e))
 }
 
 /// The notification a notification event belongs to; `None` for other events.
@@ -494,16 +489,57 @@ pub(super) async fn state_at(
     .await?;
     let mut notification = Notification::default();
     for (position, event_type, schema_version, payload) in rows {
-        let event =
-            NotificationEvent::upcast(&event_type, schema_version, payload).map_err(|e| {
-                ProjectionError::Decode {
-                    position,
-                    reason: e.to_string(),
-                }
-            })?;
+        let event = NotificationEvent::upcast(&event_type, schema_version, payload)
+            .map_err(|e| ProjectionError::unreadable(position, e))?;
         notification.apply(&event);
     }
     Ok(notification)
+}
+
+/// A stream's events as read back for folding: version, `recorded_at`, event.
+pub(super) type StreamEvents = Vec<(i64, DateTime<Utc>, NotificationEvent)>;
+
+/// The events of `event_types` in each stream up to its version, in stream
+/// order, in one query.
+pub(super) async fn events_up_to(
+    conn: &mut PgConnection,
+    streams: &[(&str, i64)],
+    event_types: &[&str],
+) -> Result<HashMap<String, StreamEvents>, ProjectionError> {
+    let mut events: HashMap<String, StreamEvents> = HashMap::new();
+    if streams.is_empty() {
+        return Ok(events);
+    }
+    let rows: Vec<(
+        String,
+        i64,
+        DateTime<Utc>,
+        i64,
+        String,
+        i16,
+        serde_json::Value,
+    )> = sqlx::query_as(
+        "SELECT e.stream_id, e.stream_version::int8, e.recorded_at, e.global_position, \
+                    e.event_type, e.schema_version, e.payload \
+             FROM unnest($1::text[], $2::int8[]) AS s(stream_id, upto) \
+             JOIN events e ON e.stream_id = s.stream_id AND e.stream_version <= s.upto \
+             WHERE e.event_type = ANY($3) \
+             ORDER BY e.stream_id, e.stream_version",
+    )
+    .bind(streams.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+    .bind(streams.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+    .bind(event_types)
+    .fetch_all(conn)
+    .await?;
+    for (stream_id, version, recorded_at, position, event_type, schema_version, payload) in rows {
+        let event = NotificationEvent::upcast(&event_type, schema_version, payload)
+            .map_err(|e| ProjectionError::unreadable(position, e))?;
+        events
+            .entry(stream_id)
+            .or_default()
+            .push((version, recorded_at, event));
+    }
+    Ok(events)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -539,7 +575,7 @@ pub async fn page(
     first: usize,
     after: Option<Uuid>,
 ) -> Result<(Vec<Row>, bool), sqlx::Error> {
-    let mut rows: Vec<Row> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT notification_id, status, priority, channels, recipient_id, category, tags, created_at, updated_at \
          FROM notification_status \
          WHERE tenant_id = $1 \
@@ -564,9 +600,7 @@ pub async fn page(
     .bind(first as i64 + 1)
     .fetch_all(pool)
     .await?;
-    let more = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, more))
+    Ok(super::split_page(rows, first))
 }
 
 #[cfg(test)]

@@ -113,12 +113,8 @@ async fn enqueue(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<()
     let mut rows = Vec::new();
     let mut queued = HashSet::new();
     for (event, notification_id) in items {
-        let status = NotificationEvent::status_after_type(&event.event_type).map_err(|e| {
-            ProjectionError::Decode {
-                position: event.global_position,
-                reason: e.to_string(),
-            }
-        })?;
+        let status = NotificationEvent::status_after_type(&event.event_type)
+            .map_err(|e| ProjectionError::unreadable(event.global_position, e))?;
         // Built only for events that have a target: most have none.
         let body = std::cell::OnceCell::new();
         let row = |endpoint_id: Option<Uuid>, url: &str, failed: Option<String>| NewDelivery {
@@ -225,20 +221,18 @@ fn callback_url_of(
     position: i64,
 ) -> Result<Option<String>, ProjectionError> {
     if schema_version != NotificationEvent::SCHEMA_VERSION {
-        return Err(ProjectionError::Decode {
+        return Err(ProjectionError::unreadable(
             position,
-            reason: format!(
-                "NotificationRequested schema version {schema_version} is not known here"
-            ),
-        });
+            format!("NotificationRequested schema version {schema_version} is not known here"),
+        ));
     }
     match payload.pointer("/request/callback_url") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(url)) => Ok(Some(url.clone())),
-        Some(other) => Err(ProjectionError::Decode {
+        Some(other) => Err(ProjectionError::unreadable(
             position,
-            reason: format!("callback_url is not a string: {other}"),
-        }),
+            format!("callback_url is not a string: {other}"),
+        )),
     }
 }
 
@@ -435,7 +429,7 @@ pub async fn page(
     first: usize,
     after: Option<Uuid>,
 ) -> Result<(Vec<DeliveryRow>, bool), sqlx::Error> {
-    let mut rows: Vec<DeliveryRow> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT delivery_id, endpoint_id, url, event_id, event_type, notification_id, global_position, \
                 status, attempts, last_error, next_attempt_at, created_at, updated_at \
          FROM webhook_deliveries \
@@ -452,7 +446,5 @@ pub async fn page(
     .bind(first as i64 + 1)
     .fetch_all(executor)
     .await?;
-    let more = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, more))
+    Ok(super::split_page(rows, first))
 }

@@ -119,6 +119,12 @@ fn wrong_channel(kind: &str, destination: &Destination) -> SendError {
     ))
 }
 
+/// Refuses a setting of 0 (a timeout no send could meet, a pool without a connection).
+fn at_least_one(name: &str, setting: &str, value: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(value > 0, "provider {name}: {setting} must be at least 1");
+    Ok(())
+}
+
 /// One configured driver instance.
 pub trait Provider: Send + Sync {
     /// The instance name from config (`smtp-main`), recorded on every attempt.

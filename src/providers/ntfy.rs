@@ -9,7 +9,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
+use super::{Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel};
 use crate::domain::values::{Channel, HttpUrl, NtfyTopic, Priority, Tag};
 use crate::egress::{
     EgressError, SendError, operator_client, read_capped, send_error, status_error,
@@ -55,10 +55,7 @@ pub struct NtfyProvider {
 
 impl NtfyProvider {
     pub fn new(name: &str, config: &NtfyConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.timeout_seconds > 0,
-            "provider {name}: timeout_seconds must be at least 1"
-        );
+        at_least_one(name, "timeout_seconds", config.timeout_seconds)?;
         let authorization = match &config.token {
             Some(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))

@@ -15,7 +15,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-use super::{Attachment, Destination, OutboundMessage, Provider, Receipt, wrong_channel};
+use super::{
+    Attachment, Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel,
+};
 use crate::domain::values::Channel;
 use crate::egress::SendError;
 use crate::signing::Secret;
@@ -122,14 +124,8 @@ impl SmtpProvider {
     /// Must run inside a Tokio runtime: the pool starts its cleanup task here.
     pub fn new(name: &str, config: &SmtpConfig) -> anyhow::Result<Self> {
         let from = sender(config).map_err(|error| anyhow::anyhow!("provider {name}: {error}"))?;
-        anyhow::ensure!(
-            config.pool_max_size > 0,
-            "provider {name}: pool_max_size must be at least 1"
-        );
-        anyhow::ensure!(
-            config.timeout_seconds > 0,
-            "provider {name}: timeout_seconds must be at least 1"
-        );
+        at_least_one(name, "pool_max_size", u64::from(config.pool_max_size))?;
+        at_least_one(name, "timeout_seconds", config.timeout_seconds)?;
         let builder = match config.tls {
             SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host),
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host),

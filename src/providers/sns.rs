@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
+use super::{Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel};
 use crate::domain::values::{Channel, Priority};
 use crate::egress::SendError;
 use crate::signing::Secret;
@@ -98,10 +98,7 @@ impl SnsProvider {
                 "provider {name}: sender_id {sender_id:?} must be 1 to 11 letters and digits, at least one of them a letter"
             );
         }
-        anyhow::ensure!(
-            config.timeout_seconds > 0,
-            "provider {name}: timeout_seconds must be at least 1"
-        );
+        at_least_one(name, "timeout_seconds", config.timeout_seconds)?;
         let timeout = Duration::from_secs(config.timeout_seconds);
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{Destination, OutboundMessage, Provider, Receipt, wrong_channel};
+use super::{Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel};
 use crate::domain::values::{
     Category, Channel, HttpUrl, JsonObject, NotificationId, Priority, Tag, TenantId,
 };
@@ -43,10 +43,7 @@ pub struct WebhookProvider {
 
 impl WebhookProvider {
     pub fn new(name: &str, config: &WebhookConfig, egress: &Egress) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.timeout_seconds > 0,
-            "provider {name}: timeout_seconds must be at least 1"
-        );
+        at_least_one(name, "timeout_seconds", config.timeout_seconds)?;
         // A redirected POST would be re-sent as a GET or to a host nobody configured.
         let client = egress
             .client(&ClientOptions {

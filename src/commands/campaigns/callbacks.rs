@@ -38,33 +38,9 @@ pub struct CallbackRow {
 const COLUMNS: &str = "callback_id, campaign_id, tenant_id, event, url, body, status, attempts, \
      last_error, next_attempt_at, delivered_at, created_at";
 
-pub(super) async fn queue(
-    conn: &mut PgConnection,
-    tenant_id: &TenantId,
-    campaign_id: Uuid,
-    event: &str,
-    url: &HttpUrl,
-    body: &Value,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    insert(conn, tenant_id, campaign_id, event, url, body, now, false).await
-}
-
-/// Queues the callback unless the campaign already has one for `event`.
-pub(super) async fn queue_once(
-    conn: &mut PgConnection,
-    tenant_id: &TenantId,
-    campaign_id: Uuid,
-    event: &str,
-    url: &HttpUrl,
-    body: &Value,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    insert(conn, tenant_id, campaign_id, event, url, body, now, true).await
-}
-
+/// Queues the callback; `once`: unless the campaign already has one for `event`.
 #[allow(clippy::too_many_arguments)]
-async fn insert(
+pub(super) async fn queue(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     campaign_id: Uuid,

@@ -72,38 +72,19 @@ impl IngestEventInput {
             JsonObject::parse(payload, MAX_PAYLOAD_BYTES)
         });
 
-        let (
-            Some(event_id),
-            Some(source),
-            Some(entity_type),
-            Some(entity_id),
-            Some(event_type),
-            Some(occurred_at),
-            Some(payload),
-        ) = (
-            event_id,
-            source,
-            entity_type,
-            entity_id,
-            event_type,
-            occurred_at,
-            payload,
-        )
-        else {
-            return Err(errors);
+        // Every field is there exactly when no error was recorded.
+        let parsed = || {
+            Some(SourceEvent {
+                event_id: event_id?,
+                source: source?,
+                entity_type: entity_type?,
+                entity_id: entity_id?,
+                event_type: event_type?,
+                occurred_at: occurred_at?,
+                payload: payload?,
+            })
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(SourceEvent {
-            event_id,
-            source,
-            entity_type,
-            entity_id,
-            event_type,
-            occurred_at,
-            payload,
-        })
+        parsed().ok_or(errors)
     }
 }
 
