@@ -268,10 +268,8 @@ impl Campaign {
     }
     /// Messages per status, released ones by their notification's status.
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<CampaignStatusCount>> {
-        let (counts, _) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<CampaignStatusCount>, ApiError> {
+        let (counts, _) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(counts
             .into_iter()
             .map(|(status, count)| CampaignStatusCount {
@@ -281,26 +279,20 @@ impl Campaign {
             .collect())
     }
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn summary(&self, ctx: &Context<'_>) -> Result<CampaignSummaryObject> {
-        let (_, summary) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn summary(&self, ctx: &Context<'_>) -> Result<CampaignSummaryObject, ApiError> {
+        let (_, summary) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(summary.into())
     }
     /// Sent, delivered, opened, clicked, bounced, complained and
     /// unsubscribed messages, and their rates.
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn analytics(&self, ctx: &Context<'_>) -> Result<CampaignAnalyticsObject> {
-        let analytics = campaigns::analytics(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn analytics(&self, ctx: &Context<'_>) -> Result<CampaignAnalyticsObject, ApiError> {
+        let analytics = campaigns::analytics(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(CampaignAnalyticsObject(analytics))
     }
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>> {
-        let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>, ApiError> {
+        let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
     /// Rows refused by the imports, by line (up to `first`, at most 1000).
@@ -309,14 +301,13 @@ impl Campaign {
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 100)] first: i32,
-    ) -> Result<Vec<CampaignImportError>> {
+    ) -> Result<Vec<CampaignImportError>, ApiError> {
         let rows = campaigns::import_errors(
             api(ctx)?.store.pool(),
             self.0.campaign_id,
             i64::from(first.clamp(1, 1_000)),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }
@@ -374,10 +365,8 @@ async fn import_payload(
     tenant_id: &crate::domain::values::TenantId,
     summary: ImportSummary,
     id: Uuid,
-) -> Result<CampaignImport> {
-    let campaign = campaigns::get(api(ctx)?.store.pool(), tenant_id, id)
-        .await
-        .map_err(ApiError::from)?;
+) -> Result<CampaignImport, ApiError> {
+    let campaign = campaigns::get(api(ctx)?.store.pool(), tenant_id, id).await?;
     Ok(CampaignImport {
         import_id: ID(summary.import_id.to_string()),
         accepted: summary.accepted as i64,
@@ -394,12 +383,10 @@ pub struct CampaignsQuery;
 
 #[Object]
 impl CampaignsQuery {
-    async fn campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Campaign>> {
+    async fn campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Campaign>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let id = parse_campaign_id("id", &id)?;
-        let row = campaigns::get(api(ctx)?.store.pool(), &principal.tenant_id, id)
-            .await
-            .map_err(ApiError::from)?;
+        let row = campaigns::get(api(ctx)?.store.pool(), &principal.tenant_id, id).await?;
         Ok(row.map(Campaign))
     }
 
@@ -409,7 +396,7 @@ impl CampaignsQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Campaign>> {
+    ) -> Result<Connection<Campaign>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
@@ -419,8 +406,7 @@ impl CampaignsQuery {
             after,
             first as i64 + 1,
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         let has_next_page = rows.len() > first;
         rows.truncate(first);
         Ok(Connection::page(
@@ -442,7 +428,7 @@ impl CampaignsMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateCampaignInput,
-    ) -> Result<CreateCampaignPayload> {
+    ) -> Result<CreateCampaignPayload, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let version = match input.template.version {
             Some(v) => Some(
@@ -476,8 +462,7 @@ impl CampaignsMutation {
             &api(ctx)?.egress,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(CreateCampaignPayload {
             campaign: Campaign(created.campaign),
             signing_secret: created.signing_secret,
@@ -490,7 +475,7 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         recipients: Vec<CampaignRecipientInput>,
-    ) -> Result<CampaignImport> {
+    ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let campaign_id = parse_campaign_id("id", &id)?;
         let mut listed = Vec::with_capacity(recipients.len());
@@ -502,8 +487,7 @@ impl CampaignsMutation {
                     return Err(ApiError::field(
                         &format!("recipients[{index}].variables"),
                         "must be a JSON object",
-                    )
-                    .into());
+                    ));
                 }
             };
             listed.push(CampaignRecipient {
@@ -518,8 +502,7 @@ impl CampaignsMutation {
             listed,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
     }
 
@@ -529,7 +512,7 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         csv_url: String,
-    ) -> Result<CampaignImport> {
+    ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let campaign_id = parse_campaign_id("id", &id)?;
         let summary = campaigns::import_url(
@@ -541,8 +524,7 @@ impl CampaignsMutation {
             api(ctx)?.max_import_bytes,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
     }
 
@@ -553,7 +535,7 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
-    ) -> Result<CampaignImport> {
+    ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let campaign_id = parse_campaign_id("id", &id)?;
         let upload = file
@@ -570,12 +552,11 @@ impl CampaignsMutation {
             &actor(principal),
             &ImportProgress::default(),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
     }
 
-    async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign> {
+    async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let id = parse_campaign_id("id", &id)?;
         let row = campaigns::pause(
@@ -584,12 +565,11 @@ impl CampaignsMutation {
             id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Campaign(row))
     }
 
-    async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign> {
+    async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let id = parse_campaign_id("id", &id)?;
         let row = campaigns::resume(
@@ -598,8 +578,7 @@ impl CampaignsMutation {
             id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Campaign(row))
     }
 
@@ -609,7 +588,7 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         reason: Option<String>,
-    ) -> Result<Campaign> {
+    ) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let id = parse_campaign_id("id", &id)?;
         let row = campaigns::cancel(
@@ -619,8 +598,7 @@ impl CampaignsMutation {
             reason,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Campaign(row))
     }
 }
@@ -702,7 +680,7 @@ enum Woke<E> {
 pub(super) async fn campaign_progress(
     ctx: &Context<'_>,
     id: ID,
-) -> Result<impl Stream<Item = Result<CampaignSummaryObject>> + use<>> {
+) -> Result<impl Stream<Item = Result<CampaignSummaryObject>> + use<>, ApiError> {
     let principal = require(ctx, Scope::Read)?;
     let id = parse_campaign_id("id", &id)?;
     let api = api(ctx)?;
@@ -710,19 +688,14 @@ pub(super) async fn campaign_progress(
     // Listen before the first read, so no change falls in between.
     let events = api.live.events(&tenant_id, None);
     let pool = api.store.pool().clone();
-    if campaigns::get(&pool, &tenant_id, id)
-        .await
-        .map_err(ApiError::from)?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("campaign").into());
+    if campaigns::get(&pool, &tenant_id, id).await?.is_none() {
+        return Err(ApiError::NotFound("campaign"));
     }
     let mut watch = CampaignWatch {
         stream: campaigns::stream_id(id),
         tag: format!("campaign:{id}"),
         notifications: campaigns::notification_ids(&pool, id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .into_iter()
             .collect(),
     };

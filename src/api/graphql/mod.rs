@@ -172,12 +172,11 @@ impl CoreQuery {
     }
 
     /// One notification with its current status and full timeline.
-    async fn notification(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
+    async fn notification(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode, ApiError> {
         let principal = require(ctx, DomainScope::Read)?;
         let id = parse_id("id", &id)?;
         let details = commands::notifications::get(&api(ctx)?.store, &principal.tenant_id, &id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or(ApiError::NotFound("notification"))?;
         Ok(NotificationNode::from_details(details))
     }
@@ -189,7 +188,7 @@ impl CoreQuery {
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
         filter: Option<NotificationFilter>,
-    ) -> Result<Connection<NotificationNode>> {
+    ) -> Result<Connection<NotificationNode>, ApiError> {
         let principal = require(ctx, DomainScope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
@@ -215,9 +214,7 @@ impl CoreQuery {
         };
         let pool = api(ctx)?.store.pool();
         let (rows, has_next_page) =
-            notification_status::page(pool, &principal.tenant_id, &filter, first, after)
-                .await
-                .map_err(ApiError::from)?;
+            notification_status::page(pool, &principal.tenant_id, &filter, first, after).await?;
         Ok(Connection::page(
             rows,
             has_next_page,
@@ -402,9 +399,9 @@ impl CoreMutation {
         &self,
         ctx: &Context<'_>,
         input: SendNotificationInput,
-    ) -> Result<SendNotificationPayload> {
+    ) -> Result<SendNotificationPayload, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
-        Ok(send_one(api(ctx)?, principal, input).await?)
+        send_one(api(ctx)?, principal, input).await
     }
 
     /// Up to 1,000 notifications; each item succeeds or fails on its own.
@@ -412,14 +409,13 @@ impl CoreMutation {
         &self,
         ctx: &Context<'_>,
         inputs: Vec<SendNotificationInput>,
-    ) -> Result<Vec<SendNotificationResult>> {
+    ) -> Result<Vec<SendNotificationResult>, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
         if inputs.len() > MAX_BATCH {
             return Err(ApiError::field(
                 "inputs",
                 format!("at most {MAX_BATCH} notifications per call"),
-            )
-            .into());
+            ));
         }
         let api = api(ctx)?;
         let sent = commands::notifications::send_many(
@@ -456,7 +452,7 @@ impl CoreMutation {
         &self,
         ctx: &Context<'_>,
         input: IngestEventInput,
-    ) -> Result<IngestEventPayload> {
+    ) -> Result<IngestEventPayload, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
         let ingested = commands::ingest::ingest(
             &api(ctx)?.store,
@@ -464,8 +460,7 @@ impl CoreMutation {
             input.into(),
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(IngestEventPayload {
             event_id: ID(ingested.event_id.to_string()),
             position: Position(ingested.position),
@@ -479,7 +474,7 @@ impl CoreMutation {
         ctx: &Context<'_>,
         id: ID,
         reason: Option<String>,
-    ) -> Result<NotificationNode> {
+    ) -> Result<NotificationNode, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
         let id = parse_id("id", &id)?;
         let details = commands::notifications::cancel(
@@ -489,8 +484,7 @@ impl CoreMutation {
             reason,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(NotificationNode::from_details(details))
     }
 
@@ -500,7 +494,7 @@ impl CoreMutation {
         ctx: &Context<'_>,
         name: String,
         scopes: Vec<Scope>,
-    ) -> Result<IssuedApiKey> {
+    ) -> Result<IssuedApiKey, ApiError> {
         let principal = require(ctx, DomainScope::Admin)?;
         let scopes: Vec<DomainScope> = scopes.into_iter().map(Into::into).collect();
         let issued = commands::tenants::issue_api_key(
@@ -510,8 +504,7 @@ impl CoreMutation {
             scopes,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(IssuedApiKey {
             id: ID(issued.key_id.to_string()),
             api_key: issued.api_key,
@@ -521,7 +514,7 @@ impl CoreMutation {
 
     /// Revokes one of the tenant's keys (admin scope); it stops working at once here
     /// and within seconds in other processes.
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, DomainScope::Admin)?;
         let key_id =
             ApiKeyId::parse(id.as_str()).map_err(|e| ApiError::field("id", e.to_string()))?;
@@ -532,8 +525,7 @@ impl CoreMutation {
             key_id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         api.keys.clear();
         Ok(true)
     }

@@ -147,14 +147,12 @@ impl SchedulesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Schedule>> {
+    ) -> Result<Connection<Schedule>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
         let (rows, has_next_page) =
-            schedules::page(api(ctx)?.store.pool(), &principal.tenant_id, first, after)
-                .await
-                .map_err(ApiError::from)?;
+            schedules::page(api(ctx)?.store.pool(), &principal.tenant_id, first, after).await?;
         Ok(Connection::page(
             rows,
             has_next_page,
@@ -164,12 +162,10 @@ impl SchedulesQuery {
     }
 
     /// One of the tenant's schedules (requires `read`); null if there is none.
-    async fn schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Schedule>> {
+    async fn schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Schedule>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let schedule_id = parse_schedule_id(&id)?;
-        let row = schedules::get(api(ctx)?.store.pool(), &principal.tenant_id, schedule_id)
-            .await
-            .map_err(ApiError::from)?;
+        let row = schedules::get(api(ctx)?.store.pool(), &principal.tenant_id, schedule_id).await?;
         Ok(row.map(Schedule))
     }
 }
@@ -186,7 +182,7 @@ impl SchedulesMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateScheduleInput,
-    ) -> Result<Schedule> {
+    ) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let row = schedules::create(
             &api(ctx)?.store,
@@ -200,13 +196,12 @@ impl SchedulesMutation {
             },
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Schedule(row))
     }
 
     /// Stops firing until resumed (requires `send`).
-    async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule> {
+    async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let row = schedules::pause(
             &api(ctx)?.store,
@@ -214,14 +209,13 @@ impl SchedulesMutation {
             parse_schedule_id(&id)?,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Schedule(row))
     }
 
     /// Fires again from the first slot after now; slots passed while paused
     /// are not fired (requires `send`).
-    async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule> {
+    async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let row = schedules::resume(
             &api(ctx)?.store,
@@ -229,14 +223,13 @@ impl SchedulesMutation {
             parse_schedule_id(&id)?,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Schedule(row))
     }
 
     /// Stops the schedule for good (requires `send`); notifications already
     /// sent are kept.
-    async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         schedules::delete(
             &api(ctx)?.store,
@@ -244,8 +237,7 @@ impl SchedulesMutation {
             parse_schedule_id(&id)?,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(true)
     }
 }

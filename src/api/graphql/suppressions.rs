@@ -89,7 +89,7 @@ impl SuppressionsQuery {
         filter: Option<SuppressionFilter>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Suppression>> {
+    ) -> Result<Connection<Suppression>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let filter = filter.unwrap_or_default();
@@ -102,8 +102,7 @@ impl SuppressionsQuery {
             return Err(ApiError::field(
                 "filter.addressContains",
                 "must not contain NUL characters",
-            )
-            .into());
+            ));
         }
         let filter = Filter {
             channel: filter.channel.map(list_channel).transpose()?,
@@ -121,9 +120,8 @@ impl SuppressionsQuery {
             first,
             after.as_ref(),
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Connection::try_page(
+        .await?;
+        Connection::try_page(
             rows,
             has_next_page,
             |row| SuppressionCursor {
@@ -131,7 +129,7 @@ impl SuppressionsQuery {
                 address_key: row.address_key.clone(),
             },
             Suppression::try_from,
-        )?)
+        )
     }
 }
 
@@ -151,7 +149,7 @@ impl SuppressionsMutation {
         channel: Option<Channel>,
         reason: Option<SuppressionReason>,
         note: Option<String>,
-    ) -> Result<Suppression> {
+    ) -> Result<Suppression, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let row = suppressions::add_manual(
             &api(ctx)?.store,
@@ -164,9 +162,8 @@ impl SuppressionsMutation {
             },
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(row.try_into()?)
+        .await?;
+        row.try_into()
     }
 
     /// Takes an address off the list (requires `admin`); `NOT_FOUND` when it
@@ -177,7 +174,7 @@ impl SuppressionsMutation {
         ctx: &Context<'_>,
         address: String,
         channel: Option<Channel>,
-    ) -> Result<bool> {
+    ) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let address = SuppressedAddress::parse(&address, channel.map(Into::into))
             .map_err(|error| ApiError::field("address", error.to_string()))?;
@@ -187,8 +184,7 @@ impl SuppressionsMutation {
             &address,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(true)
     }
 }

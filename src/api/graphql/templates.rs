@@ -315,12 +315,11 @@ impl From<TemplateRow> for Template {
 #[ComplexObject]
 impl Template {
     /// Every published version, newest first.
-    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<TemplateVersionNode>> {
+    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<TemplateVersionNode>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let key = parse_key("key", &self.key)?;
-        let versions = templates::versions(api(ctx)?.store.pool(), &principal.tenant_id, &key)
-            .await
-            .map_err(ApiError::from)?;
+        let versions =
+            templates::versions(api(ctx)?.store.pool(), &principal.tenant_id, &key).await?;
         Ok(versions.into_iter().map(Into::into).collect())
     }
 }
@@ -421,7 +420,7 @@ impl TemplatesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Template>> {
+    ) -> Result<Connection<Template>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after: Option<String> = cursor::decode(after.as_deref())?;
@@ -431,8 +430,7 @@ impl TemplatesQuery {
             first,
             after.as_deref(),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Connection::page(
             rows,
             has_next_page,
@@ -443,25 +441,18 @@ impl TemplatesQuery {
 
     /// One template with its versions (requires `read`); null when the
     /// tenant never published it.
-    async fn template(&self, ctx: &Context<'_>, key: String) -> Result<Option<Template>> {
+    async fn template(&self, ctx: &Context<'_>, key: String) -> Result<Option<Template>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let key = parse_key("key", &key)?;
-        let row = templates::get(api(ctx)?.store.pool(), &principal.tenant_id, &key)
-            .await
-            .map_err(ApiError::from)?;
+        let row = templates::get(api(ctx)?.store.pool(), &principal.tenant_id, &key).await?;
         Ok(row.map(Into::into))
     }
 
     /// The tenant's partials and layouts (requires `read`).
-    async fn template_partials(&self, ctx: &Context<'_>) -> Result<Vec<TemplatePartial>> {
+    async fn template_partials(&self, ctx: &Context<'_>) -> Result<Vec<TemplatePartial>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let rows = templates::partials(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(rows
-            .into_iter()
-            .map(TemplatePartial::try_from)
-            .collect::<Result<_, ApiError>>()?)
+        let rows = templates::partials(api(ctx)?.store.pool(), &principal.tenant_id).await?;
+        rows.into_iter().map(TemplatePartial::try_from).collect()
     }
 
     /// Renders every part of a version (the latest when `version` is
@@ -475,7 +466,7 @@ impl TemplatesQuery {
         version: Option<i32>,
         locale: Option<String>,
         variables: Option<Json<Value>>,
-    ) -> Result<TemplatePreview> {
+    ) -> Result<TemplatePreview, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let template = TemplateRef {
             key: parse_key("template.key", &key)?,
@@ -492,8 +483,7 @@ impl TemplatesQuery {
         };
         let (version, rendered) =
             templates::preview_for_tenant(api(ctx)?.store.pool(), &principal.tenant_id, &template)
-                .await
-                .map_err(ApiError::from)?;
+                .await?;
         Ok(TemplatePreview::new(&template.key, version, rendered))
     }
 }
@@ -510,7 +500,7 @@ impl TemplatesMutation {
         &self,
         ctx: &Context<'_>,
         input: PublishTemplateInput,
-    ) -> Result<TemplateVersionNode> {
+    ) -> Result<TemplateVersionNode, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let published = templates::publish(
             &api(ctx)?.store,
@@ -518,8 +508,7 @@ impl TemplatesMutation {
             input.into_domain()?,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(published.into())
     }
 
@@ -531,7 +520,7 @@ impl TemplatesMutation {
         name: String,
         body: String,
         #[graphql(default_with = "PartialKindGql::Partial")] kind: PartialKindGql,
-    ) -> Result<TemplatePartial> {
+    ) -> Result<TemplatePartial, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let row = templates::upsert_partial(
             &api(ctx)?.store,
@@ -543,8 +532,7 @@ impl TemplatesMutation {
             },
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(row.try_into()?)
+        .await?;
+        row.try_into()
     }
 }

@@ -43,11 +43,10 @@ pub struct TrackingQuery;
 #[Object]
 impl TrackingQuery {
     /// The tenant's tracking settings; both off until set (requires `read`).
-    async fn tracking_settings(&self, ctx: &Context<'_>) -> Result<TrackingSettings> {
+    async fn tracking_settings(&self, ctx: &Context<'_>) -> Result<TrackingSettings, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let settings = links::tracking_settings(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let settings =
+            links::tracking_settings(api(ctx)?.store.pool(), &principal.tenant_id).await?;
         Ok(settings.into())
     }
 
@@ -88,7 +87,7 @@ impl TrackingMutation {
         ctx: &Context<'_>,
         opens: bool,
         clicks: bool,
-    ) -> Result<TrackingSettings> {
+    ) -> Result<TrackingSettings, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let settings = links::set_tracking_settings(
             &api(ctx)?.store,
@@ -96,8 +95,7 @@ impl TrackingMutation {
             Settings { opens, clicks },
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(settings.into())
     }
 
@@ -109,7 +107,7 @@ impl TrackingMutation {
         ctx: &Context<'_>,
         url: String,
         notification_id: Option<ID>,
-    ) -> Result<ShortLink> {
+    ) -> Result<ShortLink, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let notification_id = notification_id
             .map(|id| NotificationId::parse(id.as_str()))
@@ -124,8 +122,7 @@ impl TrackingMutation {
             notification_id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(short_link(&api.links, row))
     }
 }

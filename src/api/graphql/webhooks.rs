@@ -152,11 +152,9 @@ pub struct WebhooksQuery;
 #[Object]
 impl WebhooksQuery {
     /// The tenant's webhook endpoints (requires `read`), never with secrets.
-    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>> {
+    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let rows = webhook_endpoints::list(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let rows = webhook_endpoints::list(api(ctx)?.store.pool(), &principal.tenant_id).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -169,7 +167,7 @@ impl WebhooksQuery {
         status: Option<WebhookDeliveryStatus>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<WebhookDelivery>> {
+    ) -> Result<Connection<WebhookDelivery>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let endpoint_id = endpoint_id
@@ -185,14 +183,13 @@ impl WebhooksQuery {
             first,
             after,
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Connection::try_page(
+        .await?;
+        Connection::try_page(
             rows,
             has_next_page,
             |row| row.delivery_id,
             WebhookDelivery::try_from,
-        )?)
+        )
     }
 }
 
@@ -207,7 +204,7 @@ impl WebhooksMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateWebhookEndpointInput,
-    ) -> Result<CreatedWebhookEndpoint> {
+    ) -> Result<CreatedWebhookEndpoint, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let created = webhook_endpoints::create(
             &api(ctx)?.store,
@@ -220,8 +217,7 @@ impl WebhooksMutation {
             &api(ctx)?.egress,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(CreatedWebhookEndpoint {
             endpoint: created.endpoint.into(),
             secret: created.secret.expose().to_string(),
@@ -236,7 +232,7 @@ impl WebhooksMutation {
         ctx: &Context<'_>,
         id: ID,
         previous_secret_valid_seconds: Option<i32>,
-    ) -> Result<RotatedWebhookSecret> {
+    ) -> Result<RotatedWebhookSecret, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let endpoint_id = parse_endpoint_id("id", &id)?;
         let grace = match previous_secret_valid_seconds {
@@ -257,8 +253,7 @@ impl WebhooksMutation {
             grace,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(RotatedWebhookSecret {
             endpoint: rotated.endpoint.into(),
             secret: rotated.secret.expose().to_string(),
@@ -268,7 +263,7 @@ impl WebhooksMutation {
 
     /// Deletes an endpoint (requires `admin`): no callback goes to it any
     /// more, and those in hand fail.
-    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let endpoint_id = parse_endpoint_id("id", &id)?;
         webhook_endpoints::delete(
@@ -277,8 +272,7 @@ impl WebhooksMutation {
             endpoint_id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(true)
     }
 }
