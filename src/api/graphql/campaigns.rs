@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::connection::Connection;
-use super::{ApiError, NeedsScope, actor, api, require};
+use super::{ApiError, NeedsScope, actor, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::api::live::LiveError;
 use crate::commands::campaigns::{
@@ -559,27 +559,13 @@ impl CampaignsMutation {
     async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let id = parse_campaign_id("id", &id)?;
-        let row = campaigns::pause(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            id,
-            &actor(principal),
-        )
-        .await?;
-        Ok(Campaign(row))
+        Ok(Campaign(run(ctx, principal, id, campaigns::pause).await?))
     }
 
     async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let id = parse_campaign_id("id", &id)?;
-        let row = campaigns::resume(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            id,
-            &actor(principal),
-        )
-        .await?;
-        Ok(Campaign(row))
+        Ok(Campaign(run(ctx, principal, id, campaigns::resume).await?))
     }
 
     /// Cancels every message not sent yet; sent ones are kept.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::connection::Connection;
 use super::notification::NotificationNode;
 use super::types::Channel;
-use super::{ApiError, actor, api, parse_id, require};
+use super::{ApiError, actor, api, parse_id, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::api::ops::{ProviderHealth, QueueLine};
 use crate::commands::notifications;
@@ -146,13 +146,8 @@ impl DeliveryMutation {
         filter: Option<DeadLetterFilter>,
     ) -> Result<i32, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
-        let replayed = notifications::replay_dead_letters(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            &filter.unwrap_or_default().into(),
-            &actor(principal),
-        )
-        .await?;
+        let filter = dead_letters::Filter::from(filter.unwrap_or_default());
+        let replayed = run(ctx, principal, &filter, notifications::replay_dead_letters).await?;
         Ok(replayed as i32)
     }
 }

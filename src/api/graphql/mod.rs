@@ -33,8 +33,8 @@ use super::error::ApiError;
 use super::live::LiveHub;
 use crate::commands::links::FeedGrant;
 use crate::commands::tenants::Principal;
-use crate::commands::{self, Actor};
-use crate::domain::values::{ApiKeyId, NotificationId};
+use crate::commands::{self, Actor, CommandError};
+use crate::domain::values::{ApiKeyId, NotificationId, TenantId};
 use crate::domain::{self, Scope as DomainScope};
 use crate::eventstore::EventStore;
 use crate::projections::{entity_index, notification_status};
@@ -131,6 +131,18 @@ fn api<'a>(ctx: &'a Context<'_>) -> Result<&'a ApiContext, ApiError> {
 
 fn actor(principal: &Principal) -> Actor {
     Actor::new(format!("api-key:{}", principal.key_id))
+}
+
+/// Runs one of the tenant's commands on `input`, recorded as `principal`'s
+/// key: the whole call of most mutations.
+async fn run<I, T>(
+    ctx: &Context<'_>,
+    principal: &Principal,
+    input: I,
+    command: impl AsyncFnOnce(&EventStore, &TenantId, I, &Actor) -> Result<T, CommandError>,
+) -> Result<T, ApiError> {
+    let store = &api(ctx)?.store;
+    Ok(command(store, &principal.tenant_id, input, &actor(principal)).await?)
 }
 
 fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
@@ -454,13 +466,7 @@ impl CoreMutation {
         input: IngestEventInput,
     ) -> Result<IngestEventPayload, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
-        let ingested = commands::ingest::ingest(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            input.into(),
-            &actor(principal),
-        )
-        .await?;
+        let ingested = run(ctx, principal, input.into(), commands::ingest::ingest).await?;
         Ok(IngestEventPayload {
             event_id: ID(ingested.event_id.to_string()),
             position: Position(ingested.position),
@@ -518,15 +524,8 @@ impl CoreMutation {
         let principal = require(ctx, DomainScope::Admin)?;
         let key_id =
             ApiKeyId::parse(id.as_str()).map_err(|e| ApiError::field("id", e.to_string()))?;
-        let api = api(ctx)?;
-        commands::tenants::revoke_api_key(
-            &api.store,
-            &principal.tenant_id,
-            key_id,
-            &actor(principal),
-        )
-        .await?;
-        api.keys.clear();
+        run(ctx, principal, key_id, commands::tenants::revoke_api_key).await?;
+        api(ctx)?.keys.clear();
         Ok(true)
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::types::Channel;
-use super::{ApiError, NeedsScope, actor, api, require};
+use super::{ApiError, NeedsScope, actor, api, require, run};
 use crate::commands::recipients::{self, Audience};
 use crate::domain::quiet_hours::QuietHours as Window;
 use crate::domain::recipient::{
@@ -216,13 +216,7 @@ impl RecipientsMutation {
             }),
         };
         let id = parse_recipient_id("id", &input.id)?;
-        let audience = recipients::upsert(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            input,
-            &actor(principal),
-        )
-        .await?;
+        let audience = run(ctx, principal, input, recipients::upsert).await?;
         Ok(Recipient::new(&id, audience))
     }
 
@@ -280,13 +274,7 @@ impl RecipientsMutation {
         let mut errors = ValidationErrors::default();
         let window = Window::check(&mut errors, "start", "end", &start, &end)
             .ok_or_else(|| ApiError::from(errors))?;
-        let window = recipients::set_tenant_quiet_hours(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            window,
-            &actor(principal),
-        )
-        .await?;
+        let window = run(ctx, principal, window, recipients::set_tenant_quiet_hours).await?;
         Ok(window.into())
     }
 

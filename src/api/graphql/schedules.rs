@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::connection::Connection;
 use super::types::SendNotificationInput;
-use super::{ApiError, NeedsScope, actor, api, require};
+use super::{ApiError, NeedsScope, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::schedules::{self, ScheduleRow};
 use crate::domain::Scope;
@@ -184,32 +184,22 @@ impl SchedulesMutation {
         input: CreateScheduleInput,
     ) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = schedules::create(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            CreateSchedule {
-                name: input.name,
-                cron: input.cron,
-                timezone: input.timezone,
-                missed_policy: domain::MissedPolicy::from(input.missed_policy),
-                notification: input.notification.into(),
-            },
-            &actor(principal),
-        )
-        .await?;
-        Ok(Schedule(row))
+        let input = CreateSchedule {
+            name: input.name,
+            cron: input.cron,
+            timezone: input.timezone,
+            missed_policy: domain::MissedPolicy::from(input.missed_policy),
+            notification: input.notification.into(),
+        };
+        Ok(Schedule(
+            run(ctx, principal, input, schedules::create).await?,
+        ))
     }
 
     /// Stops firing until resumed (requires `send`).
     async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = schedules::pause(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            parse_schedule_id(&id)?,
-            &actor(principal),
-        )
-        .await?;
+        let row = run(ctx, principal, parse_schedule_id(&id)?, schedules::pause).await?;
         Ok(Schedule(row))
     }
 
@@ -217,13 +207,7 @@ impl SchedulesMutation {
     /// are not fired (requires `send`).
     async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = schedules::resume(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            parse_schedule_id(&id)?,
-            &actor(principal),
-        )
-        .await?;
+        let row = run(ctx, principal, parse_schedule_id(&id)?, schedules::resume).await?;
         Ok(Schedule(row))
     }
 
@@ -231,13 +215,7 @@ impl SchedulesMutation {
     /// sent are kept.
     async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        schedules::delete(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            parse_schedule_id(&id)?,
-            &actor(principal),
-        )
-        .await?;
+        run(ctx, principal, parse_schedule_id(&id)?, schedules::delete).await?;
         Ok(true)
     }
 }

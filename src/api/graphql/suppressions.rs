@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::connection::Connection;
 use super::types::Channel;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::suppressions::{
     self, SuppressionCursor, SuppressionFilter as Filter, SuppressionRow,
@@ -151,18 +151,13 @@ impl SuppressionsMutation {
         note: Option<String>,
     ) -> Result<Suppression, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let row = suppressions::add_manual(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            AddSuppression {
-                address,
-                channel: channel.map(Into::into),
-                reason: reason.map(Into::into),
-                note,
-            },
-            &actor(principal),
-        )
-        .await?;
+        let input = AddSuppression {
+            address,
+            channel: channel.map(Into::into),
+            reason: reason.map(Into::into),
+            note,
+        };
+        let row = run(ctx, principal, input, suppressions::add_manual).await?;
         row.try_into()
     }
 
@@ -178,13 +173,7 @@ impl SuppressionsMutation {
         let principal = require(ctx, Scope::Admin)?;
         let address = SuppressedAddress::parse(&address, channel.map(Into::into))
             .map_err(|error| ApiError::field("address", error.to_string()))?;
-        suppressions::remove(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            &address,
-            &actor(principal),
-        )
-        .await?;
+        run(ctx, principal, &address, suppressions::remove).await?;
         Ok(true)
     }
 }

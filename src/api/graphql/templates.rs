@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::connection::Connection;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::templates::{self, PartialRow, StoredVersion, TemplateRow};
 use crate::domain::template::{
@@ -502,13 +502,7 @@ impl TemplatesMutation {
         input: PublishTemplateInput,
     ) -> Result<TemplateVersionNode, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let published = templates::publish(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            input.into_domain()?,
-            &actor(principal),
-        )
-        .await?;
+        let published = run(ctx, principal, input.into_domain()?, templates::publish).await?;
         Ok(published.into())
     }
 
@@ -522,17 +516,12 @@ impl TemplatesMutation {
         #[graphql(default_with = "PartialKindGql::Partial")] kind: PartialKindGql,
     ) -> Result<TemplatePartial, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let row = templates::upsert_partial(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            UpsertPartial {
-                kind: kind.into(),
-                name,
-                body,
-            },
-            &actor(principal),
-        )
-        .await?;
+        let input = UpsertPartial {
+            kind: kind.into(),
+            name,
+            body,
+        };
+        let row = run(ctx, principal, input, templates::upsert_partial).await?;
         row.try_into()
     }
 }

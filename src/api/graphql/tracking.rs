@@ -4,7 +4,7 @@
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{ApiError, actor, api, require};
+use super::{ApiError, actor, api, require, run};
 use crate::commands::links::{self, ShortLinkRow};
 use crate::domain::Scope;
 use crate::domain::signed_link::TrackingSettings as Settings;
@@ -89,13 +89,8 @@ impl TrackingMutation {
         clicks: bool,
     ) -> Result<TrackingSettings, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let settings = links::set_tracking_settings(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            Settings { opens, clicks },
-            &actor(principal),
-        )
-        .await?;
+        let settings = Settings { opens, clicks };
+        let settings = run(ctx, principal, settings, links::set_tracking_settings).await?;
         Ok(settings.into())
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::connection::Connection;
 use super::types::Position;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, actor, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::webhook_endpoints::{self, EndpointRow};
 use crate::domain::Scope;
@@ -266,13 +266,7 @@ impl WebhooksMutation {
     async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let endpoint_id = parse_endpoint_id("id", &id)?;
-        webhook_endpoints::delete(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            endpoint_id,
-            &actor(principal),
-        )
-        .await?;
+        run(ctx, principal, endpoint_id, webhook_endpoints::delete).await?;
         Ok(true)
     }
 }
