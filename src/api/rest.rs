@@ -5,7 +5,7 @@
 
 mod admin;
 mod openapi;
-mod wire;
+pub(super) mod wire;
 
 use axum::Json;
 use axum::Router;
