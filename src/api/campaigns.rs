@@ -12,10 +12,10 @@ use futures::TryStreamExt;
 use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
+use super::auth::actor;
 use super::error::ApiError;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
-use crate::commands::Actor;
 use crate::commands::campaigns::{self, ImportProgress};
 use crate::domain::Scope;
 
@@ -61,7 +61,6 @@ pub async fn recipients(
             }
         }
     });
-    let actor = Actor::new(format!("api-key:{}", principal.key_id));
     match campaigns::import_csv(
         &state.api.store,
         &principal.tenant_id,
@@ -69,7 +68,7 @@ pub async fn recipients(
         StreamReader::new(chunks),
         "http",
         state.api.max_import_bytes,
-        &actor,
+        &actor(&principal),
         &ImportProgress::default(),
     )
     .await

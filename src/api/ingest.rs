@@ -13,10 +13,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::json;
 use tokio_util::io::StreamReader;
 
+use super::auth::actor;
 use super::error::ApiError;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
-use crate::commands::Actor;
 use crate::commands::ingest::{self, BulkFailure, IngestEventInput, Progress};
 use crate::domain::Scope;
 
@@ -42,13 +42,12 @@ pub async fn bulk(State(state): State<ApiState>, headers: HeaderMap, body: Body)
             }
         });
     let reader = StreamReader::new(chunks);
-    let actor = Actor::new(format!("api-key:{}", principal.key_id));
     let progress = Progress::default();
     match ingest::ingest_ndjson(
         &state.api.store,
         &principal.tenant_id,
         reader,
-        &actor,
+        &actor(&principal),
         &progress,
     )
     .await

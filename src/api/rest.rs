@@ -19,13 +19,13 @@ use serde_json::Value;
 use self::openapi::{BodyRefusals, Refusals};
 use self::wire::*;
 use super::ApiState;
-use super::auth::bearer;
+use super::auth::{actor, bearer};
 use super::cursor::{self, filter_value, page_size};
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::graphql::MAX_BATCH;
 use super::{JSON, has_media_type};
+use crate::commands;
 use crate::commands::tenants::Principal;
-use crate::commands::{self, Actor};
 use crate::domain::values::{JsonObject, Locale};
 use crate::domain::values::{NotificationId, RecipientId, Tag, TemplateKey, TemplateVersion};
 use crate::domain::{FieldError, MAX_VARIABLES_BYTES, NotificationStatus, Scope, TemplateRef};
@@ -56,10 +56,6 @@ pub(super) async fn caller(
     } else {
         Err(ApiError::forbidden(scope))
     }
-}
-
-fn actor(principal: &Principal) -> Actor {
-    Actor::new(format!("api-key:{}", principal.key_id))
 }
 
 /// A JSON body as a value: 415 when it is declared as something else, 400

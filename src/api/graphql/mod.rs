@@ -27,7 +27,7 @@ use self::notification::NotificationNode;
 pub use self::subscription::SubscriptionRoot;
 pub(super) use self::types::Priority;
 use self::types::*;
-use super::auth::KeyCache;
+use super::auth::{KeyCache, actor};
 use super::cursor::{self, filter_value, page_size};
 use super::error::ApiError;
 use super::live::LiveHub;
@@ -127,10 +127,6 @@ impl async_graphql::Guard for NeedsScope {
 fn api<'a>(ctx: &'a Context<'_>) -> Result<&'a ApiContext, ApiError> {
     ctx.data::<ApiContext>()
         .map_err(|e| ApiError::internal(e.message))
-}
-
-fn actor(principal: &Principal) -> Actor {
-    Actor::new(format!("api-key:{}", principal.key_id))
 }
 
 /// Runs one of the tenant's commands on `input`, recorded as `principal`'s
