@@ -8,12 +8,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
 use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
 use super::auth::actor;
 use super::error::ApiError;
+use super::ingest::idle_timeout;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
 use crate::commands::campaigns::{self, ImportProgress};
@@ -42,25 +42,7 @@ pub async fn recipients(
     if !has_media_type(&headers, CSV) {
         return ApiError::UnsupportedMediaType(CSV).into_response();
     }
-    let idle = state.request_timeout;
-    let chunks = body.into_data_stream().map_err(std::io::Error::other);
-    let chunks = Box::pin(async_stream::stream! {
-        let mut chunks = std::pin::pin!(chunks);
-        loop {
-            match tokio::time::timeout(idle, chunks.try_next()).await {
-                Ok(Ok(Some(chunk))) => yield Ok(chunk),
-                Ok(Ok(None)) => break,
-                Ok(Err(error)) => {
-                    yield Err(error);
-                    break;
-                }
-                Err(_) => {
-                    yield Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
-                    break;
-                }
-            }
-        }
-    });
+    let chunks = Box::pin(idle_timeout(body, state.request_timeout));
     match campaigns::import_csv(
         &state.api.store,
         &principal.tenant_id,
