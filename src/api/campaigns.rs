@@ -6,8 +6,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
@@ -16,7 +15,7 @@ use super::error::ApiError;
 use super::ingest::idle_timeout;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
-use crate::commands::campaigns::{self, ImportProgress};
+use crate::commands::campaigns::{self, ImportProgress, ImportSummary};
 use crate::domain::Scope;
 
 const CSV: &str = "text/csv";
@@ -31,19 +30,16 @@ pub async fn recipients(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let principal = match caller(&state, &headers, Scope::Send).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
+) -> Result<Json<ImportSummary>, ApiError> {
+    let principal = caller(&state, &headers, Scope::Send).await?;
     let Ok(campaign_id) = Uuid::parse_str(&id) else {
-        return ApiError::field("id", "is not a campaign id").into_response();
+        return Err(ApiError::field("id", "is not a campaign id"));
     };
     if !has_media_type(&headers, CSV) {
-        return ApiError::UnsupportedMediaType(CSV).into_response();
+        return Err(ApiError::UnsupportedMediaType(CSV));
     }
     let chunks = Box::pin(idle_timeout(body, state.request_timeout));
-    match campaigns::import_csv(
+    let summary = campaigns::import_csv(
         &state.api.store,
         &principal.tenant_id,
         campaign_id,
@@ -53,9 +49,6 @@ pub async fn recipients(
         &actor(&principal),
         &ImportProgress::default(),
     )
-    .await
-    {
-        Ok(summary) => (StatusCode::OK, Json(summary)).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
+    .await?;
+    Ok(Json(summary))
 }
