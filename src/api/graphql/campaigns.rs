@@ -356,6 +356,13 @@ pub struct CampaignRecipientInput {
     pub variables: Option<Json<Value>>,
 }
 
+/// `value` as a `u32`; a negative one is `VALIDATION` on `field`.
+fn unsigned(field: &str, value: Option<i32>) -> Result<Option<u32>, ApiError> {
+    value
+        .map(|v| u32::try_from(v).map_err(|_| ApiError::field(field, "must be positive")))
+        .transpose()
+}
+
 fn parse_campaign_id(field: &str, id: &ID) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field(field, "is not a campaign id"))
 }
@@ -430,20 +437,8 @@ impl CampaignsMutation {
         input: CreateCampaignInput,
     ) -> Result<CreateCampaignPayload, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let version = match input.template.version {
-            Some(v) => Some(
-                u32::try_from(v)
-                    .map_err(|_| ApiError::field("template.version", "must be positive"))?,
-            ),
-            None => None,
-        };
-        let batch_size = match input.batch_size {
-            Some(size) => Some(
-                u32::try_from(size)
-                    .map_err(|_| ApiError::field("batchSize", "must be positive"))?,
-            ),
-            None => None,
-        };
+        let version = unsigned("template.version", input.template.version)?;
+        let batch_size = unsigned("batchSize", input.batch_size)?;
         let created = campaigns::create(
             &api(ctx)?.store,
             &principal.tenant_id,
