@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::connection::Connection;
-use super::{ApiError, NeedsScope, actor, api, require, run};
+use super::{ApiError, NeedsScope, actor, api, parse_uuid, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::api::live::LiveError;
 use crate::commands::campaigns::{
@@ -363,10 +363,6 @@ fn unsigned(field: &str, value: Option<i32>) -> Result<Option<u32>, ApiError> {
         .transpose()
 }
 
-fn parse_campaign_id(field: &str, id: &ID) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field(field, "is not a campaign id"))
-}
-
 async fn import_payload(
     ctx: &Context<'_>,
     tenant_id: &crate::domain::values::TenantId,
@@ -392,7 +388,7 @@ pub struct CampaignsQuery;
 impl CampaignsQuery {
     async fn campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Campaign>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let id = parse_campaign_id("id", &id)?;
+        let id = parse_uuid("id", &id, "campaign")?;
         let row = campaigns::get(api(ctx)?.store.pool(), &principal.tenant_id, id).await?;
         Ok(row.map(Campaign))
     }
@@ -472,7 +468,7 @@ impl CampaignsMutation {
         recipients: Vec<CampaignRecipientInput>,
     ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let campaign_id = parse_campaign_id("id", &id)?;
+        let campaign_id = parse_uuid("id", &id, "campaign")?;
         let mut listed = Vec::with_capacity(recipients.len());
         for (index, recipient) in recipients.into_iter().enumerate() {
             let variables = match recipient.variables.map(|v| v.0) {
@@ -509,7 +505,7 @@ impl CampaignsMutation {
         csv_url: String,
     ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let campaign_id = parse_campaign_id("id", &id)?;
+        let campaign_id = parse_uuid("id", &id, "campaign")?;
         let summary = campaigns::import_url(
             &api(ctx)?.store,
             &principal.tenant_id,
@@ -532,7 +528,7 @@ impl CampaignsMutation {
         file: Upload,
     ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let campaign_id = parse_campaign_id("id", &id)?;
+        let campaign_id = parse_uuid("id", &id, "campaign")?;
         let upload = file
             .value(ctx)
             .map_err(|error| ApiError::field("file", error.to_string()))?;
@@ -553,13 +549,13 @@ impl CampaignsMutation {
 
     async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let id = parse_campaign_id("id", &id)?;
+        let id = parse_uuid("id", &id, "campaign")?;
         Ok(Campaign(run(ctx, principal, id, campaigns::pause).await?))
     }
 
     async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let id = parse_campaign_id("id", &id)?;
+        let id = parse_uuid("id", &id, "campaign")?;
         Ok(Campaign(run(ctx, principal, id, campaigns::resume).await?))
     }
 
@@ -571,7 +567,7 @@ impl CampaignsMutation {
         reason: Option<String>,
     ) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let id = parse_campaign_id("id", &id)?;
+        let id = parse_uuid("id", &id, "campaign")?;
         let row = campaigns::cancel(
             &api(ctx)?.store,
             &principal.tenant_id,
@@ -663,7 +659,7 @@ pub(super) async fn campaign_progress(
     id: ID,
 ) -> Result<impl Stream<Item = Result<CampaignSummaryObject>> + use<>, ApiError> {
     let principal = require(ctx, Scope::Read)?;
-    let id = parse_campaign_id("id", &id)?;
+    let id = parse_uuid("id", &id, "campaign")?;
     let api = api(ctx)?;
     let tenant_id = principal.tenant_id.clone();
     // Listen before the first read, so no change falls in between.

@@ -145,6 +145,11 @@ fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
     NotificationId::parse(id.as_str()).map_err(|e| ApiError::field(field, e.to_string()))
 }
 
+/// `id` as the UUID of a `what`, or `VALIDATION` on `field`.
+fn parse_uuid(field: &str, id: &ID, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| ApiError::field(field, format!("is not a {what} id")))
+}
+
 /// The query root: the core queries and the analyst ones.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct QueryRoot(

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::connection::Connection;
 use super::types::SendNotificationInput;
-use super::{ApiError, NeedsScope, api, require, run};
+use super::{ApiError, NeedsScope, api, parse_uuid, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::schedules::{self, ScheduleRow};
 use crate::domain::Scope;
@@ -132,10 +132,6 @@ impl Schedule {
     }
 }
 
-fn parse_schedule_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field("id", "is not a schedule id"))
-}
-
 #[derive(Default)]
 pub struct SchedulesQuery;
 
@@ -164,7 +160,7 @@ impl SchedulesQuery {
     /// One of the tenant's schedules (requires `read`); null if there is none.
     async fn schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Schedule>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let schedule_id = parse_schedule_id(&id)?;
+        let schedule_id = parse_uuid("id", &id, "schedule")?;
         let row = schedules::get(api(ctx)?.store.pool(), &principal.tenant_id, schedule_id).await?;
         Ok(row.map(Schedule))
     }
@@ -199,23 +195,24 @@ impl SchedulesMutation {
     /// Stops firing until resumed (requires `send`).
     async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = run(ctx, principal, parse_schedule_id(&id)?, schedules::pause).await?;
-        Ok(Schedule(row))
+        let id = parse_uuid("id", &id, "schedule")?;
+        Ok(Schedule(run(ctx, principal, id, schedules::pause).await?))
     }
 
     /// Fires again from the first slot after now; slots passed while paused
     /// are not fired (requires `send`).
     async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = run(ctx, principal, parse_schedule_id(&id)?, schedules::resume).await?;
-        Ok(Schedule(row))
+        let id = parse_uuid("id", &id, "schedule")?;
+        Ok(Schedule(run(ctx, principal, id, schedules::resume).await?))
     }
 
     /// Stops the schedule for good (requires `send`); notifications already
     /// sent are kept.
     async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        run(ctx, principal, parse_schedule_id(&id)?, schedules::delete).await?;
+        let id = parse_uuid("id", &id, "schedule")?;
+        run(ctx, principal, id, schedules::delete).await?;
         Ok(true)
     }
 }

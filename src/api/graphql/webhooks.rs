@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::connection::Connection;
 use super::types::Position;
-use super::{ApiError, actor, api, require, run};
+use super::{ApiError, actor, api, parse_uuid, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::webhook_endpoints::{self, EndpointRow};
 use crate::domain::Scope;
@@ -141,11 +141,6 @@ impl TryFrom<DeliveryRow> for WebhookDelivery {
     }
 }
 
-fn parse_endpoint_id(field: &str, id: &ID) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(id.as_str())
-        .map_err(|_| ApiError::field(field, "is not a webhook endpoint id"))
-}
-
 #[derive(Default)]
 pub struct WebhooksQuery;
 
@@ -172,7 +167,7 @@ impl WebhooksQuery {
         let first = page_size("first", first.into())?;
         let endpoint_id = endpoint_id
             .as_ref()
-            .map(|id| parse_endpoint_id("endpointId", id))
+            .map(|id| parse_uuid("endpointId", id, "webhook endpoint"))
             .transpose()?;
         let after = cursor::decode(after.as_deref())?;
         let (rows, has_next_page) = webhook_outbox::page(
@@ -234,7 +229,7 @@ impl WebhooksMutation {
         previous_secret_valid_seconds: Option<i32>,
     ) -> Result<RotatedWebhookSecret, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let endpoint_id = parse_endpoint_id("id", &id)?;
+        let endpoint_id = parse_uuid("id", &id, "webhook endpoint")?;
         let grace = match previous_secret_valid_seconds {
             None => DEFAULT_ROTATION_GRACE,
             Some(seconds) => Some(TimeDelta::seconds(seconds.into()))
@@ -265,7 +260,7 @@ impl WebhooksMutation {
     /// more, and those in hand fail.
     async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let endpoint_id = parse_endpoint_id("id", &id)?;
+        let endpoint_id = parse_uuid("id", &id, "webhook endpoint")?;
         run(ctx, principal, endpoint_id, webhook_endpoints::delete).await?;
         Ok(true)
     }
