@@ -413,8 +413,7 @@ impl CampaignsQuery {
         let has_next_page = rows.len() > first;
         rows.truncate(first);
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            (rows, has_next_page),
             |row| row.campaign_id,
             Campaign,
         ))

@@ -75,7 +75,7 @@ impl DeliveryQuery {
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
         let filter = filter.unwrap_or_default().into();
-        let (rows, has_next_page) = dead_letters::page(
+        let page = dead_letters::page(
             api(ctx)?.store.pool(),
             principal.tenant_id.as_str(),
             &filter,
@@ -84,8 +84,7 @@ impl DeliveryQuery {
         )
         .await?;
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            page,
             |row| (row.dead_lettered_at, row.notification_id),
             |row| DeadLetter {
                 id: ID(row.notification_id.to_string()),

@@ -222,8 +222,7 @@ impl FeedQuery {
         .await?;
         Ok(InAppFeedConnection {
             items: Connection::page(
-                page.items,
-                page.has_more,
+                (page.items, page.has_more),
                 |row| row.delivered_position,
                 InAppItem::from_row,
             ),

@@ -226,11 +226,10 @@ impl CoreQuery {
             created_before: filter.to,
         };
         let pool = api(ctx)?.store.pool();
-        let (rows, has_next_page) =
+        let page =
             notification_status::page(pool, &principal.tenant_id, &filter, first, after).await?;
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            page,
             |row| row.notification_id,
             |row| NotificationNode::from_row(&principal.tenant_id, row),
         ))

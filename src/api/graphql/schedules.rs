@@ -147,14 +147,9 @@ impl SchedulesQuery {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) =
+        let page =
             schedules::page(api(ctx)?.store.pool(), &principal.tenant_id, first, after).await?;
-        Ok(Connection::page(
-            rows,
-            has_next_page,
-            |row| row.schedule_id,
-            Schedule,
-        ))
+        Ok(Connection::page(page, |row| row.schedule_id, Schedule))
     }
 
     /// One of the tenant's schedules (requires `read`); null if there is none.

@@ -113,7 +113,7 @@ impl SuppressionsQuery {
                 .filter(|text| !text.is_empty()),
         };
         let after: Option<SuppressionCursor> = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) = suppressions::list(
+        let page = suppressions::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             &filter,
@@ -122,8 +122,7 @@ impl SuppressionsQuery {
         )
         .await?;
         Connection::try_page(
-            rows,
-            has_next_page,
+            page,
             |row| SuppressionCursor {
                 created_at: row.created_at,
                 address_key: row.address_key.clone(),

@@ -424,7 +424,7 @@ impl TemplatesQuery {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after: Option<String> = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) = templates::list(
+        let page = templates::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             first,
@@ -432,8 +432,7 @@ impl TemplatesQuery {
         )
         .await?;
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            page,
             |row| row.template_key.clone(),
             Template::from,
         ))

@@ -170,7 +170,7 @@ impl WebhooksQuery {
             .map(|id| parse_uuid("endpointId", id, "webhook endpoint"))
             .transpose()?;
         let after = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) = webhook_outbox::page(
+        let page = webhook_outbox::page(
             api(ctx)?.store.pool(),
             principal.tenant_id.as_str(),
             endpoint_id,
@@ -179,12 +179,7 @@ impl WebhooksQuery {
             after,
         )
         .await?;
-        Connection::try_page(
-            rows,
-            has_next_page,
-            |row| row.delivery_id,
-            WebhookDelivery::try_from,
-        )
+        Connection::try_page(page, |row| row.delivery_id, WebhookDelivery::try_from)
     }
 }
 
