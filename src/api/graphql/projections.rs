@@ -26,6 +26,7 @@ use crate::projections::{self as read_models, Projection};
 const OTHER_TENANT_FAILED: &str = "an event of another tenant failed";
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::projections::checkpoints::Activity")]
 pub enum ProjectionState {
     /// A process applies events.
     Running,
@@ -37,18 +38,6 @@ pub enum ProjectionState {
     Failed,
     /// A newer version replaced it.
     Retired,
-}
-
-impl From<Activity> for ProjectionState {
-    fn from(activity: Activity) -> Self {
-        match activity {
-            Activity::Running => ProjectionState::Running,
-            Activity::Standby => ProjectionState::Standby,
-            Activity::Rebuilding => ProjectionState::Rebuilding,
-            Activity::Failed => ProjectionState::Failed,
-            Activity::Retired => ProjectionState::Retired,
-        }
-    }
 }
 
 /// A rebuild under way, in whichever process runs it.

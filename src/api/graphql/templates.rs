@@ -14,13 +14,16 @@ use crate::api::cursor::{self, page_size};
 use crate::commands::templates::{self, PartialRow, StoredVersion, TemplateRow};
 use crate::domain::template::{
     EmailParts, LocaleInput, LocaleParts, PartialKind, PublishTemplate, RenderedEmail,
-    RenderedTemplate, RenderedTitled, TitledParts, UpsertPartial, VariableInput, VariableType,
+    RenderedTemplate, RenderedTitled, TitledParts, UpsertPartial, VariableInput,
 };
 use crate::domain::values::{JsonObject, Locale, TemplateKey, TemplateVersion};
 use crate::domain::{MAX_VARIABLES_BYTES, Scope, TemplateRef};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "TemplateVariableType")]
+#[graphql(
+    name = "TemplateVariableType",
+    remote = "crate::domain::template::VariableType"
+)]
 pub enum VariableTypeGql {
     String,
     Number,
@@ -31,48 +34,16 @@ pub enum VariableTypeGql {
     Any,
 }
 
-impl From<VariableTypeGql> for VariableType {
-    fn from(kind: VariableTypeGql) -> Self {
-        match kind {
-            VariableTypeGql::String => VariableType::String,
-            VariableTypeGql::Number => VariableType::Number,
-            VariableTypeGql::Boolean => VariableType::Boolean,
-            VariableTypeGql::Object => VariableType::Object,
-            VariableTypeGql::Array => VariableType::Array,
-            VariableTypeGql::Any => VariableType::Any,
-        }
-    }
-}
-
-impl From<VariableType> for VariableTypeGql {
-    fn from(kind: VariableType) -> Self {
-        match kind {
-            VariableType::String => VariableTypeGql::String,
-            VariableType::Number => VariableTypeGql::Number,
-            VariableType::Boolean => VariableTypeGql::Boolean,
-            VariableType::Object => VariableTypeGql::Object,
-            VariableType::Array => VariableTypeGql::Array,
-            VariableType::Any => VariableTypeGql::Any,
-        }
-    }
-}
-
 /// A partial is included (`{% include "partial:footer" %}`); a layout is
 /// extended by an email's HTML (`{% extends "layout:base" %}`).
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "TemplatePartialKind")]
+#[graphql(
+    name = "TemplatePartialKind",
+    remote = "crate::domain::template::PartialKind"
+)]
 pub enum PartialKindGql {
     Partial,
     Layout,
-}
-
-impl From<PartialKindGql> for PartialKind {
-    fn from(kind: PartialKindGql) -> Self {
-        match kind {
-            PartialKindGql::Partial => PartialKind::Partial,
-            PartialKindGql::Layout => PartialKind::Layout,
-        }
-    }
 }
 
 #[derive(InputObject)]
@@ -337,13 +308,9 @@ impl TryFrom<PartialRow> for TemplatePartial {
     type Error = ApiError;
 
     fn try_from(row: PartialRow) -> Result<Self, ApiError> {
-        let kind = match PartialKind::parse(&row.kind) {
-            Ok(PartialKind::Partial) => PartialKindGql::Partial,
-            Ok(PartialKind::Layout) => PartialKindGql::Layout,
-            Err(error) => return Err(ApiError::internal(error)),
-        };
+        let kind = PartialKind::parse(&row.kind).map_err(ApiError::internal)?;
         Ok(TemplatePartial {
-            kind,
+            kind: kind.into(),
             name: row.name,
             body: row.body,
             created_at: row.created_at,
