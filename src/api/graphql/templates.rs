@@ -64,30 +64,19 @@ pub struct TemplateEmailInput {
     pub text: Option<String>,
 }
 
-#[derive(InputObject)]
-pub struct TemplateSmsInput {
-    pub text: String,
-}
-
-#[derive(InputObject)]
-pub struct TemplateTitledInput {
-    pub title: Option<String>,
-    pub body: String,
-}
-
 /// One locale's parts; give any subset of the channels.
 #[derive(InputObject)]
 pub struct TemplateLocaleInput {
     /// A BCP 47 tag, e.g. `fr` or `fr-CA`.
     pub locale: String,
     pub email: Option<TemplateEmailInput>,
-    pub sms: Option<TemplateSmsInput>,
-    pub push: Option<TemplateTitledInput>,
+    pub sms: Option<TemplateSms>,
+    pub push: Option<TemplateTitled>,
     /// A JSON object whose strings are templates; a string that is only
     /// `{{ name }}` keeps the variable's JSON type.
     pub webhook: Option<Json<Value>>,
-    pub ntfy: Option<TemplateTitledInput>,
-    pub in_app: Option<TemplateTitledInput>,
+    pub ntfy: Option<TemplateTitled>,
+    pub in_app: Option<TemplateTitled>,
 }
 
 #[derive(InputObject)]
@@ -102,7 +91,7 @@ pub struct PublishTemplateInput {
 
 impl PublishTemplateInput {
     fn into_domain(self) -> Result<PublishTemplate, ApiError> {
-        let titled = |t: TemplateTitledInput| TitledParts {
+        let titled = |t: TemplateTitled| TitledParts {
             title: t.title,
             body: t.body,
         };
@@ -170,12 +159,14 @@ pub struct TemplateEmail {
     pub text: Option<String>,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, InputObject)]
+#[graphql(input_name = "TemplateSmsInput")]
 pub struct TemplateSms {
     pub text: String,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, InputObject)]
+#[graphql(input_name = "TemplateTitledInput")]
 pub struct TemplateTitled {
     pub title: Option<String>,
     pub body: String,
