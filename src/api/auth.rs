@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use sqlx::PgPool;
 
 use super::error::ApiError;
+use crate::commands::Actor;
 use crate::commands::tenants::{self, Principal};
 use crate::domain::hash_api_key;
 use crate::ttl_cache::TtlCache;
@@ -60,4 +61,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// Who a key's commands are recorded as.
+pub fn actor(principal: &Principal) -> Actor {
+    Actor::new(format!("api-key:{}", principal.key_id))
 }

@@ -6,17 +6,16 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use axum::http::HeaderMap;
 use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
+use super::auth::actor;
 use super::error::ApiError;
+use super::ingest::idle_timeout;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
-use crate::commands::Actor;
-use crate::commands::campaigns::{self, ImportProgress};
+use crate::commands::campaigns::{self, ImportProgress, ImportSummary};
 use crate::domain::Scope;
 
 const CSV: &str = "text/csv";
@@ -31,50 +30,25 @@ pub async fn recipients(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let principal = match caller(&state, &headers, Scope::Send).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
+) -> Result<Json<ImportSummary>, ApiError> {
+    let principal = caller(&state, &headers, Scope::Send).await?;
     let Ok(campaign_id) = Uuid::parse_str(&id) else {
-        return ApiError::field("id", "is not a campaign id").into_response();
+        return Err(ApiError::field("id", "is not a campaign id"));
     };
     if !has_media_type(&headers, CSV) {
-        return ApiError::UnsupportedMediaType(CSV).into_response();
+        return Err(ApiError::UnsupportedMediaType(CSV));
     }
-    let idle = state.request_timeout;
-    let chunks = body.into_data_stream().map_err(std::io::Error::other);
-    let chunks = Box::pin(async_stream::stream! {
-        let mut chunks = std::pin::pin!(chunks);
-        loop {
-            match tokio::time::timeout(idle, chunks.try_next()).await {
-                Ok(Ok(Some(chunk))) => yield Ok(chunk),
-                Ok(Ok(None)) => break,
-                Ok(Err(error)) => {
-                    yield Err(error);
-                    break;
-                }
-                Err(_) => {
-                    yield Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
-                    break;
-                }
-            }
-        }
-    });
-    let actor = Actor::new(format!("api-key:{}", principal.key_id));
-    match campaigns::import_csv(
+    let chunks = Box::pin(idle_timeout(body, state.request_timeout));
+    let summary = campaigns::import_csv(
         &state.api.store,
         &principal.tenant_id,
         campaign_id,
         StreamReader::new(chunks),
         "http",
         state.api.max_import_bytes,
-        &actor,
+        &actor(&principal),
         &ImportProgress::default(),
     )
-    .await
-    {
-        Ok(summary) => (StatusCode::OK, Json(summary)).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
+    .await?;
+    Ok(Json(summary))
 }

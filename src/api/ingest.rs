@@ -9,14 +9,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use serde_json::json;
 use tokio_util::io::StreamReader;
 
+use super::auth::actor;
 use super::error::ApiError;
 use super::rest::caller;
 use super::{ApiState, has_media_type};
-use crate::commands::Actor;
 use crate::commands::ingest::{self, BulkFailure, IngestEventInput, Progress};
 use crate::domain::Scope;
 
@@ -34,21 +34,13 @@ pub async fn bulk(State(state): State<ApiState>, headers: HeaderMap, body: Body)
     if !has_media_type(&headers, NDJSON) {
         return ApiError::UnsupportedMediaType(NDJSON).into_response();
     }
-    let chunks =
-        Box::pin(idle_timeout(body.into_data_stream(), state.request_timeout)).map_err(|error| {
-            match error {
-                BodyError::Idle => std::io::Error::from(std::io::ErrorKind::TimedOut),
-                BodyError::Read(error) => std::io::Error::other(error),
-            }
-        });
-    let reader = StreamReader::new(chunks);
-    let actor = Actor::new(format!("api-key:{}", principal.key_id));
+    let reader = StreamReader::new(Box::pin(idle_timeout(body, state.request_timeout)));
     let progress = Progress::default();
     match ingest::ingest_ndjson(
         &state.api.store,
         &principal.tenant_id,
         reader,
-        &actor,
+        &actor(&principal),
         &progress,
     )
     .await
@@ -72,28 +64,24 @@ pub async fn bulk(State(state): State<ApiState>, headers: HeaderMap, body: Body)
     }
 }
 
-enum BodyError {
-    Idle,
-    Read(axum::Error),
-}
-
-/// Ends with `BodyError::Idle` when no chunk arrives for `idle`.
-fn idle_timeout(
-    chunks: impl Stream<Item = Result<axum::body::Bytes, axum::Error>> + Send + 'static,
+/// The body's chunks, for a reader: ends with a `TimedOut` error when no
+/// chunk arrives for `idle`.
+pub(super) fn idle_timeout(
+    body: Body,
     idle: Duration,
-) -> impl Stream<Item = Result<axum::body::Bytes, BodyError>> + Send + 'static {
+) -> impl Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static {
     async_stream::stream! {
-        let mut chunks = std::pin::pin!(chunks);
+        let mut chunks = std::pin::pin!(body.into_data_stream());
         loop {
             match tokio::time::timeout(idle, chunks.next()).await {
                 Ok(Some(Ok(chunk))) => yield Ok(chunk),
                 Ok(Some(Err(error))) => {
-                    yield Err(BodyError::Read(error));
+                    yield Err(std::io::Error::other(error));
                     break;
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    yield Err(BodyError::Idle);
+                    yield Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
                     break;
                 }
             }

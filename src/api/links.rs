@@ -56,12 +56,18 @@ fn actor() -> Actor {
     Actor::new("signed-link")
 }
 
+/// A page, or the page that refuses the request.
+type Page = Result<Response, Response>;
+
+/// The claims of a `kind` token, or the page refusing it.
+fn verify(state: &ApiState, token: &str, kind: LinkKind) -> Result<LinkClaims, Response> {
+    let links = &state.api.links;
+    links.verify(token, kind).map_err(|error| refused(&error))
+}
+
 /// `GET /u/{token}`: asks; changes nothing.
-async fn unsubscribe_page(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
-    let claims = match state.api.links.verify(&token, LinkKind::Unsubscribe) {
-        Ok(claims) => claims,
-        Err(error) => return refused(&error),
-    };
+async fn unsubscribe_page(State(state): State<ApiState>, Path(token): Path<String>) -> Page {
+    let claims = verify(&state, &token, LinkKind::Unsubscribe)?;
     let address = claims.address.as_ref().map(|a| a.as_str()).unwrap_or("");
     let question = format!(
         "Unsubscribe {} from {}?",
@@ -75,34 +81,26 @@ async fn unsubscribe_page(State(state): State<ApiState>, Path(token): Path<Strin
          <button type=\"submit\">Unsubscribe</button></form>{}",
         preferences_note(&state, &claims)
     );
-    page(StatusCode::OK, "Unsubscribe", &body)
+    Ok(page(StatusCode::OK, "Unsubscribe", &body))
 }
 
 /// `POST /u/{token}`: the page's button and RFC 8058 one-click alike.
-async fn unsubscribe(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
-    let claims = match state.api.links.verify(&token, LinkKind::Unsubscribe) {
-        Ok(claims) => claims,
-        Err(error) => return refused(&error),
+async fn unsubscribe(State(state): State<ApiState>, Path(token): Path<String>) -> Page {
+    let claims = verify(&state, &token, LinkKind::Unsubscribe)?;
+    let outcome = links::unsubscribe(&state.api.store, &claims, &actor())
+        .await
+        .map_err(|error| failed_at("recording an unsubscribe", &claims, error))?;
+    let address = claims.address.as_ref().map(|a| a.as_str()).unwrap_or("");
+    let what = match outcome {
+        Unsubscribed::Preferences(_) => scope_of(&claims),
+        Unsubscribed::Suppressed => "all emails from this sender".to_string(),
     };
-    match links::unsubscribe(&state.api.store, &claims, &actor()).await {
-        Ok(outcome) => {
-            let address = claims.address.as_ref().map(|a| a.as_str()).unwrap_or("");
-            let what = match outcome {
-                Unsubscribed::Preferences(_) => scope_of(&claims),
-                Unsubscribed::Suppressed => "all emails from this sender".to_string(),
-            };
-            let body = format!(
-                "<h1>You are unsubscribed</h1><p>{} will no longer receive {what}.</p>{}",
-                escape_html(address),
-                preferences_note(&state, &claims)
-            );
-            page(StatusCode::OK, "Unsubscribed", &body)
-        }
-        Err(error) => {
-            tracing::error!(%error, tenant_id = %claims.tenant_id, "recording an unsubscribe failed");
-            failed()
-        }
-    }
+    let body = format!(
+        "<h1>You are unsubscribed</h1><p>{} will no longer receive {what}.</p>{}",
+        escape_html(address),
+        preferences_note(&state, &claims)
+    );
+    Ok(page(StatusCode::OK, "Unsubscribed", &body))
 }
 
 /// What an unsubscribe link stops, as the page says it.
@@ -134,18 +132,10 @@ fn preferences_note(state: &ApiState, claims: &LinkClaims) -> String {
 }
 
 /// `GET /p/{token}`: the recipient's opt-ins by category and channel.
-async fn preferences_page(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
-    let claims = match state.api.links.verify(&token, LinkKind::Preferences) {
-        Ok(claims) => claims,
-        Err(error) => return refused(&error),
-    };
-    match current_preferences(&state, &claims).await {
-        Ok(preferences) => preference_form(&claims, &preferences, None),
-        Err(error) => {
-            tracing::error!(%error, tenant_id = %claims.tenant_id, "reading preferences failed");
-            failed()
-        }
-    }
+async fn preferences_page(State(state): State<ApiState>, Path(token): Path<String>) -> Page {
+    let claims = verify(&state, &token, LinkKind::Preferences)?;
+    let preferences = current_preferences(&state, &claims).await?;
+    Ok(preference_form(&claims, &preferences, None))
 }
 
 /// `POST /p/{token}`: the form's answer. `cell` names every box shown
@@ -154,24 +144,16 @@ async fn save_preferences(
     State(state): State<ApiState>,
     Path(token): Path<String>,
     form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let claims = match state.api.links.verify(&token, LinkKind::Preferences) {
-        Ok(claims) => claims,
-        Err(error) => return refused(&error),
-    };
+) -> Page {
+    let claims = verify(&state, &token, LinkKind::Preferences)?;
+    let unreadable = || message(StatusCode::BAD_REQUEST, "The form could not be read.");
     let Ok(Form(fields)) = form else {
-        return message(StatusCode::BAD_REQUEST, "The form could not be read.");
+        return Err(unreadable());
     };
     let Some(recipient_id) = &claims.recipient_id else {
-        return refused(&LinkError::Malformed);
+        return Err(refused(&LinkError::Malformed));
     };
-    let current = match current_preferences(&state, &claims).await {
-        Ok(current) => current,
-        Err(error) => {
-            tracing::error!(%error, tenant_id = %claims.tenant_id, "reading preferences failed");
-            return failed();
-        }
-    };
+    let current = current_preferences(&state, &claims).await?;
     let ticked: BTreeSet<&str> = fields
         .iter()
         .filter(|(name, _)| name == "on")
@@ -180,7 +162,7 @@ async fn save_preferences(
     let mut changes = Vec::new();
     for (_, cell) in fields.iter().filter(|(name, _)| name == "cell") {
         let Some((category, channel)) = parse_cell(cell) else {
-            return message(StatusCode::BAD_REQUEST, "The form could not be read.");
+            return Err(unreadable());
         };
         let opted_in = ticked.contains(cell.as_str());
         // Only what the recipient changed: an untouched box leaves no rule.
@@ -199,7 +181,7 @@ async fn save_preferences(
     let preferences = if changes.is_empty() {
         current
     } else {
-        match recipients::set_preferences(
+        recipients::set_preferences(
             &state.api.store,
             &claims.tenant_id,
             recipient_id,
@@ -208,30 +190,23 @@ async fn save_preferences(
             &actor(),
         )
         .await
-        {
-            Ok(preferences) => preferences,
-            Err(error) => {
-                tracing::error!(%error, tenant_id = %claims.tenant_id, "saving preferences failed");
-                return failed();
-            }
-        }
+        .map_err(|error| failed_at("saving preferences", &claims, error))?
     };
-    preference_form(&claims, &preferences, Some("Your preferences are saved."))
+    let notice = Some("Your preferences are saved.");
+    Ok(preference_form(&claims, &preferences, notice))
 }
 
 async fn current_preferences(
     state: &ApiState,
     claims: &LinkClaims,
-) -> Result<Preferences, sqlx::Error> {
+) -> Result<Preferences, Response> {
     let Some(recipient_id) = &claims.recipient_id else {
         return Ok(Preferences::default());
     };
-    Ok(
-        recipients::get(state.api.store.pool(), &claims.tenant_id, recipient_id)
-            .await?
-            .map(|audience| audience.preferences)
-            .unwrap_or_default(),
-    )
+    let audience = recipients::get(state.api.store.pool(), &claims.tenant_id, recipient_id)
+        .await
+        .map_err(|error| failed_at("reading preferences", claims, error))?;
+    Ok(audience.map(|a| a.preferences).unwrap_or_default())
 }
 
 /// `*|email` or `billing|sms`.
@@ -346,18 +321,15 @@ async fn click(
     Path(token): Path<String>,
     headers: HeaderMap,
     extensions: Extensions,
-) -> Response {
-    let claims = match state.api.links.verify(&token, LinkKind::Click) {
-        Ok(claims) => claims,
-        Err(error) => return refused(&error),
-    };
+) -> Page {
+    let claims = verify(&state, &token, LinkKind::Click)?;
     let Some(url) = claims.url else {
-        return refused(&LinkError::Malformed);
+        return Err(refused(&LinkError::Malformed));
     };
     if let Some(id) = &claims.notification_id {
         record_click(&state, &claims.tenant_id, id, &url, &headers, &extensions).await;
     }
-    redirect(&url)
+    Ok(redirect(&url))
 }
 
 /// `GET /s/{code}`: a short link's stored target, never one from the request.
@@ -466,6 +438,12 @@ fn failed() -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong on our side. Please try again in a few minutes.",
     )
+}
+
+/// [`failed`], with the cause logged under what failed for the link's tenant.
+fn failed_at(what: &str, claims: &LinkClaims, error: impl std::fmt::Display) -> Response {
+    tracing::error!(%error, tenant_id = %claims.tenant_id, "{what} failed");
+    failed()
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

@@ -106,81 +106,71 @@ fn failed(error: CommandError) -> Response {
 
 /// SNS posts JSON as `text/plain`, so the body is read as bytes.
 async fn sns_receipt(State(state): State<ApiState>, body: Bytes) -> Response {
+    sns_answer(&state, &body)
+        .await
+        .unwrap_or_else(|refusal| refused("sns", refusal))
+}
+
+/// The answer to an SNS post, or the refusal `sns_receipt` logs and counts.
+async fn sns_answer(state: &ApiState, body: &[u8]) -> Result<Response, Refusal> {
     let verifier = &state.receipts.sns;
-    let message = match SnsMessage::parse(&body) {
-        Ok(message) => message,
-        Err(refusal) => return refused("sns", refusal),
-    };
-    let kind = match message.kind() {
-        Ok(kind) => kind,
-        Err(refusal) => return refused("sns", refusal),
-    };
+    let message = SnsMessage::parse(body)?;
+    let kind = message.kind()?;
     if !verifier.config().enabled {
-        return Refusal::NotFound("SNS receipts are not enabled here".into()).into_response();
+        return Ok(Refusal::NotFound("SNS receipts are not enabled here".into()).into_response());
     }
-    let sent_at = match verifier.verify(&message, Utc::now()).await {
-        Ok(sent_at) => sent_at,
-        Err(refusal) => return refused("sns", refusal),
-    };
-    match kind {
-        SnsKind::SubscriptionConfirmation => confirm(&state, verifier, &message).await,
+    let sent_at = verifier.verify(&message, Utc::now()).await?;
+    Ok(match kind {
+        SnsKind::SubscriptionConfirmation => confirm(state, verifier, &message).await?,
         SnsKind::UnsubscribeConfirmation => {
             tracing::info!(topic_arn = %message.topic_arn, "SNS unsubscribed this endpoint");
-            match note_subscription(&state, &message, "unsubscribed").await {
+            match note_subscription(state, &message, "unsubscribed").await {
                 Ok(()) => answer(json!({ "status": "unsubscribed" })),
                 Err(error) => failed(error),
             }
         }
-        SnsKind::Notification => match sns_payload::parse(&message.message, sent_at) {
-            Ok(Parsed::Receipt(receipt)) => record(&state, &receipt, "receipts:sns").await,
-            Ok(Parsed::Ignored(what)) => {
+        SnsKind::Notification => match sns_payload::parse(&message.message, sent_at)? {
+            Parsed::Receipt(receipt) => record(state, &receipt, "receipts:sns").await,
+            Parsed::Ignored(what) => {
                 tracing::debug!(message_id = %message.message_id, "ignoring {what}");
                 answer(json!({ "status": "ignored" }))
             }
-            Err(refusal) => refused("sns", refusal),
         },
-    }
+    })
 }
 
 /// Subscribes this endpoint by visiting the `SubscribeURL`, when its host
 /// is allowed; a failed visit is answered 502 so SNS asks again.
-async fn confirm(state: &ApiState, verifier: &SnsVerifier, message: &SnsMessage) -> Response {
-    let url = match message
+async fn confirm(
+    state: &ApiState,
+    verifier: &SnsVerifier,
+    message: &SnsMessage,
+) -> Result<Response, Refusal> {
+    let raw = message
         .subscribe_url
         .as_deref()
-        .ok_or_else(|| Refusal::BadRequest("the confirmation has no SubscribeURL".into()))
-        .and_then(|raw| sns::allowed_url(raw, &verifier.config().subscribe_hosts, "SubscribeURL"))
-    {
-        Ok(url) => url,
-        Err(refusal) => return refused("sns", refusal),
-    };
-    let client = match verifier.client() {
-        Ok(client) => client,
-        Err(refusal) => return refused("sns", refusal),
-    };
-    match client.get(url.as_str()).send().await {
-        Ok(response) if response.status().is_success() => {}
-        Ok(response) => {
-            return refused(
-                "sns",
-                Refusal::Unavailable(format!("the SubscribeURL answered {}", response.status())),
-            );
-        }
-        Err(error) => {
-            return refused(
-                "sns",
-                Refusal::Unavailable(format!(
-                    "the SubscribeURL did not answer: {}",
-                    error.without_url()
-                )),
-            );
-        }
+        .ok_or_else(|| Refusal::BadRequest("the confirmation has no SubscribeURL".into()))?;
+    let url = sns::allowed_url(raw, &verifier.config().subscribe_hosts, "SubscribeURL")?;
+    let status = verifier
+        .client()?
+        .get(url.as_str())
+        .send()
+        .await
+        .map_err(|error| {
+            let error = error.without_url();
+            Refusal::Unavailable(format!("the SubscribeURL did not answer: {error}"))
+        })?
+        .status();
+    if !status.is_success() {
+        return Err(Refusal::Unavailable(format!(
+            "the SubscribeURL answered {status}"
+        )));
     }
     tracing::info!(topic_arn = %message.topic_arn, "confirmed the SNS subscription");
-    match note_subscription(state, message, "confirmed").await {
+    Ok(match note_subscription(state, message, "confirmed").await {
         Ok(()) => answer(json!({ "status": "confirmed" })),
         Err(error) => failed(error),
-    }
+    })
 }
 
 /// Keeps `sns_subscriptions` saying which topics this installation listens to.

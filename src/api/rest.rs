@@ -5,7 +5,7 @@
 
 mod admin;
 mod openapi;
-mod wire;
+pub(super) mod wire;
 
 use axum::Json;
 use axum::Router;
@@ -19,13 +19,13 @@ use serde_json::Value;
 use self::openapi::{BodyRefusals, Refusals};
 use self::wire::*;
 use super::ApiState;
-use super::auth::bearer;
+use super::auth::{actor, bearer};
 use super::cursor::{self, filter_value, page_size};
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::graphql::MAX_BATCH;
 use super::{JSON, has_media_type};
+use crate::commands;
 use crate::commands::tenants::Principal;
-use crate::commands::{self, Actor};
 use crate::domain::values::{JsonObject, Locale};
 use crate::domain::values::{NotificationId, RecipientId, Tag, TemplateKey, TemplateVersion};
 use crate::domain::{FieldError, MAX_VARIABLES_BYTES, NotificationStatus, Scope, TemplateRef};
@@ -56,10 +56,6 @@ pub(super) async fn caller(
     } else {
         Err(ApiError::forbidden(scope))
     }
-}
-
-fn actor(principal: &Principal) -> Actor {
-    Actor::new(format!("api-key:{}", principal.key_id))
 }
 
 /// A JSON body as a value: 415 when it is declared as something else, 400
@@ -141,10 +137,25 @@ async fn send(
 
 /// A flat message's `VALIDATION` errors by its own field names.
 fn message_fields(seed: bool, error: ApiError) -> ApiError {
+    if seed {
+        renamed_fields(error, Message::field_path)
+    } else {
+        error
+    }
+}
+
+/// `error`, if `VALIDATION`, with each field's path renamed by `rename`.
+fn renamed_fields(error: ApiError, rename: impl Fn(String) -> String) -> ApiError {
     match error {
-        ApiError::Validation(fields) if seed => {
-            ApiError::Validation(Message::rename_fields(fields))
-        }
+        ApiError::Validation(fields) => ApiError::Validation(
+            fields
+                .into_iter()
+                .map(|field| FieldError {
+                    path: rename(field.path),
+                    ..field
+                })
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -326,21 +337,10 @@ async fn batch(
 /// Item `index` refused; its fields are named from the batch's root
 /// (`messages[1].to.phone`).
 fn refused(index: usize, error: ApiError) -> BatchItem {
-    let error = match error {
-        ApiError::Validation(fields) => ApiError::Validation(
-            fields
-                .into_iter()
-                .map(|field| FieldError {
-                    path: match field.path.as_str() {
-                        "body" => format!("messages[{index}]"),
-                        path => format!("messages[{index}].{path}"),
-                    },
-                    ..field
-                })
-                .collect(),
-        ),
-        other => other,
-    };
+    let error = renamed_fields(error, |path| match path.as_str() {
+        "body" => format!("messages[{index}]"),
+        path => format!("messages[{index}].{path}"),
+    });
     BatchItem {
         index,
         message_id: None,
@@ -435,17 +435,10 @@ async fn short_link(
         &actor(&principal),
     )
     .await
-    .map_err(|error| match ApiError::from(error) {
-        ApiError::Validation(fields) => ApiError::Validation(
-            fields
-                .into_iter()
-                .map(|f| crate::domain::FieldError {
-                    path: f.path.replace("notificationId", "notification_id"),
-                    ..f
-                })
-                .collect(),
-        ),
-        other => other,
+    .map_err(|error| {
+        renamed_fields(error.into(), |path| {
+            path.replace("notificationId", "notification_id")
+        })
     })?;
     Ok((
         StatusCode::CREATED,

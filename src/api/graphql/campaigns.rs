@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::connection::Connection;
-use super::{ApiError, NeedsScope, actor, api, require};
+use super::{ApiError, NeedsScope, actor, api, parse_uuid, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::api::live::LiveError;
 use crate::commands::campaigns::{
@@ -268,10 +268,8 @@ impl Campaign {
     }
     /// Messages per status, released ones by their notification's status.
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<CampaignStatusCount>> {
-        let (counts, _) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<CampaignStatusCount>, ApiError> {
+        let (counts, _) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(counts
             .into_iter()
             .map(|(status, count)| CampaignStatusCount {
@@ -281,26 +279,20 @@ impl Campaign {
             .collect())
     }
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn summary(&self, ctx: &Context<'_>) -> Result<CampaignSummaryObject> {
-        let (_, summary) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn summary(&self, ctx: &Context<'_>) -> Result<CampaignSummaryObject, ApiError> {
+        let (_, summary) = campaigns::counts(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(summary.into())
     }
     /// Sent, delivered, opened, clicked, bounced, complained and
     /// unsubscribed messages, and their rates.
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn analytics(&self, ctx: &Context<'_>) -> Result<CampaignAnalyticsObject> {
-        let analytics = campaigns::analytics(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn analytics(&self, ctx: &Context<'_>) -> Result<CampaignAnalyticsObject, ApiError> {
+        let analytics = campaigns::analytics(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(CampaignAnalyticsObject(analytics))
     }
     #[graphql(guard = "NeedsScope(Scope::Read)")]
-    async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>> {
-        let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id)
-            .await
-            .map_err(ApiError::from)?;
+    async fn callbacks(&self, ctx: &Context<'_>) -> Result<Vec<CampaignCallback>, ApiError> {
+        let rows = campaigns::callbacks(api(ctx)?.store.pool(), self.0.campaign_id).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
     /// Rows refused by the imports, by line (up to `first`, at most 1000).
@@ -309,14 +301,13 @@ impl Campaign {
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 100)] first: i32,
-    ) -> Result<Vec<CampaignImportError>> {
+    ) -> Result<Vec<CampaignImportError>, ApiError> {
         let rows = campaigns::import_errors(
             api(ctx)?.store.pool(),
             self.0.campaign_id,
             i64::from(first.clamp(1, 1_000)),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }
@@ -365,8 +356,11 @@ pub struct CampaignRecipientInput {
     pub variables: Option<Json<Value>>,
 }
 
-fn parse_campaign_id(field: &str, id: &ID) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field(field, "is not a campaign id"))
+/// `value` as a `u32`; a negative one is `VALIDATION` on `field`.
+fn unsigned(field: &str, value: Option<i32>) -> Result<Option<u32>, ApiError> {
+    value
+        .map(|v| u32::try_from(v).map_err(|_| ApiError::field(field, "must be positive")))
+        .transpose()
 }
 
 async fn import_payload(
@@ -374,10 +368,8 @@ async fn import_payload(
     tenant_id: &crate::domain::values::TenantId,
     summary: ImportSummary,
     id: Uuid,
-) -> Result<CampaignImport> {
-    let campaign = campaigns::get(api(ctx)?.store.pool(), tenant_id, id)
-        .await
-        .map_err(ApiError::from)?;
+) -> Result<CampaignImport, ApiError> {
+    let campaign = campaigns::get(api(ctx)?.store.pool(), tenant_id, id).await?;
     Ok(CampaignImport {
         import_id: ID(summary.import_id.to_string()),
         accepted: summary.accepted as i64,
@@ -394,12 +386,10 @@ pub struct CampaignsQuery;
 
 #[Object]
 impl CampaignsQuery {
-    async fn campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Campaign>> {
+    async fn campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Campaign>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let id = parse_campaign_id("id", &id)?;
-        let row = campaigns::get(api(ctx)?.store.pool(), &principal.tenant_id, id)
-            .await
-            .map_err(ApiError::from)?;
+        let id = parse_uuid("id", &id, "campaign")?;
+        let row = campaigns::get(api(ctx)?.store.pool(), &principal.tenant_id, id).await?;
         Ok(row.map(Campaign))
     }
 
@@ -409,7 +399,7 @@ impl CampaignsQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Campaign>> {
+    ) -> Result<Connection<Campaign>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
@@ -419,13 +409,11 @@ impl CampaignsQuery {
             after,
             first as i64 + 1,
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         let has_next_page = rows.len() > first;
         rows.truncate(first);
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            (rows, has_next_page),
             |row| row.campaign_id,
             Campaign,
         ))
@@ -442,22 +430,10 @@ impl CampaignsMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateCampaignInput,
-    ) -> Result<CreateCampaignPayload> {
+    ) -> Result<CreateCampaignPayload, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let version = match input.template.version {
-            Some(v) => Some(
-                u32::try_from(v)
-                    .map_err(|_| ApiError::field("template.version", "must be positive"))?,
-            ),
-            None => None,
-        };
-        let batch_size = match input.batch_size {
-            Some(size) => Some(
-                u32::try_from(size)
-                    .map_err(|_| ApiError::field("batchSize", "must be positive"))?,
-            ),
-            None => None,
-        };
+        let version = unsigned("template.version", input.template.version)?;
+        let batch_size = unsigned("batchSize", input.batch_size)?;
         let created = campaigns::create(
             &api(ctx)?.store,
             &principal.tenant_id,
@@ -476,8 +452,7 @@ impl CampaignsMutation {
             &api(ctx)?.egress,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(CreateCampaignPayload {
             campaign: Campaign(created.campaign),
             signing_secret: created.signing_secret,
@@ -490,9 +465,9 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         recipients: Vec<CampaignRecipientInput>,
-    ) -> Result<CampaignImport> {
+    ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let campaign_id = parse_campaign_id("id", &id)?;
+        let campaign_id = parse_uuid("id", &id, "campaign")?;
         let mut listed = Vec::with_capacity(recipients.len());
         for (index, recipient) in recipients.into_iter().enumerate() {
             let variables = match recipient.variables.map(|v| v.0) {
@@ -502,8 +477,7 @@ impl CampaignsMutation {
                     return Err(ApiError::field(
                         &format!("recipients[{index}].variables"),
                         "must be a JSON object",
-                    )
-                    .into());
+                    ));
                 }
             };
             listed.push(CampaignRecipient {
@@ -518,8 +492,7 @@ impl CampaignsMutation {
             listed,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
     }
 
@@ -529,9 +502,9 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         csv_url: String,
-    ) -> Result<CampaignImport> {
+    ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let campaign_id = parse_campaign_id("id", &id)?;
+        let campaign_id = parse_uuid("id", &id, "campaign")?;
         let summary = campaigns::import_url(
             &api(ctx)?.store,
             &principal.tenant_id,
@@ -541,8 +514,7 @@ impl CampaignsMutation {
             api(ctx)?.max_import_bytes,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
     }
 
@@ -553,9 +525,9 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
-    ) -> Result<CampaignImport> {
+    ) -> Result<CampaignImport, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let campaign_id = parse_campaign_id("id", &id)?;
+        let campaign_id = parse_uuid("id", &id, "campaign")?;
         let upload = file
             .value(ctx)
             .map_err(|error| ApiError::field("file", error.to_string()))?;
@@ -570,37 +542,20 @@ impl CampaignsMutation {
             &actor(principal),
             &ImportProgress::default(),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         import_payload(ctx, &principal.tenant_id, summary, campaign_id).await
     }
 
-    async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign> {
+    async fn pause_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let id = parse_campaign_id("id", &id)?;
-        let row = campaigns::pause(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            id,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Campaign(row))
+        let id = parse_uuid("id", &id, "campaign")?;
+        Ok(Campaign(run(ctx, principal, id, campaigns::pause).await?))
     }
 
-    async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign> {
+    async fn resume_campaign(&self, ctx: &Context<'_>, id: ID) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let id = parse_campaign_id("id", &id)?;
-        let row = campaigns::resume(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            id,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Campaign(row))
+        let id = parse_uuid("id", &id, "campaign")?;
+        Ok(Campaign(run(ctx, principal, id, campaigns::resume).await?))
     }
 
     /// Cancels every message not sent yet; sent ones are kept.
@@ -609,9 +564,9 @@ impl CampaignsMutation {
         ctx: &Context<'_>,
         id: ID,
         reason: Option<String>,
-    ) -> Result<Campaign> {
+    ) -> Result<Campaign, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let id = parse_campaign_id("id", &id)?;
+        let id = parse_uuid("id", &id, "campaign")?;
         let row = campaigns::cancel(
             &api(ctx)?.store,
             &principal.tenant_id,
@@ -619,8 +574,7 @@ impl CampaignsMutation {
             reason,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Campaign(row))
     }
 }
@@ -702,27 +656,22 @@ enum Woke<E> {
 pub(super) async fn campaign_progress(
     ctx: &Context<'_>,
     id: ID,
-) -> Result<impl Stream<Item = Result<CampaignSummaryObject>> + use<>> {
+) -> Result<impl Stream<Item = Result<CampaignSummaryObject>> + use<>, ApiError> {
     let principal = require(ctx, Scope::Read)?;
-    let id = parse_campaign_id("id", &id)?;
+    let id = parse_uuid("id", &id, "campaign")?;
     let api = api(ctx)?;
     let tenant_id = principal.tenant_id.clone();
     // Listen before the first read, so no change falls in between.
     let events = api.live.events(&tenant_id, None);
     let pool = api.store.pool().clone();
-    if campaigns::get(&pool, &tenant_id, id)
-        .await
-        .map_err(ApiError::from)?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("campaign").into());
+    if campaigns::get(&pool, &tenant_id, id).await?.is_none() {
+        return Err(ApiError::NotFound("campaign"));
     }
     let mut watch = CampaignWatch {
         stream: campaigns::stream_id(id),
         tag: format!("campaign:{id}"),
         notifications: campaigns::notification_ids(&pool, id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .into_iter()
             .collect(),
     };

@@ -41,25 +41,22 @@ impl<N: OutputType> TypeName for Connection<N> {
 }
 
 impl<N: OutputType> Connection<N> {
-    /// `rows` as a page: each row's cursor from its `key`, and its node. A
-    /// row whose node is `None` is left out, but its cursor may still end
-    /// the page, so the next one starts after it.
+    /// `rows` and whether a next page follows them, as the read models'
+    /// pages come: each row's cursor from its `key`, and its node. A row
+    /// whose node is `None` is left out, but its cursor may still end the
+    /// page, so the next one starts after it.
     pub fn page<R, C: Cursor, T: Into<Option<N>>>(
-        rows: Vec<R>,
-        has_next_page: bool,
+        rows: (Vec<R>, bool),
         key: impl Fn(&R) -> C,
         mut node: impl FnMut(R) -> T,
     ) -> Self {
-        let Ok(page) = Self::try_page(rows, has_next_page, key, |row| {
-            Ok::<_, Infallible>(node(row))
-        });
+        let Ok(page) = Self::try_page(rows, key, |row| Ok::<_, Infallible>(node(row)));
         page
     }
 
     /// As [`Connection::page`], for rows that may fail to make a node.
     pub fn try_page<R, C: Cursor, T: Into<Option<N>>, E>(
-        rows: Vec<R>,
-        has_next_page: bool,
+        (rows, has_next_page): (Vec<R>, bool),
         key: impl Fn(&R) -> C,
         mut node: impl FnMut(R) -> Result<T, E>,
     ) -> Result<Self, E> {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::connection::Connection;
 use super::notification::NotificationNode;
 use super::types::Channel;
-use super::{ApiError, actor, api, parse_id, require};
+use super::{ApiError, actor, api, parse_id, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::api::ops::{ProviderHealth, QueueLine};
 use crate::commands::notifications;
@@ -48,12 +48,11 @@ pub struct DeadLetter {
 #[ComplexObject]
 impl DeadLetter {
     /// The notification with its whole timeline.
-    async fn notification(&self, ctx: &Context<'_>) -> Result<NotificationNode> {
+    async fn notification(&self, ctx: &Context<'_>) -> Result<NotificationNode, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
         let id = parse_id("id", &self.id)?;
         let details = notifications::get(&api(ctx)?.store, &principal.tenant_id, &id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or(ApiError::NotFound("notification"))?;
         Ok(NotificationNode::from_details(details))
     }
@@ -71,23 +70,21 @@ impl DeliveryQuery {
         filter: Option<DeadLetterFilter>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<DeadLetter>> {
+    ) -> Result<Connection<DeadLetter>, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
         let filter = filter.unwrap_or_default().into();
-        let (rows, has_next_page) = dead_letters::page(
+        let page = dead_letters::page(
             api(ctx)?.store.pool(),
             principal.tenant_id.as_str(),
             &filter,
             first,
             after,
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            page,
             |row| (row.dead_lettered_at, row.notification_id),
             |row| DeadLetter {
                 id: ID(row.notification_id.to_string()),
@@ -99,20 +96,18 @@ impl DeliveryQuery {
 
     /// Each provider's circuit breaker and calls in flight, per worker
     /// process (requires `ops`). Providers are shared by every tenant.
-    async fn provider_health(&self, ctx: &Context<'_>) -> Result<Vec<ProviderHealth>> {
+    async fn provider_health(&self, ctx: &Context<'_>) -> Result<Vec<ProviderHealth>, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
-        let rows = delivery_queue::provider_health(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let rows =
+            delivery_queue::provider_health(api(ctx)?.store.pool(), &principal.tenant_id).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// The tenant's delivery queue by priority and channel (requires `ops`).
-    async fn delivery_queue(&self, ctx: &Context<'_>) -> Result<Vec<QueueLine>> {
+    async fn delivery_queue(&self, ctx: &Context<'_>) -> Result<Vec<QueueLine>, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
-        let stats = delivery_queue::stats(api(ctx)?.store.pool(), principal.tenant_id.as_str())
-            .await
-            .map_err(ApiError::from)?;
+        let stats =
+            delivery_queue::stats(api(ctx)?.store.pool(), principal.tenant_id.as_str()).await?;
         Ok(stats.into_iter().map(Into::into).collect())
     }
 }
@@ -124,7 +119,11 @@ pub struct DeliveryMutation;
 impl DeliveryMutation {
     /// Sends a dead-lettered notification through again with a fresh retry
     /// budget (requires `ops`).
-    async fn replay_dead_letter(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
+    async fn replay_dead_letter(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<NotificationNode, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
         let id = parse_id("id", &id)?;
         let details = notifications::requeue(
@@ -134,8 +133,7 @@ impl DeliveryMutation {
             notifications::DEAD_LETTER_REPLAY,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(NotificationNode::from_details(details))
     }
 
@@ -145,16 +143,10 @@ impl DeliveryMutation {
         &self,
         ctx: &Context<'_>,
         filter: Option<DeadLetterFilter>,
-    ) -> Result<i32> {
+    ) -> Result<i32, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
-        let replayed = notifications::replay_dead_letters(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            &filter.unwrap_or_default().into(),
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let filter = dead_letters::Filter::from(filter.unwrap_or_default());
+        let replayed = run(ctx, principal, &filter, notifications::replay_dead_letters).await?;
         Ok(replayed as i32)
     }
 }

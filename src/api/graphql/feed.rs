@@ -222,8 +222,7 @@ impl FeedQuery {
         .await?;
         Ok(InAppFeedConnection {
             items: Connection::page(
-                page.items,
-                page.has_more,
+                (page.items, page.has_more),
                 |row| row.delivered_position,
                 InAppItem::from_row,
             ),
@@ -246,7 +245,7 @@ impl FeedMutation {
         recipient_id: String,
         ids: Vec<ID>,
         state: InAppItemState,
-    ) -> Result<MarkInAppItemsPayload> {
+    ) -> Result<MarkInAppItemsPayload, ApiError> {
         let (tenant_id, actor, _) = feed_caller(ctx, &recipient(&recipient_id)?, Scope::Send)?;
         let marked = commands::mark(
             &api(ctx)?.store,
@@ -258,8 +257,7 @@ impl FeedMutation {
             },
             &actor,
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(marked.into())
     }
 
@@ -268,11 +266,10 @@ impl FeedMutation {
         &self,
         ctx: &Context<'_>,
         recipient_id: String,
-    ) -> Result<MarkInAppItemsPayload> {
+    ) -> Result<MarkInAppItemsPayload, ApiError> {
         let (tenant_id, actor, _) = feed_caller(ctx, &recipient(&recipient_id)?, Scope::Send)?;
-        let marked = commands::mark_all_read(&api(ctx)?.store, &tenant_id, &recipient_id, &actor)
-            .await
-            .map_err(ApiError::from)?;
+        let marked =
+            commands::mark_all_read(&api(ctx)?.store, &tenant_id, &recipient_id, &actor).await?;
         Ok(marked.into())
     }
 

@@ -296,24 +296,21 @@ pub struct LimitsQuery;
 #[Object]
 impl LimitsQuery {
     /// The limits in force for the caller's tenant.
-    async fn tenant_limits(&self, ctx: &Context<'_>) -> Result<TenantLimitsObject> {
+    async fn tenant_limits(&self, ctx: &Context<'_>) -> Result<TenantLimitsObject, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        Ok(limits_of(ctx, &principal.tenant_id).await?)
+        limits_of(ctx, &principal.tenant_id).await
     }
 
     /// The tenant's usage in the current UTC day and month against its caps.
-    async fn usage(&self, ctx: &Context<'_>) -> Result<Vec<QuotaUsage>> {
+    async fn usage(&self, ctx: &Context<'_>) -> Result<Vec<QuotaUsage>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let api = api(ctx)?;
         let now = Utc::now();
         let limits = api
             .limits
             .effective(api.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
-        let usage = limits::usage(api.store.pool(), &principal.tenant_id, now)
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
+        let usage = limits::usage(api.store.pool(), &principal.tenant_id, now).await?;
         Ok([
             domain::Quota::DailyMessages,
             domain::Quota::MonthlyMessages,
@@ -352,9 +349,9 @@ impl LimitsMutation {
         &self,
         ctx: &Context<'_>,
         limits: TenantLimitsInput,
-    ) -> Result<TenantLimitsObject> {
+    ) -> Result<TenantLimitsObject, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let limits = limits.parse().map_err(ApiError::from)?;
+        let limits = limits.parse()?;
         let api = api(ctx)?;
         tenants::set_limits(
             &api.store,
@@ -363,9 +360,8 @@ impl LimitsMutation {
             &api.limits,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         api.limits.forget(&principal.tenant_id);
-        Ok(limits_of(ctx, &principal.tenant_id).await?)
+        limits_of(ctx, &principal.tenant_id).await
     }
 }

@@ -27,14 +27,14 @@ use self::notification::NotificationNode;
 pub use self::subscription::SubscriptionRoot;
 pub(super) use self::types::Priority;
 use self::types::*;
-use super::auth::KeyCache;
+use super::auth::{KeyCache, actor};
 use super::cursor::{self, filter_value, page_size};
 use super::error::ApiError;
 use super::live::LiveHub;
 use crate::commands::links::FeedGrant;
 use crate::commands::tenants::Principal;
-use crate::commands::{self, Actor};
-use crate::domain::values::{ApiKeyId, NotificationId};
+use crate::commands::{self, Actor, CommandError};
+use crate::domain::values::{ApiKeyId, NotificationId, TenantId};
 use crate::domain::{self, Scope as DomainScope};
 use crate::eventstore::EventStore;
 use crate::projections::{entity_index, notification_status};
@@ -129,12 +129,25 @@ fn api<'a>(ctx: &'a Context<'_>) -> Result<&'a ApiContext, ApiError> {
         .map_err(|e| ApiError::internal(e.message))
 }
 
-fn actor(principal: &Principal) -> Actor {
-    Actor::new(format!("api-key:{}", principal.key_id))
+/// Runs one of the tenant's commands on `input`, recorded as `principal`'s
+/// key: the whole call of most mutations.
+async fn run<I, T>(
+    ctx: &Context<'_>,
+    principal: &Principal,
+    input: I,
+    command: impl AsyncFnOnce(&EventStore, &TenantId, I, &Actor) -> Result<T, CommandError>,
+) -> Result<T, ApiError> {
+    let store = &api(ctx)?.store;
+    Ok(command(store, &principal.tenant_id, input, &actor(principal)).await?)
 }
 
 fn parse_id(field: &str, id: &ID) -> Result<NotificationId, ApiError> {
     NotificationId::parse(id.as_str()).map_err(|e| ApiError::field(field, e.to_string()))
+}
+
+/// `id` as the UUID of a `what`, or `VALIDATION` on `field`.
+fn parse_uuid(field: &str, id: &ID, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| ApiError::field(field, format!("is not a {what} id")))
 }
 
 /// The query root: the core queries and the analyst ones.
@@ -172,12 +185,11 @@ impl CoreQuery {
     }
 
     /// One notification with its current status and full timeline.
-    async fn notification(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode> {
+    async fn notification(&self, ctx: &Context<'_>, id: ID) -> Result<NotificationNode, ApiError> {
         let principal = require(ctx, DomainScope::Read)?;
         let id = parse_id("id", &id)?;
         let details = commands::notifications::get(&api(ctx)?.store, &principal.tenant_id, &id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or(ApiError::NotFound("notification"))?;
         Ok(NotificationNode::from_details(details))
     }
@@ -189,7 +201,7 @@ impl CoreQuery {
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
         filter: Option<NotificationFilter>,
-    ) -> Result<Connection<NotificationNode>> {
+    ) -> Result<Connection<NotificationNode>, ApiError> {
         let principal = require(ctx, DomainScope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
@@ -214,13 +226,10 @@ impl CoreQuery {
             created_before: filter.to,
         };
         let pool = api(ctx)?.store.pool();
-        let (rows, has_next_page) =
-            notification_status::page(pool, &principal.tenant_id, &filter, first, after)
-                .await
-                .map_err(ApiError::from)?;
+        let page =
+            notification_status::page(pool, &principal.tenant_id, &filter, first, after).await?;
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            page,
             |row| row.notification_id,
             |row| NotificationNode::from_row(&principal.tenant_id, row),
         ))
@@ -402,9 +411,9 @@ impl CoreMutation {
         &self,
         ctx: &Context<'_>,
         input: SendNotificationInput,
-    ) -> Result<SendNotificationPayload> {
+    ) -> Result<SendNotificationPayload, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
-        Ok(send_one(api(ctx)?, principal, input).await?)
+        send_one(api(ctx)?, principal, input).await
     }
 
     /// Up to 1,000 notifications; each item succeeds or fails on its own.
@@ -412,14 +421,13 @@ impl CoreMutation {
         &self,
         ctx: &Context<'_>,
         inputs: Vec<SendNotificationInput>,
-    ) -> Result<Vec<SendNotificationResult>> {
+    ) -> Result<Vec<SendNotificationResult>, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
         if inputs.len() > MAX_BATCH {
             return Err(ApiError::field(
                 "inputs",
                 format!("at most {MAX_BATCH} notifications per call"),
-            )
-            .into());
+            ));
         }
         let api = api(ctx)?;
         let sent = commands::notifications::send_many(
@@ -456,16 +464,9 @@ impl CoreMutation {
         &self,
         ctx: &Context<'_>,
         input: IngestEventInput,
-    ) -> Result<IngestEventPayload> {
+    ) -> Result<IngestEventPayload, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
-        let ingested = commands::ingest::ingest(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            input.into(),
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let ingested = run(ctx, principal, input.into(), commands::ingest::ingest).await?;
         Ok(IngestEventPayload {
             event_id: ID(ingested.event_id.to_string()),
             position: Position(ingested.position),
@@ -479,7 +480,7 @@ impl CoreMutation {
         ctx: &Context<'_>,
         id: ID,
         reason: Option<String>,
-    ) -> Result<NotificationNode> {
+    ) -> Result<NotificationNode, ApiError> {
         let principal = require(ctx, DomainScope::Send)?;
         let id = parse_id("id", &id)?;
         let details = commands::notifications::cancel(
@@ -489,8 +490,7 @@ impl CoreMutation {
             reason,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(NotificationNode::from_details(details))
     }
 
@@ -500,7 +500,7 @@ impl CoreMutation {
         ctx: &Context<'_>,
         name: String,
         scopes: Vec<Scope>,
-    ) -> Result<IssuedApiKey> {
+    ) -> Result<IssuedApiKey, ApiError> {
         let principal = require(ctx, DomainScope::Admin)?;
         let scopes: Vec<DomainScope> = scopes.into_iter().map(Into::into).collect();
         let issued = commands::tenants::issue_api_key(
@@ -510,8 +510,7 @@ impl CoreMutation {
             scopes,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(IssuedApiKey {
             id: ID(issued.key_id.to_string()),
             api_key: issued.api_key,
@@ -521,20 +520,12 @@ impl CoreMutation {
 
     /// Revokes one of the tenant's keys (admin scope); it stops working at once here
     /// and within seconds in other processes.
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, DomainScope::Admin)?;
         let key_id =
             ApiKeyId::parse(id.as_str()).map_err(|e| ApiError::field("id", e.to_string()))?;
-        let api = api(ctx)?;
-        commands::tenants::revoke_api_key(
-            &api.store,
-            &principal.tenant_id,
-            key_id,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        api.keys.clear();
+        run(ctx, principal, key_id, commands::tenants::revoke_api_key).await?;
+        api(ctx)?.keys.clear();
         Ok(true)
     }
 }

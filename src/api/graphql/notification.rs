@@ -6,21 +6,16 @@ use chrono::{DateTime, Utc};
 
 use super::types::{Channel, NotificationStatus, Position, Priority, TimelineEvent};
 use super::{ApiContext, require};
+use crate::api::rest::wire::NotificationSummary;
 use crate::commands::notifications::{self, NotificationDetails};
 use crate::domain::values::{NotificationId, TenantId};
-use crate::domain::{self, NotificationState, Scope};
+use crate::domain::{NotificationState, Scope};
 use crate::projections::notification_status;
 
 pub struct NotificationNode {
-    id: NotificationId,
+    /// The fields lists show, as the REST twin shows them.
+    summary: NotificationSummary,
     tenant_id: TenantId,
-    status: domain::NotificationStatus,
-    priority: domain::values::Priority,
-    channels: Vec<domain::values::Channel>,
-    recipient_id: Option<String>,
-    category: Option<String>,
-    tags: Vec<String>,
-    created_at: DateTime<Utc>,
     /// What is already known; the rest is loaded from the stream when asked for.
     state: Option<NotificationState>,
     details: Option<NotificationDetails>,
@@ -34,17 +29,9 @@ impl NotificationNode {
     }
 
     pub fn from_state(state: NotificationState) -> NotificationNode {
-        let request = &state.request;
         NotificationNode {
-            id: state.notification_id,
+            summary: NotificationSummary::of_state(&state),
             tenant_id: state.tenant_id.clone(),
-            status: state.status,
-            priority: request.priority,
-            channels: request.channels.clone(),
-            recipient_id: request.recipient.id.as_ref().map(|r| r.to_string()),
-            category: request.category.as_ref().map(|c| c.to_string()),
-            tags: request.tags.iter().map(|t| t.to_string()).collect(),
-            created_at: state.requested_at,
             details: None,
             state: Some(state),
         }
@@ -56,21 +43,8 @@ impl NotificationNode {
         row: notification_status::Row,
     ) -> Option<NotificationNode> {
         Some(NotificationNode {
-            id: NotificationId::from(row.notification_id),
+            summary: NotificationSummary::of_row(row)?,
             tenant_id: tenant_id.clone(),
-            status: domain::NotificationStatus::ALL
-                .into_iter()
-                .find(|s| s.as_str() == row.status)?,
-            priority: domain::values::Priority::parse(&row.priority).ok()?,
-            channels: row
-                .channels
-                .iter()
-                .filter_map(|c| domain::values::Channel::parse(c).ok())
-                .collect(),
-            recipient_id: row.recipient_id,
-            category: row.category,
-            tags: row.tags,
-            created_at: row.created_at,
             state: None,
             details: None,
         })
@@ -85,7 +59,8 @@ impl NotificationNode {
 
     async fn load(&self, ctx: &Context<'_>) -> Result<NotificationDetails> {
         let api = ctx.data::<ApiContext>()?;
-        notifications::get(&api.store, &self.tenant_id, &self.id)
+        let id = NotificationId::from(self.summary.notification_id);
+        notifications::get(&api.store, &self.tenant_id, &id)
             .await
             .map_err(super::ApiError::from)?
             .ok_or_else(|| super::ApiError::NotFound("notification").into())
@@ -95,29 +70,29 @@ impl NotificationNode {
 #[Object(name = "Notification")]
 impl NotificationNode {
     async fn id(&self) -> ID {
-        ID(self.id.as_uuid().to_string())
+        ID(self.summary.notification_id.to_string())
     }
     async fn status(&self) -> NotificationStatus {
-        self.status.into()
+        self.summary.status.into()
     }
     async fn priority(&self) -> Priority {
-        self.priority.into()
+        self.summary.priority.into()
     }
     /// In order of preference.
     async fn channels(&self) -> Vec<Channel> {
-        self.channels.iter().map(|c| (*c).into()).collect()
+        self.summary.channels.iter().map(|c| (*c).into()).collect()
     }
     async fn recipient_id(&self) -> Option<&str> {
-        self.recipient_id.as_deref()
+        self.summary.recipient_id.as_deref()
     }
     async fn category(&self) -> Option<&str> {
-        self.category.as_deref()
+        self.summary.category.as_deref()
     }
     async fn tags(&self) -> &[String] {
-        &self.tags
+        &self.summary.tags
     }
     async fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
+        self.summary.created_at
     }
     /// Delivery attempts started so far.
     async fn attempts(&self, ctx: &Context<'_>) -> Result<u32> {

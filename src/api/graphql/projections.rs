@@ -26,6 +26,7 @@ use crate::projections::{self as read_models, Projection};
 const OTHER_TENANT_FAILED: &str = "an event of another tenant failed";
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::projections::checkpoints::Activity")]
 pub enum ProjectionState {
     /// A process applies events.
     Running,
@@ -37,18 +38,6 @@ pub enum ProjectionState {
     Failed,
     /// A newer version replaced it.
     Retired,
-}
-
-impl From<Activity> for ProjectionState {
-    fn from(activity: Activity) -> Self {
-        match activity {
-            Activity::Running => ProjectionState::Running,
-            Activity::Standby => ProjectionState::Standby,
-            Activity::Rebuilding => ProjectionState::Rebuilding,
-            Activity::Failed => ProjectionState::Failed,
-            Activity::Retired => ProjectionState::Retired,
-        }
-    }
 }
 
 /// A rebuild under way, in whichever process runs it.
@@ -175,10 +164,8 @@ async fn status_of(
     ctx: &Context<'_>,
     principal: &Principal,
     name: &str,
-) -> Result<ProjectionObject> {
-    let statuses = checkpoints::statuses(api(ctx)?.store.pool(), &read_models::all())
-        .await
-        .map_err(ApiError::from)?;
+) -> Result<ProjectionObject, ApiError> {
+    let statuses = checkpoints::statuses(api(ctx)?.store.pool(), &read_models::all()).await?;
     // Ordered by version, with a known version that has no row yet last.
     let status = statuses
         .into_iter()
@@ -199,12 +186,10 @@ impl ProjectionsQuery {
     /// Every read model's versions: state, checkpoint, lag, failure, rebuild
     /// progress (requires `ops`). System-wide: a failed event's error is shown
     /// only when the event is the caller's tenant's, or to an operator tenant.
-    async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionObject>> {
+    async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionObject>, ApiError> {
         let principal = require(ctx, Scope::Ops)?;
         let operator = is_operator(ctx, principal)?;
-        let statuses = checkpoints::statuses(api(ctx)?.store.pool(), &read_models::all())
-            .await
-            .map_err(ApiError::from)?;
+        let statuses = checkpoints::statuses(api(ctx)?.store.pool(), &read_models::all()).await?;
         Ok(statuses
             .into_iter()
             .map(|status| ProjectionObject::shown_to(status, principal, operator))
@@ -229,7 +214,7 @@ impl ProjectionsMutation {
             return Err(ApiError::Conflict(format!("projection {name} is not failed")).into());
         }
         tracing::info!(projection = %name, key_id = %principal.key_id, "projection retried through the API");
-        status_of(ctx, principal, &name).await
+        Ok(status_of(ctx, principal, &name).await?)
     }
 
     /// Steps a failed projection over the one event it failed on; the skip is

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::types::Channel;
-use super::{ApiError, NeedsScope, actor, api, require};
+use super::{ApiError, NeedsScope, actor, api, require, run};
 use crate::commands::recipients::{self, Audience};
 use crate::domain::quiet_hours::QuietHours as Window;
 use crate::domain::recipient::{
@@ -168,22 +168,20 @@ pub struct RecipientsQuery;
 #[Object]
 impl RecipientsQuery {
     /// A recipient's profile and preferences (requires `read`).
-    async fn recipient(&self, ctx: &Context<'_>, id: String) -> Result<Recipient> {
+    async fn recipient(&self, ctx: &Context<'_>, id: String) -> Result<Recipient, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let id = parse_recipient_id("id", &id)?;
         let audience = recipients::get(api(ctx)?.store.pool(), &principal.tenant_id, &id)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or(ApiError::NotFound("recipient"))?;
         Ok(Recipient::new(&id, audience))
     }
 
     /// The tenant's default quiet hours (requires `read`); null when off.
-    async fn quiet_hours(&self, ctx: &Context<'_>) -> Result<Option<QuietHours>> {
+    async fn quiet_hours(&self, ctx: &Context<'_>) -> Result<Option<QuietHours>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let window = recipients::tenant_quiet_hours(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let window =
+            recipients::tenant_quiet_hours(api(ctx)?.store.pool(), &principal.tenant_id).await?;
         Ok(window.map(Into::into))
     }
 }
@@ -199,7 +197,7 @@ impl RecipientsMutation {
         &self,
         ctx: &Context<'_>,
         input: UpsertRecipientInput,
-    ) -> Result<Recipient> {
+    ) -> Result<Recipient, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let input = UpsertRecipient {
             id: input.id,
@@ -218,14 +216,7 @@ impl RecipientsMutation {
             }),
         };
         let id = parse_recipient_id("id", &input.id)?;
-        let audience = recipients::upsert(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            input,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let audience = run(ctx, principal, input, recipients::upsert).await?;
         Ok(Recipient::new(&id, audience))
     }
 
@@ -237,7 +228,7 @@ impl RecipientsMutation {
         ctx: &Context<'_>,
         recipient_id: String,
         changes: Vec<PreferenceChangeInput>,
-    ) -> Result<Recipient> {
+    ) -> Result<Recipient, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let id = parse_recipient_id("recipient_id", &recipient_id)?;
         let changes = parse_preference_changes(
@@ -249,8 +240,7 @@ impl RecipientsMutation {
                     opted_in: change.opted_in,
                 })
                 .collect(),
-        )
-        .map_err(ApiError::from)?;
+        )?;
         let preferences = recipients::set_preferences(
             &api(ctx)?.store,
             &principal.tenant_id,
@@ -259,11 +249,9 @@ impl RecipientsMutation {
             domain::PreferenceSource::Api,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
-        let profile = recipients::profile(api(ctx)?.store.pool(), &principal.tenant_id, &id)
-            .await
-            .map_err(ApiError::from)?;
+        .await?;
+        let profile =
+            recipients::profile(api(ctx)?.store.pool(), &principal.tenant_id, &id).await?;
         Ok(Recipient::new(
             &id,
             Audience {
@@ -281,32 +269,24 @@ impl RecipientsMutation {
         ctx: &Context<'_>,
         start: String,
         end: String,
-    ) -> Result<QuietHours> {
+    ) -> Result<QuietHours, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let mut errors = ValidationErrors::default();
         let window = Window::check(&mut errors, "start", "end", &start, &end)
             .ok_or_else(|| ApiError::from(errors))?;
-        let window = recipients::set_tenant_quiet_hours(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            window,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let window = run(ctx, principal, window, recipients::set_tenant_quiet_hours).await?;
         Ok(window.into())
     }
 
     /// Turns the tenant's default quiet hours off (requires `admin`).
-    async fn clear_quiet_hours(&self, ctx: &Context<'_>) -> Result<bool> {
+    async fn clear_quiet_hours(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         recipients::clear_tenant_quiet_hours(
             &api(ctx)?.store,
             &principal.tenant_id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(true)
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::connection::Connection;
 use super::types::SendNotificationInput;
-use super::{ApiError, NeedsScope, actor, api, require};
+use super::{ApiError, NeedsScope, api, parse_uuid, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::schedules::{self, ScheduleRow};
 use crate::domain::Scope;
@@ -132,10 +132,6 @@ impl Schedule {
     }
 }
 
-fn parse_schedule_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(id.as_str()).map_err(|_| ApiError::field("id", "is not a schedule id"))
-}
-
 #[derive(Default)]
 pub struct SchedulesQuery;
 
@@ -147,29 +143,20 @@ impl SchedulesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Schedule>> {
+    ) -> Result<Connection<Schedule>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) =
-            schedules::page(api(ctx)?.store.pool(), &principal.tenant_id, first, after)
-                .await
-                .map_err(ApiError::from)?;
-        Ok(Connection::page(
-            rows,
-            has_next_page,
-            |row| row.schedule_id,
-            Schedule,
-        ))
+        let page =
+            schedules::page(api(ctx)?.store.pool(), &principal.tenant_id, first, after).await?;
+        Ok(Connection::page(page, |row| row.schedule_id, Schedule))
     }
 
     /// One of the tenant's schedules (requires `read`); null if there is none.
-    async fn schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Schedule>> {
+    async fn schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Schedule>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let schedule_id = parse_schedule_id(&id)?;
-        let row = schedules::get(api(ctx)?.store.pool(), &principal.tenant_id, schedule_id)
-            .await
-            .map_err(ApiError::from)?;
+        let schedule_id = parse_uuid("id", &id, "schedule")?;
+        let row = schedules::get(api(ctx)?.store.pool(), &principal.tenant_id, schedule_id).await?;
         Ok(row.map(Schedule))
     }
 }
@@ -186,66 +173,41 @@ impl SchedulesMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateScheduleInput,
-    ) -> Result<Schedule> {
+    ) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = schedules::create(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            CreateSchedule {
-                name: input.name,
-                cron: input.cron,
-                timezone: input.timezone,
-                missed_policy: domain::MissedPolicy::from(input.missed_policy),
-                notification: input.notification.into(),
-            },
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Schedule(row))
+        let input = CreateSchedule {
+            name: input.name,
+            cron: input.cron,
+            timezone: input.timezone,
+            missed_policy: domain::MissedPolicy::from(input.missed_policy),
+            notification: input.notification.into(),
+        };
+        Ok(Schedule(
+            run(ctx, principal, input, schedules::create).await?,
+        ))
     }
 
     /// Stops firing until resumed (requires `send`).
-    async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule> {
+    async fn pause_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = schedules::pause(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            parse_schedule_id(&id)?,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Schedule(row))
+        let id = parse_uuid("id", &id, "schedule")?;
+        Ok(Schedule(run(ctx, principal, id, schedules::pause).await?))
     }
 
     /// Fires again from the first slot after now; slots passed while paused
     /// are not fired (requires `send`).
-    async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule> {
+    async fn resume_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<Schedule, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        let row = schedules::resume(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            parse_schedule_id(&id)?,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Schedule(row))
+        let id = parse_uuid("id", &id, "schedule")?;
+        Ok(Schedule(run(ctx, principal, id, schedules::resume).await?))
     }
 
     /// Stops the schedule for good (requires `send`); notifications already
     /// sent are kept.
-    async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Send)?;
-        schedules::delete(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            parse_schedule_id(&id)?,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let id = parse_uuid("id", &id, "schedule")?;
+        run(ctx, principal, id, schedules::delete).await?;
         Ok(true)
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::connection::Connection;
 use super::types::Channel;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::suppressions::{
     self, SuppressionCursor, SuppressionFilter as Filter, SuppressionRow,
@@ -89,7 +89,7 @@ impl SuppressionsQuery {
         filter: Option<SuppressionFilter>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Suppression>> {
+    ) -> Result<Connection<Suppression>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let filter = filter.unwrap_or_default();
@@ -102,8 +102,7 @@ impl SuppressionsQuery {
             return Err(ApiError::field(
                 "filter.addressContains",
                 "must not contain NUL characters",
-            )
-            .into());
+            ));
         }
         let filter = Filter {
             channel: filter.channel.map(list_channel).transpose()?,
@@ -114,24 +113,22 @@ impl SuppressionsQuery {
                 .filter(|text| !text.is_empty()),
         };
         let after: Option<SuppressionCursor> = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) = suppressions::list(
+        let page = suppressions::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             &filter,
             first,
             after.as_ref(),
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Connection::try_page(
-            rows,
-            has_next_page,
+        .await?;
+        Connection::try_page(
+            page,
             |row| SuppressionCursor {
                 created_at: row.created_at,
                 address_key: row.address_key.clone(),
             },
             Suppression::try_from,
-        )?)
+        )
     }
 }
 
@@ -151,22 +148,16 @@ impl SuppressionsMutation {
         channel: Option<Channel>,
         reason: Option<SuppressionReason>,
         note: Option<String>,
-    ) -> Result<Suppression> {
+    ) -> Result<Suppression, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let row = suppressions::add_manual(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            AddSuppression {
-                address,
-                channel: channel.map(Into::into),
-                reason: reason.map(Into::into),
-                note,
-            },
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(row.try_into()?)
+        let input = AddSuppression {
+            address,
+            channel: channel.map(Into::into),
+            reason: reason.map(Into::into),
+            note,
+        };
+        let row = run(ctx, principal, input, suppressions::add_manual).await?;
+        row.try_into()
     }
 
     /// Takes an address off the list (requires `admin`); `NOT_FOUND` when it
@@ -177,18 +168,11 @@ impl SuppressionsMutation {
         ctx: &Context<'_>,
         address: String,
         channel: Option<Channel>,
-    ) -> Result<bool> {
+    ) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let address = SuppressedAddress::parse(&address, channel.map(Into::into))
             .map_err(|error| ApiError::field("address", error.to_string()))?;
-        suppressions::remove(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            &address,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        run(ctx, principal, &address, suppressions::remove).await?;
         Ok(true)
     }
 }

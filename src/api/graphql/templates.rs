@@ -9,18 +9,21 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::connection::Connection;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, api, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::templates::{self, PartialRow, StoredVersion, TemplateRow};
 use crate::domain::template::{
     EmailParts, LocaleInput, LocaleParts, PartialKind, PublishTemplate, RenderedEmail,
-    RenderedTemplate, RenderedTitled, TitledParts, UpsertPartial, VariableInput, VariableType,
+    RenderedTemplate, RenderedTitled, TitledParts, UpsertPartial, VariableInput,
 };
 use crate::domain::values::{JsonObject, Locale, TemplateKey, TemplateVersion};
 use crate::domain::{MAX_VARIABLES_BYTES, Scope, TemplateRef};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "TemplateVariableType")]
+#[graphql(
+    name = "TemplateVariableType",
+    remote = "crate::domain::template::VariableType"
+)]
 pub enum VariableTypeGql {
     String,
     Number,
@@ -31,48 +34,16 @@ pub enum VariableTypeGql {
     Any,
 }
 
-impl From<VariableTypeGql> for VariableType {
-    fn from(kind: VariableTypeGql) -> Self {
-        match kind {
-            VariableTypeGql::String => VariableType::String,
-            VariableTypeGql::Number => VariableType::Number,
-            VariableTypeGql::Boolean => VariableType::Boolean,
-            VariableTypeGql::Object => VariableType::Object,
-            VariableTypeGql::Array => VariableType::Array,
-            VariableTypeGql::Any => VariableType::Any,
-        }
-    }
-}
-
-impl From<VariableType> for VariableTypeGql {
-    fn from(kind: VariableType) -> Self {
-        match kind {
-            VariableType::String => VariableTypeGql::String,
-            VariableType::Number => VariableTypeGql::Number,
-            VariableType::Boolean => VariableTypeGql::Boolean,
-            VariableType::Object => VariableTypeGql::Object,
-            VariableType::Array => VariableTypeGql::Array,
-            VariableType::Any => VariableTypeGql::Any,
-        }
-    }
-}
-
 /// A partial is included (`{% include "partial:footer" %}`); a layout is
 /// extended by an email's HTML (`{% extends "layout:base" %}`).
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "TemplatePartialKind")]
+#[graphql(
+    name = "TemplatePartialKind",
+    remote = "crate::domain::template::PartialKind"
+)]
 pub enum PartialKindGql {
     Partial,
     Layout,
-}
-
-impl From<PartialKindGql> for PartialKind {
-    fn from(kind: PartialKindGql) -> Self {
-        match kind {
-            PartialKindGql::Partial => PartialKind::Partial,
-            PartialKindGql::Layout => PartialKind::Layout,
-        }
-    }
 }
 
 #[derive(InputObject)]
@@ -93,30 +64,19 @@ pub struct TemplateEmailInput {
     pub text: Option<String>,
 }
 
-#[derive(InputObject)]
-pub struct TemplateSmsInput {
-    pub text: String,
-}
-
-#[derive(InputObject)]
-pub struct TemplateTitledInput {
-    pub title: Option<String>,
-    pub body: String,
-}
-
 /// One locale's parts; give any subset of the channels.
 #[derive(InputObject)]
 pub struct TemplateLocaleInput {
     /// A BCP 47 tag, e.g. `fr` or `fr-CA`.
     pub locale: String,
     pub email: Option<TemplateEmailInput>,
-    pub sms: Option<TemplateSmsInput>,
-    pub push: Option<TemplateTitledInput>,
+    pub sms: Option<TemplateSms>,
+    pub push: Option<TemplateTitled>,
     /// A JSON object whose strings are templates; a string that is only
     /// `{{ name }}` keeps the variable's JSON type.
     pub webhook: Option<Json<Value>>,
-    pub ntfy: Option<TemplateTitledInput>,
-    pub in_app: Option<TemplateTitledInput>,
+    pub ntfy: Option<TemplateTitled>,
+    pub in_app: Option<TemplateTitled>,
 }
 
 #[derive(InputObject)]
@@ -131,7 +91,7 @@ pub struct PublishTemplateInput {
 
 impl PublishTemplateInput {
     fn into_domain(self) -> Result<PublishTemplate, ApiError> {
-        let titled = |t: TemplateTitledInput| TitledParts {
+        let titled = |t: TemplateTitled| TitledParts {
             title: t.title,
             body: t.body,
         };
@@ -199,12 +159,14 @@ pub struct TemplateEmail {
     pub text: Option<String>,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, InputObject)]
+#[graphql(input_name = "TemplateSmsInput")]
 pub struct TemplateSms {
     pub text: String,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, InputObject)]
+#[graphql(input_name = "TemplateTitledInput")]
 pub struct TemplateTitled {
     pub title: Option<String>,
     pub body: String,
@@ -315,12 +277,11 @@ impl From<TemplateRow> for Template {
 #[ComplexObject]
 impl Template {
     /// Every published version, newest first.
-    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<TemplateVersionNode>> {
+    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<TemplateVersionNode>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let key = parse_key("key", &self.key)?;
-        let versions = templates::versions(api(ctx)?.store.pool(), &principal.tenant_id, &key)
-            .await
-            .map_err(ApiError::from)?;
+        let versions =
+            templates::versions(api(ctx)?.store.pool(), &principal.tenant_id, &key).await?;
         Ok(versions.into_iter().map(Into::into).collect())
     }
 }
@@ -338,13 +299,9 @@ impl TryFrom<PartialRow> for TemplatePartial {
     type Error = ApiError;
 
     fn try_from(row: PartialRow) -> Result<Self, ApiError> {
-        let kind = match PartialKind::parse(&row.kind) {
-            Ok(PartialKind::Partial) => PartialKindGql::Partial,
-            Ok(PartialKind::Layout) => PartialKindGql::Layout,
-            Err(error) => return Err(ApiError::internal(error)),
-        };
+        let kind = PartialKind::parse(&row.kind).map_err(ApiError::internal)?;
         Ok(TemplatePartial {
-            kind,
+            kind: kind.into(),
             name: row.name,
             body: row.body,
             created_at: row.created_at,
@@ -421,21 +378,19 @@ impl TemplatesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<Template>> {
+    ) -> Result<Connection<Template>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after: Option<String> = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) = templates::list(
+        let page = templates::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             first,
             after.as_deref(),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(Connection::page(
-            rows,
-            has_next_page,
+            page,
             |row| row.template_key.clone(),
             Template::from,
         ))
@@ -443,25 +398,18 @@ impl TemplatesQuery {
 
     /// One template with its versions (requires `read`); null when the
     /// tenant never published it.
-    async fn template(&self, ctx: &Context<'_>, key: String) -> Result<Option<Template>> {
+    async fn template(&self, ctx: &Context<'_>, key: String) -> Result<Option<Template>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let key = parse_key("key", &key)?;
-        let row = templates::get(api(ctx)?.store.pool(), &principal.tenant_id, &key)
-            .await
-            .map_err(ApiError::from)?;
+        let row = templates::get(api(ctx)?.store.pool(), &principal.tenant_id, &key).await?;
         Ok(row.map(Into::into))
     }
 
     /// The tenant's partials and layouts (requires `read`).
-    async fn template_partials(&self, ctx: &Context<'_>) -> Result<Vec<TemplatePartial>> {
+    async fn template_partials(&self, ctx: &Context<'_>) -> Result<Vec<TemplatePartial>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let rows = templates::partials(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(rows
-            .into_iter()
-            .map(TemplatePartial::try_from)
-            .collect::<Result<_, ApiError>>()?)
+        let rows = templates::partials(api(ctx)?.store.pool(), &principal.tenant_id).await?;
+        rows.into_iter().map(TemplatePartial::try_from).collect()
     }
 
     /// Renders every part of a version (the latest when `version` is
@@ -475,7 +423,7 @@ impl TemplatesQuery {
         version: Option<i32>,
         locale: Option<String>,
         variables: Option<Json<Value>>,
-    ) -> Result<TemplatePreview> {
+    ) -> Result<TemplatePreview, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let template = TemplateRef {
             key: parse_key("template.key", &key)?,
@@ -492,8 +440,7 @@ impl TemplatesQuery {
         };
         let (version, rendered) =
             templates::preview_for_tenant(api(ctx)?.store.pool(), &principal.tenant_id, &template)
-                .await
-                .map_err(ApiError::from)?;
+                .await?;
         Ok(TemplatePreview::new(&template.key, version, rendered))
     }
 }
@@ -510,16 +457,9 @@ impl TemplatesMutation {
         &self,
         ctx: &Context<'_>,
         input: PublishTemplateInput,
-    ) -> Result<TemplateVersionNode> {
+    ) -> Result<TemplateVersionNode, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let published = templates::publish(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            input.into_domain()?,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let published = run(ctx, principal, input.into_domain()?, templates::publish).await?;
         Ok(published.into())
     }
 
@@ -531,20 +471,14 @@ impl TemplatesMutation {
         name: String,
         body: String,
         #[graphql(default_with = "PartialKindGql::Partial")] kind: PartialKindGql,
-    ) -> Result<TemplatePartial> {
+    ) -> Result<TemplatePartial, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let row = templates::upsert_partial(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            UpsertPartial {
-                kind: kind.into(),
-                name,
-                body,
-            },
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(row.try_into()?)
+        let input = UpsertPartial {
+            kind: kind.into(),
+            name,
+            body,
+        };
+        let row = run(ctx, principal, input, templates::upsert_partial).await?;
+        row.try_into()
     }
 }

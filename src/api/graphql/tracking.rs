@@ -4,7 +4,7 @@
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{ApiError, actor, api, require};
+use super::{ApiError, actor, api, require, run};
 use crate::commands::links::{self, ShortLinkRow};
 use crate::domain::Scope;
 use crate::domain::signed_link::TrackingSettings as Settings;
@@ -43,11 +43,10 @@ pub struct TrackingQuery;
 #[Object]
 impl TrackingQuery {
     /// The tenant's tracking settings; both off until set (requires `read`).
-    async fn tracking_settings(&self, ctx: &Context<'_>) -> Result<TrackingSettings> {
+    async fn tracking_settings(&self, ctx: &Context<'_>) -> Result<TrackingSettings, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let settings = links::tracking_settings(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let settings =
+            links::tracking_settings(api(ctx)?.store.pool(), &principal.tenant_id).await?;
         Ok(settings.into())
     }
 
@@ -88,16 +87,10 @@ impl TrackingMutation {
         ctx: &Context<'_>,
         opens: bool,
         clicks: bool,
-    ) -> Result<TrackingSettings> {
+    ) -> Result<TrackingSettings, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let settings = links::set_tracking_settings(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            Settings { opens, clicks },
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let settings = Settings { opens, clicks };
+        let settings = run(ctx, principal, settings, links::set_tracking_settings).await?;
         Ok(settings.into())
     }
 
@@ -109,7 +102,7 @@ impl TrackingMutation {
         ctx: &Context<'_>,
         url: String,
         notification_id: Option<ID>,
-    ) -> Result<ShortLink> {
+    ) -> Result<ShortLink, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let notification_id = notification_id
             .map(|id| NotificationId::parse(id.as_str()))
@@ -124,8 +117,7 @@ impl TrackingMutation {
             notification_id,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(short_link(&api.links, row))
     }
 }

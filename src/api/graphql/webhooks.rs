@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::connection::Connection;
 use super::types::Position;
-use super::{ApiError, actor, api, require};
+use super::{ApiError, actor, api, parse_uuid, require, run};
 use crate::api::cursor::{self, page_size};
 use crate::commands::webhook_endpoints::{self, EndpointRow};
 use crate::domain::Scope;
@@ -141,22 +141,15 @@ impl TryFrom<DeliveryRow> for WebhookDelivery {
     }
 }
 
-fn parse_endpoint_id(field: &str, id: &ID) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(id.as_str())
-        .map_err(|_| ApiError::field(field, "is not a webhook endpoint id"))
-}
-
 #[derive(Default)]
 pub struct WebhooksQuery;
 
 #[Object]
 impl WebhooksQuery {
     /// The tenant's webhook endpoints (requires `read`), never with secrets.
-    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>> {
+    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
-        let rows = webhook_endpoints::list(api(ctx)?.store.pool(), &principal.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        let rows = webhook_endpoints::list(api(ctx)?.store.pool(), &principal.tenant_id).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -169,15 +162,15 @@ impl WebhooksQuery {
         status: Option<WebhookDeliveryStatus>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<Connection<WebhookDelivery>> {
+    ) -> Result<Connection<WebhookDelivery>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let endpoint_id = endpoint_id
             .as_ref()
-            .map(|id| parse_endpoint_id("endpointId", id))
+            .map(|id| parse_uuid("endpointId", id, "webhook endpoint"))
             .transpose()?;
         let after = cursor::decode(after.as_deref())?;
-        let (rows, has_next_page) = webhook_outbox::page(
+        let page = webhook_outbox::page(
             api(ctx)?.store.pool(),
             principal.tenant_id.as_str(),
             endpoint_id,
@@ -185,14 +178,8 @@ impl WebhooksQuery {
             first,
             after,
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Connection::try_page(
-            rows,
-            has_next_page,
-            |row| row.delivery_id,
-            WebhookDelivery::try_from,
-        )?)
+        .await?;
+        Connection::try_page(page, |row| row.delivery_id, WebhookDelivery::try_from)
     }
 }
 
@@ -207,7 +194,7 @@ impl WebhooksMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateWebhookEndpointInput,
-    ) -> Result<CreatedWebhookEndpoint> {
+    ) -> Result<CreatedWebhookEndpoint, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
         let created = webhook_endpoints::create(
             &api(ctx)?.store,
@@ -220,8 +207,7 @@ impl WebhooksMutation {
             &api(ctx)?.egress,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(CreatedWebhookEndpoint {
             endpoint: created.endpoint.into(),
             secret: created.secret.expose().to_string(),
@@ -236,9 +222,9 @@ impl WebhooksMutation {
         ctx: &Context<'_>,
         id: ID,
         previous_secret_valid_seconds: Option<i32>,
-    ) -> Result<RotatedWebhookSecret> {
+    ) -> Result<RotatedWebhookSecret, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let endpoint_id = parse_endpoint_id("id", &id)?;
+        let endpoint_id = parse_uuid("id", &id, "webhook endpoint")?;
         let grace = match previous_secret_valid_seconds {
             None => DEFAULT_ROTATION_GRACE,
             Some(seconds) => Some(TimeDelta::seconds(seconds.into()))
@@ -257,8 +243,7 @@ impl WebhooksMutation {
             grace,
             &actor(principal),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(RotatedWebhookSecret {
             endpoint: rotated.endpoint.into(),
             secret: rotated.secret.expose().to_string(),
@@ -268,17 +253,10 @@ impl WebhooksMutation {
 
     /// Deletes an endpoint (requires `admin`): no callback goes to it any
     /// more, and those in hand fail.
-    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let principal = require(ctx, Scope::Admin)?;
-        let endpoint_id = parse_endpoint_id("id", &id)?;
-        webhook_endpoints::delete(
-            &api(ctx)?.store,
-            &principal.tenant_id,
-            endpoint_id,
-            &actor(principal),
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let endpoint_id = parse_uuid("id", &id, "webhook endpoint")?;
+        run(ctx, principal, endpoint_id, webhook_endpoints::delete).await?;
         Ok(true)
     }
 }

@@ -15,7 +15,7 @@ use crate::api::error::{ApiError, ErrorDetail};
 use crate::commands::notifications::NotificationDetails;
 use crate::domain::template::RenderedTemplate;
 use crate::domain::values::{Channel, Priority, TenantId};
-use crate::domain::{self, FieldError, Given, NotificationState, NotificationStatus};
+use crate::domain::{self, Given, NotificationState, NotificationStatus};
 use crate::projections::notification_status;
 
 /// Reads `value` as a `T`; a value that does not fit is `VALIDATION`
@@ -422,22 +422,16 @@ impl Message {
         })
     }
 
-    /// `errors` as paths of the message (`to.email`, not `recipient.email`).
-    pub fn rename_fields(errors: Vec<FieldError>) -> Vec<FieldError> {
-        errors
-            .into_iter()
-            .map(|error| {
-                let path = MESSAGE_PATHS
-                    .iter()
-                    .find_map(|(from, to)| {
-                        let rest = error.path.strip_prefix(from)?;
-                        (rest.is_empty() || rest.starts_with(['.', '[']))
-                            .then(|| format!("{to}{rest}"))
-                    })
-                    .unwrap_or(error.path);
-                FieldError { path, ..error }
+    /// A path of the send command's input as a path of the message
+    /// (`to.email`, not `recipient.email`).
+    pub fn field_path(path: String) -> String {
+        MESSAGE_PATHS
+            .iter()
+            .find_map(|(from, to)| {
+                let rest = path.strip_prefix(from)?;
+                (rest.is_empty() || rest.starts_with(['.', '['])).then(|| format!("{to}{rest}"))
             })
-            .collect()
+            .unwrap_or(path)
     }
 }
 
