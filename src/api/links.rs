@@ -60,6 +60,10 @@ fn actor() -> Actor {
 type Page = Result<Response, Response>;
 
 /// The claims of a `kind` token, or the page refusing it.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the page answered, once per refused request"
+)]
 fn verify(state: &ApiState, token: &str, kind: LinkKind) -> Result<LinkClaims, Response> {
     let links = &state.api.links;
     links.verify(token, kind).map_err(|error| refused(&error))

@@ -499,6 +499,17 @@ pub(super) async fn state_at(
 /// A stream's events as read back for folding: version, `recorded_at`, event.
 pub(super) type StreamEvents = Vec<(i64, DateTime<Utc>, NotificationEvent)>;
 
+/// Stream, version, `recorded_at`, position, event type, schema version, payload.
+type StreamEventRow = (
+    String,
+    i64,
+    DateTime<Utc>,
+    i64,
+    String,
+    i16,
+    serde_json::Value,
+);
+
 /// The events of `event_types` in each stream up to its version, in stream
 /// order, in one query.
 pub(super) async fn events_up_to(
@@ -510,15 +521,7 @@ pub(super) async fn events_up_to(
     if streams.is_empty() {
         return Ok(events);
     }
-    let rows: Vec<(
-        String,
-        i64,
-        DateTime<Utc>,
-        i64,
-        String,
-        i16,
-        serde_json::Value,
-    )> = sqlx::query_as(
+    let rows: Vec<StreamEventRow> = sqlx::query_as(
         "SELECT e.stream_id, e.stream_version::int8, e.recorded_at, e.global_position, \
                     e.event_type, e.schema_version, e.payload \
              FROM unnest($1::text[], $2::int8[]) AS s(stream_id, upto) \
