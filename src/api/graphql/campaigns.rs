@@ -25,6 +25,7 @@ use crate::commands::campaigns::{
 };
 use crate::domain::Scope;
 use crate::domain::campaign::{CampaignRecipient, CampaignSummary, CreateCampaign};
+use crate::projections::split_page;
 
 /// A campaign: its definition, where it stands, and its messages counted.
 pub struct Campaign(CampaignRow);
@@ -403,17 +404,15 @@ impl CampaignsQuery {
         let principal = require(ctx, Scope::Read)?;
         let first = page_size("first", first.into())?;
         let after = cursor::decode(after.as_deref())?;
-        let mut rows = campaigns::list(
+        let rows = campaigns::list(
             api(ctx)?.store.pool(),
             &principal.tenant_id,
             after,
             first as i64 + 1,
         )
         .await?;
-        let has_next_page = rows.len() > first;
-        rows.truncate(first);
         Ok(Connection::page(
-            (rows, has_next_page),
+            split_page(rows, first),
             |row| row.campaign_id,
             Campaign,
         ))
