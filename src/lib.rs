@@ -93,7 +93,11 @@ async fn run(
         serve_metrics(address, metrics, shutdown.clone()).await;
     }
 
-    let server = if roles.contains(&Role::Api) {
+    // The port is taken first, so that a port in use fails the start at
+    // once, but served last: a process that answers is fully started, and a
+    // start that fails (the database gone while the workers load their
+    // keys) fails before anyone was told it is ready.
+    let api = if roles.contains(&Role::Api) {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| {
@@ -104,17 +108,7 @@ async fn run(
             })?;
         let options = config.api_options();
         let app = api::router(api::ApiState::new(store.clone(), &options).await?, &options);
-        tracing::info!("listening on http://{}", config.listen);
-        let graceful = shutdown.clone().cancelled_owned();
-        Some(tokio::spawn(async move {
-            // The peer address feeds tracking's truncated client network.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(graceful)
-            .await
-        }))
+        Some((listener, app))
     } else {
         None
     };
@@ -152,6 +146,20 @@ async fn run(
     } else {
         None
     };
+
+    let server = api.map(|(listener, app)| {
+        tracing::info!("listening on http://{}", config.listen);
+        let graceful = shutdown.clone().cancelled_owned();
+        tokio::spawn(async move {
+            // The peer address feeds tracking's truncated client network.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .await
+        })
+    });
 
     shutdown.cancelled().await;
     if let Some(server) = server {

@@ -108,6 +108,30 @@ async fn assert_both_sends_unavailable(served: &Served, when: &str) {
     assert!(took < Duration::from_secs(2), "answered in {took:?}");
 }
 
+/// Reads that reach the database answer `UNAVAILABLE` as the sends do,
+/// never an error without a code or with the driver's message.
+async fn assert_reads_unavailable(served: &Served) {
+    for query in [
+        r#"{ analytics(from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", groupBy: [CHANNEL]) { count } }"#,
+        r#"{ deliveryLatency(from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", groupBy: []) { count } }"#,
+        r#"{ inappFeed(recipientId: "ada") { unreadCount } }"#,
+        "{ apiKeys { id } }",
+    ] {
+        let body: Value = served
+            .http
+            .post(format!("{}/graphql", served.base))
+            .bearer_auth(&served.key)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("an answer")
+            .json()
+            .await
+            .expect("a JSON body");
+        assert_eq!(error_codes(&body), ["UNAVAILABLE"], "{query}: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgresql_down_sends_answer_503_unavailable_at_once_and_work_again_after() {
     let dir = temp_dir("outage");
@@ -128,6 +152,8 @@ async fn with_postgresql_down_sends_answer_503_unavailable_at_once_and_work_agai
     let stopped = Instant::now();
     // At once, the sends fail on the pool's dead connections.
     assert_both_sends_unavailable(&served, "at-once").await;
+    // Reads too, from their resolvers if the probe has not noticed yet.
+    assert_reads_unavailable(&served).await;
     // The health probe notices within half a second; every answer is quick.
     loop {
         let (status, took) = ready(&served).await;
