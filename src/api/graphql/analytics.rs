@@ -190,7 +190,7 @@ impl AnalyticsQuery {
         to: DateTime<Utc>,
         group_by: Vec<AnalyticsDimension>,
         filter: Option<AnalyticsFilter>,
-    ) -> Result<Vec<AnalyticsRow>> {
+    ) -> Result<Vec<AnalyticsRow>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         check_window(from, to)?;
         let filter = filter.unwrap_or_default();
@@ -246,7 +246,7 @@ impl AnalyticsQuery {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         group_by: Vec<LatencyDimension>,
-    ) -> Result<Vec<LatencyRow>> {
+    ) -> Result<Vec<LatencyRow>, ApiError> {
         let principal = require(ctx, Scope::Read)?;
         check_window(from, to)?;
         let buckets = analytics::latency(

@@ -204,7 +204,7 @@ impl FeedQuery {
         states: Option<Vec<InAppItemState>>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<InAppFeedConnection> {
+    ) -> Result<InAppFeedConnection, ApiError> {
         let recipient = recipient(&recipient_id)?;
         let (tenant_id, _, _) = feed_caller(ctx, &recipient, Scope::Read)?;
         let first = page_size("first", first.into())?;
@@ -282,16 +282,17 @@ impl FeedMutation {
         ctx: &Context<'_>,
         recipient_id: String,
         ttl_seconds: Option<i32>,
-    ) -> Result<FeedToken> {
+    ) -> Result<FeedToken, ApiError> {
         let principal = require(ctx, Scope::Send)?;
         let recipient = recipient(&recipient_id)?;
         let links = &api(ctx)?.links;
         let max = links.feed_token_max_ttl().num_seconds();
         let ttl = ttl_seconds.map_or(DEFAULT_FEED_TOKEN_TTL_SECONDS.min(max), i64::from);
         if !(1..=max).contains(&ttl) {
-            return Err(
-                ApiError::field("ttl_seconds", format!("must be between 1 and {max}")).into(),
-            );
+            return Err(ApiError::field(
+                "ttl_seconds",
+                format!("must be between 1 and {max}"),
+            ));
         }
         let (token, expires_at) = links.issue_feed_token(
             &principal.tenant_id,

@@ -174,9 +174,11 @@ pub struct CoreQuery;
 #[Object]
 impl CoreQuery {
     /// The key making this request.
-    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
-        let caller = ctx.data::<Caller>()?;
-        let principal = caller.0.as_ref().ok_or(ApiError::Unauthenticated)?;
+    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer, ApiError> {
+        let principal = ctx
+            .data_opt::<Caller>()
+            .and_then(|caller| caller.0.as_ref())
+            .ok_or(ApiError::Unauthenticated)?;
         Ok(Viewer {
             tenant_id: principal.tenant_id.to_string(),
             key_id: ID(principal.key_id.to_string()),
@@ -249,14 +251,13 @@ impl CoreQuery {
         #[graphql(default)] include_duplicates: bool,
         #[graphql(default = 100)] limit: i32,
         after: Option<String>,
-    ) -> Result<ReplayPage> {
+    ) -> Result<ReplayPage, ApiError> {
         let principal = require(ctx, DomainScope::Read)?;
         if !(1..=entity_index::MAX_REPLAY_PAGE as i32).contains(&limit) {
             return Err(ApiError::field(
                 "limit",
                 format!("must be between 1 and {}", entity_index::MAX_REPLAY_PAGE),
-            )
-            .into());
+            ));
         }
         let after =
             cursor::decode(after.as_deref())?.unwrap_or(crate::eventstore::Checkpoint::ORIGIN);
@@ -294,7 +295,7 @@ impl CoreQuery {
     }
 
     /// The tenant's API keys (admin scope), never with their secrets.
-    async fn api_keys(&self, ctx: &Context<'_>) -> Result<Vec<ApiKeyObject>> {
+    async fn api_keys(&self, ctx: &Context<'_>) -> Result<Vec<ApiKeyObject>, ApiError> {
         let principal = require(ctx, DomainScope::Admin)?;
         let rows =
             commands::tenants::list_api_keys(api(ctx)?.store.pool(), &principal.tenant_id).await?;

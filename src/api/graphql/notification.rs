@@ -1,11 +1,11 @@
 //! The `Notification` object: a summary row from the status view, or the
 //! full state folded from its stream; the timeline loads on demand.
 
-use async_graphql::{Context, ID, Json, Object, Result};
+use async_graphql::{Context, ID, Json, Object};
 use chrono::{DateTime, Utc};
 
 use super::types::{Channel, NotificationStatus, Position, Priority, TimelineEvent};
-use super::{ApiContext, require};
+use super::{ApiError, api, require};
 use crate::api::rest::wire::NotificationSummary;
 use crate::commands::notifications::{self, NotificationDetails};
 use crate::domain::values::{NotificationId, TenantId};
@@ -50,20 +50,18 @@ impl NotificationNode {
         })
     }
 
-    async fn state(&self, ctx: &Context<'_>) -> Result<NotificationState> {
+    async fn state(&self, ctx: &Context<'_>) -> Result<NotificationState, ApiError> {
         match &self.state {
             Some(state) => Ok(state.clone()),
             None => Ok(self.load(ctx).await?.state),
         }
     }
 
-    async fn load(&self, ctx: &Context<'_>) -> Result<NotificationDetails> {
-        let api = ctx.data::<ApiContext>()?;
+    async fn load(&self, ctx: &Context<'_>) -> Result<NotificationDetails, ApiError> {
         let id = NotificationId::from(self.summary.notification_id);
-        notifications::get(&api.store, &self.tenant_id, &id)
-            .await
-            .map_err(super::ApiError::from)?
-            .ok_or_else(|| super::ApiError::NotFound("notification").into())
+        notifications::get(&api(ctx)?.store, &self.tenant_id, &id)
+            .await?
+            .ok_or(ApiError::NotFound("notification"))
     }
 }
 
@@ -95,27 +93,27 @@ impl NotificationNode {
         self.summary.created_at
     }
     /// Delivery attempts started so far.
-    async fn attempts(&self, ctx: &Context<'_>) -> Result<u32> {
+    async fn attempts(&self, ctx: &Context<'_>) -> Result<u32, ApiError> {
         Ok(self.state(ctx).await?.attempts)
     }
-    async fn schedule_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+    async fn schedule_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, ApiError> {
         let state = self.state(ctx).await?;
         Ok(state.schedule_at.or(state.request.schedule_at))
     }
-    async fn expires_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+    async fn expires_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, ApiError> {
         Ok(self.state(ctx).await?.expires_at())
     }
     /// The request as accepted (recipient addresses included; needs the read scope).
-    async fn request(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+    async fn request(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>, ApiError> {
         require(ctx, Scope::Read)?;
         let state = self.state(ctx).await?;
         Ok(Json(
-            serde_json::to_value(&state.request).map_err(super::ApiError::internal)?,
+            serde_json::to_value(&state.request).map_err(ApiError::internal)?,
         ))
     }
     /// Every event of this notification, in order (the request included;
     /// needs the read scope).
-    async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>> {
+    async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>, ApiError> {
         require(ctx, Scope::Read)?;
         let details = match &self.details {
             Some(details) => details.clone(),
