@@ -70,6 +70,14 @@ const URGENT_HOLD_GRACE: TimeDelta = TimeDelta::milliseconds(500);
 /// Outcomes appended together at most.
 const OUTCOME_BATCH: usize = 256;
 
+/// After a claim that left full tenants out found nobody else's rows due,
+/// claims within this time go straight to those tenants' rows when they
+/// answer fast. Looking for others' rows first walks past every due row of
+/// the tenants left out: under a lone tenant's backlog that walk cost more
+/// than the claim, and grew with the backlog it was slowing down. Another
+/// tenant's row that falls due meanwhile waits at most this long.
+const NOBODY_ELSE_DUE_FOR: Duration = Duration::from_millis(100);
+
 /// Everything a dispatch loop needs; cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -113,6 +121,9 @@ struct Inner {
     /// that many is left out of that band's claims, so its own LOW backlog
     /// never keeps its HIGH and NORMAL rows from being claimed.
     tenant_claims: Lanes,
+    /// When a claim last found no due rows but those of the tenants it left
+    /// out (see [`NOBODY_ELSE_DUE_FOR`]).
+    nobody_else_due: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// The last look at a campaign message's campaign before its call.
     campaign_gate: CampaignGate,
     actor: Actor,
@@ -314,6 +325,7 @@ impl Dispatcher {
                 endpoint_breakers,
                 in_flight,
                 tenant_claims,
+                nobody_else_due: std::sync::Mutex::new(None),
                 campaign_gate: CampaignGate::default(),
                 actor: Actor::new("dispatcher"),
             }),
@@ -398,7 +410,8 @@ impl Dispatcher {
     /// fast: then it takes the rest of the room without places (work
     /// conserving, as for provider slots), since fast calls give the room
     /// back before anyone waits long, and the next claim leaves it out again
-    /// if another tenant's rows fall due.
+    /// if another tenant's rows fall due. Having found nobody else's rows
+    /// due, it does not look again for [`NOBODY_ELSE_DUE_FOR`].
     async fn claim(
         &self,
         room: usize,
@@ -417,13 +430,24 @@ impl Dispatcher {
         };
         let excluded = excluded(&inner.tenant_claims);
         let fast = |tenant: &str| inner.answer_times.is_fast(&tenant_destination(tenant));
+        let slow = excluded.retaining(|tenant| !fast(tenant));
+        let found_nobody_lately = inner
+            .nobody_else_due
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < NOBODY_ELSE_DUE_FOR);
+        if slow != excluded && found_nobody_lately {
+            let claims = rows(room, slow).await?;
+            return Ok(self.hold_shares(claims, fast).await);
+        }
         let mut claims = rows(room, excluded.clone()).await?;
         let short = claims.len() < room;
-        if short {
-            let slow = excluded.retaining(|tenant| !fast(tenant));
-            if slow != excluded {
-                claims.extend(rows(room - claims.len(), slow).await?);
+        if short && slow != excluded {
+            if let Ok(mut at) = inner.nobody_else_due.lock() {
+                *at = Some(tokio::time::Instant::now());
             }
+            claims.extend(rows(room - claims.len(), slow).await?);
         }
         Ok(self
             .hold_shares(claims, |tenant| short && fast(tenant))
