@@ -49,6 +49,9 @@ pub const MAX_DIGEST_BYTES: usize = 256 * 1024;
 /// The largest trigger payload, for whoever parses one into a [`JsonObject`].
 pub const MAX_TRIGGER_PAYLOAD_BYTES: usize = 16 * 1024;
 
+// Start carries a definition. Commands live for one decision, so the size is
+// harmless; a Box would leak into every constructor.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkflowRunCommand {
     Start(StartRun),
