@@ -34,6 +34,7 @@ mod tenant;
 mod validation_errors;
 pub mod values;
 pub mod webhook_endpoint;
+pub mod workflow;
 
 #[cfg(test)]
 mod given_when_then;

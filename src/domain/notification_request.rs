@@ -83,7 +83,7 @@ impl NotificationRequest {
 
 /// Rebuilds every object with its keys in sorted order, whatever map
 /// serde_json was built with (`preserve_order` keeps insertion order).
-fn canonical(value: Value) -> Value {
+pub(crate) fn canonical(value: Value) -> Value {
     match value {
         Value::Object(fields) => {
             let mut sorted: Vec<(String, Value)> = fields.into_iter().collect();

@@ -41,6 +41,14 @@ impl JsonObject {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// This object with `key` set to `value`, which is not checked again:
+    /// it must be made of values that were (a workflow's digest of parsed
+    /// payloads).
+    pub(crate) fn with_entry(mut self, key: &str, value: Value) -> Self {
+        self.0.insert(key.to_owned(), value);
+        self
+    }
 }
 
 /// Whether a string anywhere in `value`, a key included, holds a NUL,

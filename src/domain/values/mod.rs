@@ -131,7 +131,7 @@ macro_rules! bounded_string {
     };
 }
 
-pub(crate) use {bounded_string, text_value};
+pub(crate) use {bounded_string, text_value, uuid_id};
 
 mod alphabet;
 mod api_key_id;
