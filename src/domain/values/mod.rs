@@ -131,7 +131,61 @@ macro_rules! bounded_string {
     };
 }
 
-pub(crate) use {bounded_string, text_value, uuid_id};
+/// A published version's number, counted from 1.
+macro_rules! version_number {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize,
+        )]
+        #[serde(try_from = "u32", into = "u32")]
+        pub struct $name(u32);
+
+        impl $name {
+            pub const FIRST: $name = $name(1);
+
+            pub fn parse(version: u32) -> Result<Self, $crate::domain::values::ValueError> {
+                if version == 0 {
+                    return Err($crate::domain::values::ValueError::Invalid(
+                        "must be at least 1".into(),
+                    ));
+                }
+                Ok(Self(version))
+            }
+
+            pub fn get(self) -> u32 {
+                self.0
+            }
+
+            /// The version after this one; `None` once the numbers run out.
+            pub fn next(self) -> Option<Self> {
+                self.0.checked_add(1).map(Self)
+            }
+        }
+
+        impl TryFrom<u32> for $name {
+            type Error = $crate::domain::values::ValueError;
+
+            fn try_from(version: u32) -> Result<Self, Self::Error> {
+                Self::parse(version)
+            }
+        }
+
+        impl From<$name> for u32 {
+            fn from(version: $name) -> u32 {
+                version.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "v{}", self.0)
+            }
+        }
+    };
+}
+
+pub(crate) use {bounded_string, text_value, uuid_id, version_number};
 
 mod alphabet;
 mod api_key_id;
