@@ -411,7 +411,8 @@ impl Dispatcher {
     /// conserving, as for provider slots), since fast calls give the room
     /// back before anyone waits long, and the next claim leaves it out again
     /// if another tenant's rows fall due. Having found nobody else's rows
-    /// due, it does not look again for [`NOBODY_ELSE_DUE_FOR`].
+    /// due, it does not look again for [`NOBODY_ELSE_DUE_FOR`], and keeps a
+    /// fast tenant's rows past its share meanwhile.
     async fn claim(
         &self,
         room: usize,
@@ -449,8 +450,12 @@ impl Dispatcher {
             }
             claims.extend(rows(room - claims.len(), slow).await?);
         }
+        // Rows past a fast tenant's share that nobody else is waiting for
+        // are kept: handed back, they were claimed again at once (at 3,000/s
+        // a lone tenant handed back and reclaimed 20,755 of 45,000 rows).
+        let nobody_waits = short || found_nobody_lately;
         Ok(self
-            .hold_shares(claims, |tenant| short && fast(tenant))
+            .hold_shares(claims, |tenant| nobody_waits && fast(tenant))
             .await)
     }
 
