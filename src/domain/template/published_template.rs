@@ -101,15 +101,15 @@ impl Aggregate for PublishedTemplate {
                 key,
                 definition,
             } => {
-                let next = match &self.latest {
+                let version = match &self.latest {
                     // Publishing what is already the latest is a retry, not a new version.
                     Some((_, latest)) if *latest == definition => return Ok(Vec::new()),
-                    Some((version, _)) => version.get().checked_add(1),
-                    None => Some(1),
-                };
-                let version = next.and_then(|n| TemplateVersion::parse(n).ok()).ok_or(
-                    DomainError::InvalidCommand("the template has used up its version numbers"),
-                )?;
+                    Some((latest, _)) => latest.next(),
+                    None => Some(TemplateVersion::FIRST),
+                }
+                .ok_or(DomainError::InvalidCommand(
+                    "the template has used up its version numbers",
+                ))?;
                 Ok(vec![TemplateEvent::Published {
                     tenant_id,
                     key,
