@@ -2,6 +2,7 @@
 
 pub mod campaigns;
 pub mod dead_letters;
+pub mod dns_records;
 pub mod ingest;
 pub mod projections;
 pub mod replay;

@@ -237,3 +237,112 @@ async fn a_refused_login_is_the_providers_problem_not_the_messages() {
     );
     assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
 }
+
+/// The DKIM settings of a test key from `tests/fixtures/dkim`.
+fn dkim(key_file: &str) -> herald::providers::dkim::DkimSettings {
+    herald::providers::dkim::DkimSettings {
+        selector: "herald2026".to_string(),
+        domain: None,
+        private_key_file: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/dkim")
+                .join(key_file),
+        ),
+        private_key: None,
+    }
+}
+
+/// dkimpy's verdict on the message at `path`, given `record` as the only DNS answer.
+fn dkimpy_verifies(path: &Path, record: &herald::providers::dkim::TxtRecord) -> (bool, String) {
+    let output = std::process::Command::new(crate::peers::python())
+        .arg(crate::peers::peers_dir().join("dkim_verify.py"))
+        .arg(path)
+        .arg(&record.name)
+        .arg(&record.value)
+        .output()
+        .expect("run dkim_verify.py");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+/// A signed message as aiosmtpd stored it, checked by dkimpy against the
+/// record `herald dns-records` prints; then the same message with one word
+/// of its body changed, which must fail.
+async fn signed_and_verified(key_file: &str) {
+    let maildir = TempDir::new();
+    let mailbox = maildir.0.join("mail");
+    let peer = aiosmtpd(
+        &["aiosmtpd.handlers.Mailbox", mailbox.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    let config = SmtpConfig {
+        dkim: Some(dkim(key_file)),
+        ..config(peer.port)
+    };
+    let provider = SmtpProvider::new("smtp-test", &config).unwrap();
+    provider.send(&message("Hello Ada")).await.unwrap();
+
+    let (headers, _) = delivered(&mailbox);
+    let signature = &headers["dkim-signature"];
+    assert!(signature.contains("d=herald.test"), "{signature}");
+    assert!(signature.contains("s=herald2026"), "{signature}");
+    assert!(signature.contains("list-unsubscribe"), "{signature}");
+    let file = std::fs::read_dir(mailbox.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record = herald::providers::dkim::DkimSigner::new(&dkim(key_file), "herald.test")
+        .unwrap()
+        .record();
+    let (verified, said) = dkimpy_verifies(&file, &record);
+    assert!(verified, "dkimpy: {said}");
+
+    let tampered = maildir.0.join("tampered.eml");
+    let raw = std::fs::read_to_string(&file).unwrap();
+    assert!(raw.contains("Hello Ada"));
+    std::fs::write(&tampered, raw.replace("Hello Ada", "Hello Eve")).unwrap();
+    let (verified, said) = dkimpy_verifies(&tampered, &record);
+    assert!(!verified, "a changed body must not verify: {said}");
+}
+
+#[tokio::test]
+async fn an_rsa_signed_message_verifies_with_dkimpy_against_the_published_record() {
+    signed_and_verified("rsa-pkcs8.pem").await;
+}
+
+#[tokio::test]
+async fn an_ed25519_signed_message_verifies_with_dkimpy_against_the_published_record() {
+    signed_and_verified("ed25519.pem").await;
+}
+
+#[tokio::test]
+async fn a_dkim_key_too_short_or_unreadable_stops_startup() {
+    let short = SmtpConfig {
+        dkim: Some(dkim("rsa-512.pem")),
+        ..config(25)
+    };
+    let error = SmtpProvider::new("smtp-test", &short)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("512 bits"), "{error}");
+    let missing = SmtpConfig {
+        dkim: Some(dkim("absent.pem")),
+        ..config(25)
+    };
+    let error = SmtpProvider::new("smtp-test", &missing)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("absent.pem") && error.contains("smtp-test"),
+        "{error}"
+    );
+}
