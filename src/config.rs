@@ -633,6 +633,43 @@ mod tests {
     }
 
     #[test]
+    fn a_twilio_provider_needs_one_sender_and_gets_a_callback_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "[providers.sms]\nkind = \"twilio\"\naccount_sid = \"AC1\"\n\
+                 auth_token = \"tw-s3cret\"\n",
+            )?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error
+                    .starts_with("invalid configuration: providers.sms: set messaging_service_sid"),
+                "{error}"
+            );
+            jail.create_file(
+                "herald.toml",
+                "listen = \"0.0.0.0:9000\"\n[providers.sms]\nkind = \"twilio\"\n\
+                 account_sid = \"AC1\"\nauth_token = \"tw-s3cret\"\nfrom = \"+15005550006\"\n",
+            )?;
+            let config = Config::load(None).expect("valid");
+            let Some(ProviderConfig::Twilio(twilio)) = config.provider_configs().remove("sms")
+            else {
+                panic!("a twilio provider")
+            };
+            assert_eq!(
+                twilio.status_callback_url.as_ref().map(|url| url.as_str()),
+                Some("http://127.0.0.1:9000/webhooks/twilio/sms")
+            );
+            let receivers = config.twilio_receivers();
+            assert_eq!(receivers["sms"].callback_url, twilio.status_callback_url);
+            assert_eq!(receivers["sms"].auth_token.expose(), "tw-s3cret");
+            assert!(!config.redacted_toml().contains("tw-s3cret"));
+            assert!(!format!("{config:?}").contains("tw-s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_never_print() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

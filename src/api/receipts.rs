@@ -250,7 +250,7 @@ async fn twilio_receipt(
             record(&state, &receipt, &format!("receipts:{provider}")).await
         }
         Ok(twilio::Parsed::Ignored(what)) => {
-            tracing::debug!(provider, "ignoring {what}");
+            tracing::debug!(%provider, "ignoring {what}");
             answer(json!({ "status": "ignored" }))
         }
         Err(refusal) => refused(&provider, refusal),

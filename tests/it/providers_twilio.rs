@@ -70,7 +70,14 @@ async fn service(sns_failover: bool) -> Service {
         let port = free_port();
         let moto = Peer::spawn_python(
             "moto",
-            &["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()],
+            &[
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ],
             port,
         )
         .await;
@@ -130,12 +137,15 @@ impl Service {
 
     /// Every request the Twilio stand-in got, oldest first.
     async fn requests(&self) -> Vec<Value> {
-        reqwest::get(format!("http://127.0.0.1:{}/_peer/requests", self.twilio.port))
-            .await
-            .expect("the Twilio stand-in answers")
-            .json()
-            .await
-            .expect("a JSON list")
+        reqwest::get(format!(
+            "http://127.0.0.1:{}/_peer/requests",
+            self.twilio.port
+        ))
+        .await
+        .expect("the Twilio stand-in answers")
+        .json()
+        .await
+        .expect("a JSON list")
     }
 
     /// `RequestValidator(auth_token).compute_signature(url, params)`.
@@ -149,7 +159,10 @@ impl Service {
             .json()
             .await
             .expect("JSON");
-        signed["signature"].as_str().expect("a signature").to_string()
+        signed["signature"]
+            .as_str()
+            .expect("a signature")
+            .to_string()
     }
 
     /// Posts a status callback form to `url` as Twilio does.
@@ -200,10 +213,7 @@ async fn an_sms_goes_through_twilio_and_a_signed_callback_marks_it_delivered() {
     let request = &requests[0];
     assert_eq!(request["authorized"], true, "Basic auth with SID and token");
     assert_eq!(request["status"], 201);
-    assert_eq!(
-        request["content_type"],
-        "application/x-www-form-urlencoded"
-    );
+    assert_eq!(request["content_type"], "application/x-www-form-urlencoded");
     assert_eq!(request["notification_id"], id.as_str());
     let form = &request["form"];
     assert_eq!(form["To"], "+447700900123");
@@ -263,7 +273,11 @@ async fn an_sms_goes_through_twilio_and_a_signed_callback_marks_it_delivered() {
     // Signed for another URL (another provider name) does not verify either.
     let elsewhere = callback_url.replace("/twilio/twilio", "/twilio/other");
     let (code, _) = service
-        .callback(callback_url, &delivered, Some(&service.twilio_signature(&elsewhere, &delivered).await))
+        .callback(
+            callback_url,
+            &delivered,
+            Some(&service.twilio_signature(&elsewhere, &delivered).await),
+        )
         .await;
     assert_eq!(code, 403);
     assert_eq!(service.notification(&id).await["status"], "SENT");
