@@ -294,13 +294,9 @@ async fn an_sms_goes_through_twilio_and_a_signed_callback_marks_it_delivered() {
         types(&notification).last().map(String::as_str),
         Some("NotificationDelivered")
     );
-}
 
-#[tokio::test]
-async fn twilio_refusals_dead_letter_or_fail_over_to_sns() {
-    let service = service(true).await;
-
-    // 21211 (an invalid 'To'): permanent, no retry and no failover.
+    // 21211 (an invalid 'To'): permanent, and Twilio is the only SMS
+    // provider, so it is dead-lettered without a retry.
     let invalid = service.send("+15005550001").await;
     let dead = service.wait_for_status(&invalid, "DEAD_LETTERED").await;
     assert_eq!(dead["attempts"], 1, "{dead}");
@@ -314,6 +310,20 @@ async fn twilio_refusals_dead_letter_or_fail_over_to_sns() {
         failed.to_string().contains("21211"),
         "the failure names Twilio's code: {failed}"
     );
+
+    let calls: Vec<Value> = service
+        .requests()
+        .await
+        .into_iter()
+        .filter(|request| request["form"]["To"] == "+15005550001")
+        .collect();
+    assert_eq!(calls.len(), 1, "never retried: {calls:?}");
+    assert_eq!(calls[0]["status"], 400);
+}
+
+#[tokio::test]
+async fn a_twilio_server_error_fails_over_to_sns_at_once() {
+    let service = service(true).await;
 
     // 500: transient, so the next provider takes it at once.
     let unlucky = service.send("+15005550500").await;
@@ -334,6 +344,5 @@ async fn twilio_refusals_dead_letter_or_fail_over_to_sns() {
             .map(|request| request["status"].as_u64().unwrap())
             .collect::<Vec<_>>()
     };
-    assert_eq!(to("+15005550001"), [400], "one call, never retried");
     assert_eq!(to("+15005550500"), [500], "one call, then SNS");
 }
