@@ -131,6 +131,12 @@ pub enum ConfigError {
     /// Settings that are each valid but do not make sense together.
     #[error("invalid configuration: {0}")]
     Inconsistent(&'static str),
+    /// A provider's settings that cannot work.
+    #[error("invalid configuration: providers.{provider}: {problem}")]
+    Provider {
+        provider: String,
+        problem: &'static str,
+    },
     /// Every send routed there would be rejected at run time.
     #[error(
         "invalid configuration: {entry} names provider {provider:?}, which is not configured \
@@ -176,7 +182,24 @@ impl Config {
             return Err(ConfigError::Inconsistent(problem));
         }
         config.check_routing()?;
+        config.check_providers()?;
         Ok(config)
+    }
+
+    /// Settings of one provider that cannot work together, found when the
+    /// configuration is read rather than when the workers start.
+    fn check_providers(&self) -> Result<(), ConfigError> {
+        for (name, config) in &self.providers {
+            if let ProviderConfig::Twilio(twilio) = config
+                && let Some(problem) = twilio.problem()
+            {
+                return Err(ConfigError::Provider {
+                    provider: name.clone(),
+                    problem,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every provider routing names must be configured: a typo would
@@ -236,6 +259,7 @@ impl Config {
             costs: self.routing.cost_table(),
             operator_tenants: self.operator_tenants.clone(),
             receipts: self.receipts.clone(),
+            twilio: self.twilio_receivers(),
             links: self.links(),
             attachments: self.attachments.clone(),
             cors_origins: self.cors_origins.clone(),
@@ -259,6 +283,38 @@ impl Config {
             attachments: self.attachments.clone(),
             egress: self.egress.clone(),
         }
+    }
+
+    /// The provider instances as they run: a `twilio` instance without a
+    /// `status_callback_url` gets `/webhooks/twilio/NAME` under the public
+    /// URL of [`Config::links`].
+    pub fn provider_configs(&self) -> BTreeMap<String, ProviderConfig> {
+        let links = self.links();
+        let mut configs = self.providers.clone();
+        for (name, config) in &mut configs {
+            if let ProviderConfig::Twilio(twilio) = config {
+                twilio.resolve_callback_url(name, links.public_base_url.as_ref());
+            }
+        }
+        configs
+    }
+
+    /// What the Twilio status callback routes check signatures with: each
+    /// `twilio` instance's auth token and the URL Twilio is told to call.
+    pub fn twilio_receivers(&self) -> BTreeMap<String, crate::api::TwilioReceiver> {
+        self.provider_configs()
+            .into_iter()
+            .filter_map(|(name, config)| match config {
+                ProviderConfig::Twilio(twilio) => Some((
+                    name,
+                    crate::api::TwilioReceiver {
+                        auth_token: twilio.auth_token,
+                        callback_url: twilio.status_callback_url,
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The `links` section, its public URL defaulting to `listen` (read
@@ -574,6 +630,43 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn a_twilio_provider_needs_one_sender_and_gets_a_callback_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                "[providers.sms]\nkind = \"twilio\"\naccount_sid = \"AC1\"\n\
+                 auth_token = \"tw-s3cret\"\n",
+            )?;
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error
+                    .starts_with("invalid configuration: providers.sms: set messaging_service_sid"),
+                "{error}"
+            );
+            jail.create_file(
+                "herald.toml",
+                "listen = \"0.0.0.0:9000\"\n[providers.sms]\nkind = \"twilio\"\n\
+                 account_sid = \"AC1\"\nauth_token = \"tw-s3cret\"\nfrom = \"+15005550006\"\n",
+            )?;
+            let config = Config::load(None).expect("valid");
+            let Some(ProviderConfig::Twilio(twilio)) = config.provider_configs().remove("sms")
+            else {
+                panic!("a twilio provider")
+            };
+            assert_eq!(
+                twilio.status_callback_url.as_ref().map(|url| url.as_str()),
+                Some("http://127.0.0.1:9000/webhooks/twilio/sms")
+            );
+            let receivers = config.twilio_receivers();
+            assert_eq!(receivers["sms"].callback_url, twilio.status_callback_url);
+            assert_eq!(receivers["sms"].auth_token.expose(), "tw-s3cret");
+            assert!(!config.redacted_toml().contains("tw-s3cret"));
+            assert!(!format!("{config:?}").contains("tw-s3cret"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -131,9 +131,12 @@ async fn run(
     });
 
     let workers = if roles.contains(&Role::Workers) {
-        let providers = providers::build(&config.providers, &egress::Egress::new(&config.egress))
-            .await
-            .context("configuring providers")?;
+        let providers = providers::build(
+            &config.provider_configs(),
+            &egress::Egress::new(&config.egress),
+        )
+        .await
+        .context("configuring providers")?;
         Some(
             workers::spawn(
                 store.clone(),

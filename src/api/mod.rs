@@ -38,6 +38,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use self::auth::KeyCache;
 pub use self::error::ApiError;
 use self::graphql::{ApiContext, Caller, HeraldSchema};
+pub use self::receipts::TwilioReceiver;
 use crate::commands::links::FEED_TOKEN_PREFIX;
 use crate::commands::tenants::Principal;
 use crate::database;
@@ -71,6 +72,8 @@ pub struct ApiOptions {
     pub operator_tenants: Vec<String>,
     /// `[receipts]`: SNS and signed provider receipts.
     pub receipts: crate::commands::receipts::ReceiptsConfig,
+    /// Each `twilio` provider's callback check, by instance name.
+    pub twilio: std::collections::BTreeMap<String, TwilioReceiver>,
     /// `[links]` with its public URL resolved (`Config::links`).
     pub links: crate::commands::links::LinksConfig,
     /// `[attachments]`: the tenant caps inline attachments are checked against.
@@ -167,7 +170,7 @@ impl ApiState {
             schema: graphql::build(api.clone()),
             api,
             request_timeout: options.request_timeout,
-            receipts: Arc::new(receipts::Receivers::new(&options.receipts)),
+            receipts: Arc::new(receipts::Receivers::new(&options.receipts, &options.twilio)),
             sockets: tenant_slots::TenantSlots::new(options.limits.max_sockets_per_tenant),
             requests: Arc::default(),
         })

@@ -1,4 +1,5 @@
-//! Inbound delivery receipts: `POST /webhooks/sns` and signed `POST /webhooks/{provider}`.
+//! Inbound delivery receipts: `POST /webhooks/sns`, signed `POST
+//! /webhooks/{provider}` and Twilio's `POST /webhooks/twilio/{provider}`.
 //!
 //! Every receipt that verifies is answered 2xx, even one that matches no
 //! notification or that the notification's state ignores: providers retry
@@ -7,10 +8,13 @@
 mod signed;
 mod sns;
 mod sns_payload;
+mod twilio;
+
+use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,6 +23,7 @@ use serde_json::{Value, json};
 
 use self::sns::{SnsKind, SnsMessage, SnsVerifier};
 use self::sns_payload::Parsed;
+pub use self::twilio::TwilioReceiver;
 use super::{ApiError, ApiState};
 use crate::commands::receipts::{self, Receipt, ReceiptsConfig, Recorded};
 use crate::commands::{Actor, CommandError};
@@ -27,19 +32,26 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/webhooks/sns", post(sns_receipt))
         .route("/webhooks/{provider}", post(provider_receipt))
+        .route(
+            "/webhooks/twilio/{provider}",
+            post(twilio_receipt).layer(DefaultBodyLimit::max(twilio::MAX_BODY_BYTES)),
+        )
 }
 
 /// What the receipt routes keep between requests.
 pub struct Receivers {
     config: ReceiptsConfig,
     sns: SnsVerifier,
+    /// By `twilio` provider instance name.
+    twilio: BTreeMap<String, TwilioReceiver>,
 }
 
 impl Receivers {
-    pub fn new(config: &ReceiptsConfig) -> Receivers {
+    pub fn new(config: &ReceiptsConfig, twilio: &BTreeMap<String, TwilioReceiver>) -> Receivers {
         Receivers {
             config: config.clone(),
             sns: SnsVerifier::new(config.sns.clone()),
+            twilio: twilio.clone(),
         }
     }
 }
@@ -51,7 +63,8 @@ pub enum Refusal {
     BadRequest(String),
     /// A signed-webhook signature or timestamp that does not verify.
     Unauthorized(String),
-    /// An SNS signature, certificate or topic that is not accepted.
+    /// An SNS signature, certificate or topic, or a Twilio signature, that
+    /// is not accepted.
     Forbidden(String),
     NotFound(String),
     /// Something Herald needs (the certificate, the subscribe URL) did not
@@ -210,6 +223,36 @@ async fn provider_receipt(
     }
     match signed::parse(&provider, &body) {
         Ok(receipt) => record(&state, &receipt, &format!("receipts:{provider}")).await,
+        Err(refusal) => refused(&provider, refusal),
+    }
+}
+
+/// `POST /webhooks/twilio/{provider}`: a status callback of the `twilio`
+/// provider instance so named, signed with its auth token.
+async fn twilio_receipt(
+    State(state): State<ApiState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(receiver) = state.receipts.twilio.get(&provider) else {
+        return Refusal::NotFound(format!("no twilio provider named {provider:?}")).into_response();
+    };
+    let params = twilio::form(&body);
+    let signature = headers
+        .get(twilio::SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok());
+    if let Err(refusal) = twilio::verify(receiver, signature, &params) {
+        return refused(&provider, refusal);
+    }
+    match twilio::parse(&provider, &params) {
+        Ok(twilio::Parsed::Receipt(receipt)) => {
+            record(&state, &receipt, &format!("receipts:{provider}")).await
+        }
+        Ok(twilio::Parsed::Ignored(what)) => {
+            tracing::debug!(%provider, "ignoring {what}");
+            answer(json!({ "status": "ignored" }))
+        }
         Err(refusal) => refused(&provider, refusal),
     }
 }

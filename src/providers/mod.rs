@@ -19,6 +19,7 @@ pub mod inapp;
 pub mod ntfy;
 pub mod smtp;
 pub mod sns;
+pub mod twilio;
 pub mod webhook;
 
 use crate::domain::values::{
@@ -167,6 +168,7 @@ impl Providers {
 pub enum ProviderConfig {
     Smtp(smtp::SmtpConfig),
     Sns(sns::SnsConfig),
+    Twilio(twilio::TwilioConfig),
     Webhook(webhook::WebhookConfig),
     Ntfy(ntfy::NtfyConfig),
     InApp(inapp::InAppConfig),
@@ -203,6 +205,7 @@ pub async fn build(
         let provider: Arc<dyn Provider> = match config {
             ProviderConfig::Smtp(c) => Arc::new(smtp::SmtpProvider::new(name, c)?),
             ProviderConfig::Sns(c) => Arc::new(sns::SnsProvider::new(name, c).await?),
+            ProviderConfig::Twilio(c) => Arc::new(twilio::TwilioProvider::new(name, c)?),
             ProviderConfig::Webhook(c) => Arc::new(webhook::WebhookProvider::new(name, c, egress)?),
             ProviderConfig::Ntfy(c) => Arc::new(ntfy::NtfyProvider::new(name, c)?),
             ProviderConfig::InApp(c) => Arc::new(inapp::InAppProvider::new(name, c)),

@@ -31,6 +31,7 @@ mod projections_ops;
 mod providers_ntfy;
 mod providers_smtp;
 mod providers_sns;
+mod providers_twilio;
 mod providers_webhook;
 mod receipts;
 mod replay;
