@@ -40,3 +40,4 @@ mod templates;
 mod torture;
 mod traces;
 mod unreadable;
+mod workflows;
