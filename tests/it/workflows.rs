@@ -13,7 +13,8 @@ use crate::support::{TestApp, data, error_codes, eventually, loopback_egress};
 use herald::commands::notifications::SendPolicy;
 use herald::commands::workflows::{WorkflowSettings, WorkflowsConfig};
 
-const PUBLISH: &str = "mutation($d: JSON!) { publishWorkflow(definition: $d) { key version definition } }";
+const PUBLISH: &str =
+    "mutation($d: JSON!) { publishWorkflow(definition: $d) { key version definition } }";
 const TRIGGER: &str = "mutation($key: String!, $r: [RecipientInput!]!, $p: JSON, $k: String) { \
     triggerWorkflow(key: $key, recipients: $r, payload: $p, idempotencyKey: $k) { \
     joinedDigest run { id status currentStep } } }";
@@ -22,7 +23,7 @@ const RUN: &str = "query($id: ID!) { workflowRun(id: $id) { id workflowKey versi
 const CANCEL: &str =
     "mutation($id: ID!) { cancelWorkflowRun(id: $id, reason: \"test\") { id status currentStep } }";
 const PUBLISH_TEMPLATE: &str =
-    "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { key version } }";
+    "mutation($input: PublishTemplateInput!) { publishTemplate(input: $input) { key number } }";
 
 /// A rest of one hour lasts this many real seconds: 1 h × 0.0005 = 1.8 s.
 const FAST: f64 = 0.0005;
@@ -129,15 +130,27 @@ async fn publish_reports_every_refusal_by_field_and_numbers_versions() {
     let definition = json!({ "key": "greet", "steps": [
         { "name": "email", "send": { "channels": ["email"], "template": "hello" } },
     ]});
-    let first = data(app.graphql(Some(&key), PUBLISH, json!({ "d": definition })).await);
+    let first = data(
+        app.graphql(Some(&key), PUBLISH, json!({ "d": definition }))
+            .await,
+    );
     assert_eq!(first["publishWorkflow"]["version"], 1);
-    let again = data(app.graphql(Some(&key), PUBLISH, json!({ "d": definition })).await);
-    assert_eq!(again["publishWorkflow"]["version"], 1, "the same steps again");
+    let again = data(
+        app.graphql(Some(&key), PUBLISH, json!({ "d": definition }))
+            .await,
+    );
+    assert_eq!(
+        again["publishWorkflow"]["version"], 1,
+        "the same steps again"
+    );
     let changed = json!({ "key": "greet", "steps": [
         { "name": "wait", "delay": { "duration": "1m" } },
         { "name": "email", "send": { "channels": ["email"], "template": "hello" } },
     ]});
-    let second = data(app.graphql(Some(&key), PUBLISH, json!({ "d": changed })).await);
+    let second = data(
+        app.graphql(Some(&key), PUBLISH, json!({ "d": changed }))
+            .await,
+    );
     assert_eq!(second["publishWorkflow"]["version"], 2);
 }
 
@@ -239,7 +252,10 @@ async fn a_trigger_runs_through_a_send_step_and_its_key_gives_the_same_run() {
     .unwrap();
     assert_eq!(answer.status(), 200);
     let answer: Value = answer.json().await.unwrap();
-    assert_eq!(answer["runs"][0]["run_id"], runs[0]["run"]["id"], "{answer}");
+    assert_eq!(
+        answer["runs"][0]["run_id"], runs[0]["run"]["id"],
+        "{answer}"
+    );
     assert_eq!(answer["runs"][0]["status"], "completed");
     let refused = rest(json!({ "recipients": [] })).await.unwrap();
     assert_eq!(refused.status(), 400);
@@ -273,7 +289,11 @@ async fn a_one_hour_delay_passes_in_config_scaled_time() {
     let started = &triggered["triggerWorkflow"][0]["run"];
     assert_eq!(started["status"], "WAITING", "{started}");
     assert_eq!(started["currentStep"], "wait");
-    assert_eq!(requested(&app, &tenant).await, 0, "nothing sent before the delay");
+    assert_eq!(
+        requested(&app, &tenant).await,
+        0,
+        "nothing sent before the delay"
+    );
     let id = started["id"].as_str().unwrap().to_string();
     let timers: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_timers")
         .fetch_one(app.store.pool())
@@ -330,7 +350,10 @@ async fn cancel_stops_a_waiting_run_and_refuses_a_completed_one() {
     assert_eq!(cancelled["cancelWorkflowRun"]["status"], "CANCELLED");
     assert!(cancelled["cancelWorkflowRun"]["currentStep"].is_null());
     let again = data(app.graphql(Some(&key), CANCEL, json!({ "id": id })).await);
-    assert_eq!(again["cancelWorkflowRun"]["status"], "CANCELLED", "a repeat records nothing");
+    assert_eq!(
+        again["cancelWorkflowRun"]["status"], "CANCELLED",
+        "a repeat records nothing"
+    );
     let timers: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_timers")
         .fetch_one(app.store.pool())
         .await
@@ -455,7 +478,12 @@ async fn wait_for_an_inapp_read_sends_the_email_only_when_unread() {
             .await;
         let ids: Vec<&str> = feed["inappFeed"]["edges"]
             .as_array()
-            .map(|edges| edges.iter().filter_map(|e| e["node"]["id"].as_str()).collect())
+            .map(|edges| {
+                edges
+                    .iter()
+                    .filter_map(|e| e["node"]["id"].as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         if ids.contains(&ada_item.as_str()) {
             Ok(())
