@@ -25,7 +25,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::notifications::{self, SendPolicy};
-use super::pipeline::{Applied, Executed, Loaded, Step, Stream, Transaction, load, retry_on_conflict};
+use super::pipeline::{
+    Applied, Executed, Loaded, Step, Stream, Transaction, load, retry_on_conflict,
+};
 use super::{Actor, CommandError};
 use crate::domain::template::VariableSpec;
 use crate::domain::values::{
@@ -186,8 +188,10 @@ async fn template_catalog(
     pool: &PgPool,
     tenant_id: &TenantId,
     input: &PublishWorkflow,
-) -> Result<BTreeMap<TemplateKey, BTreeMap<TemplateVersion, BTreeMap<String, VariableSpec>>>, CommandError>
-{
+) -> Result<
+    BTreeMap<TemplateKey, BTreeMap<TemplateVersion, BTreeMap<String, VariableSpec>>>,
+    CommandError,
+> {
     let named: Vec<String> = input
         .steps
         .iter()
@@ -333,13 +337,17 @@ impl TriggerWorkflow {
                 Err(refused) => {
                     for error in refused.errors() {
                         let field = error.path.strip_prefix("recipient.").unwrap_or(&error.path);
-                        errors.add(format!("recipients[{index}].{field}"), error.message.clone());
+                        errors.add(
+                            format!("recipients[{index}].{field}"),
+                            error.message.clone(),
+                        );
                     }
                 }
             }
         }
         let payload = match JsonObject::parse(
-            self.payload.unwrap_or_else(|| Value::Object(Default::default())),
+            self.payload
+                .unwrap_or_else(|| Value::Object(Default::default())),
             MAX_TRIGGER_PAYLOAD_BYTES,
         ) {
             Ok(payload) => Some(payload),
@@ -404,7 +412,8 @@ pub async fn trigger(
         }
         let read = |field: &FieldRef| read_trigger(recipient, &trigger.payload, field);
         if let Some(digest_key) = definition.digest_key(read) {
-            let open = open_digest(store.pool(), tenant_id, &trigger.key, digest_key.as_str()).await?;
+            let open =
+                open_digest(store.pool(), tenant_id, &trigger.key, digest_key.as_str()).await?;
             if let Some(open) = open {
                 let command = WorkflowRunCommand::DigestItemJoined {
                     trigger_id: trigger_id.clone(),
@@ -776,7 +785,9 @@ async fn keep_run_tables(
     for event in &applied.events {
         if let WorkflowRunEvent::StepCompleted {
             step,
-            outcome: StepOutcome::Passed { key: throttle_key, .. },
+            outcome: StepOutcome::Passed {
+                key: throttle_key, ..
+            },
             at,
             ..
         } = event
@@ -865,7 +876,16 @@ pub async fn observe(
         return Ok(Advanced::Unchanged);
     };
     let command = WorkflowRunCommand::EventObserved(event);
-    advance(store, settings, &tenant_id, run_id, command, Utc::now(), actor).await
+    advance(
+        store,
+        settings,
+        &tenant_id,
+        run_id,
+        command,
+        Utc::now(),
+        actor,
+    )
+    .await
 }
 
 /// An operator's (or a tenant's) cancel of its run.
@@ -878,7 +898,16 @@ pub async fn cancel(
     actor: &Actor,
 ) -> Result<RunRow, CommandError> {
     let command = WorkflowRunCommand::Cancel { reason };
-    advance(store, settings, tenant_id, run_id, command, Utc::now(), actor).await?;
+    advance(
+        store,
+        settings,
+        tenant_id,
+        run_id,
+        command,
+        Utc::now(),
+        actor,
+    )
+    .await?;
     run_row(store.pool(), tenant_id, run_id)
         .await?
         .ok_or(CommandError::NotFound("workflow run"))
@@ -988,7 +1017,11 @@ pub fn notifications_of(
                 step,
                 outcome: StepOutcome::Sent { notification },
                 ..
-            } => Some((step.as_str().to_string(), *visit, notification.notification_id)),
+            } => Some((
+                step.as_str().to_string(),
+                *visit,
+                notification.notification_id,
+            )),
             _ => None,
         })
         .collect()
@@ -1018,7 +1051,12 @@ pub async fn claim_due_timers(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(run_id, visit)| (WorkflowRunId::from(run_id), u32::try_from(visit).unwrap_or(0)))
+        .map(|(run_id, visit)| {
+            (
+                WorkflowRunId::from(run_id),
+                u32::try_from(visit).unwrap_or(0),
+            )
+        })
         .collect())
 }
 
@@ -1029,12 +1067,14 @@ pub async fn drop_stale_timer(
     visit: u32,
     owner: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM workflow_timers WHERE run_id = $1 AND visit = $2 AND lease_owner = $3")
-        .bind(run_id.as_uuid())
-        .bind(i32::try_from(visit).unwrap_or(i32::MAX))
-        .bind(owner)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "DELETE FROM workflow_timers WHERE run_id = $1 AND visit = $2 AND lease_owner = $3",
+    )
+    .bind(run_id.as_uuid())
+    .bind(i32::try_from(visit).unwrap_or(i32::MAX))
+    .bind(owner)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -1084,10 +1124,12 @@ pub async fn observer_checkpoint(
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(transaction_id, global_position)| crate::eventstore::Checkpoint {
-        transaction_id,
-        global_position,
-    }))
+    Ok(row.map(
+        |(transaction_id, global_position)| crate::eventstore::Checkpoint {
+            transaction_id,
+            global_position,
+        },
+    ))
 }
 
 pub async fn save_observer_checkpoint(

@@ -170,10 +170,7 @@ impl WorkflowRunNode {
     }
 
     /// Every event of the run, in order.
-    async fn timeline(
-        &self,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<WorkflowRunTimelineEvent>, ApiError> {
+    async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<WorkflowRunTimelineEvent>, ApiError> {
         let events = self.events(ctx).await?;
         Ok(events
             .into_iter()
