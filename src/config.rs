@@ -67,6 +67,9 @@ pub struct Config {
     pub campaigns: crate::workers::campaigns::CampaignsConfig,
     /// `[scheduler]`: recurring schedules' poll interval and missed-slot threshold.
     pub scheduler: crate::workers::scheduler::SchedulerConfig,
+    /// `[workflows]`: the workflow worker's poll and lease, and the time
+    /// scale of runs' rests (below 1 only in tests).
+    pub workflows: crate::commands::workflows::WorkflowsConfig,
     pub ranking: RankingConfig,
     pub breaker: BreakerConfig,
     pub limits: LimitsConfig,
@@ -109,6 +112,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             campaigns: crate::workers::campaigns::CampaignsConfig::default(),
             scheduler: crate::workers::scheduler::SchedulerConfig::default(),
+            workflows: crate::commands::workflows::WorkflowsConfig::default(),
             ranking: RankingConfig::default(),
             breaker: BreakerConfig::default(),
             limits: LimitsConfig::default(),
@@ -264,6 +268,7 @@ impl Config {
             attachments: self.attachments.clone(),
             cors_origins: self.cors_origins.clone(),
             egress: self.egress.clone(),
+            workflows: self.workflows.clone(),
             max_import_bytes: self.campaigns.max_import_bytes,
         }
     }
@@ -282,6 +287,7 @@ impl Config {
             links: self.links(),
             attachments: self.attachments.clone(),
             egress: self.egress.clone(),
+            workflows: self.workflows.clone(),
         }
     }
 

@@ -84,6 +84,8 @@ pub struct ApiOptions {
     pub egress: crate::egress::EgressConfig,
     /// `[campaigns] max_import_bytes`: the largest CSV one import reads.
     pub max_import_bytes: u64,
+    /// `[workflows]`: the time scale of the runs a trigger starts.
+    pub workflows: crate::commands::workflows::WorkflowsConfig,
 }
 
 /// A browser origin (`https://app.example.com`, no path), checked when the
@@ -161,6 +163,7 @@ impl ApiState {
             ),
             egress,
             max_import_bytes: options.max_import_bytes,
+            workflows: options.workflows.clone(),
         };
         Ok(ApiState {
             health: database::DatabaseHealth::start(

@@ -39,6 +39,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/batch", post(batch))
         .route("/api/preview", post(preview))
         .route("/api/shortlinks", post(short_link))
+        .route("/api/workflows/{key}/trigger", post(trigger_workflow))
         .merge(admin::routes())
 }
 
@@ -348,6 +349,58 @@ fn refused(index: usize, error: ApiError) -> BatchItem {
         duplicate: false,
         error: Some(ErrorDetail::of(&error)),
     }
+}
+
+/// Starts a run of the workflow's latest version for each recipient (the
+/// GraphQL `triggerWorkflow` mutation).
+#[utoipa::path(
+    post,
+    path = "/api/workflows/{key}/trigger",
+    tag = "workflows",
+    request_body = TriggerRequest,
+    params(("key" = String, Path, description = "The workflow's key")),
+    responses(
+        (status = 200, description = "OK", body = TriggerAnswer),
+        (status = 400, description = "`VALIDATION` (by field) or `BAD_REQUEST`", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such workflow published", body = ErrorBody),
+        Refusals, BodyRefusals,
+    ),
+    security(("api_key" = []))
+)]
+async fn trigger_workflow(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<TriggerAnswer>, ApiError> {
+    let principal = caller(&state, &headers, Scope::Send).await?;
+    let request: TriggerRequest = wire::read(json_body(&headers, &body)?)?;
+    let input = commands::workflows::TriggerWorkflow {
+        key: Some(key),
+        recipients: request.recipients,
+        payload: request.payload,
+        idempotency_key: request.idempotency_key,
+    };
+    let triggered = commands::workflows::trigger(
+        &state.api.store,
+        &principal.tenant_id,
+        input,
+        &state.api.workflow_settings(),
+        &actor(&principal),
+    )
+    .await?;
+    Ok(Json(TriggerAnswer {
+        runs: triggered
+            .into_iter()
+            .map(|triggered| TriggeredRun {
+                run_id: triggered.run.run_id,
+                status: triggered.run.status,
+                current_step: triggered.run.current_step,
+                waiting_until: triggered.run.waiting_until,
+                joined_digest: triggered.joined_digest,
+            })
+            .collect(),
+    }))
 }
 
 /// Renders a template version with variables, without sending (the

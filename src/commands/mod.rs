@@ -17,6 +17,7 @@ pub mod suppressions;
 pub mod templates;
 pub mod tenants;
 pub mod webhook_endpoints;
+pub mod workflows;
 
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -156,13 +156,74 @@ pub async fn send(
     policy: &SendPolicy,
     actor: &Actor,
 ) -> Result<Sent, CommandError> {
-    let prepared = prepare(store, tenant_id, input, actor, policy, &mut Pins::default()).await?;
+    let prepared = prepare(
+        store,
+        tenant_id,
+        input,
+        actor,
+        policy,
+        &mut Pins::default(),
+        None,
+    )
+    .await?;
     tracing::Span::current().record(
         "notification_id",
         tracing::field::display(prepared.notification_id.as_uuid()),
     );
     let mut sent = commit_sends(store, tenant_id, &[prepared], policy).await?;
     sent.pop().ok_or(CommandError::NotFound("notification"))?
+}
+
+/// [`send`] under the id the caller chose (a workflow's `send` step derives
+/// it from the run and the visit): a second call, after a crash or from a
+/// racing process, finds the notification already made and answers it as a
+/// duplicate instead of sending again.
+pub async fn send_as(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    notification_id: NotificationId,
+    input: SendNotification,
+    policy: &SendPolicy,
+    actor: &Actor,
+) -> Result<Sent, CommandError> {
+    if let Some(sent) = already_made(store, tenant_id, notification_id).await? {
+        return Ok(sent);
+    }
+    let prepared = prepare(
+        store,
+        tenant_id,
+        input,
+        actor,
+        policy,
+        &mut Pins::default(),
+        Some(notification_id),
+    )
+    .await?;
+    match commit_sends(store, tenant_id, &[prepared], policy).await {
+        Ok(mut sent) => sent.pop().ok_or(CommandError::NotFound("notification"))?,
+        Err(CommandError::Store(error)) if error.is_conflict() => {
+            already_made(store, tenant_id, notification_id)
+                .await?
+                .ok_or(CommandError::Store(error))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The tenant's notification `notification_id`, when it was already made.
+async fn already_made(
+    store: &EventStore,
+    tenant_id: &TenantId,
+    notification_id: NotificationId,
+) -> Result<Option<Sent>, CommandError> {
+    let loaded = load_many(store, &[notification_id]).await?;
+    Ok(loaded.into_iter().find_map(|(_, loaded)| {
+        let notification = loaded.ok()?.notification.state()?.clone();
+        (&notification.tenant_id == tenant_id).then_some(Sent {
+            notification,
+            duplicate: true,
+        })
+    }))
 }
 
 /// Accepts many sends of one tenant, each succeeding or failing on its own,
@@ -208,7 +269,7 @@ pub async fn send_each(
             repeated.push((index, input, actor));
             continue;
         }
-        match prepare(store, tenant_id, input, &actor, policy, &mut pins).await {
+        match prepare(store, tenant_id, input, &actor, policy, &mut pins, None).await {
             Ok(prepared) => batch.push((index, prepared)),
             Err(error) => results[index] = Some(Err(error)),
         }
@@ -260,6 +321,7 @@ async fn prepare(
     actor: &Actor,
     policy: &SendPolicy,
     pins: &mut Pins,
+    chosen_id: Option<NotificationId>,
 ) -> Result<Prepared, CommandError> {
     // The idempotency fingerprint is of the request as given: a retry after
     // a new template version is published is still the same send.
@@ -275,7 +337,7 @@ async fn prepare(
         .attachments
         .validate(tenant_id, &request.attachments)?;
     check_urls(&policy.egress, named_urls(&request)).await?;
-    let notification_id = NotificationId::new();
+    let notification_id = chosen_id.unwrap_or_else(NotificationId::new);
     let events = Notification::default().decide(
         NotificationCommand::Request {
             tenant_id: tenant_id.clone(),

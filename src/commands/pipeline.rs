@@ -25,6 +25,7 @@ use crate::domain::suppression::SuppressionEvent;
 use crate::domain::template::{PartialEvent, TemplateEvent};
 use crate::domain::values::TenantId;
 use crate::domain::webhook_endpoint::WebhookEndpointEvent;
+use crate::domain::workflow::{WorkflowEvent, WorkflowRunEvent};
 use crate::domain::{Aggregate, DomainError, NotificationEvent, SourceEventIngested, TenantEvent};
 use crate::eventstore::{
     EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StoreTransaction,
@@ -75,6 +76,8 @@ stored_events!(
     TenantEvent,
     TenantQuietHoursEvent,
     WebhookEndpointEvent,
+    WorkflowEvent,
+    WorkflowRunEvent,
 );
 
 /// A domain event in the log's envelope.

@@ -402,6 +402,17 @@ impl AttachmentInput {
 }
 
 impl RecipientInput {
+    /// The recipient alone (a workflow trigger's), each refusal under `recipient.`.
+    pub fn parse_alone(self) -> Result<Recipient, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let recipient = self.parse(&mut errors);
+        if errors.is_empty() {
+            Ok(recipient)
+        } else {
+            Err(errors)
+        }
+    }
+
     fn parse(self, errors: &mut ValidationErrors) -> Recipient {
         Recipient {
             id: errors.optional("recipient.id", self.id.as_deref(), RecipientId::parse),

@@ -116,6 +116,21 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Recurring schedule slots, by outcome.",
     ),
+    (
+        "workflow_timers_total",
+        Kind::Counter,
+        "Workflow timers claimed, by outcome (fired, stale, error).",
+    ),
+    (
+        "workflow_events_observed_total",
+        Kind::Counter,
+        "Events of the log fed to workflow runs that listen for them.",
+    ),
+    (
+        "workflow_sends_refused_total",
+        Kind::Counter,
+        "Workflow send steps whose notification the send path refused.",
+    ),
     // Receipts, sockets, ingest.
     (
         "receipts_total",
@@ -275,6 +290,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     ] {
         metrics::counter!("schedule_firings_total", "outcome" => outcome).absolute(0);
     }
+    for outcome in ["fired", "stale", "error"] {
+        metrics::counter!("workflow_timers_total", "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!("workflow_events_observed_total").absolute(0);
+    metrics::counter!("workflow_sends_refused_total").absolute(0);
     metrics::counter!("websocket_refused_total", "reason" => "too_many").absolute(0);
     Ok(handle)
 }

@@ -16,6 +16,7 @@ pub mod routing;
 pub mod scheduler;
 pub mod stop_gate;
 pub mod throttle;
+pub mod workflows;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,10 +54,13 @@ pub struct WorkerOptions {
     pub links: LinksConfig,
     pub attachments: AttachmentsConfig,
     pub egress: EgressConfig,
+    /// `[workflows]`: the workflow worker's timers and time scale.
+    pub workflows: crate::commands::workflows::WorkflowsConfig,
 }
 
 /// Starts the worker loops of a `--roles workers` process (the dispatcher,
-/// the status-callback sender, the campaign worker and the scheduler); the
+/// the status-callback sender, the campaign worker, the scheduler and the
+/// workflow worker); the
 /// handle ends when they have stopped after `shutdown`.
 pub async fn spawn(
     store: EventStore,
@@ -95,6 +99,14 @@ pub async fn spawn(
         egress,
         shutdown.clone(),
     );
+    let workflows = workflows::spawn(
+        store.clone(),
+        crate::commands::workflows::WorkflowSettings {
+            policy: send_policy.clone(),
+            config: options.workflows,
+        },
+        shutdown.clone(),
+    );
     let scheduler = scheduler::spawn(
         store.clone(),
         send_policy,
@@ -103,7 +115,7 @@ pub async fn spawn(
     );
     let dispatcher = dispatcher::Dispatcher::new(store, settings).spawn(shutdown);
     Ok(tokio::spawn(async move {
-        let _ = tokio::join!(dispatcher, callbacks, campaigns, scheduler);
+        let _ = tokio::join!(dispatcher, callbacks, campaigns, scheduler, workflows);
     }))
 }
 

@@ -41,3 +41,4 @@ mod templates;
 mod torture;
 mod traces;
 mod unreadable;
+mod workflows;

@@ -130,6 +130,7 @@ async fn the_openapi_document_is_valid_openapi_3_1_and_lists_the_rest_routes() {
             "POST /api/notifications",
             "POST /api/preview",
             "POST /api/shortlinks",
+            "POST /api/workflows/{key}/trigger",
         ]
     );
     // Both send shapes, told apart by their fields.

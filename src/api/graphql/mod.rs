@@ -17,6 +17,7 @@ mod templates;
 mod tracking;
 mod types;
 mod webhooks;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -64,12 +65,22 @@ pub struct ApiContext {
     pub egress: crate::egress::Egress,
     /// The largest CSV one campaign import reads.
     pub max_import_bytes: u64,
+    /// `[workflows]`, for the runs triggers start.
+    pub workflows: commands::workflows::WorkflowsConfig,
 }
 
 impl ApiContext {
     /// The one policy of this process's sends, single or batched.
     pub fn send_policy(&self) -> commands::notifications::SendPolicy {
         self.sends.policy().clone()
+    }
+
+    /// What the workflow commands of this process need.
+    pub fn workflow_settings(&self) -> commands::workflows::WorkflowSettings {
+        commands::workflows::WorkflowSettings {
+            policy: self.send_policy(),
+            config: self.workflows.clone(),
+        }
     }
 }
 
@@ -166,6 +177,7 @@ pub struct QueryRoot(
     templates::TemplatesQuery,
     suppressions::SuppressionsQuery,
     tracking::TrackingQuery,
+    workflows::WorkflowsQuery,
 );
 
 #[derive(Default)]
@@ -385,6 +397,7 @@ pub struct MutationRoot(
     templates::TemplatesMutation,
     suppressions::SuppressionsMutation,
     tracking::TrackingMutation,
+    workflows::WorkflowsMutation,
 );
 
 #[derive(Default)]

@@ -168,21 +168,27 @@ pub struct AttachmentInput {
     pub content_base64: Option<String>,
 }
 
+impl From<RecipientInput> for domain::RecipientInput {
+    fn from(recipient: RecipientInput) -> Self {
+        domain::RecipientInput {
+            id: recipient.id,
+            email: recipient.email,
+            phone: recipient.phone,
+            push_target: recipient.push_target,
+            webhook_url: recipient.webhook_url,
+            ntfy_topic: recipient.ntfy_topic,
+            locale: recipient.locale,
+            timezone: recipient.timezone,
+        }
+    }
+}
+
 impl From<SendNotificationInput> for domain::SendNotification {
     fn from(input: SendNotificationInput) -> Self {
         let recipient = input.recipient;
         domain::SendNotification {
             idempotency_key: input.idempotency_key,
-            recipient: domain::RecipientInput {
-                id: recipient.id,
-                email: recipient.email,
-                phone: recipient.phone,
-                push_target: recipient.push_target,
-                webhook_url: recipient.webhook_url,
-                ntfy_topic: recipient.ntfy_topic,
-                locale: recipient.locale,
-                timezone: recipient.timezone,
-            },
+            recipient: recipient.into(),
             channels: input
                 .channels
                 .into_iter()

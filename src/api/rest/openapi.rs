@@ -31,6 +31,7 @@ use crate::api::error::ErrorBody;
         super::batch,
         super::preview,
         super::short_link,
+        super::trigger_workflow,
         super::admin::healthz,
         super::admin::providers,
         super::admin::queues,
@@ -42,6 +43,7 @@ use crate::api::error::ErrorBody;
         (name = "notifications", description = "Send, list and read notifications"),
         (name = "templates", description = "Preview a template version"),
         (name = "links", description = "Tracked short links"),
+        (name = "workflows", description = "Trigger workflow runs"),
         (name = "admin", description = "Operations (scope `ops`)"),
     )
 )]

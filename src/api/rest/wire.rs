@@ -620,6 +620,44 @@ pub struct BatchAnswer {
     pub results: Vec<BatchItem>,
 }
 
+/// `POST /api/workflows/{key}/trigger`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "recipients": [{ "id": "ada", "email": "ada@example.com" }],
+    "payload": { "thread_id": "t-42" },
+    "idempotency_key": "comment-981"
+}))]
+pub struct TriggerRequest {
+    /// 1 to 100 recipients (`id`, `email`, `phone`, `push_target`,
+    /// `webhook_url`, `ntfy_topic`, `locale`, `timezone`): one run each.
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 100)]
+    pub recipients: Vec<domain::RecipientInput>,
+    /// What the steps read as `payload.`: a JSON object of at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// The same key (for the same recipient) gives the same run back.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a trigger did for each recipient, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggerAnswer {
+    pub runs: Vec<TriggeredRun>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggeredRun {
+    pub run_id: Uuid,
+    /// `waiting`, `completed` or `cancelled`.
+    pub status: String,
+    /// The step it rests at; null once ended.
+    pub current_step: Option<String>,
+    pub waiting_until: Option<DateTime<Utc>>,
+    /// It joined an open digest's run instead of starting one.
+    pub joined_digest: bool,
+}
+
 /// `POST /api/preview`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
