@@ -15,7 +15,8 @@
 //!   notification it marks, with `notification_id`, `recipient_id` and
 //!   `state`. Only events after the transaction that armed a matcher are fed
 //!   to it. The checkpoint is saved after each batch, so a crash feeds a
-//!   batch again, which the runs record once.
+//!   batch again, which the runs record once. While no run waits, the log is
+//!   passed over unread.
 //!
 //! Several processes may run it on one database: timers are claimed, and an
 //! event fed twice is recorded once by the run.
@@ -127,34 +128,42 @@ async fn observe(
             }
         },
     };
+    // Taken before the waits are listed: a wait the list does not show was
+    // armed by a transaction that ended after this horizon, and is fed only
+    // events from after its own transaction, so nothing below it concerns it.
+    let horizon = store.horizon().await?;
     let listened: HashSet<String> = workflows::listened_types(store.pool())
         .await?
         .into_iter()
         .collect();
+    if listened.is_empty() {
+        // Nobody waits: the log up to the horizon is passed over unread, and
+        // unsaved (a restart reads from the stored checkpoint, which is safe),
+        // so a service without waiting runs pays no reader of every event.
+        return Ok((after.max(horizon), false));
+    }
     let batch = store
         .read_all(after, READ_BATCH, &ReadFilter::default())
         .await?;
-    if !listened.is_empty() {
-        for recorded in &batch.events {
-            for event in observed(recorded) {
-                if !listened.contains(event.event_type.as_str()) {
+    for recorded in &batch.events {
+        for event in observed(recorded) {
+            if !listened.contains(event.event_type.as_str()) {
+                continue;
+            }
+            let listeners = workflows::listeners(
+                store.pool(),
+                &recorded.tenant_id,
+                event.event_type.as_str(),
+                recorded.transaction_id,
+            )
+            .await?;
+            for (run_id, matcher) in listeners {
+                if !matcher.matches(&event) {
                     continue;
                 }
-                let listeners = workflows::listeners(
-                    store.pool(),
-                    &recorded.tenant_id,
-                    event.event_type.as_str(),
-                    recorded.transaction_id,
-                )
-                .await?;
-                for (run_id, matcher) in listeners {
-                    if !matcher.matches(&event) {
-                        continue;
-                    }
-                    // An error leaves the checkpoint before this batch: it is fed again.
-                    workflows::observe(store, settings, run_id, event.clone(), actor).await?;
-                    metrics::counter!("workflow_events_observed_total").increment(1);
-                }
+                // An error leaves the checkpoint before this batch: it is fed again.
+                workflows::observe(store, settings, run_id, event.clone(), actor).await?;
+                metrics::counter!("workflow_events_observed_total").increment(1);
             }
         }
     }
