@@ -53,9 +53,6 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
-    /// Print the SPF, DKIM and DMARC records a sending domain publishes for
-    /// the email providers configured.
-    DnsRecords(herald::cli::dns_records::DnsRecordsArgs),
     /// Create tenants and manage their API keys.
     #[command(subcommand)]
     Tenants(herald::cli::tenants::TenantsCommand),
@@ -102,7 +99,7 @@ fn main() -> std::process::ExitCode {
     {
         config.listen = *listen;
     }
-    match &cli.command {
+    match cli.command {
         Command::Config { .. } => {
             print!("{}", config.redacted_toml());
             return std::process::ExitCode::SUCCESS;
@@ -110,18 +107,6 @@ fn main() -> std::process::ExitCode {
         Command::Schema => {
             print!("{}", herald::api::graphql::sdl());
             return std::process::ExitCode::SUCCESS;
-        }
-        Command::DnsRecords(args) => {
-            return match herald::cli::dns_records::run(&config, args) {
-                Ok(records) => {
-                    print!("{records}");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("herald: {error:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            };
         }
         _ => {}
     }
@@ -154,7 +139,7 @@ fn main() -> std::process::ExitCode {
             Command::Projections(command) => herald::cli::projections::run(&config, command).await,
             Command::DeadLetters(command) => herald::cli::dead_letters::run(&config, command).await,
             Command::Bench(command) => bench::run(&config, command).await,
-            Command::Config { .. } | Command::Schema | Command::DnsRecords(_) => {
+            Command::Config { .. } | Command::Schema => {
                 unreachable!("handled before the runtime starts")
             }
         }

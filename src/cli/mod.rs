@@ -2,7 +2,6 @@
 
 pub mod campaigns;
 pub mod dead_letters;
-pub mod dns_records;
 pub mod ingest;
 pub mod projections;
 pub mod replay;

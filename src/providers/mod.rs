@@ -14,7 +14,6 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub mod console;
-pub mod dkim;
 pub mod inapp;
 pub mod ntfy;
 pub mod smtp;

@@ -15,7 +15,6 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-use super::dkim::{DkimSettings, DkimSigner};
 use super::{
     Attachment, Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel,
 };
@@ -49,11 +48,6 @@ pub struct SmtpConfig {
     /// Connections kept open to the relay for reuse; a send that finds none
     /// idle opens one of its own, closed after it if the pool is full.
     pub pool_max_size: u32,
-    /// Sign every message with DKIM (`herald dns-records` prints the record
-    /// to publish). A tenant of its own signature gets a provider instance
-    /// of its own (`routing.tenant_providers`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dkim: Option<DkimSettings>,
 }
 
 impl Default for SmtpConfig {
@@ -69,7 +63,6 @@ impl Default for SmtpConfig {
             from_name: None,
             timeout_seconds: 30,
             pool_max_size: 10,
-            dkim: None,
         }
     }
 }
@@ -99,7 +92,7 @@ impl SmtpTls {
 
 /// Headers Herald writes itself; one from the dispatcher would silently
 /// replace them (or change the envelope), so such a message is refused.
-const RESERVED_HEADERS: [&str; 13] = [
+const RESERVED_HEADERS: [&str; 12] = [
     "From",
     "Sender",
     "To",
@@ -112,7 +105,6 @@ const RESERVED_HEADERS: [&str; 13] = [
     "Content-Type",
     "Content-Transfer-Encoding",
     NOTIFICATION_ID_HEADER,
-    "DKIM-Signature",
 ];
 
 const NOTIFICATION_ID_HEADER: &str = "X-Herald-Notification-Id";
@@ -126,7 +118,6 @@ pub struct SmtpProvider {
     from: Mailbox,
     /// Scrubbed from error messages, in case a relay ever echoes it.
     password: Option<Secret>,
-    dkim: Option<DkimSigner>,
 }
 
 impl SmtpProvider {
@@ -157,18 +148,11 @@ impl SmtpProvider {
             (None, None) => {}
             _ => anyhow::bail!("provider {name}: set both username and password, or neither"),
         }
-        let dkim = config
-            .dkim
-            .as_ref()
-            .map(|dkim| DkimSigner::new(dkim, from.email.domain()))
-            .transpose()
-            .map_err(|error| anyhow::anyhow!("provider {name}: {error}"))?;
         Ok(SmtpProvider {
             name: name.to_string(),
             transport: builder.build(),
             from,
             password: config.password.clone(),
-            dkim,
         })
     }
 
@@ -347,10 +331,7 @@ impl Provider for SmtpProvider {
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Receipt, SendError>> {
         Box::pin(async move {
-            let mut email = email(message, &self.from)?;
-            if let Some(dkim) = &self.dkim {
-                dkim.sign(&mut email);
-            }
+            let email = email(message, &self.from)?;
             let message_id = message_id(message, &self.from);
             let response = self
                 .transport
