@@ -183,6 +183,9 @@ pub async fn publish(
     .ok_or(CommandError::NotFound("workflow"))
 }
 
+/// A published template version's key, number and declared variables.
+type TemplateVariablesRow = (String, i32, Option<Json<BTreeMap<String, VariableSpec>>>);
+
 /// The declared variables of each version of the templates `input` names.
 async fn template_catalog(
     pool: &PgPool,
@@ -201,7 +204,7 @@ async fn template_catalog(
     if named.is_empty() {
         return Ok(catalog);
     }
-    let rows: Vec<(String, i32, Option<Json<BTreeMap<String, VariableSpec>>>)> = sqlx::query_as(
+    let rows: Vec<TemplateVariablesRow> = sqlx::query_as(
         "SELECT template_key, version, definition -> 'variables' FROM template_versions \
          WHERE tenant_id = $1 AND template_key = ANY($2)",
     )

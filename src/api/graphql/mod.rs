@@ -271,6 +271,15 @@ impl CoreQuery {
                 format!("must be between 1 and {}", entity_index::MAX_REPLAY_PAGE),
             ));
         }
+        // PostgreSQL text holds no NUL; refused here, not by the database.
+        for (field, value) in [("entityType", &entity_type), ("entityId", &entity_id)] {
+            if value.chars().any(char::is_control) {
+                return Err(ApiError::field(
+                    field,
+                    "must not contain control characters",
+                ));
+            }
+        }
         let after =
             cursor::decode(after.as_deref())?.unwrap_or(crate::eventstore::Checkpoint::ORIGIN);
         let page = entity_index::replay(
