@@ -120,6 +120,17 @@ fn wrong_channel(kind: &str, destination: &Destination) -> SendError {
     ))
 }
 
+/// The text, or the title when there is none: an SMS has no subject line.
+fn sms_text(message: &OutboundMessage) -> Result<String, SendError> {
+    [&message.text, &message.title]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim())
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| SendError::permanent("an SMS needs a text or a title"))
+}
+
 /// Refuses a setting of 0 (a timeout no send could meet, a pool without a connection).
 fn at_least_one(name: &str, setting: &str, value: u64) -> anyhow::Result<()> {
     anyhow::ensure!(value > 0, "provider {name}: {setting} must be at least 1");

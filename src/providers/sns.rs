@@ -20,7 +20,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel};
+use super::{
+    Destination, OutboundMessage, Provider, Receipt, at_least_one, sms_text, wrong_channel,
+};
 use crate::domain::values::{Channel, Priority};
 use crate::egress::SendError;
 use crate::signing::Secret;
@@ -189,17 +191,6 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, SendError> {
         .string_value(value)
         .build()
         .map_err(|error| SendError::permanent(format!("SNS message attribute: {error}")))
-}
-
-/// The text, or the title when there is none: an SMS has no subject line.
-fn sms_text(message: &OutboundMessage) -> Result<String, SendError> {
-    [&message.text, &message.title]
-        .into_iter()
-        .flatten()
-        .map(|s| s.trim())
-        .find(|s| !s.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| SendError::permanent("an SMS needs a text or a title"))
 }
 
 /// The `MessageStructure=json` body: `default` for platforms without their

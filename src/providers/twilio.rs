@@ -13,7 +13,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{Destination, OutboundMessage, Provider, Receipt, at_least_one, wrong_channel};
+use super::{
+    Destination, OutboundMessage, Provider, Receipt, at_least_one, sms_text, wrong_channel,
+};
 use crate::domain::values::{Channel, HttpUrl, PhoneNumber};
 use crate::egress::{
     EgressError, SendError, operator_client, read_capped, send_error, status_error,
@@ -284,17 +286,6 @@ fn classify(
         }
         SendError::Permanent { .. } => SendError::permanent(message),
     }
-}
-
-/// The text, or the title when there is none: an SMS has no subject line.
-fn sms_text(message: &OutboundMessage) -> Result<String, SendError> {
-    [&message.text, &message.title]
-        .into_iter()
-        .flatten()
-        .map(|s| s.trim())
-        .find(|s| !s.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| SendError::permanent("an SMS needs a text or a title"))
 }
 
 impl Provider for TwilioProvider {
